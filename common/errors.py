@@ -1,0 +1,79 @@
+"""Domain errors, each naming the gRPC status it becomes at the service boundary.
+
+Services raise these from domain and use-case code; one server interceptor turns them into
+``context.abort(code, message)``. Nothing here imports gRPC, so ``domain.py`` may use them: the
+status is carried by name and resolved to ``grpc.StatusCode`` at the boundary.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A failure the caller can act on; its message is safe to show to the caller."""
+
+    status_name: str = "FAILED_PRECONDITION"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidArgument(DomainError):
+    """The request itself is wrong, whatever the system's state."""
+
+    status_name = "INVALID_ARGUMENT"
+
+
+class FailedPrecondition(DomainError):
+    """The request is well formed but the system is not in a state that allows it."""
+
+    status_name = "FAILED_PRECONDITION"
+
+
+class OutOfRange(DomainError):
+    """A value is past a valid range that depends on state (a page past the end, a refund)."""
+
+    status_name = "OUT_OF_RANGE"
+
+
+class NotFound(DomainError):
+    """The resource does not exist, or the caller may not know that it does."""
+
+    status_name = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    """Creating the resource would duplicate a unique key."""
+
+    status_name = "ALREADY_EXISTS"
+
+
+class Aborted(DomainError):
+    """A concurrent change won; the caller may retry from a fresh read."""
+
+    status_name = "ABORTED"
+
+
+class Unauthenticated(DomainError):
+    """The caller has no valid credentials."""
+
+    status_name = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but lacks the right."""
+
+    status_name = "PERMISSION_DENIED"
+
+
+class ResourceExhausted(DomainError):
+    """A quota or rate limit is used up."""
+
+    status_name = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(DomainError):
+    """A dependency cannot be reached right now; retrying later may succeed."""
+
+    status_name = "UNAVAILABLE"
