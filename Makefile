@@ -46,8 +46,8 @@ $(GENERATED): $(INSTALLED) $(PROTOS)
 
 $(TEST_GENERATED): $(INSTALLED) $(GENERATED) $(TEST_PROTOS)
 	rm -rf tests/gen && mkdir -p tests/gen
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -I tests/protos -I protos -I "$(SITE)" \
-	  --python_out=tests/gen --grpc_python_out=tests/gen --mypy_out=tests/gen --mypy_grpc_out=tests/gen $(TEST_PROTOS)
+	$(if $(TEST_PROTOS),PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -I tests/protos -I protos -I "$(SITE)" \
+	  --python_out=tests/gen --grpc_python_out=tests/gen --mypy_out=tests/gen --mypy_grpc_out=tests/gen $(TEST_PROTOS))
 	touch $@
 
 run: $(GENERATED)
