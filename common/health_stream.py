@@ -1,0 +1,112 @@
+"""The Kafka health stream: ping and pong records, and the responder every service instance runs."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import faust
+import structlog
+
+PING_TOPIC = "service-ping"
+PONG_TOPIC = "service-pong"
+
+# A ping older than this is history, not a question: a new consumer may be handed a few old
+# records (KAFKA.md: end offsets are reported early on Tansu) and must not answer them.
+STALE_PING_AFTER = timedelta(seconds=5)
+CHECK_TIMEOUT_S = 0.5
+
+log = structlog.get_logger(__name__)
+
+HealthCheck = Callable[[], Awaitable[bool]]
+
+
+class Ping(faust.Record, serializer="json", include_metadata=False):
+    """The gateway's question to every instance; names are the wire format (CONTRACT.md)."""
+
+    ping_id: str
+    sent_at: str
+
+
+class Pong(faust.Record, serializer="json", include_metadata=False):
+    """One instance's answer: who it is, where it listens, and how its own checks went."""
+
+    ping_id: str
+    service: str
+    instance_id: str
+    address: str
+    version: str
+    status: str
+    checks: dict[str, str]
+    sent_at: str
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class InstanceIdentity:
+    """Who answers: the id is new at every start so a restarted instance is a new member."""
+
+    service: str
+    address: str
+    version: str
+    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+
+
+async def run_checks(checks: Mapping[str, HealthCheck]) -> dict[str, str]:
+    """Run every check concurrently, each bounded, so one stuck dependency cannot stall a pong."""
+
+    async def one(check: HealthCheck) -> str:
+        try:
+            return "UP" if await asyncio.wait_for(check(), CHECK_TIMEOUT_S) else "DOWN"
+        except Exception:  # a failing check is a DOWN answer, never a dead responder
+            log.warning("health check failed", exc_info=True)
+            return "DOWN"
+
+    results = await asyncio.gather(*(one(check) for check in checks.values()))
+    return dict(zip(checks, results, strict=True))
+
+
+def install_pong_responder(
+    app: faust.App, identity: InstanceIdentity, checks: Mapping[str, HealthCheck]
+) -> None:
+    """Add the agent that answers each fresh ping on ``service-pong`` with this instance's state.
+
+    ``app`` must be this instance's own consumer group: every instance has to see every ping.
+    """
+    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=1)
+    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=1)
+
+    @app.agent(pings, name=f"{identity.service}-pong-responder")
+    async def answer_pings(stream: faust.StreamT[Ping]) -> None:
+        async for ping in stream:
+            try:
+                if datetime.now(UTC) - parse_rfc3339(ping.sent_at) > STALE_PING_AFTER:
+                    continue
+            except ValueError:
+                log.warning("ignoring a ping with a malformed sent_at", sent_at=ping.sent_at)
+                continue
+            results = await run_checks(checks)
+            await pongs.send(
+                key=identity.instance_id,
+                value=Pong(
+                    ping_id=ping.ping_id,
+                    service=identity.service,
+                    instance_id=identity.instance_id,
+                    address=identity.address,
+                    version=identity.version,
+                    status="UP" if all(r == "UP" for r in results.values()) else "DOWN",
+                    checks=results,
+                    sent_at=now_rfc3339(),
+                ),
+            )

@@ -1,0 +1,113 @@
+"""Kafka plumbing shared by every process: topic declarations and the Faust app factory.
+
+Faust's aiokafka driver hard-codes a 1.5 s fetch wait for its consumers. Apache Kafka answers a
+waiting fetch as soon as data arrives, so that costs nothing there; the embedded broker (Tansu)
+answers only when the wait expires, which would make every ping/pong take ~750 ms (KAFKA.md).
+The wait is therefore a setting, applied through Faust's transport extension point: a transport
+subclass whose consumer thread builds the aiokafka consumer with our value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import aiokafka
+import faust
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from common.settings import CommonSettings
+
+# Every topic is declared at start-up with its partition count: auto-created topics get the
+# broker's default, and production clusters usually disable auto-creation anyway.
+HEALTH_TOPICS: dict[str, int] = {"service-ping": 1, "service-pong": 1}
+EVENT_TOPICS: dict[str, int] = {
+    "user-events": 4,
+    "inventory-events": 4,
+    "payment-events": 4,
+    "order-events": 4,
+}
+TOPIC_PARTITIONS: dict[str, int] = {**HEALTH_TOPICS, **EVENT_TOPICS}
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, building its consumer with the configured fetch wait."""
+
+    def _create_worker_consumer(
+        self, transport: faust_aiokafka.Transport
+    ) -> aiokafka.AIOKafkaConsumer:
+        assert isinstance(transport, Transport), "installed only by our Transport"
+        conf = self.app.conf
+        return aiokafka.AIOKafkaConsumer(
+            client_id=conf.broker_client_id,
+            group_id=conf.id,
+            group_instance_id=conf.consumer_group_instance_id,
+            bootstrap_servers=faust_aiokafka.server_list(transport.url, transport.default_port),
+            # Our apps keep no tables, so Faust's table-aware assignor has nothing to do.
+            partition_assignment_strategy=[RoundRobinPartitionAssignor],
+            enable_auto_commit=False,
+            auto_offset_reset=conf.consumer_auto_offset_reset,
+            max_poll_records=conf.broker_max_poll_records,
+            max_poll_interval_ms=int((conf.broker_max_poll_interval or 0) * 1000.0),
+            max_partition_fetch_bytes=conf.consumer_max_fetch_size,
+            fetch_max_wait_ms=transport.fetch_max_wait_ms,
+            request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
+            check_crcs=conf.broker_check_crcs,
+            session_timeout_ms=int(conf.broker_session_timeout * 1000.0),
+            rebalance_timeout_ms=int(conf.broker_rebalance_timeout * 1000.0),
+            heartbeat_interval_ms=int(conf.broker_heartbeat_interval * 1000.0),
+            isolation_level="read_uncommitted",
+            metadata_max_age_ms=conf.consumer_metadata_max_age_ms,
+            connections_max_idle_ms=conf.consumer_connections_max_idle_ms,
+            **faust_aiokafka.credentials_to_aiokafka_auth(
+                conf.broker_credentials, conf.ssl_context
+            ),
+        )
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class Transport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport with a configurable consumer fetch wait."""
+
+    Consumer: ClassVar[type[Any]] = _Consumer
+
+    def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+
+
+def create_faust_app(app_id: str, settings: CommonSettings) -> faust.App:
+    """A Faust app for embedding in one of our asyncio processes.
+
+    ``app_id`` is the consumer group: give each instance its own when every instance must see
+    every record (the health stream), share one per service for work that is split.
+    """
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{settings.kafka_bootstrap.replace(',', ';kafka://')}",
+        autodiscover=False,
+        # Faust's web server would bind 0.0.0.0:6066 in every process; our metrics are
+        # served by the gateway and the services do not need one.
+        web_enabled=False,
+        # The leader topic is only for Faust's table assignment; we keep no tables.
+        topic_disable_leader=True,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="latest",
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+        # Faust checks request_timeout >= session_timeout.
+        broker_request_timeout=max(30.0, settings.kafka_session_timeout_s * 2),
+        # Tansu rejects the idempotent producer; delivery is at-least-once by design
+        # (transactional outbox + consumers that drop duplicates by event id).
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        store="memory://",
+    )
+    app.transport = Transport(
+        app.conf.broker_consumer, app, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms
+    )
+    return app

@@ -1,0 +1,187 @@
+"""`make run`: start the broker, the three services and the gateway as one unit, stop them as one.
+
+The embedded broker keeps everything in memory, so it and the processes using it live and die
+together (KAFKA.md): if any process exits on its own, the supervisor stops the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.broker import EmbeddedBroker
+from common.settings import DEFAULT_PORTS, SERVICE_NAMES
+
+# Local runs want a health stream that is UP within seconds (KAFKA.md); explicit settings win.
+LOCAL_KAFKA_DEFAULTS = {
+    "MC_KAFKA_FETCH_MAX_WAIT_MS": "10",
+    "MC_KAFKA_SESSION_TIMEOUT_S": "2",
+    "MC_KAFKA_HEARTBEAT_INTERVAL_S": "0.5",
+}
+STOP_GRACE_S = 10.0
+READY_TIMEOUT_S = 90.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+
+
+def _die_with_parent() -> None:
+    """Runs in each child before exec: if the supervisor is killed outright, so is the child."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _port(name: str) -> int:
+    return int(os.environ.get(f"MC_{name.upper()}_PORT", DEFAULT_PORTS[name]))
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def _relay_output(child: Child) -> None:
+    """Prefix each line a child prints with its name, as process runners do."""
+    assert child.process.stdout is not None
+    width = max(len(n) for n in ("gateway", *SERVICE_NAMES))
+    async for raw in child.process.stdout:
+        sys.stdout.write(f"{child.name:<{width}} | {raw.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+async def _start(name: str, module: str, env: dict[str, str]) -> Child:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+    )
+    return Child(name, process)
+
+
+def _health(url: str) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            body: dict[str, object] = json.load(response)
+            return body
+    except OSError:
+        return None
+    except ValueError:
+        return None
+
+
+async def _wait_until_up(url: str, children: list[Child]) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < READY_TIMEOUT_S:
+        if any(c.process.returncode is not None for c in children):
+            raise RuntimeError("a process exited during start-up")
+        body = await asyncio.to_thread(_health, url)
+        if body is not None and body.get("status") == "UP":
+            return time.monotonic() - started
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} was not UP after {READY_TIMEOUT_S:.0f}s")
+
+
+async def _stop(children: list[Child]) -> None:
+    """The gateway first (it stops taking traffic), then the services, each given a grace."""
+    for group in (
+        [c for c in children if c.name == "gateway"],
+        [c for c in children if c.name != "gateway"],
+    ):
+        for child in group:
+            if child.process.returncode is None:
+                child.process.terminate()
+        for child in group:
+            try:
+                await asyncio.wait_for(child.process.wait(), STOP_GRACE_S)
+            except TimeoutError:
+                _say(f"{child.name} did not stop within {STOP_GRACE_S:.0f}s; killing it")
+                child.process.kill()
+                await child.process.wait()
+
+
+async def supervise() -> int:
+    host = os.environ.get("MC_HOST", "127.0.0.1")
+    data_dir = Path(os.environ.get("MC_DATA_DIR", "var"))
+    (data_dir / "log").mkdir(parents=True, exist_ok=True)
+    env = {**LOCAL_KAFKA_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1"}
+
+    broker: EmbeddedBroker | None = None
+    if not os.environ.get("MC_KAFKA_BOOTSTRAP"):
+        with (data_dir / "log" / "broker.log").open("ab") as broker_log:
+            broker = EmbeddedBroker.start(host, 9092, log=broker_log)
+        env["MC_KAFKA_BOOTSTRAP"] = broker.bootstrap
+
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_requested.set)
+
+    children: list[Child] = []
+    relays: list[asyncio.Task[None]] = []
+    exit_code = 0
+    try:
+        for service in SERVICE_NAMES:
+            children.append(await _start(service, f"{service}_svc", env))
+        children.append(await _start("gateway", "gateway", env))
+        relays = [asyncio.create_task(_relay_output(c)) for c in children]
+
+        gateway_url = f"http://{host}:{_port('gateway')}"
+        up_task = asyncio.create_task(_wait_until_up(f"{gateway_url}/health", children))
+        stop_task = asyncio.create_task(stop_requested.wait())
+        await asyncio.wait({up_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if up_task.done():
+            took = up_task.result()
+            _say(f"\nMicroCommerce is UP ({took:.1f}s). Ctrl-C stops everything.")
+            _say(f"  gateway  {gateway_url}  (REST /api/v1, /docs, /health, /metrics)")
+            for service in SERVICE_NAMES:
+                _say(f"  {service:<8} {host}:{_port(service)}  (gRPC)")
+            kafka = f"{broker.bootstrap} (embedded Tansu)" if broker else env["MC_KAFKA_BOOTSTRAP"]
+            _say(f"  kafka    {kafka}\n")
+        else:
+            up_task.cancel()
+
+        exited = [asyncio.create_task(c.process.wait()) for c in children]
+        await asyncio.wait({stop_task, *exited}, return_when=asyncio.FIRST_COMPLETED)
+        for child in children:
+            if child.process.returncode is not None and not stop_requested.is_set():
+                _say(f"{child.name} exited with {child.process.returncode}; stopping the rest")
+                exit_code = 1
+    except (RuntimeError, TimeoutError) as error:
+        _say(f"start-up failed: {error}")
+        exit_code = 1
+    finally:
+        await _stop(children)
+        for relay in relays:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(relay, 2)
+        if broker is not None:
+            broker.stop()
+    _say("stopped")
+    return exit_code
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args()
+    sys.exit(asyncio.run(supervise()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Health aggregation: the gateway pings every instance over Kafka and serves what it heard.
+
+Requests never wait for Kafka: a Faust timer publishes a ping every interval, a Faust agent
+records each pong in the ``HealthRegistry``, and the HTTP handlers read the registry.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import faust
+import structlog
+from faust.types import FutureMessage
+
+from common.health_stream import (
+    PING_TOPIC,
+    PONG_TOPIC,
+    STALE_PING_AFTER,
+    Ping,
+    Pong,
+    now_rfc3339,
+    parse_rfc3339,
+)
+
+log = structlog.get_logger(__name__)
+
+Status = Literal["UP", "DOWN", "UNKNOWN"]
+Overall = Literal["UP", "DEGRADED", "DOWN"]
+
+# Pings we still expect answers to, for round-trip times; older ones just count as liveness.
+MAX_PENDING_PINGS = 64
+
+
+@dataclass
+class Instance:
+    """The last word heard from one service instance."""
+
+    id: str
+    address: str
+    version: str
+    reported_status: str
+    checks: dict[str, str]
+    last_seen_monotonic: float
+    last_seen: datetime
+    rtt_ms: float | None
+
+
+class HealthRegistry:
+    """What the health stream has told this gateway, judged against a clock.
+
+    A service is DOWN once none of its instances has answered within ``down_after_s``; while
+    the broker itself is unreachable that silence says nothing, so services are UNKNOWN. The
+    broker must therefore be judged first: its threshold is the shorter one, so a frozen broker
+    never shows as a moment of every service DOWN.
+    """
+
+    def __init__(
+        self,
+        services: Sequence[str],
+        *,
+        down_after_s: float = 2.5,
+        broker_down_after_s: float = 2.0,
+        forget_after_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if broker_down_after_s >= down_after_s:
+            raise ValueError("the broker must be judged unreachable before any service is DOWN")
+        self.services = tuple(services)
+        self.down_after_s = down_after_s
+        self.broker_down_after_s = broker_down_after_s
+        self.forget_after_s = forget_after_s
+        self._clock = clock
+        self._instances: dict[str, dict[str, Instance]] = {s: {} for s in self.services}
+        self._pending_pings: OrderedDict[str, float] = OrderedDict()
+        self._broker_last_ack: float | None = None
+
+    def ping_sent(self, ping_id: str) -> None:
+        self._pending_pings[ping_id] = self._clock()
+        while len(self._pending_pings) > MAX_PENDING_PINGS:
+            self._pending_pings.popitem(last=False)
+
+    def ping_delivered(self) -> None:
+        """The broker acknowledged a ping: it is reachable."""
+        self._broker_last_ack = self._clock()
+
+    def pong_received(self, pong: Pong) -> None:
+        if pong.service not in self._instances:
+            log.warning("pong from an unknown service", service=pong.service)
+            return
+        now = self._clock()
+        sent = self._pending_pings.get(pong.ping_id)
+        instances = self._instances[pong.service]
+        # A restarted instance comes back under a new id at the same address: it replaces
+        # its predecessor instead of leaving a ghost DOWN beside it.
+        for other_id, other in list(instances.items()):
+            if other.address == pong.address and other_id != pong.instance_id:
+                del instances[other_id]
+        instances[pong.instance_id] = Instance(
+            id=pong.instance_id,
+            address=pong.address,
+            version=pong.version,
+            reported_status=pong.status,
+            checks=dict(pong.checks),
+            last_seen_monotonic=now,
+            last_seen=datetime.now(UTC),
+            rtt_ms=round((now - sent) * 1000, 2) if sent is not None else None,
+        )
+        self._broker_last_ack = now  # a pong came through the broker, so it is reachable
+
+    def broker_up(self) -> bool:
+        last = self._broker_last_ack
+        return last is not None and self._clock() - last <= self.broker_down_after_s
+
+    def _instance_status(self, instance: Instance) -> Status:
+        if not self.broker_up():
+            return "UNKNOWN"
+        fresh = self._clock() - instance.last_seen_monotonic <= self.down_after_s
+        return "UP" if fresh and instance.reported_status == "UP" else "DOWN"
+
+    def _forget_departed(self) -> None:
+        now = self._clock()
+        for instances in self._instances.values():
+            for instance_id, instance in list(instances.items()):
+                if now - instance.last_seen_monotonic > self.forget_after_s:
+                    del instances[instance_id]
+
+    def service_status(self, service: str) -> Status:
+        if not self.broker_up():
+            return "UNKNOWN"
+        instances = self._instances[service].values()
+        return "UP" if any(self._instance_status(i) == "UP" for i in instances) else "DOWN"
+
+    def overall(self) -> Overall:
+        statuses = [self.service_status(s) for s in self.services]
+        if not self.broker_up():
+            return "DEGRADED"  # REST traffic still flows; the services may well be fine
+        if all(s == "UP" for s in statuses):
+            return "UP"
+        return "DOWN" if not any(s == "UP" for s in statuses) else "DEGRADED"
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ``GET /health`` body (CONTRACT.md)."""
+        self._forget_departed()
+        services: dict[str, Any] = {}
+        for service in self.services:
+            instances = sorted(self._instances[service].values(), key=lambda i: i.address)
+            latest = max(instances, key=lambda i: i.last_seen_monotonic, default=None)
+            services[service] = {
+                "status": self.service_status(service),
+                "last_seen": _rfc3339(latest.last_seen) if latest else None,
+                "rtt_ms": latest.rtt_ms if latest else None,
+                "instances": [
+                    {
+                        "id": i.id,
+                        "address": i.address,
+                        "version": i.version,
+                        "status": self._instance_status(i),
+                        "last_seen": _rfc3339(i.last_seen),
+                        "rtt_ms": i.rtt_ms,
+                        "checks": i.checks,
+                    }
+                    for i in instances
+                ],
+            }
+        return {
+            "status": self.overall(),
+            "broker": {"status": "UP" if self.broker_up() else "DOWN"},
+            "services": services,
+        }
+
+    def instance_addresses(self, service: str) -> list[str]:
+        return sorted({i.address for i in self._instances[service].values()})
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def install_health_stream(app: faust.App, registry: HealthRegistry, interval_s: float) -> None:
+    """Add the ping timer and the pong agent to the gateway's own Faust app (its own group)."""
+    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=1)
+    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=1)
+
+    def delivered(_: FutureMessage) -> None:
+        registry.ping_delivered()
+
+    @app.timer(interval_s, name="gateway-ping")  # type: ignore[untyped-decorator]
+    async def send_ping() -> None:
+        ping_id = uuid.uuid4().hex
+        registry.ping_sent(ping_id)
+        await pings.send(
+            key=ping_id, value=Ping(ping_id=ping_id, sent_at=now_rfc3339()), callback=delivered
+        )
+
+    @app.agent(pongs, name="gateway-pong-collector")
+    async def collect_pongs(stream: faust.StreamT[Pong]) -> None:
+        async for pong in stream:
+            try:
+                stale = datetime.now(UTC) - parse_rfc3339(pong.sent_at) > STALE_PING_AFTER
+            except ValueError:
+                stale = True
+            if not stale:
+                registry.pong_received(pong)
