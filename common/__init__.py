@@ -1,1 +1,1 @@
-"""The shared kernel: settings, logging, errors, gRPC, database, Kafka plumbing for every process."""
+"""The shared kernel: settings, logging, errors, gRPC, database and Kafka plumbing."""

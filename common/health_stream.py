@@ -60,7 +60,9 @@ class InstanceIdentity:
     service: str
     address: str
     version: str
-    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    instance_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    )
 
 
 async def run_checks(checks: Mapping[str, HealthCheck]) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAMES = ("payment", "product", "user")
@@ -35,6 +35,12 @@ class CommonSettings(BaseSettings):
     kafka_heartbeat_interval_s: float = Field(3.0, gt=0)
 
     health_ping_interval_s: float = Field(1.0, gt=0, description="Gateway ping period.")
+
+    # MC_<SVC>_DATABASE_URL; unset means SQLite under data_dir (common.db.database_url). Secret
+    # because a PostgreSQL URL carries the password and settings may be logged or printed.
+    payment_database_url: SecretStr | None = None
+    product_database_url: SecretStr | None = None
+    user_database_url: SecretStr | None = None
 
 
 def port_setting(service: str) -> int:

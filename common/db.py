@@ -1,0 +1,176 @@
+"""Database access for the services: async engines (SQLite, PostgreSQL), units of work, ping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import URL, Connection, event, make_url, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from common.logging import get_logger
+from common.settings import CommonSettings
+
+_log = get_logger(__name__)
+
+# How long a SQLite writer waits for another writer's lock before failing with "database is
+# locked". Writers queue on the lock (see _begin_sqlite), so this bounds the queue wait.
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+
+# Execution option choosing how a SQLite transaction begins; see _begin_sqlite.
+SQLITE_BEGIN_OPTION = "mc_sqlite_begin"
+
+# Drivers we run on, by backend; a bare "postgresql://" or "sqlite://" gets the async one.
+_ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+
+
+def database_url(service: str, settings: CommonSettings) -> str:
+    """``MC_<SVC>_DATABASE_URL`` when set, else a SQLite file ``<data_dir>/<service>.db``.
+
+    The SQLite default creates ``data_dir`` so a fresh clone runs without set-up.
+    """
+    configured = {
+        "payment": settings.payment_database_url,
+        "product": settings.product_database_url,
+        "user": settings.user_database_url,
+    }
+    if service not in configured:
+        raise ValueError(f"unknown service {service!r}; expected one of {sorted(configured)}")
+    url = configured[service]
+    if url is not None and url.get_secret_value():
+        return url.get_secret_value()
+    data_dir = settings.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return URL.create(
+        "sqlite+aiosqlite", database=str(data_dir / f"{service}.db")
+    ).render_as_string()
+
+
+def async_url(url: str | URL) -> URL:
+    """The URL with our async driver filled in; a sync driver or another backend is refused."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgres":  # a common alias that SQLAlchemy does not know
+        parsed = parsed.set(drivername="postgresql")
+    backend = parsed.get_backend_name()
+    driver = _ASYNC_DRIVERS.get(backend)
+    if driver is None:
+        raise ValueError(f"unsupported database {backend!r}; use PostgreSQL or SQLite")
+    if "+" not in parsed.drivername:
+        return parsed.set(drivername=f"{backend}+{driver}")
+    if parsed.get_driver_name() != driver:
+        raise ValueError(f"use the {backend}+{driver} driver, not {parsed.drivername!r}")
+    return parsed
+
+
+def _connect_sqlite(dbapi_connection: Any, _connection_record: Any) -> None:
+    # Let SQLAlchemy emit BEGIN itself (_begin_sqlite): the driver's own implicit BEGIN comes
+    # too late for transactional DDL and cannot take the write lock up front.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL: readers and one writer proceed concurrently. NORMAL sync is durable in WAL mode
+        # except for the last transactions on power loss, and far faster than FULL.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        # SQLite ships with foreign keys unenforced, unlike PostgreSQL.
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite(connection: Connection) -> None:
+    # IMMEDIATE takes the write lock at BEGIN. A deferred transaction that reads and then
+    # writes fails at once with "database is locked" when another writer committed in between
+    # (the busy timeout does not apply then); with IMMEDIATE, concurrent units of work queue
+    # instead, which also makes read-check-write (stock, idempotency keys) safe on SQLite.
+    # A caller that only reads may ask for DEFERRED (ping does) so it never waits on writers.
+    mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
+
+
+def create_engine(
+    url: str | URL, *, application_name: str | None = None, echo: bool = False
+) -> AsyncEngine:
+    """An async engine for ``url``; opens no connection until first used.
+
+    SQLite gets WAL, enforced foreign keys, a busy timeout and write-locking transactions;
+    PostgreSQL (asyncpg) a bounded pool with liveness checks and connect/command timeouts.
+    ``application_name`` labels PostgreSQL sessions (``pg_stat_activity``).
+    """
+    parsed = async_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_async_engine(parsed, echo=echo)
+        event.listen(engine.sync_engine, "connect", _connect_sqlite)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite)
+        return engine
+
+    server_settings = {"application_name": application_name} if application_name else {}
+    return create_async_engine(
+        parsed,
+        echo=echo,
+        pool_size=5,
+        max_overflow=10,
+        # Fail a request after 10 s without a free connection rather than queue unboundedly.
+        pool_timeout=10,
+        # Connections die with PostgreSQL restarts and fail-overs: test on checkout, and
+        # recycle before proxies and firewalls drop idle ones.
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"timeout": 5, "command_timeout": 30, "server_settings": server_settings},
+    )
+
+
+class Database:
+    """One service's database: its engine, units of work and a health ping."""
+
+    def __init__(self, engine: AsyncEngine, *, ping_timeout: float = 2.0) -> None:
+        self._engine = engine
+        # Health checks call ping every second or so: an answer later than this counts as down.
+        self._ping_timeout = ping_timeout
+        # expire_on_commit=False: objects stay readable after the commit without an implicit
+        # (and, under asyncio, impossible) lazy reload.
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(
+        cls, url: str | URL, *, application_name: str | None = None, ping_timeout: float = 2.0
+    ) -> Database:
+        """A Database on a new engine for ``url`` (see ``create_engine``)."""
+        return cls(create_engine(url, application_name=application_name), ping_timeout=ping_timeout)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The underlying engine, for migrations and tests."""
+        return self._engine
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commits when the block ends normally, rolls back if it raises.
+
+        Call ``flush()`` inside the block when generated keys are needed; do not commit.
+        """
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> bool:
+        """Whether the database answers ``SELECT 1`` within the ping timeout."""
+        try:
+            async with asyncio.timeout(self._ping_timeout), self._engine.connect() as connection:
+                connection = await connection.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+                await connection.execute(text("SELECT 1"))
+        except Exception as error:  # TimeoutError included: the answer is simply "no"
+            _log.warning("database_ping_failed", error=type(error).__name__, detail=str(error))
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        """Close every pooled connection; the engine reconnects if used again."""
+        await self._engine.dispose()

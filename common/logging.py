@@ -1,0 +1,138 @@
+"""JSON logging for every process: structlog and the standard library through one renderer."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from common.request_context import request_id_var
+
+# Fields every reader looks for first; the rest follow in the order they were added.
+_LEADING_KEYS = ("timestamp", "level", "service", "event", "request_id", "logger")
+
+
+class _StderrHandler(logging.Handler):
+    """Writes one line per record to whatever ``sys.stderr`` is at the time of the record.
+
+    A StreamHandler keeps the stream it was built with; pytest (and daemonising tools) swap
+    ``sys.stderr`` later, and a handler still holding a closed capture stream fails on every
+    record. Looking the stream up per record avoids that, as ``logging.lastResort`` does.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            stream = sys.stderr
+            stream.write(line + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+class _AddService:
+    """Names the process in every record, so merged logs of all services stay attributable."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def __call__(self, _logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+        event_dict.setdefault("service", self._service)
+        return event_dict
+
+
+def _add_request_id(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    # Read from our ContextVar as well as structlog's contextvars: standard-library records
+    # (grpc, sqlalchemy, ...) emitted while serving a call get the id too.
+    request_id = request_id_var.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
+
+
+def _order_keys(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    ordered: dict[str, Any] = {k: event_dict[k] for k in _LEADING_KEYS if k in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+def _level(level: str) -> int:
+    levels = logging.getLevelNamesMapping()
+    try:
+        return levels[level.upper()]
+    except KeyError:
+        raise ValueError(f"unknown log level {level!r}; use one of {sorted(levels)}") from None
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Send every log record of this process to stderr as one JSON object per line.
+
+    Safe to call again (tests, re-configuration): it replaces what an earlier call installed
+    and leaves other handlers (pytest's caplog, for one) alone.
+    """
+    threshold = _level(level)
+
+    # Applied to structlog events and to standard-library records alike.
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        _add_request_id,
+        _AddService(service),
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    ]
+
+    # structlog events go through the standard library too, so one handler renders everything
+    # and the level threshold is the root logger's, in one place.
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Cached loggers would keep the processors of the first call and make a second
+        # configure_logging (another service name in tests) ineffective for them.
+        cache_logger_on_first_use=False,
+    )
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # A plain-text traceback, not dict_tracebacks: that one records local variables by
+            # default, and locals can hold card numbers or passwords.
+            structlog.processors.format_exc_info,
+            _order_keys,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+    handler = _StderrHandler()
+    handler.setFormatter(formatter)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(threshold)
+
+
+def reset_logging() -> None:
+    """Undo ``configure_logging`` (tests): our handler removed, structlog back to its defaults."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+    structlog.reset_defaults()
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    """A structlog logger; ``name`` (usually ``__name__``) becomes the ``logger`` field."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

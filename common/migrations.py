@@ -1,0 +1,207 @@
+"""Alembic migrations applied programmatically: one script directory and version table per service.
+
+Each service keeps ``<svc>/migrations/`` (``env.py``, ``script.py.mako``, ``versions/``) and
+applies it at start-up with ``upgrade_to_head``; its ``env.py`` is two lines calling ``run_env``
+with the service's own version table, so services can share one PostgreSQL database. There is
+no alembic.ini: ``python -m common.migrations`` is the command line (upgrade, new revision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from weakref import WeakKeyDictionary
+
+from alembic import command, context
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import URL, Connection, MetaData, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.db import create_engine, database_url
+from common.logging import configure_logging
+from common.settings import SERVICE_NAMES, CommonSettings
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def version_table(service: str) -> str:
+    """The Alembic version table of a service, e.g. ``alembic_version_payment``."""
+    return f"alembic_version_{service}"
+
+
+def script_location_of(service: str) -> Path:
+    """The migration script directory of a service: ``<service>_svc/migrations``."""
+    return _REPO_ROOT / f"{service}_svc" / "migrations"
+
+
+def alembic_config(script_location: Path) -> Config:
+    """An in-memory Alembic configuration for one script directory (no alembic.ini)."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    # Silences Alembic's warning about the legacy path splitting; we list no extra paths.
+    config.set_main_option("path_separator", "os")
+    # Sequential ids (see new_revision) make "0003_add_orders.py" the file name.
+    config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+    # New revision files come out lint-clean: unused imports of the template dropped, formatted.
+    hooks = {"ruff_fix": "check --fix --quiet", "ruff_format": "format --quiet"}
+    config.set_section_option("post_write_hooks", "hooks", " ".join(hooks))
+    for hook, options in hooks.items():
+        config.set_section_option("post_write_hooks", f"{hook}.type", "module")
+        config.set_section_option("post_write_hooks", f"{hook}.module", "ruff")
+        config.set_section_option(
+            "post_write_hooks", f"{hook}.options", f"{options} REVISION_SCRIPT_FILENAME"
+        )
+    return config
+
+
+async def upgrade_to_head(engine_or_url: AsyncEngine | str | URL, script_location: Path) -> None:
+    """Apply every migration of ``script_location`` not yet applied; a no-op when at head.
+
+    The whole upgrade is one transaction (PostgreSQL and SQLite both have transactional DDL):
+    a failing revision leaves the schema as it was. An engine passed in stays open; one made
+    from a URL is disposed of.
+    """
+    if isinstance(engine_or_url, AsyncEngine):
+        engine, owned = engine_or_url, False
+    else:
+        engine, owned = create_engine(engine_or_url), True
+    try:
+        async with _alembic_lock():
+            await _run(engine, script_location, lambda config: command.upgrade(config, "head"))
+    finally:
+        if owned:
+            await engine.dispose()
+
+
+# Alembic keeps the running migration in module-level state (alembic.context): two upgrades
+# interleaving on one event loop would overwrite each other's. Other processes are kept apart
+# by the database (run_env).
+_alembic_locks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = WeakKeyDictionary()
+
+
+def _alembic_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _alembic_locks.get(loop)
+    if lock is None:
+        lock = _alembic_locks[loop] = asyncio.Lock()
+    return lock
+
+
+async def _run(
+    engine: AsyncEngine, script_location: Path, alembic_command: Callable[[Config], object]
+) -> None:
+    def in_transaction(connection: Connection) -> None:
+        config = alembic_config(script_location)
+        # run_env picks the connection up from here instead of opening its own.
+        config.attributes["connection"] = connection
+        alembic_command(config)
+
+    async with engine.begin() as connection:
+        await connection.run_sync(in_transaction)
+
+
+def run_env(*, version_table: str, target_metadata: MetaData | None = None) -> None:
+    """The body of every service's ``migrations/env.py``: migrate on the connection we pass.
+
+    ``target_metadata`` (the service's tables) is only needed for ``--autogenerate``.
+    """
+    connection: Connection | None = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError(
+            "run migrations through common.migrations (upgrade_to_head or "
+            "`python -m common.migrations`), which provides the database connection"
+        )
+    if connection.dialect.name == "postgresql":
+        # Replicas starting together would race to create the same tables; the first holds
+        # this lock until its transaction ends and the others then find the schema at head.
+        key = zlib.crc32(version_table.encode())
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        version_table=version_table,
+        # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
+        render_as_batch=connection.dialect.name == "sqlite",
+        # We BEGIN on SQLite ourselves (common.db), so its DDL is transactional as well.
+        transactional_ddl=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def next_revision_id(script_location: Path) -> str:
+    """The next sequential revision id of a script directory: "0001", "0002", ..."""
+    script = ScriptDirectory.from_config(alembic_config(script_location))
+    return f"{sum(1 for _ in script.walk_revisions()) + 1:04d}"
+
+
+def new_revision(
+    script_location: Path, message: str, *, autogenerate_from: Connection | None = None
+) -> None:
+    """Write the next revision file; given a connection, autogenerate it from the models."""
+    config = alembic_config(script_location)
+    if autogenerate_from is not None:
+        config.attributes["connection"] = autogenerate_from
+    command.revision(
+        config,
+        message=message,
+        rev_id=next_revision_id(script_location),
+        autogenerate=autogenerate_from is not None,
+    )
+
+
+def _service(name: str) -> str:
+    if name not in SERVICE_NAMES:
+        raise argparse.ArgumentTypeError(f"{name!r} is not one of {', '.join(SERVICE_NAMES)}")
+    return name
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m common.migrations {upgrade,revision} ...`` against the configured databases."""
+    parser = argparse.ArgumentParser(
+        prog="python -m common.migrations", description="Apply or add service migrations."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    upgrade = commands.add_parser("upgrade", help="apply pending migrations")
+    # Without names: every service. (Python 3.11's argparse rejects an empty list against
+    # `choices`, hence the type check instead.)
+    upgrade.add_argument("services", nargs="*", type=_service, metavar="SERVICE")
+    revision = commands.add_parser("revision", help="add a migration file to a service")
+    revision.add_argument("service", choices=SERVICE_NAMES)
+    revision.add_argument("-m", "--message", required=True)
+    revision.add_argument("--autogenerate", action="store_true")
+    args = parser.parse_args(argv)
+
+    # model_validate({}) reads the environment like CommonSettings() does; mypy, without the
+    # pydantic plugin, takes Field(default, ...) defaults for required arguments.
+    settings = CommonSettings.model_validate({})
+    configure_logging("migrations", settings.log_level)
+
+    async def run() -> None:
+        if args.command == "upgrade":
+            for service in args.services or SERVICE_NAMES:
+                await upgrade_to_head(database_url(service, settings), script_location_of(service))
+            return
+        location = script_location_of(args.service)
+        if not args.autogenerate:
+            new_revision(location, args.message)
+            return
+        # Autogenerate compares the models with the live schema, so it needs the database.
+        engine = create_engine(database_url(args.service, settings))
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(
+                    lambda sync: new_revision(location, args.message, autogenerate_from=sync)
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import URL, make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+# The PostgreSQL server (not database) tests may use; each session creates its own database.
+DEFAULT_TEST_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
+
+def _run_in_thread(coroutine: Coroutine[Any, Any, None]) -> None:
+    # A separate thread has no event loop, so asyncio.run cannot disturb pytest-asyncio's.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
+
+
+async def _execute_autocommit(server: URL, statement: str) -> None:
+    engine = create_async_engine(
+        server, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args={"timeout": 5}
+    )
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a throwaway PostgreSQL database, created for this session and dropped after.
+
+    The server comes from ``MC_TEST_POSTGRES_URL`` (default: local, trust auth, user postgres).
+    Unreachable server: the test is skipped, or fails when ``CI=true``.
+    """
+    server = make_url(os.environ.get("MC_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL))
+    server = server.set(drivername="postgresql+asyncpg")
+    name = f"mc_test_{uuid.uuid4().hex[:12]}"
+    try:
+        _run_in_thread(_execute_autocommit(server, f'CREATE DATABASE "{name}"'))
+    except Exception as error:
+        reason = (
+            f"PostgreSQL unavailable at {server.render_as_string(hide_password=True)} "
+            f"(set MC_TEST_POSTGRES_URL): {error!r}"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    yield server.set(database=name).render_as_string(hide_password=False)
+    _run_in_thread(_execute_autocommit(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -1,0 +1,182 @@
+"""Units of work, constraints, concurrency and ping on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from common.db import Database
+
+
+def fresh_tables() -> tuple[MetaData, Table, Table]:
+    """A parent and a child table under random names: tests share the PostgreSQL database."""
+    suffix = uuid.uuid4().hex[:10]
+    metadata = MetaData()
+    parent = Table(
+        f"parent_{suffix}",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("name", String(50), nullable=False),
+        Column("n", Integer, nullable=False, server_default="0"),
+    )
+    child = Table(
+        f"child_{suffix}",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("parent_id", ForeignKey(parent.c.id), nullable=False),
+    )
+    return metadata, parent, child
+
+
+@pytest.fixture
+async def tables(database: Database) -> tuple[Table, Table]:
+    metadata, parent, child = fresh_tables()
+    async with database.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    return parent, child
+
+
+async def count(database: Database, table: Table) -> int:
+    async with database.session() as session:
+        return (await session.execute(select(func.count()).select_from(table))).scalar_one()
+
+
+async def test_a_unit_of_work_commits_when_its_block_ends_normally(
+    database: Database, tables: tuple[Table, Table]
+) -> None:
+    parent, _ = tables
+
+    async with database.session() as session:
+        await session.execute(parent.insert().values(id=1, name="kept"))
+
+    assert await count(database, parent) == 1
+
+
+async def test_a_unit_of_work_rolls_back_all_its_writes_when_its_block_raises(
+    database: Database, tables: tuple[Table, Table]
+) -> None:
+    parent, _ = tables
+
+    async def failing_use_case() -> None:
+        async with database.session() as session:
+            await session.execute(parent.insert().values(id=1, name="first"))
+            await session.execute(parent.insert().values(id=2, name="second"))
+            raise RuntimeError("use case failed")
+
+    with pytest.raises(RuntimeError, match="use case failed"):
+        await failing_use_case()
+
+    assert await count(database, parent) == 0
+
+
+async def test_foreign_keys_are_enforced(database: Database, tables: tuple[Table, Table]) -> None:
+    _, child = tables
+
+    with pytest.raises(IntegrityError):
+        async with database.session() as session:
+            await session.execute(child.insert().values(id=1, parent_id=404))
+
+    assert await count(database, child) == 0
+
+
+async def test_concurrent_read_then_write_units_of_work_lose_no_update(
+    database: Database, tables: tuple[Table, Table]
+) -> None:
+    # The pattern of a stock reservation: read, decide, write. FOR UPDATE serialises it on
+    # PostgreSQL; on SQLite every unit of work takes the write lock at BEGIN.
+    parent, _ = tables
+    async with database.session() as session:
+        await session.execute(parent.insert().values(id=1, name="counter"))
+
+    async def increment() -> None:
+        async with database.session() as session:
+            row = select(parent.c.n).where(parent.c.id == 1).with_for_update()
+            current = (await session.execute(row)).scalar_one()
+            await asyncio.sleep(0.01)  # let the others interleave here if they could
+            await session.execute(update(parent).where(parent.c.id == 1).values(n=current + 1))
+
+    await asyncio.gather(*(increment() for _ in range(8)))
+
+    async with database.session() as session:
+        assert (await session.execute(select(parent.c.n))).scalar_one() == 8
+
+
+async def test_ping_is_true_for_a_reachable_database(database: Database) -> None:
+    assert await database.ping()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+aiosqlite:////nonexistent-dir/sub/x.db",
+        "postgresql+asyncpg://postgres@127.0.0.1:1/postgres",  # nothing listens on port 1
+        "postgresql+asyncpg://postgres@10.255.255.1:5432/postgres",  # packets go nowhere
+    ],
+    ids=["sqlite-missing-dir", "postgres-refused", "postgres-blackhole"],
+)
+async def test_ping_is_false_promptly_for_an_unreachable_database(url: str) -> None:
+    database = Database.from_url(url, ping_timeout=0.5)
+    started = time.monotonic()
+    try:
+        assert not await database.ping()
+    finally:
+        await database.dispose()
+
+    assert time.monotonic() - started < 3
+    await aiosqlite_threads_ended()
+
+
+async def aiosqlite_threads_ended() -> None:
+    # After a failed connect, aiosqlite 0.22 stops its worker thread without awaiting it; if the
+    # test's event loop closes first, the thread fails to report back ("Event loop is closed",
+    # omnilib/aiosqlite#241). A service's loop outlives its connections, so only tests wait.
+    deadline = time.monotonic() + 2
+    while any("_connection_worker_thread" in t.name for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "aiosqlite worker thread still running"
+        await asyncio.sleep(0.01)
+
+
+async def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'wal.db'}")
+    try:
+        async with database.engine.connect() as connection:
+            journal = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
+            busy_timeout = (await connection.execute(text("PRAGMA busy_timeout"))).scalar_one()
+            foreign_keys = (await connection.execute(text("PRAGMA foreign_keys"))).scalar_one()
+    finally:
+        await database.dispose()
+
+    assert journal == "wal"
+    assert busy_timeout > 0
+    assert foreign_keys == 1
+
+
+async def test_a_ping_does_not_wait_for_a_writer_holding_the_sqlite_lock(tmp_path: Path) -> None:
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}", ping_timeout=1)
+    _, parent, _ = fresh_tables()
+    try:
+        async with database.engine.begin() as connection:
+            await connection.run_sync(parent.metadata.create_all)
+        async with database.session() as session:
+            await session.execute(parent.insert().values(id=1, name="held"))
+            assert await database.ping()  # while this unit of work holds the write lock
+    finally:
+        await database.dispose()
