@@ -121,6 +121,13 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(threshold)
+    # These narrate every start, stop and rebalance at INFO; their warnings still show, and
+    # MC_LOG_LEVEL=DEBUG brings everything back.
+    for chatty in CHATTY_LIBRARIES:
+        logging.getLogger(chatty).setLevel(max(threshold, logging.WARNING))
+
+
+CHATTY_LIBRARIES = ("faust", "mode", "aiokafka", "alembic", "common.kafka")
 
 
 def reset_logging() -> None:

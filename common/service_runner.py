@@ -1,0 +1,101 @@
+"""The life of a service process: migrate, serve gRPC, answer the health stream, stop gracefully.
+
+Every service runs the same sequence; its ``main.py`` only says what is specific to it (its
+settings, port, migrations and how to wire its layers) in a ``ServiceSpec``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+from pydantic import Field
+
+from common.db import Database, database_url
+from common.grpc_server import Service, create_server, stop_gracefully
+from common.health_stream import HealthCheck, InstanceIdentity
+from common.kafka import create_faust_app
+from common.logging import configure_logging, get_logger
+from common.migrations import upgrade_to_head
+from common.settings import CommonSettings
+
+# A Faust app that never reached the broker can take a while to give up its connection
+# attempts; shutdown must not wait on it longer than this.
+STREAM_STOP_TIMEOUT_S = 5.0
+
+
+class ServiceSettings(CommonSettings):
+    """Settings of a gRPC service process; each service names its own port variable."""
+
+    port: int = Field(0, ge=0, le=65535)
+    shutdown_grace_s: float = Field(10.0, ge=0, description="In-flight calls may finish.")
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a service's layers expose to the process: servicers and the checks its pongs carry."""
+
+    services: Sequence[Service[Any]]
+    checks: dict[str, HealthCheck]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # "payment": names its database, logs, health entries and consumer groups
+    migrations: Path
+    wire: Callable[[Database], Wiring]
+    install_agents: Callable[[faust.App, InstanceIdentity, Wiring], None]
+
+
+async def _wait_for_stop_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def run_service(
+    spec: ServiceSpec,
+    settings: ServiceSettings,
+    *,
+    until: Callable[[], Any] = _wait_for_stop_signal,
+) -> None:
+    """Run the service until ``until()`` returns (by default SIGTERM or SIGINT)."""
+    configure_logging(spec.name, settings.log_level)
+    log = get_logger(__name__)
+    database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
+    await upgrade_to_head(database.engine, spec.migrations)
+
+    wiring = spec.wire(database)
+    grpc_server = await create_server(
+        services=wiring.services, address=f"{settings.host}:{settings.port}"
+    )
+    await grpc_server.server.start()
+    identity = InstanceIdentity(
+        service=spec.name, address=f"{settings.host}:{grpc_server.port}", version=settings.version
+    )
+    # Its own consumer group: every instance must hear every ping, not a share of them.
+    stream = create_faust_app(f"{spec.name}-health-{identity.instance_id}", settings)
+    spec.install_agents(stream, identity, wiring)
+    # The broker may be slow or absent; gRPC traffic must not wait for it.
+    stream_started = asyncio.create_task(stream.start())
+    log.info("serving", address=identity.address, instance_id=identity.instance_id)
+
+    try:
+        await until()
+    finally:
+        log.info("stopping", grace_s=settings.shutdown_grace_s)
+        await stop_gracefully(grpc_server.server, grpc_server.health, settings.shutdown_grace_s)
+        if not stream_started.done():
+            stream_started.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+            await asyncio.wait_for(stream.stop(), STREAM_STOP_TIMEOUT_S)
+        await database.dispose()
+        log.info("stopped")

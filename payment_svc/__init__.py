@@ -1,0 +1,1 @@
+"""payment_svc: the payment service (gRPC on :8081)."""

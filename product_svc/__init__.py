@@ -1,0 +1,1 @@
+"""product_svc: the product service (gRPC on :8082)."""

@@ -1,0 +1,1 @@
+"""user_svc: the user service (gRPC on :8083)."""
