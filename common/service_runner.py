@@ -53,7 +53,8 @@ class ServiceSpec:
     install_agents: Callable[[faust.App, InstanceIdentity, Wiring], None]
 
 
-async def _wait_for_stop_signal() -> None:
+async def wait_for_stop_signal() -> None:
+    """Return on the first SIGINT or SIGTERM (Ctrl-C, `kill`, Kubernetes stopping the pod)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -65,7 +66,7 @@ async def run_service(
     spec: ServiceSpec,
     settings: ServiceSettings,
     *,
-    until: Callable[[], Any] = _wait_for_stop_signal,
+    until: Callable[[], Any] = wait_for_stop_signal,
 ) -> None:
     """Run the service until ``until()`` returns (by default SIGTERM or SIGINT)."""
     configure_logging(spec.name, settings.log_level)

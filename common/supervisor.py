@@ -126,7 +126,8 @@ async def supervise() -> int:
     broker: EmbeddedBroker | None = None
     if not os.environ.get("MC_KAFKA_BOOTSTRAP"):
         with (data_dir / "log" / "broker.log").open("ab") as broker_log:
-            broker = EmbeddedBroker.start(host, 9092, log=broker_log)
+            port = int(os.environ.get("MC_EMBEDDED_KAFKA_PORT", "9092"))
+            broker = EmbeddedBroker.start(host, port, log=broker_log)
         env["MC_KAFKA_BOOTSTRAP"] = broker.bootstrap
 
     stop_requested = asyncio.Event()

@@ -14,6 +14,8 @@ from sqlalchemy import URL, make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from common.broker import EmbeddedBroker
+
 # The PostgreSQL server (not database) tests may use; each session creates its own database.
 DEFAULT_TEST_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
@@ -57,3 +59,11 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(reason)
     yield server.set(database=name).render_as_string(hide_password=False)
     _run_in_thread(_execute_autocommit(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    """The embedded Kafka-compatible broker on a free port, for the whole test session."""
+    embedded = EmbeddedBroker.start()
+    yield embedded
+    embedded.stop()

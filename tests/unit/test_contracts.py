@@ -7,6 +7,7 @@ import importlib
 import pytest
 from google.api import annotations_pb2 as http_annotations
 from google.protobuf.descriptor import MethodDescriptor
+
 from microcommerce.common.v1 import annotations_pb2 as mc
 
 SERVICE_MODULES = (

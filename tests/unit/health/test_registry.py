@@ -21,7 +21,9 @@ class FakeClock:
         self.now += seconds
 
 
-def pong(service: str, instance_id: str, address: str, *, ping_id: str = "p", status: str = "UP") -> Pong:
+def pong(
+    service: str, instance_id: str, address: str, *, ping_id: str = "p", status: str = "UP"
+) -> Pong:
     return Pong(
         ping_id=ping_id,
         service=service,

@@ -1,0 +1,5 @@
+"""`python -m gateway` starts the REST gateway."""
+
+from gateway.main import main
+
+main()

@@ -1,0 +1,67 @@
+"""Wiring and start-up of the gateway: REST app, health stream, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from common.kafka import create_faust_app
+from common.logging import configure_logging, get_logger
+from common.service_runner import STREAM_STOP_TIMEOUT_S, wait_for_stop_signal
+from common.settings import SERVICE_NAMES
+from gateway.app import create_app
+from gateway.health import HealthRegistry, install_health_stream
+from gateway.health_routes import health_routes
+from gateway.settings import GatewaySettings
+
+
+async def serve(
+    settings: GatewaySettings,
+    *,
+    until: Callable[[], Awaitable[None]] = wait_for_stop_signal,
+) -> None:
+    """Serve REST until ``until()`` returns (by default SIGTERM or SIGINT), then stop gracefully."""
+    configure_logging("gateway", settings.log_level)
+    log = get_logger(__name__)
+    registry = HealthRegistry(
+        SERVICE_NAMES,
+        down_after_s=settings.health_down_after_s,
+        broker_down_after_s=settings.health_broker_down_after_s,
+    )
+    # Its own consumer group, so every gateway replica hears every pong.
+    stream = create_faust_app(f"gateway-health-{uuid.uuid4().hex[:8]}", settings)
+    install_health_stream(stream, registry, settings.health_ping_interval_s)
+    # REST must answer (and /health say the broker is DOWN) even while Kafka is unreachable.
+    stream_started = asyncio.create_task(stream.start())
+
+    def stream_running() -> bool:
+        return (
+            stream_started.done()
+            and not stream_started.cancelled()
+            and stream_started.exception() is None
+        )
+
+    app = create_app(settings, extra_routes=health_routes(registry, stream_running))
+    # shutdown_timeout: in-flight requests get this long to finish once we stop listening.
+    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace_s, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.gateway_port).start()
+    log.info("serving", url=f"http://{settings.host}:{settings.gateway_port}")
+    try:
+        await until()
+    finally:
+        log.info("stopping", grace_s=settings.shutdown_grace_s)
+        await runner.cleanup()
+        if not stream_started.done():
+            stream_started.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+            await asyncio.wait_for(stream.stop(), STREAM_STOP_TIMEOUT_S)
+        log.info("stopped")
+
+
+def main() -> None:
+    asyncio.run(serve(GatewaySettings()))
