@@ -31,7 +31,9 @@ install: $(INSTALLED)
 $(INSTALLED): requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
-	printf '%s\n%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" "$(CURDIR)/tests/gen" > "$(SITE)/microcommerce.pth"
+	# Resolved by the shell, not make: make expands a recipe before its first line creates the venv.
+	printf '%s\n%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" "$(CURDIR)/tests/gen" \
+	  > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/microcommerce.pth"
 	touch $@
 
 proto: $(INSTALLED)

@@ -1,0 +1,100 @@
+"""`make run` as a new user types it: from a clean copy, probed through REST, then SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from common.broker import free_port
+from tests.support.processes import ROOT, wait_for
+
+# A clean copy installs its virtualenv from the lock and generates its code first.
+FIRST_START_S = 300.0
+
+
+def clean_copy(destination: Path) -> Path:
+    """The files a fresh clone would have (tracked, plus new files not ignored), nothing built."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (entry.decode() for entry in listed)):
+        source = ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def processes_in(directory: Path) -> list[str]:
+    """Every live process whose working directory is inside ``directory``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if cwd == directory or directory in cwd.parents:
+            found.append(f"{entry.name}: {command}")
+    return found
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Iterator[Path]:
+    directory = clean_copy(tmp_path / "microcommerce")
+    yield directory
+    for line in processes_in(directory):  # never leave a stray process to the next test
+        os.kill(int(line.split(":")[0]), signal.SIGKILL)
+
+
+async def test_make_run_starts_everything_and_sigterm_stops_it_all(copy: Path) -> None:
+    ports = {name: free_port() for name in ("GATEWAY", "PAYMENT", "PRODUCT", "USER")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MC_", "VIRTUAL_ENV"))},
+        **{f"MC_{name}_PORT": str(port) for name, port in ports.items()},
+        "MC_EMBEDDED_KAFKA_PORT": str(free_port()),
+    }
+    output = copy / "make-run.log"
+    with output.open("wb") as log:
+        make = await asyncio.create_subprocess_exec(
+            "make", "run", cwd=copy, env=env, stdout=log, stderr=log
+        )
+    gateway = f"http://127.0.0.1:{ports['GATEWAY']}"
+
+    async def announced_up() -> bool:
+        assert make.returncode is None, output.read_text()[-3000:]
+        return "MicroCommerce is UP" in output.read_text(errors="replace")
+
+    try:
+        await wait_for(announced_up, within=FIRST_START_S, interval=0.5)
+        async with aiohttp.ClientSession(gateway) as http:
+            async with http.get("/health") as health:
+                assert health.status == 200
+                assert (await health.json())["status"] == "UP"
+            async with http.get("/docs") as docs:
+                assert docs.status == 200
+            async with http.get("/api/v1/products") as products:
+                assert products.status == 501
+        printed = output.read_text()
+        for name, port in ports.items():
+            assert f"127.0.0.1:{port}" in printed, f"{name} missing from the start-up table"
+    finally:
+        make.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(make.wait(), 60)
+
+    assert "stopped" in output.read_text()
+    assert processes_in(copy) == []
