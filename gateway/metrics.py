@@ -1,0 +1,100 @@
+"""Prometheus metrics of one gateway app: HTTP requests by route template, upstream RPCs by code."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_urldispatcher import AbstractRoute
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+# Labels come from our route table, not from the client: a raw path or an invented method
+# would let any caller grow the series without bound.
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+UNMATCHED_ROUTE = "unmatched"
+
+# Latencies from a sub-millisecond cache hit to a checkout that waits on the card provider.
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class GatewayMetrics:
+    """The series of one app, in a registry of its own (tests build many apps per process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "gateway_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            "gateway_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template, method and status.",
+            ("route", "method", "status"),
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_duration = Histogram(
+            "gateway_upstream_rpc_duration_seconds",
+            "Time of upstream gRPC calls, by RPC (/package.Service/Method) and gRPC status code.",
+            ("rpc", "code"),
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self._route_templates: dict[AbstractRoute, str] = {}
+
+    def name_route(self, route: AbstractRoute, template: str) -> None:
+        """Label the route's series with ``template`` (the proto path template) instead of the
+        aiohttp resource's own canonical path."""
+        self._route_templates[route] = template
+
+    def route_label(self, request: web.Request) -> str:
+        """The route template the request matched, or ``unmatched`` (404, 405)."""
+        route = request.match_info.route
+        template = self._route_templates.get(route)
+        if template is not None:
+            return template
+        resource = route.resource
+        return resource.canonical if resource is not None else UNMATCHED_ROUTE
+
+    def observe_request(self, request: web.Request, status: int, seconds: float) -> None:
+        """Count one answered request."""
+        method = request.method if request.method in _METHODS else "OTHER"
+        labels = (self.route_label(request), method, str(status))
+        self.http_requests.labels(*labels).inc()
+        self.http_duration.labels(*labels).observe(seconds)
+
+    def observe_upstream(self, rpc: str, code: str, seconds: float) -> None:
+        """Time one upstream call."""
+        self.upstream_duration.labels(rpc, code).observe(seconds)
+
+    def middleware(self) -> Middleware:
+        """Times and counts every request, including problem answers made further in."""
+
+        @web.middleware
+        async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            start = time.perf_counter()
+            try:
+                response = await handler(request)
+            except web.HTTPException as error:
+                # Only redirects and the like get here: the problem middleware answers errors.
+                self.observe_request(request, error.status, time.perf_counter() - start)
+                raise
+            self.observe_request(request, response.status, time.perf_counter() - start)
+            return response
+
+        return metrics_middleware
+
+    async def handle_metrics(self, _request: web.Request) -> web.Response:
+        """``GET /metrics``: the Prometheus text exposition format."""
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )

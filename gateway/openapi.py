@@ -1,0 +1,431 @@
+"""The OpenAPI 3.1 document, built from the same route table as the handlers.
+
+Schemas stay in the subset that OpenAPI 3.0 reads the same way (no ``type`` lists, nothing
+beside a ``$ref``), so the Swagger UI we ship, which reads only 3.0, can show the document
+relabelled as 3.0.3 (``as_openapi_30``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from common.logging import get_logger
+from gateway.descriptors import (
+    INPUT_ONLY,
+    OUTPUT_ONLY,
+    REQUIRED,
+    enum_type,
+    field_behaviors,
+    is_map,
+    is_text_field,
+    message_type,
+)
+from gateway.path_templates import Literal as LiteralSegment
+from gateway.path_templates import Variable
+from gateway.problems import GRPC_TO_HTTP, PROBLEM_CONTENT_TYPE
+from gateway.proto_comments import service_comments, summary_of
+from gateway.routes import Route, RouteTable
+from gateway.transcoding import IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX, JSON_CONTENT_TYPE
+
+_log = get_logger(__name__)
+
+OPENAPI_VERSION = "3.1.0"
+_SCHEMAS = "#/components/schemas/"
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+_BEARER = "bearerAuth"
+# The methods an OpenAPI 3.1 path item can hold; a custom HTTP method has no place in it.
+_OPENAPI_METHODS = frozenset(("get", "put", "post", "delete", "options", "head", "patch", "trace"))
+# Nested request messages become dotted query parameters down to this depth.
+_MAX_QUERY_DEPTH = 3
+_ROUTE_PARAMETER = re.compile(r"\{([_a-zA-Z][_a-zA-Z0-9]*)(?::[^{}]*(?:\{[^{}]*\}[^{}]*)*)?\}")
+
+_T = FieldDescriptor
+_SCALARS: dict[int, dict[str, Any]] = {
+    _T.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    _T.TYPE_FLOAT: {"type": "number", "format": "float"},
+    _T.TYPE_INT32: {"type": "integer", "format": "int32"},
+    _T.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    _T.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    _T.TYPE_UINT32: {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+    _T.TYPE_FIXED32: {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+    # 64-bit integers are JSON numbers over REST (CONTRACT.md), not proto3 JSON strings.
+    _T.TYPE_INT64: {"type": "integer", "format": "int64"},
+    _T.TYPE_SINT64: {"type": "integer", "format": "int64"},
+    _T.TYPE_SFIXED64: {"type": "integer", "format": "int64"},
+    _T.TYPE_UINT64: {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
+    _T.TYPE_FIXED64: {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
+    _T.TYPE_BOOL: {"type": "boolean"},
+    _T.TYPE_STRING: {"type": "string"},
+    _T.TYPE_BYTES: {"type": "string", "format": "byte"},
+}
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {
+        "type": "string",
+        "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$",
+        "description": "Seconds with an `s` suffix, e.g. `1.5s`.",
+    },
+    "google.protobuf.FieldMask": {
+        "type": "string",
+        "description": "Comma-separated field names, e.g. `name,description`.",
+    },
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {"description": "Any JSON value."},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "required": ["@type"],
+        "additionalProperties": True,
+    },
+    "google.protobuf.DoubleValue": _SCALARS[_T.TYPE_DOUBLE],
+    "google.protobuf.FloatValue": _SCALARS[_T.TYPE_FLOAT],
+    "google.protobuf.Int64Value": _SCALARS[_T.TYPE_INT64],
+    "google.protobuf.UInt64Value": _SCALARS[_T.TYPE_UINT64],
+    "google.protobuf.Int32Value": _SCALARS[_T.TYPE_INT32],
+    "google.protobuf.UInt32Value": _SCALARS[_T.TYPE_UINT32],
+    "google.protobuf.BoolValue": _SCALARS[_T.TYPE_BOOL],
+    "google.protobuf.StringValue": _SCALARS[_T.TYPE_STRING],
+    "google.protobuf.BytesValue": _SCALARS[_T.TYPE_BYTES],
+}
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An error (RFC 9457 problem details).",
+    "properties": {
+        "type": {"type": "string", "description": "Always `about:blank`: see `status`."},
+        "title": {"type": "string", "description": "The HTTP status phrase."},
+        "status": {"type": "integer", "description": "The HTTP status code."},
+        "detail": {"type": "string", "description": "What went wrong, for a human."},
+        "code": {
+            "type": "string",
+            "enum": [code.name for code in GRPC_TO_HTTP],
+            "description": "The gRPC status name, for a program.",
+        },
+        "request_id": {"type": "string", "description": "Quote it when reporting a problem."},
+        "field_violations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "description": {"type": "string"}},
+            },
+        },
+    },
+    "required": ["type", "title", "status", "detail", "code", "request_id"],
+}
+
+
+def build_openapi(
+    table: RouteTable,
+    *,
+    title: str,
+    version: str,
+    extra_routes: Iterable[web.RouteDef] = (),
+) -> dict[str, Any]:
+    """The document: every RPC route, then the non-RPC ``extra_routes`` (health and such)."""
+    schemas = _Schemas()
+    comments = {s.full_name: service_comments(s) for s in table.services}
+    paths: dict[str, dict[str, Any]] = {}
+    # Same-shape templates share one OpenAPI path, whose parameter names come from the first
+    # (OpenAPI forbids two paths that differ only in parameter names).
+    names_of_shape: dict[str, tuple[str, ...]] = {}
+    for route in table.routes:
+        if route.http_method.lower() not in _OPENAPI_METHODS:
+            continue  # served, but OpenAPI 3.1 cannot describe it
+        shape = route.template.aiohttp_path()
+        names = names_of_shape.setdefault(shape, route.template.placeholder_names)
+        item = paths.setdefault(route.template.openapi_path(names), {})
+        method = route.http_method.lower()
+        if method in item:
+            # E.g. {name=shelves/*} and {name=rooms/*}: both served, both /v1/{name} here.
+            _log.warning("openapi_operation_skipped", rpc=route.rpc_path, path=route.template.text)
+            continue
+        comment = comments[route.service.full_name].get(route.method.name, "")
+        item[method] = _operation(route, names, schemas, comment)
+    taken = {op["operationId"] for item in paths.values() for op in item.values()}
+    for route_def in extra_routes:
+        _add_extra_route(paths, route_def, taken)
+    tags = [
+        {
+            "name": service.name,
+            "description": _join(
+                comments[service.full_name].get("", ""), f"gRPC service `{service.full_name}`."
+            ),
+        }
+        for service in table.services
+        if table.routes_of(service.full_name)
+    ]
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": title, "version": version},
+        "tags": tags,
+        "paths": paths,
+        "components": {
+            "schemas": {"Problem": _PROBLEM_SCHEMA, **dict(sorted(schemas.defined.items()))},
+            "responses": {
+                "Problem": {
+                    "description": "An error, as `application/problem+json`.",
+                    "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": f"{_SCHEMAS}Problem"}}},
+                }
+            },
+            "securitySchemes": {
+                _BEARER: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }
+
+
+def as_openapi_30(document: dict[str, Any]) -> dict[str, Any]:
+    """The same document labelled 3.0.3, for Swagger UI 4 (see the module docstring)."""
+    return {**document, "openapi": "3.0.3"}
+
+
+def _operation(
+    route: Route, names: tuple[str, ...], schemas: _Schemas, comment: str
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "summary": summary_of(comment) if comment else _humanize(route.method.name),
+        "description": _join(comment, _description(route)),
+        "tags": [route.service.name],
+        "x-grpc-method": route.rpc_path,
+        "x-access": route.access_name,
+    }
+    parameters = _path_parameters(route, names, schemas)
+    if route.query_allowed:
+        parameters += _query_parameters(route, schemas)
+    if route.requires_idempotency_key:
+        parameters.append(
+            {
+                "name": IDEMPOTENCY_KEY_HEADER,
+                "in": "header",
+                "required": True,
+                "description": "A unique key per intended operation: a retry with the same key "
+                "and body returns the first result instead of repeating it.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
+            }
+        )
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body:
+        operation["requestBody"] = _request_body(route, schemas)
+    if route.fills_update_mask:
+        operation["description"] = _join(
+            operation["description"],
+            "Partial update: only the fields named in `update_mask` change; without it, the "
+            "fields present in the body do.",
+        )
+    operation["responses"] = _responses(route, schemas)
+    if not route.public:
+        operation["security"] = [{_BEARER: []}]
+    return operation
+
+
+def _humanize(name: str) -> str:
+    # "GetWidget" -> "Get widget"
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).split()
+    return " ".join([words[0], *(w.lower() for w in words[1:])]) if words else name
+
+
+def _join(*paragraphs: str) -> str:
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+def _description(route: Route) -> str:
+    who = {
+        "ACCESS_PUBLIC": "Anyone may call it, with or without a token.",
+        "ACCESS_USER": "Needs a valid access token.",
+        "ACCESS_ADMIN": "Needs an access token with the `admin` role.",
+    }.get(route.access_name, "Needs a valid access token.")
+    return f"gRPC `{route.rpc_path}`. {who}"
+
+
+def _path_parameters(route: Route, names: tuple[str, ...], schemas: _Schemas) -> list[Any]:
+    parameters: list[Any] = []
+    variables = iter(zip(route.template.variables, route.path_fields, strict=True))
+    placeholders = [s for s in route.template.segments if not isinstance(s, LiteralSegment)]
+    for name, segment in zip(names, placeholders, strict=True):
+        parameter: dict[str, Any] = {"name": name, "in": "path", "required": True}
+        if isinstance(segment, Variable):
+            variable, fields = next(variables)
+            parameter["schema"] = schemas.field(fields[-1], repeated=False)
+            notes = []
+            if variable.name != name:
+                notes.append(f"Sets the request field `{variable.name}`.")
+            if variable.pattern != "*":
+                notes.append(f"Matches `{variable.pattern}`; slashes are part of the value.")
+            if notes:
+                parameter["description"] = " ".join(notes)
+        else:
+            parameter["schema"] = {"type": "string"}
+            parameter["description"] = "Any path segment; not passed on."
+        parameters.append(parameter)
+    return parameters
+
+
+def _query_parameters(route: Route, schemas: _Schemas) -> list[Any]:
+    parameters: list[Any] = []
+
+    def visit(descriptor: Descriptor, prefix: str, depth: int, seen: frozenset[str]) -> None:
+        for field in descriptor.fields:
+            dotted = f"{prefix}{field.name}"
+            if route.bound_by_path(dotted) or is_map(field):
+                continue
+            if is_text_field(field):
+                parameter: dict[str, Any] = {
+                    "name": dotted,
+                    "in": "query",
+                    "schema": schemas.field(field),
+                }
+                if field.is_repeated:
+                    parameter["description"] = "Repeat the parameter for several values."
+                if REQUIRED in field_behaviors(field):
+                    parameter["required"] = True
+                parameters.append(parameter)
+            elif (
+                not field.is_repeated
+                and depth < _MAX_QUERY_DEPTH
+                and message_type(field).full_name not in seen
+                and message_type(field).full_name not in _WELL_KNOWN
+            ):
+                nested = message_type(field)
+                visit(nested, f"{dotted}.", depth + 1, seen | {nested.full_name})
+
+    request_type = route.method.input_type
+    visit(request_type, "", 0, frozenset({request_type.full_name}))
+    return parameters
+
+
+def _request_body(route: Route, schemas: _Schemas) -> dict[str, Any]:
+    request_type = route.method.input_type
+    if route.body == "*":
+        in_path = {fields[0].name for fields in route.path_fields if len(fields) == 1}
+        schema = (
+            schemas.message(request_type, exclude=in_path) if in_path else schemas.ref(request_type)
+        )
+        required = any(
+            REQUIRED in field_behaviors(f) for f in request_type.fields if f.name not in in_path
+        )
+    else:
+        body_field = request_type.fields_by_name[route.body]
+        schema = schemas.field(body_field)
+        required = True
+    return {"required": required, "content": {JSON_CONTENT_TYPE: {"schema": schema}}}
+
+
+def _responses(route: Route, schemas: _Schemas) -> dict[str, Any]:
+    success: dict[str, Any] = {"description": "Success."}
+    if route.has_body:
+        response_type = route.method.output_type
+        schema = (
+            schemas.field(response_type.fields_by_name[route.response_body])
+            if route.response_body
+            else schemas.ref(response_type)
+        )
+        success["content"] = {JSON_CONTENT_TYPE: {"schema": schema}}
+    responses: dict[str, Any] = {str(route.success_status): success, "400": _PROBLEM}
+    if not route.public:
+        responses["401"] = _PROBLEM
+        responses["403"] = _PROBLEM
+    responses["default"] = _PROBLEM
+    return responses
+
+
+def _add_extra_route(
+    paths: dict[str, dict[str, Any]], route_def: web.RouteDef, taken: set[str]
+) -> None:
+    method = route_def.method.lower()
+    if method not in _OPENAPI_METHODS:
+        return
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _ROUTE_PARAMETER.findall(route_def.path)
+    ]
+    path = _ROUTE_PARAMETER.sub(lambda m: "{" + m.group(1) + "}", route_def.path)
+    doc = (getattr(route_def.handler, "__doc__", None) or "").strip()
+    name = getattr(route_def.handler, "__name__", "handler")
+    operation_id = f"{name}_{method}"
+    suffix = 1
+    while operation_id in taken:  # one handler may serve several paths
+        suffix += 1
+        operation_id = f"{name}_{method}_{suffix}"
+    taken.add(operation_id)
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": doc.splitlines()[0] if doc else _humanize(name),
+        "tags": ["meta"],
+        "responses": {"200": {"description": "Success."}, "default": _PROBLEM},
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    paths.setdefault(path, {})[method] = operation
+
+
+class _Schemas:
+    """components/schemas, filled as operations refer to message and enum types."""
+
+    def __init__(self) -> None:
+        self.defined: dict[str, dict[str, Any]] = {}
+
+    def ref(self, descriptor: Descriptor) -> dict[str, Any]:
+        """A reference to the message's schema (inline for well-known types)."""
+        name = descriptor.full_name
+        if name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[name])
+        if name not in self.defined:
+            self.defined[name] = {}  # placeholder first: recursive types refer to themselves
+            self.defined[name] = self.message(descriptor)
+        return {"$ref": f"{_SCHEMAS}{name}"}
+
+    def enum_ref(self, descriptor: EnumDescriptor) -> dict[str, Any]:
+        """A reference to the enum's schema: its value names as strings."""
+        name = descriptor.full_name
+        if name not in self.defined:
+            self.defined[name] = {"type": "string", "enum": [v.name for v in descriptor.values]}
+        return {"$ref": f"{_SCHEMAS}{name}"}
+
+    def message(self, descriptor: Descriptor, *, exclude: set[str] | None = None) -> dict[str, Any]:
+        """The message as an object schema; ``exclude`` leaves fields out (set by the path)."""
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for field in descriptor.fields:
+            if exclude and field.name in exclude:
+                continue
+            schema = self.field(field)
+            behaviors = field_behaviors(field)
+            flags = {}
+            if OUTPUT_ONLY in behaviors:
+                flags["readOnly"] = True
+            if INPUT_ONLY in behaviors:
+                flags["writeOnly"] = True
+            if flags:
+                # Nothing may sit beside a $ref in OpenAPI 3.0: wrap it.
+                schema = {"allOf": [schema], **flags} if "$ref" in schema else schema | flags
+            properties[field.name] = schema
+            if REQUIRED in behaviors:
+                required.append(field.name)
+        result: dict[str, Any] = {"type": "object", "properties": properties}
+        if required:
+            result["required"] = required
+        return result
+
+    def field(self, field: FieldDescriptor, *, repeated: bool | None = None) -> dict[str, Any]:
+        """A field's schema: arrays for repeated fields, objects for maps."""
+        if is_map(field):
+            value_field = message_type(field).fields_by_name["value"]
+            return {"type": "object", "additionalProperties": self._single(value_field)}
+        single = self._single(field)
+        is_repeated = field.is_repeated if repeated is None else repeated
+        return {"type": "array", "items": single} if is_repeated else single
+
+    def _single(self, field: FieldDescriptor) -> dict[str, Any]:
+        if field.type == _T.TYPE_MESSAGE:
+            return self.ref(message_type(field))
+        if field.type == _T.TYPE_ENUM:
+            return self.enum_ref(enum_type(field))
+        return dict(_SCALARS[field.type])

@@ -1,0 +1,196 @@
+"""One generic handler per route: HTTP request → gRPC request message → upstream call → JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+from multidict import MultiMapping
+
+from common.request_context import REQUEST_ID_METADATA_KEY
+from gateway.descriptors import descriptor_of, find_field, message_type
+from gateway.field_paths import FieldPathError, resolve, set_from_text
+from gateway.metrics import GatewayMetrics
+from gateway.middleware import request_id
+from gateway.problems import invalid_argument
+from gateway.proto_json import JsonMappingError, merge_json, message_to_json
+from gateway.routes import Route, RouteTable
+from gateway.upstreams import Upstreams
+
+JSON_CONTENT_TYPE = "application/json"
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+
+# W3C Trace Context: version-traceid-parentid-flags, lower-case hex.
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?")
+# Long enough for any UUID or ULID with a prefix; services store the key.
+IDEMPOTENCY_KEY_MAX = 255
+
+
+class Transcoder:
+    """The handler of one route; the route's messages and field paths are resolved once."""
+
+    def __init__(self, route: Route, upstreams: Upstreams) -> None:
+        self.route = route
+        self._upstreams = upstreams
+        self._request_class = GetMessageClass(route.method.input_type)
+        self._response_field = (
+            route.method.output_type.fields_by_name[route.response_body]
+            if route.response_body
+            else None
+        )
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Transcode one call; failures surface as ``ProblemError`` for the problem middleware."""
+        metadata = _metadata(request, self.route)  # before anything else: a 400 costs no call
+        message = await self._request_message(request)
+        reply = await self._upstreams.call(self.route, message, metadata)
+        if not self.route.has_body:
+            return web.Response(status=self.route.success_status)
+        payload = message_to_json(reply)
+        if self._response_field is not None:
+            payload = payload.get(self._response_field.name)
+        return web.Response(
+            status=self.route.success_status,
+            body=json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(),
+            content_type=JSON_CONTENT_TYPE,
+        )
+
+    async def _request_message(self, request: web.Request) -> Message:
+        route = self.route
+        message = self._request_class()
+        body: Any = None
+        if route.body:
+            body = await _read_json(request)
+            if route.body == "*":
+                _merge(body if body is not None else {}, message)
+            elif body is not None:
+                _merge({route.body: body}, message)
+        if route.query_allowed:
+            self._apply_query(request.query, message)
+        elif request.query:
+            names = ", ".join(sorted(set(request.query)))
+            raise invalid_argument(f"Query parameters are not accepted here (got {names}).")
+        # The path last: it wins over the same field given in the body.
+        for index, variable_fields in enumerate(route.path_fields):
+            # The template's variables are named v0, v1... in path order (aiohttp_path).
+            value = request.match_info[f"v{index}"]
+            try:
+                set_from_text(message, variable_fields, [value])
+            except FieldPathError as error:
+                name = ".".join(f.name for f in variable_fields)
+                raise invalid_argument(f"Path segment {name}: {error}") from None
+        if route.fills_update_mask and isinstance(body, dict):
+            mask: field_mask_pb2.FieldMask = getattr(message, "update_mask")  # noqa: B009  # typed as Message
+            if not mask.paths:
+                mask.paths.extend(_body_field_names(route, body))
+        return message
+
+    def _apply_query(self, query: MultiMapping[str], message: Message) -> None:
+        for name in dict.fromkeys(query):  # each name once, in order; values via getall
+            try:
+                if self.route.bound_by_path(name):
+                    raise FieldPathError("is set by the path or the body")
+                fields = resolve(descriptor_of(message), name)
+                set_from_text(message, fields, query.getall(name))
+            except FieldPathError as error:
+                raise invalid_argument(f"Query parameter {name!r}: {error}") from None
+
+
+async def _read_json(request: web.Request) -> Any:
+    raw = await request.read()  # bounded by client_max_size: over it, a 413
+    if not raw.strip():
+        return None  # an empty body is an empty request, e.g. a custom method's `{}`
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise invalid_argument(f"The body is not valid JSON: {error}") from None
+
+
+def _merge(data: Any, message: Message) -> None:
+    try:
+        merge_json(data, message)
+    except JsonMappingError as error:
+        raise invalid_argument(str(error)) from None
+
+
+def _body_field_names(route: Route, body: dict[str, Any]) -> list[str]:
+    # The body's top-level keys as proto field names (a client may send lowerCamel names).
+    body_type = message_type(route.method.input_type.fields_by_name[route.body])
+    names = []
+    for key in body:
+        field = find_field(body_type, key)
+        if field is not None:
+            names.append(field.name)
+    return names
+
+
+def _metadata(request: web.Request, route: Route) -> list[tuple[str, str]]:
+    """What travels upstream as gRPC metadata: request id, credentials, idempotency, trace."""
+    metadata = [(REQUEST_ID_METADATA_KEY, request_id(request))]
+    headers = request.headers
+    authorization = headers.get("Authorization")
+    if authorization is not None:
+        metadata.append(("authorization", _metadata_value("Authorization", authorization)))
+    key = _idempotency_key(request)
+    if key:
+        metadata.append(("idempotency-key", key))
+    elif route.requires_idempotency_key:
+        raise invalid_argument(f"This call needs an {IDEMPOTENCY_KEY_HEADER} header.")
+    traceparent = headers.get("traceparent")
+    # A malformed traceparent is dropped rather than refused, as the W3C spec asks.
+    if traceparent is not None and _TRACEPARENT.fullmatch(traceparent):
+        metadata.append(("traceparent", traceparent))
+        tracestate = headers.get("tracestate")
+        if tracestate is not None and _is_metadata_safe(tracestate):
+            metadata.append(("tracestate", tracestate))
+    return metadata
+
+
+def _idempotency_key(request: web.Request) -> str:
+    key = request.headers.get(IDEMPOTENCY_KEY_HEADER, "").strip()
+    # The IETF draft (httpapi-idempotency-key) makes it a structured-field string, "..."; most
+    # clients send the bare token. Both name the same key.
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if len(key) > IDEMPOTENCY_KEY_MAX:
+        raise invalid_argument(
+            f"{IDEMPOTENCY_KEY_HEADER} is longer than {IDEMPOTENCY_KEY_MAX} characters."
+        )
+    return _metadata_value(IDEMPOTENCY_KEY_HEADER, key)
+
+
+def _is_metadata_safe(value: str) -> bool:
+    # gRPC ASCII metadata values are printable ASCII (0x20-0x7E).
+    return value.isascii() and value.isprintable()
+
+
+def _metadata_value(header: str, value: str) -> str:
+    if not _is_metadata_safe(value):
+        raise invalid_argument(f"The {header} header must be printable ASCII.")
+    return value
+
+
+def add_rpc_routes(
+    router: web.UrlDispatcher,
+    table: RouteTable,
+    upstreams: Upstreams,
+    metrics: GatewayMetrics,
+) -> None:
+    """Register a handler for every route of the table, in its order.
+
+    Templates of the same shape (``GET /things/{id}``, ``PATCH /things/{thing.id}``) render to
+    the same aiohttp path and share one resource, so 405 answers list all their methods.
+    """
+    resources: dict[str, web.Resource] = {}
+    for route in table.routes:
+        path = route.template.aiohttp_path()
+        resource = resources.get(path)
+        if resource is None:
+            resource = resources[path] = router.add_resource(path)
+        added = resource.add_route(route.http_method, Transcoder(route, upstreams).handle)
+        metrics.name_route(added, route.template.text)
