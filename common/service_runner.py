@@ -25,9 +25,9 @@ from common.logging import configure_logging, get_logger
 from common.migrations import upgrade_to_head
 from common.settings import CommonSettings
 
-# A Faust app that never reached the broker can take a while to give up its connection
-# attempts; shutdown must not wait on it longer than this.
-STREAM_STOP_TIMEOUT_S = 5.0
+# A Faust app caught mid-join (or that never reached the broker) can wait on a JoinGroup the
+# broker holds; it has nothing to flush, so shutdown does not wait on it longer than this.
+STREAM_STOP_TIMEOUT_S = 3.0
 
 
 class ServiceSettings(CommonSettings):

@@ -15,7 +15,10 @@ DEFAULT_PORTS = {"gateway": 8080, "payment": 8081, "product": 8082, "user": 8083
 class CommonSettings(BaseSettings):
     """What every MicroCommerce process reads; each process subclasses it once, in ``main.py``."""
 
-    model_config = SettingsConfigDict(env_prefix="MC_", extra="ignore", frozen=True)
+    # populate_by_name: code and tests may pass fields by name (port=...) as well as by alias.
+    model_config = SettingsConfigDict(
+        env_prefix="MC_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     host: str = Field("127.0.0.1", description="Address every listener binds to.")
     data_dir: Path = Field(Path("var"), description="SQLite files and keys.")

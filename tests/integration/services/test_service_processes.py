@@ -1,0 +1,152 @@
+"""Each real service, run in-process on a real port: reflection, standard health, pending RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from common.broker import EmbeddedBroker, free_port
+from common.service_runner import ServiceSettings, ServiceSpec, run_service
+from microcommerce.product.v1 import product_service_pb2, product_service_pb2_grpc
+from payment_svc.main import SPEC as PAYMENT
+from payment_svc.main import PaymentSettings
+from product_svc.main import SPEC as PRODUCT
+from product_svc.main import ProductSettings
+from tests.support.processes import FAST_KAFKA
+from user_svc.main import SPEC as USER
+from user_svc.main import UserSettings
+
+EXPECTED_SERVICES = {
+    "payment": {"microcommerce.payment.v1.OrderService", "microcommerce.payment.v1.PaymentService"},
+    "product": {
+        "microcommerce.product.v1.ProductService",
+        "microcommerce.product.v1.InventoryService",
+    },
+    "user": {"microcommerce.user.v1.UserService"},
+}
+SPECS: dict[str, tuple[ServiceSpec, type[ServiceSettings]]] = {
+    "payment": (PAYMENT, PaymentSettings),
+    "product": (PRODUCT, ProductSettings),
+    "user": (USER, UserSettings),
+}
+
+
+@dataclass
+class Running:
+    address: str
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
+async def start(name: str, bootstrap: str, data_dir: Path) -> Running:
+    spec, settings_class = SPECS[name]
+    port = free_port()
+    settings = settings_class.model_validate(
+        {
+            "port": port,
+            "kafka_bootstrap": bootstrap,
+            "data_dir": data_dir,
+            **{k.removeprefix("MC_").lower(): v for k, v in FAST_KAFKA.items()},
+        }
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_service(spec, settings, until=stop.wait))
+    address = f"127.0.0.1:{port}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 20)
+    return Running(address, stop, task)
+
+
+@pytest.fixture(params=sorted(SPECS))
+async def service(
+    request: pytest.FixtureRequest, broker: EmbeddedBroker, tmp_path: Path
+) -> AsyncIterator[tuple[str, Running]]:
+    running = await start(request.param, broker.bootstrap, tmp_path)
+    yield request.param, running
+    running.stop.set()
+    await asyncio.wait_for(running.task, 30)
+
+
+async def test_reflection_lists_the_services_and_their_methods(
+    service: tuple[str, Running],
+) -> None:
+    name, running = service
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        listed = {s.name async for r in responses for s in r.list_services_response.service}
+        some_service = sorted(EXPECTED_SERVICES[name])[0]
+        files = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=some_service)])
+        )
+        described = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            async for r in files
+            for raw in r.file_descriptor_response.file_descriptor_proto
+        ]
+
+    assert EXPECTED_SERVICES[name] | {"grpc.health.v1.Health"} <= listed
+    methods = {m.name for f in described for s in f.service for m in s.method}
+    assert methods  # a grpcurl-style client can see what it may call
+
+
+async def test_standard_health_serves_every_service(service: tuple[str, Running]) -> None:
+    name, running = service
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for full_name in ["", *EXPECTED_SERVICES[name]]:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=full_name))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_an_rpc_whose_issue_is_pending_answers_unimplemented(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    running = await start("product", broker.bootstrap, tmp_path)
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            stub = product_service_pb2_grpc.ProductServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.GetProduct(product_service_pb2.GetProductRequest(id="p1"))
+        assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        running.stop.set()
+        await asyncio.wait_for(running.task, 30)
+
+
+async def test_health_turns_not_serving_when_the_service_stops(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    running = await start("user", broker.bootstrap, tmp_path)
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+
+        running.stop.set()
+
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    await asyncio.wait_for(running.task, 30)
+
+
+async def test_serves_grpc_and_stops_promptly_without_any_reachable_broker(
+    tmp_path: Path,
+) -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    running = await start("payment", nowhere, tmp_path)  # returns once gRPC is ready
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    running.stop.set()
+    await asyncio.wait_for(running.task, 15)
