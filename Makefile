@@ -80,8 +80,14 @@ buf-lint: $(INSTALLED)
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# wrk (Debian) loads the HTTP servers; installed here when missing and we are root, else the
+# command to run is printed. ARGS go to the benchmarks, e.g. ARGS="--duration 2".
 bench: $(GENERATED)
-	$(PY) -m bench
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
+	  else echo "make bench needs wrk: run 'sudo apt-get install -y wrk' (Debian/Ubuntu)" >&2; exit 1; fi; }
+	$(PY) -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) gen/microcommerce $(GENERATED) tests/gen .mypy_cache .ruff_cache .pytest_cache
