@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.broker import EmbeddedBroker
+from common.child_process import die_with_parent
 from common.settings import DEFAULT_PORTS, SERVICE_NAMES
 
 # Local runs want a health stream that is UP within seconds (KAFKA.md); explicit settings win.
@@ -30,19 +30,12 @@ LOCAL_KAFKA_DEFAULTS = {
 }
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 90.0
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
 class Child:
     name: str
     process: asyncio.subprocess.Process
-
-
-def _die_with_parent() -> None:
-    """Runs in each child before exec: if the supervisor is killed outright, so is the child."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _port(name: str) -> int:
@@ -71,7 +64,7 @@ async def _start(name: str, module: str, env: dict[str, str]) -> Child:
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent(),
     )
     return Child(name, process)
 
