@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import faust
 import structlog
 
+from common.kafka import TOPIC_PARTITIONS
+
 PING_TOPIC = "service-ping"
 PONG_TOPIC = "service-pong"
 
@@ -86,8 +88,8 @@ def install_pong_responder(
 
     ``app`` must be this instance's own consumer group: every instance has to see every ping.
     """
-    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=1)
-    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=1)
+    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=TOPIC_PARTITIONS[PING_TOPIC])
+    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=TOPIC_PARTITIONS[PONG_TOPIC])
 
     @app.agent(pings, name=f"{identity.service}-pong-responder")
     async def answer_pings(stream: faust.StreamT[Ping]) -> None:

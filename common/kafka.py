@@ -9,11 +9,14 @@ subclass whose consumer thread builds the aiokafka consumer with our value.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 import aiokafka
 import faust
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.errors import TopicAlreadyExistsError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from common.settings import CommonSettings
@@ -111,3 +114,32 @@ def create_faust_app(app_id: str, settings: CommonSettings) -> faust.App:
         app.conf.broker_consumer, app, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms
     )
     return app
+
+
+async def declare_topics(settings: CommonSettings) -> None:
+    """Create every contract topic that does not exist yet, with its partition count.
+
+    Every process does this before its consumers subscribe: a subscription or a send to a
+    missing topic would have the broker auto-create it with its default partition count.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, partitions, settings.kafka_replication_factor)
+            for name, partitions in TOPIC_PARTITIONS.items()
+            if name not in existing
+        ]
+        if missing:
+            # Another process may create the same topic at the same moment: that is success.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def start_stream(app: faust.App, settings: CommonSettings) -> None:
+    """Declare the topics, then start the Faust app (run it as a task: Kafka may be down)."""
+    await declare_topics(settings)
+    await app.start()

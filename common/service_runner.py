@@ -20,7 +20,7 @@ from pydantic import Field
 from common.db import Database, database_url
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.health_stream import HealthCheck, InstanceIdentity
-from common.kafka import create_faust_app
+from common.kafka import create_faust_app, start_stream
 from common.logging import configure_logging, get_logger
 from common.migrations import upgrade_to_head
 from common.settings import CommonSettings
@@ -86,7 +86,7 @@ async def run_service(
     stream = create_faust_app(f"{spec.name}-health-{identity.instance_id}", settings)
     spec.install_agents(stream, identity, wiring)
     # The broker may be slow or absent; gRPC traffic must not wait for it.
-    stream_started = asyncio.create_task(stream.start())
+    stream_started = asyncio.create_task(start_stream(stream, settings))
     log.info("serving", address=identity.address, instance_id=identity.instance_id)
 
     try:

@@ -37,6 +37,9 @@ class CommonSettings(BaseSettings):
     kafka_session_timeout_s: float = Field(45.0, gt=0)
     kafka_heartbeat_interval_s: float = Field(3.0, gt=0)
 
+    # Production clusters want 3; a single local broker can hold only 1.
+    kafka_replication_factor: int = Field(1, ge=1)
+
     health_ping_interval_s: float = Field(1.0, gt=0, description="Gateway ping period.")
 
     # MC_<SVC>_DATABASE_URL; unset means SQLite under data_dir (common.db.database_url). Secret

@@ -27,6 +27,7 @@ from common.health_stream import (
     now_rfc3339,
     parse_rfc3339,
 )
+from common.kafka import TOPIC_PARTITIONS
 
 log = structlog.get_logger(__name__)
 
@@ -184,8 +185,8 @@ def _rfc3339(moment: datetime) -> str:
 
 def install_health_stream(app: faust.App, registry: HealthRegistry, interval_s: float) -> None:
     """Add the ping timer and the pong agent to the gateway's own Faust app (its own group)."""
-    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=1)
-    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=1)
+    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=TOPIC_PARTITIONS[PING_TOPIC])
+    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=TOPIC_PARTITIONS[PONG_TOPIC])
 
     def delivered(_: FutureMessage) -> None:
         registry.ping_delivered()

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from common.kafka import create_faust_app
+from common.kafka import create_faust_app, start_stream
 from common.logging import configure_logging, get_logger
 from common.service_runner import STREAM_STOP_TIMEOUT_S, wait_for_stop_signal
 from common.settings import SERVICE_NAMES
@@ -36,7 +36,7 @@ async def serve(
     stream = create_faust_app(f"gateway-health-{uuid.uuid4().hex[:8]}", settings)
     install_health_stream(stream, registry, settings.health_ping_interval_s)
     # REST must answer (and /health say the broker is DOWN) even while Kafka is unreachable.
-    stream_started = asyncio.create_task(stream.start())
+    stream_started = asyncio.create_task(start_stream(stream, settings))
 
     def stream_running() -> bool:
         return (

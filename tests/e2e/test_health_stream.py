@@ -7,8 +7,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from common.broker import EmbeddedBroker, free_port, wait_for_port
+from common.kafka import TOPIC_PARTITIONS
 from tests.support.processes import Stack, wait_for
 
 SERVICES = ("payment", "product", "user")
@@ -78,6 +80,20 @@ async def test_liveness_readiness_and_registry_answer(up_stack: Stack) -> None:
 async def _ready(http: aiohttp.ClientSession) -> dict[str, Any] | None:
     async with http.get("/health/ready") as response:
         return await response.json() if response.status == 200 else None
+
+
+async def test_every_contract_topic_is_declared_with_its_partitions(
+    up_stack: Stack, broker: EmbeddedBroker
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(TOPIC_PARTITIONS))
+    finally:
+        await admin.close()
+
+    partitions = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+    assert partitions == TOPIC_PARTITIONS
 
 
 async def test_an_rpc_whose_issue_is_pending_answers_501_problem(up_stack: Stack) -> None:
