@@ -47,12 +47,22 @@ class Pong(faust.Record, serializer="json", include_metadata=False):
     sent_at: str
 
 
+def rfc3339(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(datetime.now(UTC))
 
 
-def parse_rfc3339(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+def is_fresh(sent_at: str) -> bool:
+    """Whether a ping or pong is recent enough to act on; a malformed time is not."""
+    try:
+        sent = datetime.fromisoformat(sent_at.replace("Z", "+00:00"))
+    except ValueError:
+        log.warning("ignoring a health message with a malformed sent_at", sent_at=sent_at)
+        return False
+    return datetime.now(UTC) - sent <= STALE_PING_AFTER
 
 
 @dataclass(frozen=True)
@@ -94,11 +104,7 @@ def install_pong_responder(
     @app.agent(pings, name=f"{identity.service}-pong-responder")
     async def answer_pings(stream: faust.StreamT[Ping]) -> None:
         async for ping in stream:
-            try:
-                if datetime.now(UTC) - parse_rfc3339(ping.sent_at) > STALE_PING_AFTER:
-                    continue
-            except ValueError:
-                log.warning("ignoring a ping with a malformed sent_at", sent_at=ping.sent_at)
+            if not is_fresh(ping.sent_at):
                 continue
             results = await run_checks(checks)
             await pongs.send(

@@ -9,6 +9,7 @@ subclass whose consumer thread builds the aiokafka consumer with our value.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, ClassVar
 
@@ -139,7 +140,41 @@ async def declare_topics(settings: CommonSettings) -> None:
         await admin.close()
 
 
-async def start_stream(app: faust.App, settings: CommonSettings) -> None:
-    """Declare the topics, then start the Faust app (run it as a task: Kafka may be down)."""
-    await declare_topics(settings)
-    await app.start()
+class BackgroundStream:
+    """A process's Faust app, started in the background so gRPC and REST never wait on Kafka.
+
+    Starting declares the topics first; stopping never hangs on an app caught mid-join or one
+    that never reached the broker.
+    """
+
+    # A Faust app caught mid-join can wait on a JoinGroup the broker holds; it has nothing to
+    # flush, so stopping does not wait on it longer than this.
+    STOP_TIMEOUT_S = 3.0
+
+    def __init__(self, app: faust.App, settings: CommonSettings) -> None:
+        self.app = app
+        self._settings = settings
+        self._started: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._started = asyncio.create_task(self._declare_and_start())
+
+    async def _declare_and_start(self) -> None:
+        await declare_topics(self._settings)
+        await self.app.start()
+
+    def running(self) -> bool:
+        """Whether the app has reached the broker and started (once)."""
+        started = self._started
+        return (
+            started is not None
+            and started.done()
+            and not started.cancelled()
+            and started.exception() is None
+        )
+
+    async def stop(self) -> None:
+        if self._started is not None and not self._started.done():
+            self._started.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+            await asyncio.wait_for(self.app.stop(), self.STOP_TIMEOUT_S)

@@ -7,7 +7,6 @@ settings, port, migrations and how to wire its layers) in a ``ServiceSpec``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,14 +19,10 @@ from pydantic import Field
 from common.db import Database, database_url
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.health_stream import HealthCheck, InstanceIdentity
-from common.kafka import create_faust_app, start_stream
+from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.migrations import upgrade_to_head
 from common.settings import CommonSettings
-
-# A Faust app caught mid-join (or that never reached the broker) can wait on a JoinGroup the
-# broker holds; it has nothing to flush, so shutdown does not wait on it longer than this.
-STREAM_STOP_TIMEOUT_S = 3.0
 
 
 class ServiceSettings(CommonSettings):
@@ -83,10 +78,11 @@ async def run_service(
         service=spec.name, address=f"{settings.host}:{grpc_server.port}", version=settings.version
     )
     # Its own consumer group: every instance must hear every ping, not a share of them.
-    stream = create_faust_app(f"{spec.name}-health-{identity.instance_id}", settings)
-    spec.install_agents(stream, identity, wiring)
-    # The broker may be slow or absent; gRPC traffic must not wait for it.
-    stream_started = asyncio.create_task(start_stream(stream, settings))
+    stream = BackgroundStream(
+        create_faust_app(f"{spec.name}-health-{identity.instance_id}", settings), settings
+    )
+    spec.install_agents(stream.app, identity, wiring)
+    stream.start()
     log.info("serving", address=identity.address, instance_id=identity.instance_id)
 
     try:
@@ -94,9 +90,6 @@ async def run_service(
     finally:
         log.info("stopping", grace_s=settings.shutdown_grace_s)
         await stop_gracefully(grpc_server.server, grpc_server.health, settings.shutdown_grace_s)
-        if not stream_started.done():
-            stream_started.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-            await asyncio.wait_for(stream.stop(), STREAM_STOP_TIMEOUT_S)
+        await stream.stop()
         await database.dispose()
         log.info("stopped")

@@ -21,11 +21,11 @@ from faust.types import FutureMessage
 from common.health_stream import (
     PING_TOPIC,
     PONG_TOPIC,
-    STALE_PING_AFTER,
     Ping,
     Pong,
+    is_fresh,
     now_rfc3339,
-    parse_rfc3339,
+    rfc3339,
 )
 from common.kafka import TOPIC_PARTITIONS
 
@@ -154,7 +154,7 @@ class HealthRegistry:
             latest = max(instances, key=lambda i: i.last_seen_monotonic, default=None)
             services[service] = {
                 "status": self.service_status(service),
-                "last_seen": _rfc3339(latest.last_seen) if latest else None,
+                "last_seen": rfc3339(latest.last_seen) if latest else None,
                 "rtt_ms": latest.rtt_ms if latest else None,
                 "instances": [
                     {
@@ -162,7 +162,7 @@ class HealthRegistry:
                         "address": i.address,
                         "version": i.version,
                         "status": self._instance_status(i),
-                        "last_seen": _rfc3339(i.last_seen),
+                        "last_seen": rfc3339(i.last_seen),
                         "rtt_ms": i.rtt_ms,
                         "checks": i.checks,
                     }
@@ -177,10 +177,6 @@ class HealthRegistry:
 
     def instance_addresses(self, service: str) -> list[str]:
         return sorted({i.address for i in self._instances[service].values()})
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def install_health_stream(app: faust.App, registry: HealthRegistry, interval_s: float) -> None:
@@ -202,9 +198,5 @@ def install_health_stream(app: faust.App, registry: HealthRegistry, interval_s: 
     @app.agent(pongs, name="gateway-pong-collector")
     async def collect_pongs(stream: faust.StreamT[Pong]) -> None:
         async for pong in stream:
-            try:
-                stale = datetime.now(UTC) - parse_rfc3339(pong.sent_at) > STALE_PING_AFTER
-            except ValueError:
-                stale = True
-            if not stale:
+            if is_fresh(pong.sent_at):
                 registry.pong_received(pong)

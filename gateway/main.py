@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from common.kafka import create_faust_app, start_stream
+from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
-from common.service_runner import STREAM_STOP_TIMEOUT_S, wait_for_stop_signal
+from common.service_runner import wait_for_stop_signal
 from common.settings import SERVICE_NAMES
 from gateway.app import create_app
 from gateway.health import HealthRegistry, install_health_stream
@@ -33,19 +32,14 @@ async def serve(
         broker_down_after_s=settings.health_broker_down_after_s,
     )
     # Its own consumer group, so every gateway replica hears every pong.
-    stream = create_faust_app(f"gateway-health-{uuid.uuid4().hex[:8]}", settings)
-    install_health_stream(stream, registry, settings.health_ping_interval_s)
+    stream = BackgroundStream(
+        create_faust_app(f"gateway-health-{uuid.uuid4().hex[:8]}", settings), settings
+    )
+    install_health_stream(stream.app, registry, settings.health_ping_interval_s)
     # REST must answer (and /health say the broker is DOWN) even while Kafka is unreachable.
-    stream_started = asyncio.create_task(start_stream(stream, settings))
+    stream.start()
 
-    def stream_running() -> bool:
-        return (
-            stream_started.done()
-            and not stream_started.cancelled()
-            and stream_started.exception() is None
-        )
-
-    app = create_app(settings, extra_routes=health_routes(registry, stream_running))
+    app = create_app(settings, extra_routes=health_routes(registry, stream.running))
     # shutdown_timeout: in-flight requests get this long to finish once we stop listening.
     runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace_s, access_log=None)
     await runner.setup()
@@ -56,10 +50,7 @@ async def serve(
     finally:
         log.info("stopping", grace_s=settings.shutdown_grace_s)
         await runner.cleanup()
-        if not stream_started.done():
-            stream_started.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-            await asyncio.wait_for(stream.stop(), STREAM_STOP_TIMEOUT_S)
+        await stream.stop()
         log.info("stopped")
 
 
