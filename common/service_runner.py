@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +16,17 @@ from typing import Any
 import faust
 from pydantic import Field
 
+from common.access import AccessInterceptor
 from common.db import Database, database_url
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.health_stream import HealthCheck, InstanceIdentity
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.migrations import upgrade_to_head
+from common.outbox import Outbox, OutboxRelay
 from common.settings import CommonSettings
+from common.tokens import KeySource, TokenVerifier
+from common.user_client import UserServiceClient, jwks_cache
 
 
 class ServiceSettings(CommonSettings):
@@ -33,18 +37,37 @@ class ServiceSettings(CommonSettings):
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """What the runner opens for a service before wiring its layers."""
+
+    name: str
+    settings: ServiceSettings  # the service's own subclass, built in its main.py
+    database: Database
+    outbox: Outbox
+    users: UserServiceClient  # JWKS and service identity tokens
+
+
+@dataclass(frozen=True)
 class Wiring:
-    """What a service's layers expose to the process: servicers and the checks its pongs carry."""
+    """What a service's layers expose to the process.
+
+    ``services`` are served over gRPC; ``checks`` travel in its pongs; ``background`` tasks
+    (reservation expiry, saga recovery, ...) run while the service serves and are cancelled
+    when it stops; ``key_source`` replaces user_svc's JWKS for verifying tokens (user_svc
+    verifies with its own key ring).
+    """
 
     services: Sequence[Service[Any]]
     checks: dict[str, HealthCheck]
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    key_source: KeySource | None = None
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str  # "payment": names its database, logs, health entries and consumer groups
     migrations: Path
-    wire: Callable[[Database], Wiring]
+    wire: Callable[[Runtime], Wiring]
     install_agents: Callable[[faust.App, InstanceIdentity, Wiring], None]
 
 
@@ -69,11 +92,20 @@ async def run_service(
     database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
     await upgrade_to_head(database.engine, spec.migrations)
 
-    wiring = spec.wire(database)
+    outbox = Outbox(spec.name)
+    users = UserServiceClient(settings.user_address)
+    wiring = spec.wire(Runtime(spec.name, settings, database, outbox, users))
+    verifier = TokenVerifier(wiring.key_source or jwks_cache(users))
     grpc_server = await create_server(
-        services=wiring.services, address=f"{settings.host}:{settings.port}"
+        services=wiring.services,
+        address=f"{settings.host}:{settings.port}",
+        interceptors=[AccessInterceptor(verifier)],
     )
     await grpc_server.server.start()
+    tasks = [
+        asyncio.create_task(OutboxRelay(database, outbox, settings).run(), name="outbox-relay"),
+        *(asyncio.create_task(task(), name=task.__name__) for task in wiring.background),
+    ]
     identity = InstanceIdentity(
         service=spec.name, address=f"{settings.host}:{grpc_server.port}", version=settings.version
     )
@@ -90,6 +122,10 @@ async def run_service(
     finally:
         log.info("stopping", grace_s=settings.shutdown_grace_s)
         await stop_gracefully(grpc_server.server, grpc_server.health, settings.shutdown_grace_s)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await stream.stop()
+        await users.close()
         await database.dispose()
         log.info("stopped")

@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAMES = ("payment", "product", "user")
 DEFAULT_PORTS = {"gateway": 8080, "payment": 8081, "product": 8082, "user": 8083}
+
+
+def port_setting(service: str) -> int:
+    """The contract port of a process, for use as a field default."""
+    return DEFAULT_PORTS[service]
+
+
+# A process bound to every interface is reached locally through the loopback address.
+_WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def _connect_address(host: str, port: int) -> str:
+    host = _WILDCARD_HOSTS.get(host, host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal needs brackets before the port
+    return f"{host}:{port}"
 
 
 class CommonSettings(BaseSettings):
@@ -48,7 +64,39 @@ class CommonSettings(BaseSettings):
     product_database_url: SecretStr | None = None
     user_database_url: SecretStr | None = None
 
+    # Used to derive the default service addresses below (MC_<SVC>_PORT, as the services
+    # themselves read it), so one variable moves a service and the gateway follows.
+    payment_port: int = Field(port_setting("payment"), ge=0, le=65535)
+    product_port: int = Field(port_setting("product"), ge=0, le=65535)
+    user_port: int = Field(port_setting("user"), ge=0, le=65535)
 
-def port_setting(service: str) -> int:
-    """The contract port of a process, for use as a field default."""
-    return DEFAULT_PORTS[service]
+    # gRPC targets (grpc.aio.insecure_channel syntax). Default "{MC_HOST}:{MC_<SVC>_PORT}";
+    # MC_<SVC>_ADDRESS overrides, e.g. a Kubernetes service name.
+    payment_address: str = ""
+    product_address: str = ""
+    user_address: str = ""
+
+    # Exchanged with user_svc for a service identity token (IssueServiceToken); the same value
+    # in every service of a deployment. `make run` and the tests generate one per run.
+    service_credential: SecretStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_addresses(cls, data: Any) -> Any:
+        # A "before" validator because the model is frozen and the defaults depend on two other
+        # fields, which may come from the environment, from arguments or from their defaults.
+        if not isinstance(data, dict):
+            return data
+        host = str(data.get("host") or cls.model_fields["host"].default)
+        for service in SERVICE_NAMES:
+            if not data.get(f"{service}_address"):
+                port = int(data.get(f"{service}_port") or port_setting(service))
+                data[f"{service}_address"] = _connect_address(host, port)
+        return data
+
+    def service_address(self, service: str) -> str:
+        """The gRPC target of one of ``common.settings.SERVICE_NAMES``."""
+        if service not in SERVICE_NAMES:
+            raise KeyError(f"unknown service {service!r}; expected one of {SERVICE_NAMES}")
+        address: str = getattr(self, f"{service}_address")
+        return address

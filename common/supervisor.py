@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -115,6 +116,9 @@ async def supervise() -> int:
     data_dir = Path(os.environ.get("MC_DATA_DIR", "var"))
     (data_dir / "log").mkdir(parents=True, exist_ok=True)
     env = {**LOCAL_KAFKA_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1"}
+    # The services prove themselves to user_svc with a shared credential; a local run makes
+    # a fresh one unless the environment brings its own (production: a Kubernetes Secret).
+    env.setdefault("MC_SERVICE_CREDENTIAL", secrets.token_urlsafe(32))
 
     broker: EmbeddedBroker | None = None
     if not os.environ.get("MC_KAFKA_BOOTSTRAP"):

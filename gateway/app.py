@@ -9,6 +9,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from google.protobuf.descriptor import ServiceDescriptor
 
+from common.tokens import KeySource, TokenVerifier
+from common.user_client import UserServiceClient, jwks_cache
+from gateway.auth import Authenticator
 from gateway.docs import docs_routes
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import (
@@ -39,14 +42,17 @@ def create_app(
     services: Sequence[ServiceDescriptor] | None = None,
     upstream_addresses: Mapping[str, str] | None = None,
     extra_routes: Iterable[web.RouteDef] = (),
+    key_source: KeySource | None = None,
 ) -> web.Application:
     """Build the gateway. Nothing connects until the app starts.
 
     ``services`` defaults to every service generated from ``microcommerce.{payment,product,
     user}.v1``; each is reached at the address its package names in ``settings`` unless
     ``upstream_addresses`` (service full name or package → ``host:port``) says otherwise.
-    ``extra_routes`` are non-RPC routes (health, registry); they are registered before the
-    RPC routes and listed in the OpenAPI document under the ``meta`` tag.
+    ``key_source`` holds the public keys that verify access tokens (default: user_svc's JWKS,
+    fetched over gRPC when first needed). ``extra_routes`` are non-RPC routes (health,
+    registry); they are registered before the RPC routes and listed in the OpenAPI document
+    under the ``meta`` tag.
     """
     services = tuple(services) if services is not None else discover_services()
     extra_routes = list(extra_routes)
@@ -57,6 +63,9 @@ def create_app(
         timeout=settings.upstream_timeout_s,
         metrics=metrics,
     )
+
+    users = UserServiceClient(settings.user_address)
+    authenticator = Authenticator(TokenVerifier(key_source or jwks_cache(users)))
 
     app = web.Application(
         # Outermost first: the id exists before anything logs; metrics see the final status,
@@ -76,6 +85,7 @@ def create_app(
     app[METRICS_KEY] = metrics
     app.on_response_prepare.append(stamp_request_id)
     app.cleanup_ctx.append(_upstream_channels)
+    app.on_cleanup.append(lambda _app: users.close())
 
     document = build_openapi(
         table, title=API_TITLE, version=settings.version, extra_routes=extra_routes
@@ -84,7 +94,7 @@ def create_app(
     app.router.add_get(OPENAPI_PATH, _json_handler(document), allow_head=False)
     app.router.add_routes(docs_routes(API_TITLE, as_openapi_30(document)))
     app.router.add_get(METRICS_PATH, metrics.handle_metrics, allow_head=False)
-    add_rpc_routes(app.router, table, upstreams, metrics)
+    add_rpc_routes(app.router, table, upstreams, metrics, authenticator)
     return app
 
 

@@ -13,7 +13,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from gateway.descriptors import enum_type, find_field, is_text_field, message_type
+from common.descriptors import enum_type, find_field, is_text_field, message_type
 
 FieldPath = tuple[FieldDescriptor, ...]
 

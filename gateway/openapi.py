@@ -14,8 +14,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
-from common.logging import get_logger
-from gateway.descriptors import (
+from common.descriptors import (
     INPUT_ONLY,
     OUTPUT_ONLY,
     REQUIRED,
@@ -25,6 +24,7 @@ from gateway.descriptors import (
     is_text_field,
     message_type,
 )
+from common.logging import get_logger
 from gateway.path_templates import Literal as LiteralSegment
 from gateway.path_templates import Variable
 from gateway.problems import GRPC_TO_HTTP, PROBLEM_CONTENT_TYPE

@@ -11,9 +11,9 @@ from functools import cached_property
 from google.api import annotations_pb2, http_pb2
 from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
 
+from common.descriptors import find_field
 from common.logging import get_logger
 from common.settings import SERVICE_NAMES
-from gateway.descriptors import find_field
 from gateway.field_paths import FieldPath, FieldPathError, resolve
 from gateway.path_templates import PathTemplate, TemplateError, parse_template
 from microcommerce.common.v1 import annotations_pb2 as mc_annotations
@@ -170,9 +170,9 @@ def _routes_of(service: ServiceDescriptor, method: MethodDescriptor) -> list[Rou
         return []
     rpc = f"/{service.full_name}/{method.name}"
     access = options.Extensions[mc_annotations.access]
-    if access == mc_annotations.ACCESS_SERVICE:
+    if access in (mc_annotations.ACCESS_SERVICE, mc_annotations.ACCESS_SERVICE_CREDENTIAL):
         # Service-to-service RPCs are never exposed over REST, whatever their options say.
-        _log.warning("http_option_ignored", rpc=rpc, reason="ACCESS_SERVICE")
+        _log.warning("http_option_ignored", rpc=rpc, reason="service-only RPC")
         return []
     if method.client_streaming or method.server_streaming:
         _log.warning("http_option_ignored", rpc=rpc, reason="streaming RPC")

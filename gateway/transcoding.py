@@ -12,13 +12,14 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from multidict import MultiMapping
 
+from common.descriptors import descriptor_of, find_field, message_type
+from common.proto_json import JsonMappingError, merge_json, message_to_json
 from common.request_context import REQUEST_ID_METADATA_KEY
-from gateway.descriptors import descriptor_of, find_field, message_type
+from gateway.auth import Authenticator
 from gateway.field_paths import FieldPathError, resolve, set_from_text
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import request_id
 from gateway.problems import invalid_argument
-from gateway.proto_json import JsonMappingError, merge_json, message_to_json
 from gateway.routes import Route, RouteTable
 from gateway.upstreams import Upstreams
 
@@ -34,9 +35,10 @@ IDEMPOTENCY_KEY_MAX = 255
 class Transcoder:
     """The handler of one route; the route's messages and field paths are resolved once."""
 
-    def __init__(self, route: Route, upstreams: Upstreams) -> None:
+    def __init__(self, route: Route, upstreams: Upstreams, authenticator: Authenticator) -> None:
         self.route = route
         self._upstreams = upstreams
+        self._authenticator = authenticator
         self._request_class = GetMessageClass(route.method.input_type)
         self._response_field = (
             route.method.output_type.fields_by_name[route.response_body]
@@ -46,7 +48,8 @@ class Transcoder:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Transcode one call; failures surface as ``ProblemError`` for the problem middleware."""
-        metadata = _metadata(request, self.route)  # before anything else: a 400 costs no call
+        await self._authenticator.admit(request, self.route)  # a 401 costs no call
+        metadata = _metadata(request, self.route)
         message = await self._request_message(request)
         reply = await self._upstreams.call(self.route, message, metadata)
         if not self.route.has_body:
@@ -180,6 +183,7 @@ def add_rpc_routes(
     table: RouteTable,
     upstreams: Upstreams,
     metrics: GatewayMetrics,
+    authenticator: Authenticator,
 ) -> None:
     """Register a handler for every route of the table, in its order.
 
@@ -192,5 +196,7 @@ def add_rpc_routes(
         resource = resources.get(path)
         if resource is None:
             resource = resources[path] = router.add_resource(path)
-        added = resource.add_route(route.http_method, Transcoder(route, upstreams).handle)
+        added = resource.add_route(
+            route.http_method, Transcoder(route, upstreams, authenticator).handle
+        )
         metrics.name_route(added, route.template.text)

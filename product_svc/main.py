@@ -7,9 +7,14 @@ from pathlib import Path
 
 from pydantic import Field
 
-from common.db import Database
 from common.grpc_server import Service
-from common.service_runner import ServiceSettings, ServiceSpec, Wiring, run_service
+from common.service_runner import (
+    Runtime,
+    ServiceSettings,
+    ServiceSpec,
+    Wiring,
+    run_service,
+)
 from microcommerce.product.v1 import (
     inventory_service_pb2,
     inventory_service_pb2_grpc,
@@ -25,10 +30,10 @@ class ProductSettings(ServiceSettings):
     port: int = Field(8082, ge=0, le=65535, validation_alias="MC_PRODUCT_PORT")
 
 
-def wire(database: Database) -> Wiring:
+def wire(runtime: Runtime) -> Wiring:
     # The servicers are abstract to mypy until every RPC is written; at run time the generated
     # base answers the missing ones UNIMPLEMENTED, which is the contract until their issue lands.
-    use_cases = Catalog(CatalogStore(database))
+    use_cases = Catalog(CatalogStore(runtime.database))
     return Wiring(
         services=[
             Service(

@@ -7,9 +7,14 @@ from pathlib import Path
 
 from pydantic import Field
 
-from common.db import Database
 from common.grpc_server import Service
-from common.service_runner import ServiceSettings, ServiceSpec, Wiring, run_service
+from common.service_runner import (
+    Runtime,
+    ServiceSettings,
+    ServiceSpec,
+    Wiring,
+    run_service,
+)
 from microcommerce.user.v1 import user_service_pb2, user_service_pb2_grpc
 from user_svc import events, grpc_api
 from user_svc.service import Accounts
@@ -20,10 +25,10 @@ class UserSettings(ServiceSettings):
     port: int = Field(8083, ge=0, le=65535, validation_alias="MC_USER_PORT")
 
 
-def wire(database: Database) -> Wiring:
+def wire(runtime: Runtime) -> Wiring:
     # The servicers are abstract to mypy until every RPC is written; at run time the generated
     # base answers the missing ones UNIMPLEMENTED, which is the contract until their issue lands.
-    use_cases = Accounts(AccountStore(database))
+    use_cases = Accounts(AccountStore(runtime.database))
     return Wiring(
         services=[
             Service(

@@ -23,6 +23,8 @@ class GatewayFactory(Protocol):
         *,
         address: str | None = None,
         extra_routes: Iterable[web.RouteDef] = (),
+        token: str | None = None,
+        anonymous: bool = False,
         **settings: Any,
     ) -> Client: ...
 

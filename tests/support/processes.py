@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -121,6 +122,7 @@ def start_stack(bootstrap: str, data_dir: Path) -> Stack:
         "MC_KAFKA_BOOTSTRAP": bootstrap,
         "MC_DATA_DIR": str(data_dir),
         "MC_ENVIRONMENT": "test",
+        "MC_SERVICE_CREDENTIAL": secrets.token_urlsafe(32),
         **{f"MC_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     }
     log_dir = data_dir / "log"

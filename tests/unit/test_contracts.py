@@ -39,4 +39,6 @@ def test_service_only_rpcs_have_no_rest_route_and_the_rest_do(method: MethodDesc
     options = method.GetOptions()
     has_route = options.HasExtension(http_annotations.http)
 
-    assert has_route == (options.Extensions[mc.access] != mc.ACCESS_SERVICE)
+    assert has_route == (
+        options.Extensions[mc.access] not in (mc.ACCESS_SERVICE, mc.ACCESS_SERVICE_CREDENTIAL)
+    )

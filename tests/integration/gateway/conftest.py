@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.support.gateway_testing import Client, GatewayFactory
+from tests.support.tokens import KEYS, admin_token, bearer
 from tests.support.widget_service import WIDGET_SERVICE, WidgetServer, running_widget_server
 
 
@@ -30,15 +31,21 @@ async def make_gateway(widget_server: WidgetServer) -> AsyncIterator[GatewayFact
         *,
         address: str | None = None,
         extra_routes: Iterable[web.RouteDef] = (),
+        token: str | None = None,
+        anonymous: bool = False,
         **settings: Any,
     ) -> Client:
+        """A gateway trusting the test key; calls carry ``token`` (default: an admin's) unless
+        ``anonymous``."""
         app = create_app(
             GatewaySettings(environment="test", **settings),
             services=[WIDGET_SERVICE],
             upstream_addresses={WIDGET_SERVICE.full_name: address or widget_server.address},
             extra_routes=extra_routes,
+            key_source=KEYS,
         )
-        client = TestClient(TestServer(app, host="127.0.0.1"))
+        headers = {} if anonymous else bearer(token or admin_token())
+        client = TestClient(TestServer(app, host="127.0.0.1"), headers=headers)
         await client.start_server()
         clients.append(client)
         return client

@@ -8,6 +8,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.gateway_testing import Client, GatewayFactory
+from tests.support.tokens import admin_token
 from tests.support.widget_service import WidgetServer
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")  # uuid4, hex
@@ -76,19 +77,22 @@ async def test_every_response_carries_the_request_id(
 
 
 async def test_the_authorization_header_is_forwarded_as_metadata(
-    gateway: Client, widget_server: WidgetServer
+    make_gateway: GatewayFactory, widget_server: WidgetServer
 ) -> None:
-    await gateway.post(
-        "/v1/widgets/w-1:cancel", headers={"Authorization": "Bearer eyJhbGciOi.abc.def"}
-    )
+    token = admin_token()
+    gateway = await make_gateway(token=token)
+
+    await gateway.post("/v1/widgets/w-1:cancel")
 
     metadata = widget_server.servicer.last("CancelWidget").metadata
-    assert metadata["authorization"] == "Bearer eyJhbGciOi.abc.def"
+    assert metadata["authorization"] == f"Bearer {token}"
 
 
 async def test_no_authorization_metadata_is_invented(
-    gateway: Client, widget_server: WidgetServer
+    make_gateway: GatewayFactory, widget_server: WidgetServer
 ) -> None:
+    gateway = await make_gateway(anonymous=True)
+
     await gateway.get("/v1/widgets/w-1")
 
     assert "authorization" not in widget_server.servicer.last("GetWidget").metadata

@@ -16,7 +16,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from gateway.descriptors import (
+from common.descriptors import (
     INPUT_ONLY,
     WRAPPER_TYPES,
     descriptor_of,

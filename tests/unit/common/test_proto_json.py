@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from google.protobuf import any_pb2, field_mask_pb2, wrappers_pb2
 
-from gateway.proto_json import JsonMappingError, merge_json, message_to_json
+from common.proto_json import JsonMappingError, merge_json, message_to_json
 from microcommerce.testing.v1 import widgets_pb2
 from tests.support.widget_service import BIG_PRICE, MAX_UINT64, sample_widget
 

@@ -1,0 +1,51 @@
+"""Consumer-side deduplication: each event id is handled once per consumer, even if redelivered.
+
+Events arrive at least once (``common.outbox``). A consumer calls ``first_delivery`` inside the
+unit of work that applies the event; a redelivered event finds its id already recorded and is
+skipped, and the record commits or rolls back together with the effect.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, MetaData, String, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def _inbox_columns() -> list[Column[Any]]:
+    return [
+        Column("consumer", String(128), primary_key=True),
+        Column("event_id", String(64), primary_key=True),
+        Column("received_at", DateTime(timezone=True), nullable=False),
+    ]
+
+
+def inbox_table_name(service: str) -> str:
+    return f"{service}_inbox"  # per service, like the outbox (common.outbox)
+
+
+def inbox_table(service: str) -> Table:
+    """The inbox of ``service`` (``<service>_inbox``)."""
+    return Table(inbox_table_name(service), MetaData(), *_inbox_columns())
+
+
+def create_inbox_table(op: Any, service: str) -> None:
+    """Create the inbox in a service's migration (``op`` is ``alembic.op``)."""
+    op.create_table(inbox_table_name(service), *_inbox_columns())
+
+
+def drop_inbox_table(op: Any, service: str) -> None:
+    op.drop_table(inbox_table_name(service))
+
+
+async def first_delivery(session: AsyncSession, table: Table, consumer: str, event_id: str) -> bool:
+    """Record ``event_id`` for ``consumer``; False when it was recorded before (a duplicate)."""
+    values = {"consumer": consumer, "event_id": event_id, "received_at": datetime.now(UTC)}
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(values).on_conflict_do_nothing()
+    result = await session.execute(statement)
+    return bool(result.rowcount)  # type: ignore[attr-defined]

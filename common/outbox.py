@@ -1,0 +1,341 @@
+"""The transactional outbox: domain events stored with the change that caused them, then relayed.
+
+A use case adds its events with ``Outbox.add(session, ...)`` inside its unit of work, so the
+state change and its events commit (or roll back) together. ``OutboxRelay`` publishes committed
+rows to Kafka in commit order and marks them published; a crash or a broker outage only delays
+them. Delivery is at least once: consumers drop duplicates by the CloudEvents ``id``
+(``common.inbox``). Every service's schema gets the table from ``create_outbox_table`` in one of
+its own migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from google.protobuf.message import Message
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.db import SQLITE_BEGIN_OPTION, Database
+from common.logging import get_logger
+from common.proto_json import message_to_json
+from common.settings import CommonSettings
+
+_log = get_logger(__name__)
+
+
+def _outbox_columns() -> list[Column[Any]]:
+    return [
+        # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit integer.
+        Column(
+            "seq",
+            BigInteger().with_variant(Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        Column("event_id", String(64), nullable=False, unique=True),
+        Column("topic", String(128), nullable=False),
+        Column("key", String(256), nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+    ]
+
+
+def outbox_table_name(service: str) -> str:
+    # Named per service: one PostgreSQL database may hold several services' schemas (tests,
+    # small deployments), as the per-service Alembic version tables already allow.
+    return f"{service}_outbox"
+
+
+def outbox_table(service: str) -> Table:
+    """The outbox of ``service`` (``<service>_outbox``)."""
+    table = Table(outbox_table_name(service), MetaData(), *_outbox_columns())
+    Index(f"ix_{table.name}_pending", table.c.published_at, table.c.seq)
+    return table
+
+
+def create_outbox_table(op: Any, service: str) -> None:
+    """Create the outbox in a service's migration (``op`` is ``alembic.op``)."""
+    name = outbox_table_name(service)
+    op.create_table(name, *_outbox_columns())
+    op.create_index(f"ix_{name}_pending", name, ["published_at", "seq"])
+
+
+def drop_outbox_table(op: Any, service: str) -> None:
+    name = outbox_table_name(service)
+    op.drop_index(f"ix_{name}_pending", table_name=name)
+    op.drop_table(name)
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    """One domain event: its topic, CloudEvents type, aggregate id and ``data`` message.
+
+    ``subject`` is the aggregate id and the Kafka key, so one aggregate's events stay in order.
+    """
+
+    topic: str
+    type: str  # e.g. "microcommerce.inventory.reserved"
+    subject: str
+    data: Message | Mapping[str, Any]
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def cloud_event(
+    source: str, outgoing: OutgoingEvent, *, event_id: str, time: datetime
+) -> dict[str, Any]:
+    """The CloudEvents 1.0 structured-mode envelope of an event (CONTRACT.md)."""
+    data = outgoing.data
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": outgoing.type,
+        "time": rfc3339(time),
+        "subject": outgoing.subject,
+        "datacontenttype": "application/json",
+        "data": message_to_json(data) if isinstance(data, Message) else dict(data),
+    }
+
+
+class Outbox:
+    """Adds events to a unit of work and wakes the relay once that unit commits."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.source = f"/microcommerce/{service}"  # CloudEvents `source`
+        self.table = outbox_table(service)
+        self._committed = asyncio.Event()
+
+    async def add(self, session: AsyncSession, *events: OutgoingEvent) -> list[str]:
+        """Store ``events`` in the session's transaction; returns their event ids."""
+        if not events:
+            return []
+        now = datetime.now(UTC)
+        rows: list[dict[str, Any]] = []
+        for outgoing in events:
+            event_id = str(uuid.uuid4())
+            envelope = cloud_event(self.source, outgoing, event_id=event_id, time=now)
+            rows.append(
+                {
+                    "event_id": event_id,
+                    "topic": outgoing.topic,
+                    "key": outgoing.subject,
+                    "payload": json.dumps(envelope, separators=(",", ":")),
+                    "created_at": now,
+                }
+            )
+        await session.execute(insert(self.table), rows)
+        sync_session = session.sync_session
+        if not sync_session.info.get("mc_outbox_hook"):
+            sync_session.info["mc_outbox_hook"] = True
+            event.listen(sync_session, "after_commit", self._on_commit)
+        return [str(row["event_id"]) for row in rows]
+
+    def _on_commit(self, _session: Any) -> None:
+        self._committed.set()
+
+    async def wait_for_commit(self, within: float) -> None:
+        """Return when a unit of work with events has committed, or after ``within`` seconds."""
+        try:
+            async with asyncio.timeout(within):
+                await self._committed.wait()
+        except TimeoutError:
+            pass
+        self._committed.clear()
+
+
+@dataclass(frozen=True)
+class _Pending:
+    seq: int
+    topic: str
+    key: str
+    payload: str
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows to Kafka, oldest first, and marks them published.
+
+    Rows are sent in ``seq`` order and a batch is marked only once Kafka acknowledged all of
+    it (``acks=all``); a failure leaves the batch pending, to be sent again after a back-off.
+    On PostgreSQL an advisory lock lets one relay per database publish at a time, so several
+    replicas of a service neither duplicate nor reorder each other's work.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        settings: CommonSettings,
+        *,
+        batch_size: int = 200,
+        poll_interval_s: float = 1.0,
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
+        self._database = database
+        self._outbox = outbox
+        self._settings = settings
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._retention = retention
+        self._producer: AIOKafkaProducer | None = None
+        self._table = outbox.table
+        self._lock_key = zlib.crc32(f"mc-outbox:{outbox.service}".encode())
+        self._last_prune = datetime.min.replace(tzinfo=UTC)
+
+    async def run(self) -> None:
+        """Relay until cancelled; broker and database errors are retried with back-off."""
+        backoff = 0.1
+        try:
+            while True:
+                try:
+                    while await self.publish_pending():
+                        pass
+                    await self._prune()
+                    backoff = 0.1
+                    await self._outbox.wait_for_commit(self._poll_interval_s)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    _log.warning(
+                        "outbox_relay_retrying",
+                        error=type(error).__name__,
+                        detail=str(error),
+                        backoff_s=backoff,
+                    )
+                    await self._reset_producer()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            await self._reset_producer()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch; the number of rows published (0 when nothing was pending)."""
+        if self._database.engine.dialect.name == "postgresql":
+            return await self._publish_pending_postgresql()
+        pending = await self._read_pending(None)
+        if not pending:
+            return 0
+        await self._send(pending)
+        async with self._database.session() as session:
+            await self._mark_published(session, pending)
+        return len(pending)
+
+    async def _publish_pending_postgresql(self) -> int:
+        async with self._database.session() as session:
+            locked = await session.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key)))
+            if not locked:
+                return 0  # another replica is publishing
+            pending = await self._read_pending(session)
+            if not pending:
+                return 0
+            await self._send(pending)
+            await self._mark_published(session, pending)
+            return len(pending)
+
+    async def _read_pending(self, session: AsyncSession | None) -> list[_Pending]:
+        query = (
+            select(self._table.c.seq, self._table.c.topic, self._table.c.key, self._table.c.payload)
+            .where(self._table.c.published_at.is_(None))
+            .order_by(self._table.c.seq)
+            .limit(self._batch_size)
+        )
+        if session is not None:
+            rows = (await session.execute(query)).all()
+        else:
+            async with self._database.engine.connect() as connection:
+                connection = await connection.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+                rows = (await connection.execute(query)).all()
+        return [_Pending(row.seq, row.topic, row.key, row.payload) for row in rows]
+
+    async def _send(self, pending: Sequence[_Pending]) -> None:
+        producer = await self._producer_started()
+        deliveries = [
+            await producer.send(row.topic, value=row.payload.encode(), key=row.key.encode())
+            for row in pending
+        ]
+        await asyncio.gather(*deliveries)
+
+    async def _mark_published(self, session: AsyncSession, pending: Sequence[_Pending]) -> None:
+        await session.execute(
+            update(self._table)
+            .where(self._table.c.seq.in_([row.seq for row in pending]))
+            .values(published_at=datetime.now(UTC))
+        )
+        _log.debug("outbox_published", count=len(pending), last_seq=pending[-1].seq)
+
+    async def _prune(self) -> None:
+        now = datetime.now(UTC)
+        if now - self._last_prune < timedelta(minutes=10):
+            return
+        self._last_prune = now
+        async with self._database.session() as session:
+            await session.execute(
+                delete(self._table).where(self._table.c.published_at < now - self._retention)
+            )
+
+    async def _producer_started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                acks="all",
+                # Tansu cannot do idempotent producers (KAFKA.md); ordering per key holds
+                # because a batch is only marked after every record of it was acknowledged.
+                enable_idempotence=False,
+                request_timeout_ms=10_000,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _reset_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await producer.stop()
+            except Exception as error:  # a wedged connection must not stop the relay
+                _log.warning("outbox_producer_stop_failed", error=type(error).__name__)
+
+
+async def pending_count(database: Database, outbox: Outbox) -> int:
+    """How many events wait to be published (for tests and health)."""
+    table = outbox.table
+    async with database.engine.connect() as connection:
+        connection = await connection.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+        count = await connection.scalar(
+            select(func.count()).select_from(table).where(table.c.published_at.is_(None))
+        )
+    return int(count or 0)
