@@ -8,6 +8,10 @@ from contextvars import ContextVar
 
 # gRPC metadata keys are lower case; the gateway maps the X-Request-Id header onto this key.
 REQUEST_ID_METADATA_KEY = "x-request-id"
+# The REST client's address and user agent as the gateway saw them (user_svc throttles login
+# failures per client address and records both on sessions).
+CLIENT_ADDRESS_METADATA_KEY = "x-client-address"
+CLIENT_USER_AGENT_METADATA_KEY = "x-client-user-agent"
 
 # Each RPC runs in its own asyncio task, which copies the context at creation: a value set while
 # serving one call is invisible to every other call.

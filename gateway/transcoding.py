@@ -14,7 +14,11 @@ from multidict import MultiMapping
 
 from common.descriptors import descriptor_of, find_field, message_type
 from common.proto_json import JsonMappingError, merge_json, message_to_json
-from common.request_context import REQUEST_ID_METADATA_KEY
+from common.request_context import (
+    CLIENT_ADDRESS_METADATA_KEY,
+    CLIENT_USER_AGENT_METADATA_KEY,
+    REQUEST_ID_METADATA_KEY,
+)
 from gateway.auth import Authenticator
 from gateway.field_paths import FieldPathError, resolve, set_from_text
 from gateway.metrics import GatewayMetrics
@@ -135,7 +139,15 @@ def _body_field_names(route: Route, body: dict[str, Any]) -> list[str]:
 def _metadata(request: web.Request, route: Route) -> list[tuple[str, str]]:
     """What travels upstream as gRPC metadata: request id, credentials, idempotency, trace."""
     metadata = [(REQUEST_ID_METADATA_KEY, request_id(request))]
+    # The peer the gateway saw, for per-client throttling and session records upstream. Set
+    # by the gateway only: a client cannot forge it (a proxy in front would need its own
+    # trusted X-Forwarded-For handling, not done here).
+    if request.remote:
+        metadata.append((CLIENT_ADDRESS_METADATA_KEY, request.remote))
     headers = request.headers
+    user_agent = headers.get("User-Agent")
+    if user_agent and _is_metadata_safe(user_agent):
+        metadata.append((CLIENT_USER_AGENT_METADATA_KEY, user_agent[:256]))
     authorization = headers.get("Authorization")
     if authorization is not None:
         metadata.append(("authorization", _metadata_value("Authorization", authorization)))

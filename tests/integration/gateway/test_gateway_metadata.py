@@ -139,3 +139,13 @@ async def test_a_malformed_traceparent_is_dropped_not_refused(
 
     assert response.status == 200
     assert "traceparent" not in widget_server.servicer.last("GetWidget").metadata
+
+
+async def test_the_client_address_and_user_agent_travel_as_metadata(
+    gateway: Client, widget_server: WidgetServer
+) -> None:
+    await gateway.get("/v1/widgets/w-1", headers={"User-Agent": "shop-app/1.2"})
+
+    metadata = widget_server.servicer.last("GetWidget").metadata
+    assert metadata["x-client-address"] == "127.0.0.1"
+    assert metadata["x-client-user-agent"] == "shop-app/1.2"
