@@ -13,10 +13,24 @@ class DomainError(Exception):
 
     status_name: str = "FAILED_PRECONDITION"
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        reason: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        # The offending request field (google.rpc.BadRequest), for the client to point at.
         self.field = field
+        # A machine-readable cause in UPPER_SNAKE_CASE (google.rpc.ErrorInfo), finer than the
+        # status: PAYMENT_DECLINED, IDEMPOTENCY_KEY_REUSED... The gateway maps a few of them
+        # to their own HTTP status (402, 422).
+        self.reason = reason
+        # When the caller may try again (google.rpc.RetryInfo; the gateway's Retry-After).
+        self.retry_after_s = retry_after_s
 
 
 class InvalidArgument(DomainError):

@@ -60,23 +60,38 @@ def _invocation_request_id(details: grpc.HandlerCallDetails) -> str:
     return accept_request_id(None)
 
 
+# ErrorInfo.domain of every reason we send (AIP-193).
+ERROR_DOMAIN = "microcommerce"
+
+
 def _status_details(code: grpc.StatusCode, error: DomainError) -> tuple[tuple[str, bytes], ...]:
-    # A field name is what a client needs to point at the offending input (AIP-193 BadRequest);
-    # without one the status code and message say everything.
-    if error.field is None:
-        return ()
-    detail = any_pb2.Any()
-    detail.Pack(
-        error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=error.field, description=error.message
-                )
-            ]
+    # AIP-193 details: a field name (BadRequest) lets a client point at the offending input, a
+    # reason (ErrorInfo) tells causes of one status apart, RetryInfo says when to try again.
+    # Without any of them the status code and message say everything.
+    details: list[any_pb2.Any] = []
+    if error.field is not None:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.message
         )
-    )
-    status = status_pb2.Status(code=code.value[0], message=error.message, details=[detail])
+        details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))
+    if error.reason is not None:
+        details.append(
+            _packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+        )
+    if error.retry_after_s is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(max(error.retry_after_s, 0) * 1e9))
+        details.append(_packed(retry))
+    if not details:
+        return ()
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
     return ((_STATUS_DETAILS_KEY, status.SerializeToString()),)
+
+
+def _packed(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
 
 
 class BoundaryInterceptor(_ServerInterceptor):

@@ -38,6 +38,15 @@ GRPC_TO_HTTP: Final[Mapping[grpc.StatusCode, HTTPStatus]] = MappingProxyType(
     }
 )
 
+# Upstream reasons (google.rpc.ErrorInfo) whose HTTP status is not their gRPC status's:
+# CONTRACT.md, "Orders and payments".
+REASON_TO_HTTP: Final[Mapping[str, HTTPStatus]] = MappingProxyType(
+    {
+        "PAYMENT_DECLINED": HTTPStatus.PAYMENT_REQUIRED,
+        "IDEMPOTENCY_KEY_REUSED": HTTPStatus.UNPROCESSABLE_ENTITY,
+    }
+)
+
 # What a 500 says instead of the upstream's text, which may hold internals (CONTRACT.md).
 INTERNAL_DETAIL: Final = "The server failed to complete the request; quote the request id."
 
@@ -70,8 +79,10 @@ class ProblemError(Exception):
         status: HTTPStatus | None = None,
         headers: Mapping[str, str] | None = None,
         field_violations: Sequence[FieldViolation] = (),
+        reason: str | None = None,
     ) -> None:
         super().__init__(detail)
+        self.reason = reason
         self.code = code
         self.detail = detail
         self.status = status
@@ -97,6 +108,8 @@ class ProblemError(Exception):
             "code": self.code.name,
             "request_id": request_id,
         }
+        if self.reason and not internal:
+            body["reason"] = self.reason
         if self.field_violations and not internal:
             body["field_violations"] = [
                 {"field": v.field, "description": v.description} for v in self.field_violations

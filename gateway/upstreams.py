@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -17,7 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 from common.logging import get_logger
 from common.settings import SERVICE_NAMES
 from gateway.metrics import GatewayMetrics
-from gateway.problems import FieldViolation, ProblemError
+from gateway.problems import REASON_TO_HTTP, FieldViolation, ProblemError
 from gateway.routes import Route
 from gateway.settings import GatewaySettings
 
@@ -164,21 +166,37 @@ class Upstreams:
             details = f"{route.service.full_name} did not answer within {self._timeout:g} s."
         elif code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS):
             _log.warning("upstream_failed", rpc=route.rpc_path, code=code.name, error=details)
+        extra = _status_details(error.trailing_metadata())
+        headers = {}
+        if extra.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(extra.retry_after_s)))
         return ProblemError(
             code,
             details or code.name,
-            field_violations=_field_violations(error.trailing_metadata()),
+            status=REASON_TO_HTTP.get(extra.reason or ""),
+            headers=headers,
+            field_violations=extra.field_violations,
+            reason=extra.reason,
         )
 
 
-def _field_violations(trailing: Any) -> tuple[FieldViolation, ...]:
-    """The BadRequest field violations of a ``google.rpc.Status`` trailer, if any."""
+@dataclass(frozen=True)
+class _Details:
+    field_violations: tuple[FieldViolation, ...] = ()
+    reason: str | None = None
+    retry_after_s: float | None = None
+
+
+def _status_details(trailing: Any) -> _Details:
+    """BadRequest, ErrorInfo and RetryInfo from a ``google.rpc.Status`` trailer, if any."""
     for key, value in trailing or ():
         if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
             continue
         try:
             status = status_pb2.Status.FromString(value)
             violations: list[FieldViolation] = []
+            reason: str | None = None
+            retry_after_s: float | None = None
             for detail in status.details:
                 if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                     bad_request = error_details_pb2.BadRequest()
@@ -186,7 +204,15 @@ def _field_violations(trailing: Any) -> tuple[FieldViolation, ...]:
                     violations.extend(
                         FieldViolation(v.field, v.description) for v in bad_request.field_violations
                     )
+                elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    reason = info.reason or None
+                elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                    retry = error_details_pb2.RetryInfo()
+                    detail.Unpack(retry)
+                    retry_after_s = retry.retry_delay.ToNanoseconds() / 1e9
         except DecodeError:
-            return ()  # a malformed trailer costs the caller the details, not the answer
-        return tuple(violations)
-    return ()
+            return _Details()  # a malformed trailer costs the caller the details, not the answer
+        return _Details(tuple(violations), reason, retry_after_s)
+    return _Details()

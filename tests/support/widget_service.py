@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import any_pb2, empty_pb2
+from google.protobuf import empty_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
 
+from common.errors import DomainError
+from common.grpc_server import BoundaryInterceptor
 from microcommerce.testing.v1 import widgets_pb2, widgets_pb2_grpc
 
 if TYPE_CHECKING:
@@ -131,25 +132,16 @@ class WidgetServicer(widgets_pb2_grpc.WidgetServiceServicer):
         self, request: widgets_pb2.FailWidgetRequest, context: Context
     ) -> empty_pb2.Empty:
         self._record("FailWidget", request, context)
-        code = grpc.StatusCode[request.code]
-        trailers: tuple[tuple[str, bytes], ...] = ()
-        if request.field:
-            # What common/grpc_server.py sends for a DomainError that names a field (AIP-193).
-            detail = any_pb2.Any()
-            detail.Pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=request.field, description=request.message
-                        )
-                    ]
-                )
-            )
-            status = status_pb2.Status(
-                code=code.value[0], message=request.message, details=[detail]
-            )
-            trailers = (("grpc-status-details-bin", status.SerializeToString()),)
-        await context.abort(code, request.message, trailers)
+        # Raised like any service's domain error, so the details are what the real
+        # BoundaryInterceptor sends (AIP-193 BadRequest, ErrorInfo, RetryInfo).
+        error = DomainError(
+            request.message,
+            field=request.field or None,
+            reason=request.reason or None,
+            retry_after_s=request.retry_after_s if request.HasField("retry_after_s") else None,
+        )
+        error.status_name = request.code
+        raise error
 
     async def GetSlowWidget(
         self, request: widgets_pb2.GetSlowWidgetRequest, context: Context
@@ -203,7 +195,7 @@ class WidgetServer:
 async def running_widget_server() -> AsyncIterator[WidgetServer]:
     """Serve WidgetService on 127.0.0.1 and a free port until the block ends."""
     servicer = WidgetServicer()
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[BoundaryInterceptor()])
     widgets_pb2_grpc.add_WidgetServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -234,3 +234,43 @@ async def test_field_violations_sent_by_the_service_are_listed(gateway: Client) 
     problem = await problem_of(response)
     assert response.status == 400
     assert problem["field_violations"] == [{"field": "email", "description": "is not an email"}]
+
+
+async def test_a_declined_payment_reason_is_a_402_naming_the_reason(gateway: Client) -> None:
+    response = await gateway.get(
+        "/v1/failures/FAILED_PRECONDITION",
+        params={"message": "card declined", "reason": "PAYMENT_DECLINED"},
+    )
+
+    problem = await problem_of(response)
+    assert response.status == 402
+    assert problem["code"] == "FAILED_PRECONDITION"
+    assert problem["reason"] == "PAYMENT_DECLINED"
+
+
+async def test_a_reused_idempotency_key_reason_is_a_422(gateway: Client) -> None:
+    response = await gateway.get(
+        "/v1/failures/FAILED_PRECONDITION",
+        params={"message": "different body", "reason": "IDEMPOTENCY_KEY_REUSED"},
+    )
+
+    assert response.status == 422
+
+
+async def test_a_reason_without_its_own_status_keeps_the_codes_status(gateway: Client) -> None:
+    response = await gateway.get(
+        "/v1/failures/ALREADY_EXISTS", params={"message": "taken", "reason": "SKU_TAKEN"}
+    )
+
+    problem = await problem_of(response)
+    assert response.status == 409
+    assert problem["reason"] == "SKU_TAKEN"
+
+
+async def test_retry_info_from_the_service_becomes_retry_after(gateway: Client) -> None:
+    response = await gateway.get(
+        "/v1/failures/RESOURCE_EXHAUSTED", params={"message": "slow down", "retry_after_s": "2.2"}
+    )
+
+    assert response.status == 429
+    assert response.headers["Retry-After"] == "3"
