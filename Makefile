@@ -15,13 +15,14 @@ TEST_GENERATED := tests/gen/.generated
 
 PYTEST_ARGS ?=
 
-.PHONY: help install proto run test lint format bench buf-lint clean
+.PHONY: help install proto run migrate test lint format bench buf-lint clean
 
 help:
 	@echo "make run    start the broker, the three services and the gateway (Ctrl-C stops all)"
 	@echo "make test   install what is missing and run lint and the whole test suite"
 	@echo "make lint   ruff check, ruff format --check, mypy --strict, buf lint"
 	@echo "make proto  regenerate gen/ from protos/"
+	@echo "make migrate  apply every service's pending migrations (the services also do at start)"
 	@echo "make bench  run the benchmarks under bench/"
 
 install: $(INSTALLED)
@@ -54,6 +55,10 @@ $(TEST_GENERATED): $(INSTALLED) $(GENERATED) $(TEST_PROTOS)
 
 run: $(GENERATED)
 	$(PY) -m common.supervisor $(ARGS)
+
+# The services migrate at start-up; this is for applying a release's schema ahead of it.
+migrate: $(GENERATED)
+	$(PY) -m common.migrations upgrade $(SERVICES)
 
 lint: $(GENERATED) $(TEST_GENERATED)
 	$(BIN)/ruff check .

@@ -29,6 +29,10 @@ LOCAL_KAFKA_DEFAULTS = {
     "MC_KAFKA_SESSION_TIMEOUT_S": "2",
     "MC_KAFKA_HEARTBEAT_INTERVAL_S": "0.5",
 }
+# The admin user_svc creates on a local run when MC_ADMIN_EMAIL is not set; its password is
+# generated once into the data directory (readable by the owner only), never printed.
+LOCAL_ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD_FILE = "admin-password"
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 90.0
 
@@ -111,7 +115,35 @@ async def _stop(children: list[Child]) -> None:
                 await child.process.wait()
 
 
-async def supervise() -> int:
+def _local_admin(env: dict[str, str], data_dir: Path) -> str | None:
+    """Fill in the local admin's credentials unless given; the password's file, if generated."""
+    if env.get("MC_ADMIN_EMAIL"):
+        return None
+    password_file = data_dir / ADMIN_PASSWORD_FILE
+    if not password_file.exists():
+        password_file.touch(mode=0o600)
+        password_file.write_text(secrets.token_urlsafe(18))
+    env["MC_ADMIN_EMAIL"] = LOCAL_ADMIN_EMAIL
+    env["MC_ADMIN_PASSWORD"] = password_file.read_text().strip()
+    return str(password_file)
+
+
+async def _seed(gateway_url: str, env: dict[str, str]) -> None:
+    """Load the demo catalog through the public API, as a shop's admin would."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "product_svc.seed",
+        "--base-url",
+        gateway_url,
+        env=env,
+        preexec_fn=die_with_parent(),
+    )
+    if await process.wait() != 0:
+        _say(f"seeding failed (exit {process.returncode}); the services keep running")
+
+
+async def supervise(*, seed: bool = False) -> int:
     host = os.environ.get("MC_HOST", "127.0.0.1")
     data_dir = Path(os.environ.get("MC_DATA_DIR", "var"))
     (data_dir / "log").mkdir(parents=True, exist_ok=True)
@@ -119,6 +151,7 @@ async def supervise() -> int:
     # The services prove themselves to user_svc with a shared credential; a local run makes
     # a fresh one unless the environment brings its own (production: a Kubernetes Secret).
     env.setdefault("MC_SERVICE_CREDENTIAL", secrets.token_urlsafe(32))
+    admin_password_file = _local_admin(env, data_dir)
 
     broker: EmbeddedBroker | None = None
     if not os.environ.get("MC_KAFKA_BOOTSTRAP"):
@@ -152,7 +185,13 @@ async def supervise() -> int:
             for service in SERVICE_NAMES:
                 _say(f"  {service:<8} {host}:{_port(service)}  (gRPC)")
             kafka = f"{broker.bootstrap} (embedded Tansu)" if broker else env["MC_KAFKA_BOOTSTRAP"]
-            _say(f"  kafka    {kafka}\n")
+            _say(f"  kafka    {kafka}")
+            admin = env["MC_ADMIN_EMAIL"]
+            if admin_password_file:
+                admin += f"  (password in {admin_password_file})"
+            _say(f"  admin    {admin}\n")
+            if seed:
+                await _seed(gateway_url, env)
         else:
             up_task.cancel()
 
@@ -177,8 +216,14 @@ async def supervise() -> int:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
-    sys.exit(asyncio.run(supervise()))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--seed",
+        action="store_true",
+        help="once everything is up, load the demo catalog (make run ARGS=--seed)",
+    )
+    arguments = parser.parse_args()
+    sys.exit(asyncio.run(supervise(seed=arguments.seed)))
 
 
 if __name__ == "__main__":

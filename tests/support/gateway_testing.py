@@ -34,3 +34,14 @@ def received(server: WidgetServer, method: str, kind: type[M]) -> M:
     request = server.servicer.last(method).request
     assert isinstance(request, kind)
     return request
+
+
+async def problem_of(response: Any) -> dict[str, Any]:
+    """The problem body, after checking the media type and the members every problem has."""
+    assert response.content_type == "application/problem+json"
+    body: dict[str, Any] = await response.json()
+    assert body["status"] == response.status
+    assert body["type"] == "about:blank"
+    assert body["request_id"] == response.headers["X-Request-Id"]
+    assert {"title", "detail", "code"} <= set(body)
+    return body

@@ -13,8 +13,10 @@ from google.protobuf import empty_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from common.access import current_principal
 from common.errors import DomainError
 from common.grpc_server import BoundaryInterceptor
+from common.tokens import Principal
 from microcommerce.testing.v1 import widgets_pb2, widgets_pb2_grpc
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ class ReceivedCall:
     method: str
     request: Message
     metadata: dict[str, str]
+    # Who common.access admitted, when the server runs the AccessInterceptor.
+    principal: Principal | None = None
 
 
 @dataclass
@@ -54,7 +58,7 @@ class WidgetServicer(widgets_pb2_grpc.WidgetServiceServicer):
 
     def _record(self, method: str, request: Message, context: Context) -> None:
         metadata = {key: str(value) for key, value in context.invocation_metadata() or ()}
-        self.calls.append(ReceivedCall(method, request, metadata))
+        self.calls.append(ReceivedCall(method, request, metadata, current_principal()))
 
     async def GetWidget(
         self, request: widgets_pb2.GetWidgetRequest, context: Context

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 import pytest
 from aiohttp import web
 
 from gateway.problems import GRPC_TO_HTTP, INTERNAL_DETAIL
-from tests.support.gateway_testing import Client, GatewayFactory
+from tests.support.gateway_testing import Client, GatewayFactory, problem_of
 from tests.support.widget_service import WidgetServer
 
 PROBLEM = "application/problem+json"
 ERROR_CODES = [code for code in grpc.StatusCode if code is not grpc.StatusCode.OK]
-
-
-async def problem_of(response: Any) -> dict[str, Any]:
-    """The problem body, after checking the media type and the members every problem has."""
-    assert response.content_type == PROBLEM
-    body: dict[str, Any] = await response.json()
-    assert body["status"] == response.status
-    assert body["type"] == "about:blank"
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    assert {"title", "detail", "code"} <= set(body)
-    return body
 
 
 @pytest.mark.parametrize("code", ERROR_CODES, ids=lambda c: c.name)

@@ -1,0 +1,205 @@
+"""Events written with their change reach Kafka once committed, in order, even across outages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import text
+
+from common.broker import EmbeddedBroker
+from common.db import Database
+from common.inbox import first_delivery, inbox_table
+from common.outbox import Outbox, OutboxRelay, OutgoingEvent, pending_count
+from common.settings import CommonSettings
+from tests.support.processes import wait_for
+
+
+@pytest.fixture
+async def outbox(database: Database) -> Outbox:
+    # A fresh name per test: the PostgreSQL database is shared by the whole session.
+    box = Outbox(f"t{uuid.uuid4().hex[:10]}")
+    async with database.engine.begin() as connection:
+        await connection.run_sync(box.table.metadata.create_all)
+    return box
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"test-outbox-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def relay(
+    database: Database, outbox: Outbox, broker: EmbeddedBroker
+) -> AsyncIterator[OutboxRelay]:
+    settings = CommonSettings(kafka_bootstrap=broker.bootstrap)
+    running = OutboxRelay(database, outbox, settings, poll_interval_s=0.2)
+    task = asyncio.create_task(running.run())
+    yield running
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+class Received:
+    """Everything a fresh consumer group reads from one topic, from the beginning."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self.records: list[tuple[str, dict[str, Any]]] = []
+
+    async def at_least(self, count: int) -> list[tuple[str, dict[str, Any]]]:
+        async def enough() -> bool:
+            batches = await self._consumer.getmany(timeout_ms=100)
+            for batch in batches.values():
+                for record in batch:
+                    assert record.key is not None
+                    assert record.value is not None
+                    self.records.append((record.key.decode(), json.loads(record.value)))
+            return len(self.records) >= count
+
+        await wait_for(enough, within=30)
+        return self.records
+
+
+@pytest.fixture
+async def received(broker: EmbeddedBroker, topic: str) -> AsyncIterator[Received]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        group_id=f"g-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    await consumer.start()
+    yield Received(consumer)
+    await consumer.stop()
+
+
+def _event(topic: str, subject: str, n: int) -> OutgoingEvent:
+    return OutgoingEvent(topic, "microcommerce.test.happened", subject, {"n": n})
+
+
+async def test_committed_events_are_published_as_cloudevents_keyed_by_subject(
+    database: Database, outbox: Outbox, relay: OutboxRelay, received: Received, topic: str
+) -> None:
+    async with database.session() as session:
+        [event_id] = await outbox.add(session, _event(topic, "order-1", 1))
+
+    [(key, envelope)] = await received.at_least(1)
+
+    assert key == "order-1"
+    assert envelope["specversion"] == "1.0"
+    assert envelope["id"] == event_id
+    assert envelope["type"] == "microcommerce.test.happened"
+    assert envelope["source"] == outbox.source
+    assert envelope["subject"] == "order-1"
+    assert envelope["datacontenttype"] == "application/json"
+    assert envelope["data"] == {"n": 1}
+    assert envelope["time"].endswith("Z")
+    await wait_for(lambda: _none_pending(database, outbox), within=10)
+
+
+async def _none_pending(database: Database, outbox: Outbox) -> bool:
+    return await pending_count(database, outbox) == 0
+
+
+async def test_events_of_a_rolled_back_unit_of_work_are_never_published(
+    database: Database, outbox: Outbox, relay: OutboxRelay, received: Received, topic: str
+) -> None:
+    async def record_then_fail() -> None:
+        async with database.session() as session:
+            await outbox.add(session, _event(topic, "order-1", 1))
+            raise RuntimeError("the use case failed after recording its event")
+
+    with pytest.raises(RuntimeError):
+        await record_then_fail()
+    async with database.session() as session:
+        await outbox.add(session, _event(topic, "order-2", 2))
+
+    records = await received.at_least(1)
+
+    assert [key for key, _ in records] == ["order-2"]
+
+
+async def test_one_aggregates_events_arrive_in_the_order_they_were_committed(
+    database: Database, outbox: Outbox, relay: OutboxRelay, received: Received, topic: str
+) -> None:
+    for n in range(30):
+        async with database.session() as session:
+            await outbox.add(session, _event(topic, f"order-{n % 3}", n))
+
+    records = await received.at_least(30)
+
+    for subject in ("order-0", "order-1", "order-2"):
+        numbers = [envelope["data"]["n"] for key, envelope in records if key == subject]
+        assert numbers == sorted(numbers)
+        assert len(set(numbers)) == 10
+
+
+async def test_events_committed_while_the_broker_is_unreachable_arrive_after_it_returns(
+    database: Database,
+    outbox: Outbox,
+    relay: OutboxRelay,
+    received: Received,
+    topic: str,
+    broker: EmbeddedBroker,
+) -> None:
+    async with database.session() as session:
+        await outbox.add(session, _event(topic, "order-1", 0))
+    await received.at_least(1)  # connected and flowing
+
+    broker.freeze()
+    try:
+        for n in range(1, 11):
+            async with database.session() as session:  # commits never wait for Kafka
+                await outbox.add(session, _event(topic, "order-1", n))
+        assert await pending_count(database, outbox) > 0
+    finally:
+        broker.thaw()
+
+    records = await received.at_least(11)
+
+    numbers = [envelope["data"]["n"] for _, envelope in records]
+    assert set(numbers) == set(range(11))  # none lost; duplicates are allowed (at least once)
+    first_seen = list(dict.fromkeys(numbers))
+    assert first_seen == sorted(first_seen)
+    await wait_for(lambda: _none_pending(database, outbox), within=30)
+
+
+async def test_an_event_id_is_handled_once_per_consumer(database: Database) -> None:
+    table = inbox_table(f"t{uuid.uuid4().hex[:10]}")
+    async with database.engine.begin() as connection:
+        await connection.run_sync(table.metadata.create_all)
+
+    async with database.session() as session:
+        first = await first_delivery(session, table, "restock", "event-1")
+        again = await first_delivery(session, table, "restock", "event-1")
+        other_consumer = await first_delivery(session, table, "audit", "event-1")
+
+    assert (first, again, other_consumer) == (True, False, True)
+
+
+async def test_a_rolled_back_delivery_can_be_handled_again(database: Database) -> None:
+    table = inbox_table(f"t{uuid.uuid4().hex[:10]}")
+    async with database.engine.begin() as connection:
+        await connection.run_sync(table.metadata.create_all)
+
+    async def deliver_then_fail() -> None:
+        async with database.session() as session:
+            await first_delivery(session, table, "restock", "event-1")
+            raise RuntimeError("applying the event failed")
+
+    with pytest.raises(RuntimeError):
+        await deliver_then_fail()
+    async with database.session() as session:
+        assert await first_delivery(session, table, "restock", "event-1")
+        count = await session.scalar(text(f"SELECT count(*) FROM {table.name}"))
+    assert count == 1

@@ -1,0 +1,261 @@
+"""Access tokens: what the verifier accepts and every way a forged or stale token is refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from common.errors import Unauthenticated
+from common.tokens import (
+    ROLE_ADMIN,
+    ROLE_CUSTOMER,
+    ROLE_SERVICE,
+    JwksCache,
+    StaticKeys,
+    TokenSigner,
+    TokenVerifier,
+    bearer_token,
+    key_id,
+    keys_from_jwks,
+    new_key,
+    public_jwk,
+)
+
+KEY = new_key()
+SIGNER = TokenSigner(KEY, kid=key_id(KEY.public_key()))
+VERIFIER = TokenVerifier(StaticKeys({SIGNER.kid: SIGNER.public_key}))
+
+
+def _segments(token: str) -> list[str]:
+    return token.split(".")
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+async def test_a_minted_token_verifies_to_its_subject_and_roles() -> None:
+    principal = await VERIFIER.verify(SIGNER.mint("user-7", [ROLE_CUSTOMER, ROLE_ADMIN]))
+
+    assert principal.subject == "user-7"
+    assert principal.roles == {ROLE_CUSTOMER, ROLE_ADMIN}
+    assert principal.is_admin
+    assert not principal.is_service
+    assert principal.token_id
+
+
+async def test_a_service_token_is_a_service_principal_without_a_user_id() -> None:
+    principal = await VERIFIER.verify(SIGNER.mint("service:payment", [ROLE_SERVICE]))
+
+    assert principal.is_service
+    with pytest.raises(Unauthenticated):
+        _ = principal.user_id
+
+
+async def test_a_user_cannot_pass_as_a_service_by_holding_the_role_alone() -> None:
+    principal = await VERIFIER.verify(SIGNER.mint("user-7", [ROLE_SERVICE]))
+
+    assert not principal.is_service
+
+
+async def test_alg_none_is_refused() -> None:
+    _, payload, _ = _segments(SIGNER.mint("user-7", [ROLE_ADMIN]))
+    unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': SIGNER.kid})}.{payload}."
+
+    with pytest.raises(Unauthenticated, match="algorithm"):
+        await VERIFIER.verify(unsigned)
+
+
+async def test_an_hmac_token_signed_with_the_public_key_is_refused() -> None:
+    public_pem = SIGNER.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    claims = {
+        "sub": "attacker",
+        "roles": [ROLE_ADMIN],
+        "iss": SIGNER.issuer,
+        "aud": SIGNER.audience,
+        "iat": int(datetime.now(UTC).timestamp()),
+        "exp": int((datetime.now(UTC) + timedelta(minutes=5)).timestamp()),
+        "jti": "x",
+    }
+    # PyJWT itself refuses to HMAC with a PEM key, so the token is assembled by hand.
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': SIGNER.kid})}.{_b64(claims)}"
+    signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    forged = f"{signing_input}.{base64.urlsafe_b64encode(signature).decode().rstrip('=')}"
+
+    with pytest.raises(Unauthenticated, match="algorithm"):
+        await VERIFIER.verify(forged)
+
+
+async def test_a_token_from_another_issuer_or_for_another_audience_is_refused() -> None:
+    foreign_issuer = TokenSigner(KEY, kid=SIGNER.kid, issuer="someone-else")
+    foreign_audience = TokenSigner(KEY, kid=SIGNER.kid, audience="another-api")
+
+    with pytest.raises(Unauthenticated, match=r"(?i)issuer"):
+        await VERIFIER.verify(foreign_issuer.mint("user-7", []))
+    with pytest.raises(Unauthenticated, match=r"(?i)audience"):
+        await VERIFIER.verify(foreign_audience.mint("user-7", []))
+
+
+async def test_an_expired_token_is_refused_beyond_the_clock_skew_allowance() -> None:
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    expired = SIGNER.mint("user-7", [], ttl=timedelta(minutes=15), now=an_hour_ago)
+    barely = SIGNER.mint(
+        "user-7", [], ttl=timedelta(minutes=15), now=datetime.now(UTC) - timedelta(seconds=905)
+    )
+
+    with pytest.raises(Unauthenticated, match="expired"):
+        await VERIFIER.verify(expired)
+    assert (await VERIFIER.verify(barely)).subject == "user-7"  # 5 s late: within the skew
+
+
+async def test_a_token_signed_by_an_unknown_key_is_refused() -> None:
+    stranger = new_key()
+    other = TokenSigner(stranger, kid=key_id(stranger.public_key()))
+
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        await VERIFIER.verify(other.mint("user-7", []))
+
+
+async def test_a_token_whose_kid_names_a_known_key_but_was_signed_by_another_is_refused() -> None:
+    stranger = new_key()
+    impostor = TokenSigner(stranger, kid=SIGNER.kid)
+
+    with pytest.raises(Unauthenticated, match="invalid"):
+        await VERIFIER.verify(impostor.mint("user-7", [ROLE_ADMIN]))
+
+
+async def test_a_tampered_payload_is_refused() -> None:
+    header, _, signature = _segments(SIGNER.mint("user-7", [ROLE_CUSTOMER]))
+    claims = jwt.decode(SIGNER.mint("user-7", [ROLE_CUSTOMER]), options={"verify_signature": False})
+    claims["roles"] = [ROLE_ADMIN]
+
+    with pytest.raises(Unauthenticated, match="invalid"):
+        await VERIFIER.verify(f"{header}.{_b64(claims)}.{signature}")
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "Bearer x"])
+async def test_garbage_is_refused_as_malformed(garbage: str) -> None:
+    with pytest.raises(Unauthenticated):
+        await VERIFIER.verify(garbage)
+
+
+async def test_a_token_without_a_jti_is_refused() -> None:
+    token = jwt.encode(
+        {
+            "sub": "user-7",
+            "iss": SIGNER.issuer,
+            "aud": SIGNER.audience,
+            "iat": int(datetime.now(UTC).timestamp()),
+            "exp": int((datetime.now(UTC) + timedelta(minutes=5)).timestamp()),
+        },
+        KEY,
+        algorithm="ES256",
+        headers={"kid": SIGNER.kid},
+    )
+
+    with pytest.raises(Unauthenticated, match="jti"):
+        await VERIFIER.verify(token)
+
+
+def test_the_jwks_round_trip_gives_back_the_public_key_under_its_kid() -> None:
+    document = {"keys": [public_jwk(SIGNER.public_key, kid=SIGNER.kid)]}
+
+    keys = keys_from_jwks(document)
+
+    assert list(keys) == [SIGNER.kid]
+    assert keys[SIGNER.kid].public_numbers() == SIGNER.public_key.public_numbers()
+
+
+def test_the_key_id_is_stable_for_one_key_and_differs_between_keys() -> None:
+    assert key_id(KEY.public_key()) == key_id(KEY.public_key())
+    assert key_id(KEY.public_key()) != key_id(new_key().public_key())
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_jwks_cache_refetches_when_an_unknown_kid_appears_after_a_rotation() -> None:
+    rotated = new_key()
+    rotated_kid = key_id(rotated.public_key())
+    published = [public_jwk(SIGNER.public_key, kid=SIGNER.kid)]
+    fetches = 0
+
+    async def fetch() -> dict[str, object]:
+        nonlocal fetches
+        fetches += 1
+        return {"keys": list(published)}
+
+    clock = _Clock()
+    cache = JwksCache(fetch, min_refresh_interval_s=5, clock=clock)
+    assert await cache.get(SIGNER.kid) is not None
+
+    published.append(public_jwk(rotated.public_key(), kid=rotated_kid))
+    clock.now = 10
+
+    assert await cache.get(rotated_kid) is not None
+    assert fetches == 2
+
+
+async def test_made_up_kids_cost_at_most_one_fetch_per_refresh_interval() -> None:
+    fetches = 0
+
+    async def fetch() -> dict[str, object]:
+        nonlocal fetches
+        fetches += 1
+        return {"keys": [public_jwk(SIGNER.public_key, kid=SIGNER.kid)]}
+
+    clock = _Clock()
+    cache = JwksCache(fetch, min_refresh_interval_s=5, clock=clock)
+    for attempt in range(50):
+        assert await cache.get(f"made-up-{attempt}") is None
+
+    assert fetches == 1
+
+
+async def test_known_keys_keep_working_while_the_jwks_cannot_be_fetched() -> None:
+    healthy = True
+
+    async def fetch() -> dict[str, object]:
+        if not healthy:
+            raise ConnectionError("user service down")
+        return {"keys": [public_jwk(SIGNER.public_key, kid=SIGNER.kid)]}
+
+    clock = _Clock()
+    cache = JwksCache(fetch, ttl_s=60, clock=clock)
+    assert await cache.get(SIGNER.kid) is not None
+    healthy = False
+    clock.now = 3600  # long past the TTL
+
+    assert await cache.get(SIGNER.kid) is not None
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer abc", "abc"),
+        ("  Bearer   abc  ", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_bearer_token_is_read_from_the_authorization_header(
+    header: str | None, token: str | None
+) -> None:
+    assert bearer_token(header) == token
