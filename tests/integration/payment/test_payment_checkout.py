@@ -110,8 +110,8 @@ async def test_an_approved_card_with_stock_confirms_the_order_at_the_catalog_pri
     assert await captures(payment_db, paid(order).id) == 1
     assert await events_of(payment_db, order.id) == [
         "microcommerce.order.placed",
-        "paid(microcommerce).authorized",
-        "paid(microcommerce).captured",
+        "microcommerce.payment.authorized",
+        "microcommerce.payment.captured",
         "microcommerce.order.confirmed",
     ]
 
