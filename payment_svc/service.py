@@ -82,6 +82,7 @@ class Payments:
         self._provider = provider
         self._policy = policy or PaymentPolicy()
         self._clock = clock
+        self._running: set[asyncio.Task[Order]] = set()
 
     async def database_reachable(self) -> bool:
         """The health stream's check: can this instance reach its own data?"""
@@ -126,12 +127,28 @@ class Payments:
             )
         if start.created:
             self._saga.fault("order_created")
-            order = await self._saga.drive(start.order_id)
+            order = await self._finish_even_if_abandoned(start.order_id)
         else:
             order = await self._outcome_of(start.order_id)
         if order.status is OrderStatus.FAILED:
             raise domain.checkout_error(order)
         return order
+
+    async def _finish_even_if_abandoned(self, order_id: str) -> Order:
+        # A client that gives up (deadline, disconnect) cancels its RPC; the saga must not stop
+        # half-way because of that, so it runs as its own task and the RPC only waits for it.
+        task = asyncio.create_task(self._saga.drive(order_id), name=f"checkout-{order_id}")
+        self._running.add(task)
+        task.add_done_callback(self._settled)
+        return await asyncio.shield(task)
+
+    def _settled(self, task: asyncio.Task[Order]) -> None:
+        self._running.discard(task)
+        # Retrieved here so an abandoned checkout's error is logged once, not as "never
+        # retrieved"; the recovery loop picks the order up if the saga stopped early.
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            _log.info("checkout_ended_with_error", error=type(error).__name__)
 
     async def _outcome_of(self, order_id: str) -> Order:
         deadline = time.monotonic() + self._policy.replay_wait_s
