@@ -56,7 +56,7 @@ async def test_an_order_in_stock_with_a_good_card_is_confirmed_201(shop: Checkou
     assert order["total"] == {"amount": 2500, "currency": "USD"}
     assert order["payment"]["card"] == {"brand": "visa", "last4": "4242"}
     assert await shop.stock(product) == (3, 0)
-    assert shop.captures_of(order["payment"]["id"]) == 1
+    assert await shop.captures_of(order["payment"]["id"]) == 1
 
 
 @pytest.mark.parametrize("number", [DECLINED, NO_FUNDS])
@@ -84,7 +84,7 @@ async def test_not_enough_stock_answers_409_and_nothing_is_charged(shop: Checkou
     assert await shop.stock(product) == (1, 0)
     assert not any(
         key.startswith(order.get("payment", {}).get("id", "-"))
-        for key, _, _ in shop.sandbox_ledger()
+        for key, _, _ in await shop.sandbox_ledger()
     )
 
 
@@ -113,7 +113,7 @@ async def test_the_same_key_replays_the_order_and_another_body_answers_422(
     assert (first.status, again.status, other.status) == (201, 201, 422)
     assert again.body["id"] == first.body["id"]
     assert await shop.stock(product) == (4, 0)
-    assert shop.captures_of(first.body["payment"]["id"]) == 1
+    assert await shop.captures_of(first.body["payment"]["id"]) == 1
 
 
 async def test_ten_concurrent_identical_requests_make_one_order(shop: CheckoutStack) -> None:
@@ -144,7 +144,7 @@ async def test_a_hundred_buyers_of_twenty_units_never_oversell(shop: CheckoutSta
     assert statuses.count(409) == 80, statuses
     assert await shop.stock(product) == (0, 0)
     paid = [a.body["payment"]["id"] for a in answers if a.status == 201]
-    assert [shop.captures_of(p) for p in paid] == [1] * 20
+    assert [await shop.captures_of(p) for p in paid] == [1] * 20
 
 
 async def consume_events(

@@ -82,7 +82,7 @@ async def test_a_crash_at_each_step_ends_confirmed_or_cleanly_failed_and_charged
     order = await wait_for(settled, within=60, interval=0.2)
     available, reserved = await shop.stock(product)
     payment_id = order.get("payment", {}).get("id", "")
-    charged = shop.captures_of(payment_id) if payment_id else 0
+    charged = await shop.captures_of(payment_id) if payment_id else 0
     if order["status"] == "ORDER_STATUS_CONFIRMED":
         assert (available, reserved, charged) == (2, 0, 1), (crashed, order)
     else:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sqlite3
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +18,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
+from common.db import Database
+from payment_svc.provider import sandbox_ledger
 from tests.support.processes import Stack, start_stack, wait_for
 
 APPROVED = "4242424242424242"
@@ -179,19 +181,31 @@ class CheckoutStack:
         if reserved.status in (501, 503) and "UNIMPLEMENTED" in str(reserved.body):
             pytest.skip("InventoryService answers UNIMPLEMENTED: runs once issue-3 is merged")
 
-    def sandbox_ledger(self) -> list[tuple[str, str, int]]:
+    async def sandbox_ledger(self) -> list[tuple[str, str, int]]:
         """(key, operation, approved) of every call the sandbox provider answered."""
-        path = self.stack.log_dir.parent / "payment.db"
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
-            rows = connection.execute(
-                "SELECT key, operation, approved FROM payment_sandbox_ledger"
-            ).fetchall()
+        url = self.stack.base_env.get("MC_PAYMENT_DATABASE_URL") or (
+            f"sqlite+aiosqlite:///{self.stack.log_dir.parent / 'payment.db'}"
+        )
+        database = Database.from_url(url)
+        try:
+            async with database.session() as session:
+                rows = (
+                    await session.execute(
+                        select(
+                            sandbox_ledger.c.key,
+                            sandbox_ledger.c.operation,
+                            sandbox_ledger.c.approved,
+                        )
+                    )
+                ).all()
+        finally:
+            await database.dispose()
         return [(str(k), str(o), int(a)) for k, o, a in rows]
 
-    def captures_of(self, payment_id: str) -> int:
+    async def captures_of(self, payment_id: str) -> int:
         return sum(
             1
-            for key, operation, approved in self.sandbox_ledger()
+            for key, operation, approved in await self.sandbox_ledger()
             if operation == "capture" and approved and key.startswith(payment_id)
         )
 
