@@ -62,14 +62,16 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 
-class IllegalTransition(FailedPrecondition):
-    """An order cannot move from its status to the one asked for."""
+ILLEGAL_TRANSITION = "ILLEGAL_TRANSITION"
 
 
 def check_transition(current: OrderStatus, target: OrderStatus) -> None:
-    """Raise ``IllegalTransition`` unless ``current -> target`` is in the state machine."""
+    """FailedPrecondition (ILLEGAL_TRANSITION) unless ``current -> target`` is a legal move."""
     if target not in ORDER_TRANSITIONS[current]:
-        raise IllegalTransition(f"an order cannot go from {current.value} to {target.value}")
+        raise FailedPrecondition(
+            f"an order cannot go from {current.value} to {target.value}",
+            reason=ILLEGAL_TRANSITION,
+        )
 
 
 class PaymentStatus(StrEnum):

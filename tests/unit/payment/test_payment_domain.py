@@ -9,11 +9,11 @@ import pytest
 
 from common.errors import FailedPrecondition, InvalidArgument, OutOfRange
 from payment_svc.domain import (
+    ILLEGAL_TRANSITION,
     ORDER_TRANSITIONS,
     CardBrand,
     CardInput,
     CardOnFile,
-    IllegalTransition,
     Money,
     Order,
     OrderStatus,
@@ -64,8 +64,9 @@ def test_the_saga_and_after_sale_moves_are_allowed(current: str, target: str) ->
     ids=lambda s: s.value,
 )
 def test_every_other_move_is_refused(current: OrderStatus, target: OrderStatus) -> None:
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(FailedPrecondition) as raised:
         check_transition(current, target)
+    assert raised.value.reason == ILLEGAL_TRANSITION
 
 
 @pytest.mark.parametrize("final", ["CANCELLED", "FAILED", "REFUNDED"])
