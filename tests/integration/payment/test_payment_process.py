@@ -1,4 +1,4 @@
-"""The real payment_svc process SIGKILLed at each saga step by its fault hook, then restarted.
+"""The real payment_svc process: SIGKILLed at each saga step and recovered; its events on Kafka.
 
 product_svc and user_svc are stand-ins served by this test over real gRPC (the in-memory
 inventory, and a user service that hands out the test key's JWKS and service tokens), so the
@@ -8,6 +8,7 @@ version with every real service is tests/e2e/test_checkout_recovery.py.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
 from common.broker import EmbeddedBroker, free_port
@@ -256,3 +258,75 @@ async def _replay(
     except grpc.aio.AioRpcError as error:
         return "PAYMENT_DECLINED" if error.code() is grpc.StatusCode.FAILED_PRECONDITION else ""
     return str(order.id)
+
+
+async def consume(bootstrap: str, order_ids: set[str], expected: int) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        "order-events",
+        "payment-events",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+    )
+    await consumer.start()
+    seen: dict[str, dict[str, Any]] = {}
+    try:
+
+        async def collected() -> bool:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    event = json.loads(record.value or b"{}")
+                    if event.get("subject") in order_ids:
+                        seen.setdefault(event["id"], event)
+            return len(seen) >= expected
+
+        await wait_for(collected, within=60, interval=0)
+    finally:
+        await consumer.stop()
+    return list(seen.values())
+
+
+async def test_checkouts_succeed_with_kafka_frozen_and_every_event_follows_in_order(
+    rig: Rig, broker: EmbeddedBroker
+) -> None:
+    rig.inventory.add_product("p-1", 10, 1500)
+    token = customer_token(f"user-{uuid.uuid4().hex[:6]}")
+    rig.start_payment()
+    async with grpc.aio.insecure_channel(rig.address) as channel:
+        await channel.channel_ready()
+        stub = order_service_pb2_grpc.OrderServiceStub(channel)
+        broker.freeze()
+        try:
+            orders = [
+                await stub.CreateOrder(
+                    checkout_request("p-1", number),
+                    metadata=(
+                        ("authorization", f"Bearer {token}"),
+                        ("idempotency-key", f"key-{number[-4:]}"),
+                    ),
+                    timeout=30,
+                )
+                for number in ("4242424242424242", "5555555555554444")
+            ]
+        finally:
+            broker.thaw()
+
+    assert [o.status for o in orders] == [pb.ORDER_STATUS_CONFIRMED] * 2
+    events = await consume(broker.bootstrap, {o.id for o in orders}, expected=8)
+    for order in orders:
+        mine = [e for e in events if e["subject"] == order.id]
+        assert [e["type"] for e in mine if ".order." in e["type"]] == [
+            "microcommerce.order.placed",
+            "microcommerce.order.confirmed",
+        ]
+        assert [e["type"] for e in mine if ".payment." in e["type"]] == [
+            "microcommerce.payment.authorized",
+            "microcommerce.payment.captured",
+        ]
+        assert all(e["specversion"] == "1.0" for e in mine)
+    assert rig.payment is not None
+    for number in ("4242424242424242", "5555555555554444"):
+        assert number not in json.dumps(events)
+        assert number not in rig.payment.log()
+        assert not any(number.encode() in p.read_bytes() for p in rig.data_dir.glob("payment.db*"))
