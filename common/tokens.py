@@ -51,6 +51,8 @@ class Principal:
     roles: frozenset[str]
     token_id: str = ""
     expires_at: datetime | None = None
+    # The user_svc session the token was issued for (``sid`` claim); empty for service tokens.
+    session_id: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -274,6 +276,7 @@ class TokenVerifier:
             roles=frozenset(roles),
             token_id=str(claims["jti"]),
             expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+            session_id=str(claims.get("sid", "")),
         )
 
 
