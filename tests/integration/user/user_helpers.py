@@ -73,7 +73,7 @@ def violated_field(error: grpc.aio.AioRpcError) -> str:
     for detail in _status(error).details:
         bad_request = error_details_pb2.BadRequest()
         if detail.Unpack(bad_request):
-            return bad_request.field_violations[0].field
+            return str(bad_request.field_violations[0].field)
     raise AssertionError(f"no BadRequest detail in {error}")
 
 
@@ -81,7 +81,7 @@ def retry_delay_s(error: grpc.aio.AioRpcError) -> float:
     for detail in _status(error).details:
         retry = error_details_pb2.RetryInfo()
         if detail.Unpack(retry):
-            return retry.retry_delay.ToTimedelta().total_seconds()
+            return float(retry.retry_delay.ToTimedelta().total_seconds())
     raise AssertionError(f"no RetryInfo detail in {error}")
 
 
