@@ -1,8 +1,10 @@
 """The signing key ring: ES256 keys in a directory that every user_svc replica shares.
 
-Each key is one PEM file ``es256-<created unix time>-<kid>.pem`` (mode 0600). The newest key
-signs; an older one stays published in the JWKS until every token it signed has expired
-(``retire_after`` past the moment a newer key replaced it), then it is deleted. Replicas agree
+Each key is one PEM file ``es256-<created unix time>-<kid>.pem`` (mode 0600). A new key is
+published at once but signs only ``activate_after`` later, so verifiers that cached the JWKS
+just before the rotation may refetch it (``JwksCache`` refetches at most every 5 s) before they
+meet the new kid. An older key stays published until every token it signed has expired
+(``retire_after`` past the moment a newer key took over), then it is deleted. Replicas agree
 because the directory is the only state: they all pick the newest file and reload the
 directory when they meet a kid they do not know or every ``reload_interval``. Creating a key
 takes an exclusive ``flock`` on ``.lock`` so two replicas starting together make one key.
@@ -132,12 +134,14 @@ class KeyRing:
         *,
         retire_after: timedelta,
         rotate_every: timedelta | None = None,
+        activate_after: timedelta = timedelta(0),
         reload_interval: timedelta = timedelta(seconds=30),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._directory = directory
         self._retire_after = retire_after.total_seconds()
         self._rotate_every = rotate_every.total_seconds() if rotate_every else None
+        self._activate_after = activate_after.total_seconds()
         self._reload_interval = reload_interval.total_seconds()
         self._clock = clock
         self._keys: list[StoredKey] = []
@@ -166,7 +170,8 @@ class KeyRing:
         kept: list[StoredKey] = []
         for index, stored in enumerate(keys):
             successor = keys[index + 1] if index + 1 < len(keys) else None
-            if successor is not None and now - successor.created > self._retire_after:
+            took_over = None if successor is None else successor.created + self._activate_after
+            if took_over is not None and now - took_over > self._retire_after:
                 path = self._directory / _file_name(stored.created, stored.kid)
                 path.unlink(missing_ok=True)
                 _log.info("signing_key_retired", kid=stored.kid)
@@ -180,9 +185,13 @@ class KeyRing:
         return self._keys
 
     def signer(self) -> TokenSigner:
-        """The signer of the newest key."""
-        newest = self._current_keys()[-1]
-        return TokenSigner(newest.private_key, newest.kid)
+        """The signer of the newest active key; when none is active yet, the oldest (on first
+        start the only key signs at once)."""
+        keys = self._current_keys()
+        now = self._clock()
+        active = [stored for stored in keys if now - stored.created >= self._activate_after]
+        chosen = active[-1] if active else keys[0]
+        return TokenSigner(chosen.private_key, chosen.kid)
 
     def published(self) -> Sequence[StoredKey]:
         """Every key a still-valid token may be signed with, newest last."""

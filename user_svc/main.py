@@ -35,6 +35,7 @@ def key_ring(settings: UserSettings) -> KeyRing:
         settings.key_directory(),
         # A replaced key verifies until every token it signed has expired, leeway included.
         retire_after=longest_token + timedelta(seconds=DEFAULT_LEEWAY_S * 2),
+        activate_after=timedelta(seconds=settings.jwt_key_activation_s),
         rotate_every=(
             timedelta(seconds=settings.jwt_key_rotation_s) if settings.jwt_key_rotation_s else None
         ),

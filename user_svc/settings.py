@@ -18,6 +18,9 @@ class UserSettings(ServiceSettings):
     jwt_key_dir: Path | None = None
     # Rotate the signing key when it is this old; 0 leaves rotation to `python -m user_svc.keys`.
     jwt_key_rotation_s: int = Field(30 * 24 * 3600, ge=0)
+    # A new key is published this long before it signs: longer than JwksCache's minimum
+    # refetch interval (5 s), so no verifier meets its kid before it can fetch it.
+    jwt_key_activation_s: float = Field(10.0, ge=0)
     access_token_ttl_s: int = Field(15 * 60, ge=30, le=24 * 3600)
     # A session ends after this long without a refresh.
     session_idle_ttl_s: int = Field(30 * 24 * 3600, ge=60)
