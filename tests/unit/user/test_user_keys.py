@@ -72,6 +72,7 @@ async def test_after_a_rotation_old_tokens_verify_until_the_old_key_retires(
     keys = ring(tmp_path, clock)
     old_kid = keys.signer().kid
     old_token = keys.signer().mint("user-1", ["customer"])
+    clock.now += 60
 
     rotate(tmp_path, now=clock.now)
     keys.load()
@@ -93,6 +94,7 @@ def test_a_new_key_is_published_before_it_signs(tmp_path: Path) -> None:
     clock = Clock()
     keys = ring(tmp_path, clock, activate_after=timedelta(seconds=10))
     old_kid = keys.signer().kid
+    clock.now += 60
 
     rotate(tmp_path, now=clock.now)
     keys.load()
