@@ -34,6 +34,7 @@ def user_settings(data_dir: Path, database_url: str, **overrides: Any) -> UserSe
         "data_dir": data_dir,
         "user_database_url": database_url,
         "service_credential": SERVICE_CREDENTIAL,
+        "jwt_key_activation_s": 0,
         "argon2_time_cost": 1,
         "argon2_memory_cost_kib": 1024,
         "argon2_parallelism": 1,
