@@ -1,6 +1,6 @@
 """The signing key ring: ES256 keys in a directory that every user_svc replica shares.
 
-Each key is one PEM file ``es256-<created unix time>-<kid>.pem`` (mode 0600). A new key is
+Each key is one PEM file ``es256-<created, unix ms>-<kid>.pem`` (mode 0600). A new key is
 published at once but signs only ``activate_after`` later, so verifiers that cached the JWKS
 just before the rotation may refetch it (``JwksCache`` refetches at most every 5 s) before they
 meet the new kid. An older key stays published until every token it signed has expired
@@ -52,7 +52,8 @@ class StoredKey:
 
 
 def _file_name(created: float, kid: str) -> str:
-    return f"{_PREFIX}{int(created)}-{kid}{_SUFFIX}"
+    # Milliseconds: a rotation right after the first key must still sort after it.
+    return f"{_PREFIX}{round(created * 1000)}-{kid}{_SUFFIX}"
 
 
 @contextmanager
@@ -75,7 +76,7 @@ def read_keys(directory: Path) -> list[StoredKey]:
     keys: list[StoredKey] = []
     for path in directory.glob(f"{_PREFIX}*{_SUFFIX}"):
         try:
-            created = float(path.name[len(_PREFIX) :].split("-", 1)[0])
+            created = int(path.name[len(_PREFIX) :].split("-", 1)[0]) / 1000
             loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except (ValueError, OSError, TypeError) as error:
             _log.warning("signing_key_unreadable", file=path.name, error=type(error).__name__)
