@@ -27,6 +27,9 @@ __all__ = ["SPEC", "UserSettings", "accounts", "key_ring", "main", "user_service
 
 _log = get_logger(__name__)
 
+# Ended sessions and their spent refresh tokens are deleted this often (after a week).
+PRUNE_INTERVAL_S = 3600.0
+
 
 def key_ring(settings: UserSettings) -> KeyRing:
     """The ring in the configured directory, loaded (its first key created) now."""
@@ -93,10 +96,18 @@ def wire(runtime: Runtime) -> Wiring:
             else:
                 _log.info("admin_bootstrapped", user_id=admin.id)
 
+    async def prune_sessions() -> None:
+        while True:
+            try:
+                await use_cases.prune_sessions()
+            except Exception as error:  # the database may be away for a while; try next time
+                _log.warning("session_pruning_failed", error=type(error).__name__)
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+
     return Wiring(
         services=[user_service(use_cases)],
         checks={"database": use_cases.database_reachable},
-        background=[bootstrap_admin],
+        background=[bootstrap_admin, prune_sessions],
         key_source=ring,
     )
 

@@ -331,7 +331,9 @@ class Accounts:
 
     async def _record_failure(self, keys: dict[str, ThrottlePolicy]) -> None:
         now = _now()
+        longest_window = max(policy.window for policy in keys.values())
         async with self._store.unit_of_work() as work:
+            await work.forget_failures_before(now - longest_window)
             counts = await work.failure_counts(list(keys))
             for key, policy in keys.items():
                 count = counts.get(key, FailureCount(0, now)).after_failure(policy, now)
@@ -407,6 +409,14 @@ class Accounts:
             if session is None or session.user_id != user_id:
                 raise NotFound("you have no session with this id")
             await work.revoke_session(session_id, _now())
+
+    async def prune_sessions(self, *, retention: timedelta = timedelta(days=7)) -> int:
+        """Forget sessions that ended more than ``retention`` ago; how many went."""
+        async with self._store.unit_of_work() as work:
+            pruned = await work.prune_sessions(_now() - retention)
+        if pruned:
+            _log.info("sessions_pruned", count=pruned)
+        return pruned
 
     def issue_service_token(self, service: str, credential: str) -> IssuedTokens:
         expected = self._service_credential

@@ -274,6 +274,31 @@ class UnitOfWork:
             )
         )
 
+    async def forget_failures_before(self, cutoff: datetime) -> None:
+        """Drop counts whose window ended: they can no longer throttle anyone."""
+        await self._session.execute(
+            delete(login_failures).where(login_failures.c.window_start < cutoff)
+        )
+
+    async def prune_sessions(self, cutoff: datetime) -> int:
+        """Delete sessions that ended before ``cutoff`` and their refresh tokens.
+
+        A spent token is kept while its session lives (presenting it again must revoke the
+        session); once the session is over, refusing it needs no record.
+        """
+        ended = select(sessions.c.id).where(
+            (sessions.c.expire_time < cutoff) | (sessions.c.revoked_time < cutoff)
+        )
+        await self._session.execute(
+            delete(refresh_tokens).where(refresh_tokens.c.session_id.in_(ended))
+        )
+        result = await self._session.execute(
+            delete(sessions).where(
+                (sessions.c.expire_time < cutoff) | (sessions.c.revoked_time < cutoff)
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     async def clear_failures(self, key: str) -> None:
         await self._session.execute(delete(login_failures).where(login_failures.c.key == key))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -294,3 +295,20 @@ async def test_an_empty_email_is_invalid_not_unauthenticated(
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_field(error) == "email"
+
+
+async def test_ended_sessions_are_pruned_and_live_ones_kept(user_server: UserServer) -> None:
+    email = unique_email()
+    await sign_up(user_server.stub, email=email)
+    ended = await sign_in(user_server.stub, email)
+    live = await sign_in(user_server.stub, email)
+    await user_server.stub.Logout(
+        pb.LogoutRequest(refresh_token=ended.refresh_token), metadata=auth(ended.access_token)
+    )
+
+    pruned = await user_server.accounts.prune_sessions(retention=timedelta(0))
+
+    assert pruned >= 1
+    error = await rpc_error(refresh(user_server, ended.refresh_token))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (await refresh(user_server, live.refresh_token)).access_token

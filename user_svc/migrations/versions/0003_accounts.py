@@ -67,9 +67,13 @@ def upgrade() -> None:
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_index("ix_user_login_failures_window", "user_login_failures", ["window_start"])
+    op.create_index("ix_user_sessions_ended", "user_sessions", ["expire_time"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_user_sessions_ended", table_name="user_sessions")
+    op.drop_index("ix_user_login_failures_window", table_name="user_login_failures")
     op.drop_table("user_login_failures")
     op.drop_index("ix_user_refresh_tokens_session", table_name="user_refresh_tokens")
     op.drop_table("user_refresh_tokens")
