@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import pytest
 
 from common.tokens import ROLE_SERVICE, TokenVerifier
 from microcommerce.user.v1 import user_service_pb2 as pb
-from tests.integration.user.conftest import SERVICE_CREDENTIAL, UserServer
+from tests.integration.user.conftest import (
+    SERVICE_CREDENTIAL,
+    UserServer,
+    running_user_server,
+    user_settings,
+)
 from tests.integration.user.user_helpers import (
     PASSWORD,
     auth,
@@ -312,3 +318,18 @@ async def test_ended_sessions_are_pruned_and_live_ones_kept(user_server: UserSer
     error = await rpc_error(refresh(user_server, ended.refresh_token))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert (await refresh(user_server, live.refresh_token)).access_token
+
+
+async def test_no_service_token_is_issued_while_no_credential_is_configured(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'user.db'}"
+    settings = user_settings(tmp_path, url, service_credential=None)
+    async with running_user_server(settings) as server:
+        error = await rpc_error(
+            server.stub.IssueServiceToken(
+                pb.IssueServiceTokenRequest(service="payment", credential="")
+            )
+        )
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
