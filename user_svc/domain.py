@@ -97,6 +97,8 @@ COMMON_PASSWORDS = frozenset(
 
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+# Reserved top-level domains no mail is delivered to (RFC 2606, RFC 6761).
+_UNDELIVERABLE_TLDS = frozenset({"invalid", "localhost", "test"})
 _CURRENCY = re.compile(r"[A-Z]{3}")
 # BCP 47 in its common shapes: language, optional script, region and variants.
 _LANGUAGE_TAG = re.compile(
@@ -122,7 +124,7 @@ def normalize_email(raw: str) -> str:
     # A shop needs deliverable mail: a bare host name ("localhost") has no public MX.
     if len(labels) < 2 or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
         raise InvalidArgument("email domain is not a valid host name", field="email")
-    if labels[-1].isdigit():
+    if labels[-1].isdigit() or labels[-1] in _UNDELIVERABLE_TLDS:
         raise InvalidArgument("email domain is not a valid host name", field="email")
     return email
 
@@ -219,9 +221,8 @@ class User:
 
 
 def erased_email(user_id: str) -> str:
-    # Unique per account (the column is unique) and in a reserved TLD (RFC 2606): no mail
-    # can ever reach it, and no registration can claim it (normalize_email refuses ".invalid"
-    # only by chance, so uniqueness is what really protects it).
+    # Unique per account (the column is unique) and in the reserved ".invalid" TLD (RFC 2606),
+    # which normalize_email refuses: no mail reaches it and no registration can claim it.
     return f"erased-{user_id}@erased.invalid"
 
 

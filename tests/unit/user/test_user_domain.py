@@ -54,6 +54,8 @@ def test_emails_are_trimmed_and_lower_cased() -> None:
         "a" * 65 + "@example.com",
         "ada@" + "a" * 250 + ".com",
         "ada@exa_mple.com",
+        "erased-1@erased.invalid",
+        "ada@shop.test",
     ],
 )
 def test_malformed_emails_are_refused_on_the_email_field(email: str) -> None:
