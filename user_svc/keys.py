@@ -1,0 +1,238 @@
+"""The signing key ring: ES256 keys in a directory that every user_svc replica shares.
+
+Each key is one PEM file ``es256-<created, unix ms>-<kid>.pem`` (mode 0600). A new key is
+published at once but signs only ``activate_after`` later, so verifiers that cached the JWKS
+just before the rotation may refetch it (``JwksCache`` refetches at most every 5 s) before they
+meet the new kid. An older key stays published until every token it signed has expired
+(``retire_after`` past the moment a newer key took over), then it is deleted. Replicas agree
+because the directory is the only state: they all pick the newest file and reload the
+directory when they meet a kid they do not know or every ``reload_interval``. Creating a key
+takes an exclusive ``flock`` on ``.lock`` so two replicas starting together make one key.
+
+``python -m user_svc.keys rotate [--dir DIR]`` adds a new key by hand (e.g. after a leak);
+with ``MC_JWT_KEY_ROTATION_S`` set, the service also rotates by age.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from common.logging import get_logger
+from common.tokens import PrivateKey, PublicKey, TokenSigner, key_id, new_key, public_jwk
+
+_log = get_logger(__name__)
+
+_PREFIX = "es256-"
+_SUFFIX = ".pem"
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """One key of the ring and when it was created."""
+
+    private_key: PrivateKey
+    kid: str
+    created: float  # unix time
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self.private_key.public_key()
+
+
+def _file_name(created: float, kid: str) -> str:
+    # Milliseconds: a rotation right after the first key must still sort after it.
+    return f"{_PREFIX}{round(created * 1000)}-{kid}{_SUFFIX}"
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    with open(directory / ".lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _prepare(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+
+
+def read_keys(directory: Path) -> list[StoredKey]:
+    """Every key in ``directory``, oldest first; unreadable files are skipped and logged."""
+    keys: list[StoredKey] = []
+    for path in directory.glob(f"{_PREFIX}*{_SUFFIX}"):
+        try:
+            created = int(path.name[len(_PREFIX) :].split("-", 1)[0]) / 1000
+            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, OSError, TypeError) as error:
+            _log.warning("signing_key_unreadable", file=path.name, error=type(error).__name__)
+            continue
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey) or not isinstance(
+            loaded.curve, ec.SECP256R1
+        ):
+            _log.warning("signing_key_not_p256", file=path.name)
+            continue
+        keys.append(StoredKey(loaded, key_id(loaded.public_key()), created))
+    keys.sort(key=lambda stored: (stored.created, stored.kid))
+    return keys
+
+
+def write_new_key(directory: Path, *, now: float | None = None) -> StoredKey:
+    """Create a key file atomically (0600 from the start, renamed into place)."""
+    _prepare(directory)
+    private_key = new_key()
+    created = time.time() if now is None else now
+    stored = StoredKey(private_key, key_id(private_key.public_key()), created)
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    final = directory / _file_name(created, stored.kid)
+    temporary = directory / f".{final.name}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.rename(final)
+    _log.info("signing_key_created", kid=stored.kid)
+    return stored
+
+
+def rotate(directory: Path, *, now: float | None = None) -> StoredKey:
+    """Add a new key that signs from now on; older keys stay published until retired."""
+    _prepare(directory)
+    with _locked(directory):
+        return write_new_key(directory, now=now)
+
+
+class KeyRing:
+    """The keys this replica signs and verifies with; a ``common.tokens.KeySource``.
+
+    ``retire_after`` must cover the longest token lifetime plus the verifiers' leeway: a key
+    replaced at T is published until T + retire_after, so every token it signed can still be
+    verified.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        retire_after: timedelta,
+        rotate_every: timedelta | None = None,
+        activate_after: timedelta = timedelta(0),
+        reload_interval: timedelta = timedelta(seconds=30),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._directory = directory
+        self._retire_after = retire_after.total_seconds()
+        self._rotate_every = rotate_every.total_seconds() if rotate_every else None
+        self._activate_after = activate_after.total_seconds()
+        self._reload_interval = reload_interval.total_seconds()
+        self._clock = clock
+        self._keys: list[StoredKey] = []
+        self._loaded_at = float("-inf")
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    def load(self) -> None:
+        """Read the directory, creating the first key, rotating an over-age one and deleting
+        retired ones (under the lock, so replicas do each of these once)."""
+        _prepare(self._directory)
+        with _locked(self._directory):
+            keys = read_keys(self._directory)
+            now = self._clock()
+            if not keys or (
+                self._rotate_every is not None and now - keys[-1].created >= self._rotate_every
+            ):
+                keys.append(write_new_key(self._directory, now=now))
+            keys = self._without_retired(keys, now)
+        self._keys = keys
+        self._loaded_at = self._clock()
+
+    def _without_retired(self, keys: list[StoredKey], now: float) -> list[StoredKey]:
+        kept: list[StoredKey] = []
+        for index, stored in enumerate(keys):
+            successor = keys[index + 1] if index + 1 < len(keys) else None
+            took_over = None if successor is None else successor.created + self._activate_after
+            if took_over is not None and now - took_over > self._retire_after:
+                path = self._directory / _file_name(stored.created, stored.kid)
+                path.unlink(missing_ok=True)
+                _log.info("signing_key_retired", kid=stored.kid)
+                continue
+            kept.append(stored)
+        return kept
+
+    def _current_keys(self) -> list[StoredKey]:
+        if not self._keys or self._clock() - self._loaded_at >= self._reload_interval:
+            self.load()
+        return self._keys
+
+    def signer(self) -> TokenSigner:
+        """The signer of the newest active key; when none is active yet, the oldest (on first
+        start the only key signs at once)."""
+        keys = self._current_keys()
+        now = self._clock()
+        active = [stored for stored in keys if now - stored.created >= self._activate_after]
+        chosen = active[-1] if active else keys[0]
+        return TokenSigner(chosen.private_key, chosen.kid)
+
+    def published(self) -> Sequence[StoredKey]:
+        """Every key a still-valid token may be signed with, newest last."""
+        return list(self._current_keys())
+
+    def jwks(self) -> list[dict[str, str]]:
+        return [public_jwk(stored.public_key, kid=stored.kid) for stored in self.published()]
+
+    async def get(self, kid: str) -> PublicKey | None:
+        for stored in self._current_keys():
+            if stored.kid == kid:
+                return stored.public_key
+        # Another replica may have rotated: look at the directory again, at most once per
+        # second so a flood of made-up kids cannot turn into a flood of directory reads.
+        if self._clock() - self._loaded_at >= 1.0:
+            self.load()
+            for stored in self._keys:
+                if stored.kid == kid:
+                    return stored.public_key
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m user_svc.keys rotate|list [--dir DIR]``."""
+    # Imported here: the settings module pulls in the whole service, the CLI needs only this.
+    from user_svc.settings import UserSettings
+
+    parser = argparse.ArgumentParser(prog="python -m user_svc.keys", description=__doc__)
+    parser.add_argument("command", choices=("rotate", "list"))
+    parser.add_argument("--dir", type=Path, help="key directory (default: from settings)")
+    arguments = parser.parse_args(argv)
+    directory = arguments.dir or UserSettings().key_directory()
+    if arguments.command == "rotate":
+        stored = rotate(directory)
+        sys.stdout.write(f"new signing key {stored.kid} in {directory}\n")
+    else:
+        for stored in read_keys(directory):
+            sys.stdout.write(f"{stored.kid} created {int(stored.created)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Settings of the user service process (``MC_*`` environment variables)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from common.service_runner import ServiceSettings
+
+
+class UserSettings(ServiceSettings):
+    port: int = Field(8083, ge=0, le=65535, validation_alias="MC_USER_PORT")
+
+    # Signing keys: MC_JWT_KEY_DIR (e.g. a mounted secret shared by every replica), else
+    # <MC_DATA_DIR>/keys, created with a first key on first start.
+    jwt_key_dir: Path | None = None
+    # Rotate the signing key when it is this old; 0 leaves rotation to `python -m user_svc.keys`.
+    jwt_key_rotation_s: int = Field(30 * 24 * 3600, ge=0)
+    # A new key is published this long before it signs: longer than JwksCache's minimum
+    # refetch interval (5 s), so no verifier meets its kid before it can fetch it.
+    jwt_key_activation_s: float = Field(10.0, ge=0)
+    access_token_ttl_s: int = Field(15 * 60, ge=30, le=24 * 3600)
+    # A session ends after this long without a refresh.
+    session_idle_ttl_s: int = Field(30 * 24 * 3600, ge=60)
+
+    # The bootstrap administrator, created or updated at start-up when both are set.
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
+
+    # Failed sign-ins allowed per window, per account and per client address, before 429.
+    login_max_failures_per_account: int = Field(5, ge=1)
+    login_max_failures_per_client: int = Field(20, ge=1)
+    login_failure_window_s: int = Field(15 * 60, ge=1)
+
+    # argon2id cost (argon2-cffi's RFC 9106 "low memory" profile by default). Changing them
+    # rehashes each password at its owner's next sign-in.
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_cost_kib: int = Field(64 * 1024, ge=8 * 4)
+    argon2_parallelism: int = Field(4, ge=1)
+
+    def key_directory(self) -> Path:
+        return (self.jwt_key_dir or self.data_dir / "keys").expanduser().resolve()
+
+    @property
+    def access_token_ttl(self) -> timedelta:
+        return timedelta(seconds=self.access_token_ttl_s)
