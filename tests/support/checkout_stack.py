@@ -159,7 +159,8 @@ class CheckoutStack:
                 answer = await self.log_in(ADMIN_EMAIL, self.admin_password)
             except aiohttp.ClientError:
                 return None
-            return None if answer.status in (502, 503, 504) else answer
+            # 401: user_svc creates the admin in a background task just after it starts.
+            return None if answer.status in (401, 502, 503, 504) else answer
 
         answer = await wait_for(admin_login, within=within, interval=0.5)
         if answer.status == 501:
