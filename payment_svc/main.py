@@ -97,6 +97,14 @@ def wire(runtime: Runtime) -> Wiring:
             recovery_interval_s=settings.recovery_interval_s,
         ),
     )
+    async def close_inventory_channel_at_stop() -> None:
+        # Background tasks are cancelled when the service stops: the only hook to close the
+        # channel, and an open grpc.aio channel can keep the process from exiting.
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await inventory.close()
+
     return Wiring(
         services=[
             Service(
@@ -111,7 +119,7 @@ def wire(runtime: Runtime) -> Wiring:
             ),
         ],
         checks={"database": use_cases.database_reachable},
-        background=[use_cases.run_recovery],
+        background=[use_cases.run_recovery, close_inventory_channel_at_stop],
     )
 
 

@@ -8,6 +8,7 @@ once. Runs once product_svc and user_svc are merged (skips before, with the reas
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,10 @@ async def shop(
 async def restart_payment(shop: CheckoutStack, env: dict[str, str] | None = None) -> None:
     current = shop.stack.processes["payment"]
     if current.popen.poll() is None:
-        current.terminate()
+        try:
+            current.terminate(timeout=20)
+        except subprocess.TimeoutExpired:  # a slow graceful stop must not block the restart
+            current.kill()
     shop.stack.start_service("payment", env=env)
 
     async def serving() -> bool:

@@ -9,6 +9,7 @@ version with every real service is tests/e2e/test_checkout_recovery.py.
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -116,12 +117,19 @@ class Rig:
     payment: Process | None = None
 
     def start_payment(self, **extra: str) -> Process:
-        if self.payment is not None and self.payment.popen.poll() is None:
-            self.payment.terminate()
+        self.stop_payment()
         self.payment = start_process(
             "payment_svc", {**self.env, **extra}, self.data_dir, f"payment-{uuid.uuid4().hex[:6]}"
         )
         return self.payment
+
+    def stop_payment(self) -> None:
+        if self.payment is None or self.payment.popen.poll() is not None:
+            return
+        try:
+            self.payment.terminate(timeout=20)
+        except subprocess.TimeoutExpired:  # a slow graceful stop must not leave it running
+            self.payment.kill()
 
     async def ledger_captures(self) -> list[str]:
         database = Database.from_url(f"sqlite+aiosqlite:///{self.data_dir / 'payment.db'}")
@@ -181,8 +189,7 @@ async def rig(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[Rig]:
     }
     running = Rig(inventory, env, tmp_path, f"127.0.0.1:{port}")
     yield running
-    if running.payment is not None and running.payment.popen.poll() is None:
-        running.payment.terminate()
+    running.stop_payment()
     await product.server.stop(None)
     await users.server.stop(None)
 
