@@ -285,11 +285,16 @@ def adjusted_stock(available: int, delta: int) -> int:
     return after
 
 
+def words(text: str) -> list[str]:
+    """The searchable words of a text, lower-cased: what the index holds and queries match."""
+    return [word.lower() for word in _WORD.findall(text)]
+
+
 def search_terms(q: str) -> tuple[str, ...]:
     """The words of a search, lower-cased and deduplicated, in order."""
     if len(q) > MAX_QUERY_LENGTH:
         raise InvalidArgument(f"q must be at most {MAX_QUERY_LENGTH} characters", field="q")
-    terms = tuple(dict.fromkeys(word.lower() for word in _WORD.findall(q)))
+    terms = tuple(dict.fromkeys(words(q)))
     if len(terms) > MAX_QUERY_TERMS:
         raise InvalidArgument(f"q may hold at most {MAX_QUERY_TERMS} words", field="q")
     return terms

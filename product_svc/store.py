@@ -7,7 +7,6 @@ reservations, on SQLite or PostgreSQL, can sell a unit twice.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -64,6 +63,7 @@ from product_svc.domain import (
     ReservedItem,
     adjusted_stock,
     crossed_low_stock,
+    words,
 )
 
 INVENTORY_TOPIC = "inventory-events"
@@ -147,8 +147,6 @@ products_fts = Table(
     Column("body", Text),
 )
 
-_WORD = re.compile(r"[^\W_]+")
-
 _PRODUCT_COLUMNS = [
     products.c.id,
     products.c.sku,
@@ -176,7 +174,7 @@ def new_id() -> str:
 
 def search_words(text: str) -> str:
     """The text the full-text index holds: lower-case words separated by single spaces."""
-    return " ".join(word.lower() for word in _WORD.findall(text))
+    return " ".join(words(text))
 
 
 def _timestamp(micros: int) -> Timestamp:

@@ -97,7 +97,8 @@ class Clients:
 
 
 @pytest.fixture
-async def clients(catalog: Catalog) -> AsyncIterator[Clients]:
+async def product_address(catalog: Catalog) -> AsyncIterator[str]:
+    """Where a real product gRPC server (with the access interceptor) listens."""
     server = await create_server(
         services=[
             Service(
@@ -115,11 +116,16 @@ async def clients(catalog: Catalog) -> AsyncIterator[Clients]:
         interceptors=[AccessInterceptor(TokenVerifier(KEYS))],
     )
     await server.server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    yield f"127.0.0.1:{server.port}"
+    await stop_gracefully(server.server, server.health, 0)
+
+
+@pytest.fixture
+async def clients(product_address: str) -> AsyncIterator[Clients]:
+    async with grpc.aio.insecure_channel(product_address) as channel:
         yield Clients(
             products=product_service_pb2_grpc.ProductServiceStub(channel),
             inventory=inventory_service_pb2_grpc.InventoryServiceStub(channel),
             admin=(("authorization", f"Bearer {admin_token()}"),),
             service=(("authorization", f"Bearer {service_token()}"),),
         )
-    await stop_gracefully(server.server, server.health, 0)

@@ -211,3 +211,16 @@ async def test_search_text_with_operators_is_taken_literally(
     found = await search(clients, category_id, q='"kettle" OR NOT* (steel')
 
     assert found == []  # every word must match, and no product has "or" and "not"
+
+
+async def test_a_renamed_product_is_found_by_its_new_name_only(
+    clients: Clients, shop: tuple[str, dict[str, str]]
+) -> None:
+    category_id, ids = shop
+    await clients.products.UpdateProduct(
+        pb.UpdateProductRequest(id=ids["kettle"], product=pb.Product(name="Copper samovar")),
+        metadata=clients.admin,
+    )
+
+    assert keys(ids, await search(clients, category_id, q="samovar")) == ["kettle"]
+    assert await search(clients, category_id, q="kettle") == []
