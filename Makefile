@@ -15,7 +15,7 @@ TEST_GENERATED := tests/gen/.generated
 
 PYTEST_ARGS ?=
 
-.PHONY: help install proto run test lint format bench buf-lint clean
+.PHONY: help install proto run seed test lint format bench buf-lint clean
 
 help:
 	@echo "make run    start the broker, the three services and the gateway (Ctrl-C stops all)"
@@ -23,6 +23,7 @@ help:
 	@echo "make lint   ruff check, ruff format --check, mypy --strict, buf lint"
 	@echo "make proto  regenerate gen/ from protos/"
 	@echo "make bench  run the benchmarks under bench/"
+	@echo "make seed   load the demo catalog into a running gateway (admin from MC_ADMIN_EMAIL/PASSWORD)"
 
 install: $(INSTALLED)
 
@@ -54,6 +55,11 @@ $(TEST_GENERATED): $(INSTALLED) $(GENERATED) $(TEST_PROTOS)
 
 run: $(GENERATED)
 	$(PY) -m common.supervisor $(ARGS)
+
+# Through the public API of a running stack (`make run` in another terminal); idempotent.
+# ARGS go to the seeder, e.g. ARGS="--token ...".
+seed: $(GENERATED)
+	$(PY) -m product_svc.seed --base-url "http://127.0.0.1:$${MC_GATEWAY_PORT:-8080}" $(ARGS)
 
 lint: $(GENERATED) $(TEST_GENERATED)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from common.access import AccessInterceptor
 from common.db import Database
@@ -17,6 +18,8 @@ from common.grpc_server import Service, create_server, stop_gracefully
 from common.migrations import script_location_of, upgrade_to_head
 from common.outbox import Outbox
 from common.tokens import TokenVerifier
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
 from microcommerce.product.v1 import (
     inventory_service_pb2,
     inventory_service_pb2_grpc,
@@ -28,6 +31,7 @@ from product_svc.grpc_api import InventoryApi, ProductApi
 from product_svc.paging import PageTokens
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
+from tests.support.gateway_testing import Client
 from tests.support.tokens import KEYS, admin_token, service_token
 
 
@@ -129,3 +133,21 @@ async def clients(product_address: str) -> AsyncIterator[Clients]:
             admin=(("authorization", f"Bearer {admin_token()}"),),
             service=(("authorization", f"Bearer {service_token()}"),),
         )
+
+
+PRODUCT_SERVICE = product_service_pb2.DESCRIPTOR.services_by_name["ProductService"]
+
+
+@pytest.fixture
+async def rest(product_address: str) -> AsyncIterator[Client]:
+    """A real gateway (trusting the test key) in front of the product service."""
+    app = create_app(
+        GatewaySettings(environment="test"),
+        services=[PRODUCT_SERVICE],
+        upstream_addresses={PRODUCT_SERVICE.full_name: product_address},
+        key_source=KEYS,
+    )
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    yield client
+    await client.close()

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_app
-from gateway.settings import GatewaySettings
-from microcommerce.product.v1 import product_service_pb2
 from tests.support.gateway_testing import Client
-from tests.support.tokens import KEYS, admin_token, bearer, customer_token
+from tests.support.tokens import admin_token, bearer, customer_token
 
-PRODUCT_SERVICE = product_service_pb2.DESCRIPTOR.services_by_name["ProductService"]
 ADMIN = bearer(admin_token())
-
-
-@pytest.fixture
-async def rest(product_address: str) -> AsyncIterator[Client]:
-    app = create_app(
-        GatewaySettings(environment="test"),
-        services=[PRODUCT_SERVICE],
-        upstream_addresses={PRODUCT_SERVICE.full_name: product_address},
-        key_source=KEYS,
-    )
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    yield client
-    await client.close()
 
 
 async def category(rest: Client) -> str:
