@@ -81,7 +81,8 @@ categories = Table(
 products = Table(
     "products",
     _metadata,
-    Column("id", String(32), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("id", String(32), unique=True),
     Column("sku", String(64)),
     Column("name", String(200)),
     Column("description", Text),
@@ -142,7 +143,7 @@ reservation_items = Table(
 products_fts = Table(
     "products_fts",
     _metadata,
-    Column("product_id", String(32)),
+    Column("rowid", BigInteger),  # = products.seq
     Column("name", Text),
     Column("body", Text),
 )
@@ -570,8 +571,8 @@ class CatalogStore:
         # FTS5 query syntax: each term quoted as a string (never an operator), all required.
         phrase = " ".join(f'"{term}"' for term in terms)
         expression = f"name : ({phrase})" if in_name_only else phrase
-        matching = select(products_fts.c.product_id).where(_fts_match(expression))
-        return products.c.id.in_(matching)
+        matching = select(products_fts.c.rowid).where(_fts_match(expression))
+        return products.c.seq.in_(matching)
 
     # Reservations -----------------------------------------------------------------------
 

@@ -23,19 +23,21 @@ _SEQ = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 # Full-text search over the normalised words the store writes into search_name/search_body
 # (product_svc.domain.search_words), so both backends tokenise identical text identically.
 _SQLITE_FTS = [
+    # Keyed by products.seq (an INTEGER PRIMARY KEY, so a stable rowid): a match yields
+    # rowids, and fetching rowids is several times cheaper than an extra id column.
     """CREATE VIRTUAL TABLE products_fts USING fts5(
-        product_id UNINDEXED, name, body, tokenize = 'unicode61 remove_diacritics 0')""",
+        name, body, tokenize = 'unicode61 remove_diacritics 0')""",
     """CREATE TRIGGER products_fts_insert AFTER INSERT ON products BEGIN
-        INSERT INTO products_fts (product_id, name, body)
-        VALUES (new.id, new.search_name, new.search_body);
+        INSERT INTO products_fts (rowid, name, body)
+        VALUES (new.seq, new.search_name, new.search_body);
     END""",
     """CREATE TRIGGER products_fts_update AFTER UPDATE OF search_name, search_body ON products
     BEGIN
         UPDATE products_fts SET name = new.search_name, body = new.search_body
-        WHERE product_id = new.id;
+        WHERE rowid = new.seq;
     END""",
     """CREATE TRIGGER products_fts_delete AFTER DELETE ON products BEGIN
-        DELETE FROM products_fts WHERE product_id = old.id;
+        DELETE FROM products_fts WHERE rowid = old.seq;
     END""",
 ]
 _POSTGRES_FTS = [
@@ -60,7 +62,9 @@ def upgrade() -> None:
     op.create_index("ix_product_categories_name", "product_categories", ["name", "id"])
     op.create_table(
         "products",
-        sa.Column("id", sa.String(32), primary_key=True),
+        # The row's internal key (the full-text index refers to it); `id` is the public one.
+        sa.Column("seq", _SEQ, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.String(32), nullable=False, unique=True),
         sa.Column("sku", sa.String(64), nullable=False, unique=True),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("description", sa.Text, nullable=False),
