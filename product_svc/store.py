@@ -759,9 +759,14 @@ class CatalogStore:
                 update(reservations).where(*condition).values(status=target.value)
             )
             if moved.rowcount != 1:  # type: ignore[attr-defined]
-                # Another caller settled it first (PostgreSQL); report what it is now.
+                # Another caller settled it first (PostgreSQL): the same move is a repeat.
+                now = await self._reservation(session, order_id)
+                if now is not None and now.status is target:
+                    return now
                 raise Aborted(f"the reservation of order {order_id} changed concurrently")
-            for item in current.items:
+            # Product rows in id order, as ReserveStock takes them, so no two units of work
+            # wait on each other's rows (a deadlock on PostgreSQL).
+            for item in sorted(current.items, key=lambda item: item.product_id):
                 await session.execute(self._stock_move(item, source, target))
             await self._outbox.add(session, self._settled_event(current, source, target))
             return Reservation(order_id, current.items, target, current.expire_time_us)
