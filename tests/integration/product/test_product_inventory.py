@@ -305,3 +305,36 @@ async def test_every_stock_move_records_its_event_with_the_change(
     assert await events_about(product_db, outbox, f"{order_id}-2") == []
     # 8 -> 4 crossed the threshold of 5 (once); 4 -> 3 was already below it.
     assert await events_about(product_db, outbox, product.id) == ["low_stock", "adjusted"]
+
+
+async def test_orders_naming_the_same_products_in_opposite_orders_all_settle(
+    clients: Clients,
+) -> None:
+    category = await clients.category()
+    first = await clients.product(category.id, stock=100)
+    second = await clients.product(category.id, stock=100)
+
+    async def checkout(index: int) -> str:
+        items = [(first.id, 1), (second.id, 1)]
+        order_id = order()
+        await clients.inventory.ReserveStock(
+            reserve_request(order_id, *(items if index % 2 else items[::-1])),
+            metadata=clients.service,
+        )
+        settle = (
+            clients.inventory.CommitReservation(
+                inv.CommitReservationRequest(order_id=order_id), metadata=clients.service
+            )
+            if index % 3
+            else clients.inventory.ReleaseReservation(
+                inv.ReleaseReservationRequest(order_id=order_id), metadata=clients.service
+            )
+        )
+        return inv.ReservationStatus.Name((await settle).status)
+
+    outcomes = await asyncio.gather(*(checkout(i) for i in range(30)))
+
+    sold = outcomes.count("RESERVATION_STATUS_COMMITTED")
+    assert sold + outcomes.count("RESERVATION_STATUS_RELEASED") == 30
+    assert await stock(clients, first.id) == (100 - sold, 0)
+    assert await stock(clients, second.id) == (100 - sold, 0)
