@@ -15,7 +15,7 @@ TEST_GENERATED := tests/gen/.generated
 
 PYTEST_ARGS ?=
 
-.PHONY: help install proto run migrate test lint format bench buf-lint clean
+.PHONY: help install proto run migrate seed test lint format bench buf-lint clean
 
 help:
 	@echo "make run    start the broker, the three services and the gateway (Ctrl-C stops all)"
@@ -24,6 +24,7 @@ help:
 	@echo "make proto  regenerate gen/ from protos/"
 	@echo "make migrate  apply every service's pending migrations (the services also do at start)"
 	@echo "make bench  run the benchmarks under bench/"
+	@echo "make seed   load the demo catalog into a running gateway (admin from MC_ADMIN_EMAIL/PASSWORD)"
 
 install: $(INSTALLED)
 
@@ -59,6 +60,11 @@ run: $(GENERATED)
 # The services migrate at start-up; this is for applying a release's schema ahead of it.
 migrate: $(GENERATED)
 	$(PY) -m common.migrations upgrade $(SERVICES)
+
+# Through the public API of a running stack (`make run` in another terminal); idempotent.
+# ARGS go to the seeder, e.g. ARGS="--token ...".
+seed: $(GENERATED)
+	$(PY) -m product_svc.seed --base-url "http://127.0.0.1:$${MC_GATEWAY_PORT:-8080}" $(ARGS)
 
 lint: $(GENERATED) $(TEST_GENERATED)
 	$(BIN)/ruff check .

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from common.grpc_server import Service
 from common.service_runner import (
@@ -22,32 +23,62 @@ from microcommerce.product.v1 import (
     product_service_pb2_grpc,
 )
 from product_svc import events, grpc_api
+from product_svc.paging import PageTokens
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
 
 
 class ProductSettings(ServiceSettings):
     port: int = Field(8082, ge=0, le=65535, validation_alias="MC_PRODUCT_PORT")
+    # A reservation neither committed nor released within this is released by the sweeper.
+    reservation_ttl_s: float = Field(900.0, gt=0, validation_alias="MC_RESERVATION_TTL_S")
+    reservation_sweep_interval_s: float = Field(
+        5.0, gt=0, validation_alias="MC_RESERVATION_SWEEP_INTERVAL_S"
+    )
+    # Products created without their own threshold announce LowStock at or below this.
+    default_low_stock_threshold: int = Field(
+        5, ge=0, validation_alias="MC_PRODUCT_LOW_STOCK_THRESHOLD"
+    )
+    # Signs page tokens. Set the same value on every replica so a token from one is read by
+    # another; unset, each process draws its own and tokens die with it.
+    page_token_key: SecretStr | None = Field(None, validation_alias="MC_PRODUCT_PAGE_TOKEN_KEY")
+
+
+def page_tokens(settings: ProductSettings) -> PageTokens:
+    key = settings.page_token_key
+    return PageTokens(key.get_secret_value().encode() if key else secrets.token_bytes(32))
 
 
 def wire(runtime: Runtime) -> Wiring:
-    # The servicers are abstract to mypy until every RPC is written; at run time the generated
-    # base answers the missing ones UNIMPLEMENTED, which is the contract until their issue lands.
-    use_cases = Catalog(CatalogStore(runtime.database))
+    settings = runtime.settings
+    if not isinstance(settings, ProductSettings):
+        settings = ProductSettings.model_validate(settings.model_dump())
+    use_cases = Catalog(
+        CatalogStore(runtime.database, runtime.outbox),
+        page_tokens(settings),
+        reservation_ttl_s=settings.reservation_ttl_s,
+        default_low_stock_threshold=settings.default_low_stock_threshold,
+    )
+    interval = settings.reservation_sweep_interval_s
+
+    async def expire_reservations() -> None:
+        await use_cases.sweep_expired(interval)
+
     return Wiring(
         services=[
             Service(
                 product_service_pb2.DESCRIPTOR.services_by_name["ProductService"].full_name,
-                grpc_api.ProductApi(use_cases),  # type: ignore[abstract]
+                grpc_api.ProductApi(use_cases),
                 product_service_pb2_grpc.add_ProductServiceServicer_to_server,
             ),
             Service(
                 inventory_service_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
-                grpc_api.InventoryApi(use_cases),  # type: ignore[abstract]
+                grpc_api.InventoryApi(use_cases),
                 inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server,
             ),
         ],
         checks={"database": use_cases.database_reachable},
+        background=[expire_reservations],
     )
 
 

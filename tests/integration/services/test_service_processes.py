@@ -1,4 +1,4 @@
-"""Each real service, run in-process on a real port: reflection, standard health, pending RPCs."""
+"""Each real service, run in-process on a real port: reflection, standard health, its RPCs."""
 
 from __future__ import annotations
 
@@ -109,16 +109,20 @@ async def test_standard_health_serves_every_service(service: tuple[str, Running]
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_an_rpc_whose_issue_is_pending_answers_unimplemented(
+async def test_the_product_service_serves_its_catalog_from_its_migrated_database(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
+    # Was "a pending RPC answers UNIMPLEMENTED" on GetProduct, which the catalog issue
+    # implemented; tests/integration/common covers the generated stubs' UNIMPLEMENTED.
     running = await start("product", broker.bootstrap, tmp_path)
     try:
         async with grpc.aio.insecure_channel(running.address) as channel:
             stub = product_service_pb2_grpc.ProductServiceStub(channel)
+            listed = await stub.ListProducts(product_service_pb2.ListProductsRequest())
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.GetProduct(product_service_pb2.GetProductRequest(id="p1"))
-        assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        assert list(listed.products) == []
+        assert raised.value.code() is grpc.StatusCode.NOT_FOUND
     finally:
         running.stop.set()
         await asyncio.wait_for(running.task, 30)

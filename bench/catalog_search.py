@@ -1,0 +1,368 @@
+"""Catalog reads at scale: full-text search with a price filter and a category listing.
+
+Loads ``--products`` (default 100,000) generated products straight through the store (bulk
+inserts, so the indexes and full-text triggers are the production ones), then measures p50 and
+p95 of sequential ``ListProducts`` calls through gRPC (the real server bootstrap with the access
+interceptor) and through the REST gateway (``gateway.app.create_app``), on SQLite and on
+PostgreSQL. Client, gateway and service share one event loop, so the gateway figures include
+the client's own cost. Results go to ``bench/results/catalog_search.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from common.access import AccessInterceptor
+from common.db import Database
+from common.grpc_server import Service, create_server, stop_gracefully
+from common.logging import configure_logging
+from common.migrations import script_location_of, upgrade_to_head
+from common.outbox import Outbox
+from common.tokens import StaticKeys, TokenVerifier
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from microcommerce.product.v1 import product_service_pb2 as pb
+from microcommerce.product.v1 import product_service_pb2_grpc
+from product_svc.domain import Money, NewProduct
+from product_svc.grpc_api import ProductApi
+from product_svc.paging import PageTokens
+from product_svc.service import Catalog
+from product_svc.store import CatalogStore
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_FILE = ROOT / "bench" / "results" / "catalog_search.json"
+DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+SERVICE = pb.DESCRIPTOR.services_by_name["ProductService"]
+
+ADJECTIVES = [
+    "classic",
+    "compact",
+    "deluxe",
+    "essential",
+    "premium",
+    "rugged",
+    "sleek",
+    "smart",
+    "vintage",
+    "wireless",
+    "portable",
+    "quiet",
+    "bright",
+    "heavy",
+    "light",
+    "modern",
+    "rustic",
+    "solid",
+    "soft",
+    "warm",
+]
+MATERIALS = [
+    "steel",
+    "oak",
+    "glass",
+    "ceramic",
+    "cotton",
+    "leather",
+    "bamboo",
+    "copper",
+    "wool",
+    "linen",
+]
+NOUNS = [
+    "kettle",
+    "mug",
+    "teapot",
+    "grinder",
+    "skillet",
+    "knife",
+    "board",
+    "lamp",
+    "chair",
+    "desk",
+    "shelf",
+    "speaker",
+    "headphones",
+    "charger",
+    "cable",
+    "backpack",
+    "tent",
+    "jacket",
+    "helmet",
+    "bottle",
+    "blanket",
+    "pillow",
+    "clock",
+    "mirror",
+    "vase",
+    "basket",
+    "stool",
+    "rug",
+    "towel",
+    "candle",
+]
+FILLER = [
+    "made",
+    "for",
+    "everyday",
+    "use",
+    "with",
+    "a",
+    "durable",
+    "finish",
+    "designed",
+    "to",
+    "last",
+    "easy",
+    "to",
+    "clean",
+    "and",
+    "simple",
+    "to",
+    "store",
+    "great",
+    "gift",
+    "for",
+    "home",
+    "kitchen",
+    "office",
+    "travel",
+    "and",
+    "outdoor",
+    "life",
+]
+
+
+def generated(
+    first: int, count: int, categories: Sequence[str], rng: random.Random
+) -> list[NewProduct]:
+    products = []
+    for index in range(first, first + count):
+        noun = rng.choice(NOUNS)
+        name = f"{rng.choice(ADJECTIVES)} {rng.choice(MATERIALS)} {noun}".capitalize()
+        words = [*rng.sample(FILLER, 12), noun, rng.choice(MATERIALS)]
+        products.append(
+            NewProduct(
+                sku=f"BENCH-{index:07d}",
+                name=name,
+                description=" ".join(words).capitalize() + ".",
+                category_id=categories[index % len(categories)],
+                price=Money(rng.randrange(100, 50_000), "USD"),
+                stock=rng.randrange(0, 100),
+                low_stock_threshold=5,
+            )
+        )
+    return products
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {"p50_ms": round(cuts[49], 2), "p95_ms": round(cuts[94], 2), "n": len(ordered)}
+
+
+async def timed(call: Callable[[], Awaitable[None]], requests: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        await call()
+    samples = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+async def load(catalog: Catalog, store: CatalogStore, count: int) -> list[str]:
+    """Create the category tree and ``count`` products; the root category ids."""
+    roots, leaves = [], []
+    suffix = uuid.uuid4().hex[:6]
+    for r in range(5):
+        root = await catalog.create_category(f"Department {r}", f"dept-{r}-{suffix}", "")
+        roots.append(root.id)
+        for c in range(3):
+            child = await catalog.create_category(
+                f"Aisle {r}.{c}", f"aisle-{r}-{c}-{suffix}", root.id
+            )
+            leaves.append(child.id)
+    rng = random.Random(7)
+    batch = 5_000
+    for start in range(0, count, batch):
+        chunk = generated(start, min(batch, count - start), [*roots, *leaves], rng)
+        await store.insert_products(chunk, actor="bench")
+    return roots
+
+
+async def measure_backend(url: str, *, products: int, requests: int, warmup: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    await upgrade_to_head(url, script_location_of("product"))
+    database = Database.from_url(url)
+    store = CatalogStore(database, Outbox("product"))
+    catalog = Catalog(store, PageTokens(os.urandom(32)))
+    roots = await load(catalog, store, products)
+    async with database.engine.begin() as connection:
+        await connection.execute(text("ANALYZE"))
+    load_s = time.perf_counter() - started
+
+    server = await create_server(
+        services=[
+            Service(
+                SERVICE.full_name,
+                ProductApi(catalog),
+                product_service_pb2_grpc.add_ProductServiceServicer_to_server,
+            )
+        ],
+        address="127.0.0.1:0",
+        interceptors=[AccessInterceptor(TokenVerifier(StaticKeys({})))],
+    )
+    await server.server.start()
+    address = f"127.0.0.1:{server.port}"
+    app = create_app(
+        GatewaySettings(environment="test"),
+        services=[SERVICE],
+        upstream_addresses={SERVICE.full_name: address},
+        key_source=StaticKeys({}),
+    )
+    runner = aiohttp.web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    rng = random.Random(11)
+
+    def search_params() -> dict[str, Any]:
+        low = rng.randrange(0, 20_000)
+        return {"q": rng.choice(NOUNS), "min_price": low, "max_price": low + 15_000}
+
+    results: dict[str, Any] = {"products": products, "load_s": round(load_s, 1)}
+    try:
+        async with (
+            grpc.aio.insecure_channel(address) as channel,
+            aiohttp.ClientSession() as http,
+        ):
+            stub = product_service_pb2_grpc.ProductServiceStub(channel)
+
+            async def grpc_search() -> None:
+                await stub.ListProducts(pb.ListProductsRequest(**search_params(), page_size=20))
+
+            async def grpc_category() -> None:
+                await stub.ListProducts(
+                    pb.ListProductsRequest(category_id=rng.choice(roots), page_size=20)
+                )
+
+            async def rest(params: dict[str, Any]) -> None:
+                query = {key: str(value) for key, value in params.items()}
+                async with http.get(
+                    f"http://127.0.0.1:{port}/api/v1/products", params=query
+                ) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"gateway answered {response.status}")
+
+            async def rest_search() -> None:
+                await rest({**search_params(), "page_size": 20})
+
+            async def rest_category() -> None:
+                await rest({"category_id": rng.choice(roots), "page_size": 20})
+
+            cases = {
+                "grpc_search": grpc_search,
+                "grpc_category": grpc_category,
+                "gateway_search": rest_search,
+                "gateway_category": rest_category,
+            }
+            for name, call in cases.items():
+                results[name] = percentiles(await timed(call, requests, warmup))
+    finally:
+        await runner.cleanup()
+        await stop_gracefully(server.server, server.health, 0)
+        await database.dispose()
+    return results
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    engine = create_async_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def run(options: argparse.Namespace) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    settings = {"products": options.products, "requests": options.requests, "warmup": 20}
+    if "sqlite" in options.backends:
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite+aiosqlite:///{Path(folder) / 'catalog.db'}"
+            report["sqlite"] = await measure_backend(url, **settings)
+    if "postgres" in options.backends:
+        server = make_url(options.postgres_url).set(drivername="postgresql+asyncpg")
+        name = f"mc_bench_{uuid.uuid4().hex[:10]}"
+        await _admin(server.render_as_string(hide_password=False), f'CREATE DATABASE "{name}"')
+        try:
+            url = server.set(database=name).render_as_string(hide_password=False)
+            report["postgres"] = await measure_backend(url, **settings)
+        finally:
+            await _admin(
+                server.render_as_string(hide_password=False),
+                f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+            )
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        f"{'backend':<9} {'case':<17} {'p50 ms':>8} {'p95 ms':>8}",
+    ]
+    for backend, results in report.items():
+        for case, figures in results.items():
+            if isinstance(figures, dict):
+                lines.append(
+                    f"{backend:<9} {case:<17} {figures['p50_ms']:>8} {figures['p95_ms']:>8}"
+                )
+        lines.append(
+            f"{backend:<9} {'(load)':<17} {results['load_s']:>7}s for {results['products']}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.catalog_search", description=__doc__)
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=300, help="per case, after warm-up")
+    parser.add_argument(
+        "--backends",
+        default="sqlite,postgres",
+        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
+    )
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("MC_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
+    )
+    options, _ = parser.parse_known_args(argv)
+    configure_logging("bench", "WARNING")
+    report = asyncio.run(run(options))
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(json.dumps(report, indent=2))
+    sys.stdout.write(table(report) + f"\n(results in {RESULTS_FILE.relative_to(ROOT)})\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

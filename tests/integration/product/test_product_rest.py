@@ -1,0 +1,135 @@
+"""The catalog's REST routes through a real gateway in front of a real product service."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.support.gateway_testing import Client
+from tests.support.tokens import admin_token, bearer, customer_token
+
+ADMIN = bearer(admin_token())
+
+
+async def category(rest: Client) -> str:
+    slug = f"rest-{uuid.uuid4().hex[:10]}"
+    response = await rest.post(
+        "/api/v1/categories", json={"name": "Tea", "slug": slug}, headers=ADMIN
+    )
+    assert response.status == 201, await response.text()
+    body: dict[str, Any] = await response.json()
+    return str(body["id"])
+
+
+def new_product(category_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "sku": f"SKU-{uuid.uuid4().hex[:10]}",
+        "name": "Sencha",
+        "description": "Green tea from Shizuoka.",
+        "category_id": category_id,
+        "price": {"amount": 1250, "currency": "EUR"},
+        "stock": 12,
+        **fields,
+    }
+
+
+async def test_an_admin_creates_a_product_and_a_shopper_finds_it(rest: Client) -> None:
+    category_id = await category(rest)
+
+    created = await rest.post("/api/v1/products", json=new_product(category_id), headers=ADMIN)
+    body = await created.json()
+    found = await rest.get(
+        "/api/v1/products",
+        params={"q": "shizuoka", "category_id": category_id, "max_price": "2000"},
+    )
+    listing = await found.json()
+
+    assert created.status == 201
+    assert body["price"] == {"amount": 1250, "currency": "EUR"}
+    assert body["stock"] == {"available": 12, "reserved": 0}
+    assert found.status == 200
+    assert [p["id"] for p in listing["products"]] == [body["id"]]
+
+
+async def test_a_duplicate_sku_is_a_conflict(rest: Client) -> None:
+    product = new_product(await category(rest))
+    await rest.post("/api/v1/products", json=product, headers=ADMIN)
+
+    again = await rest.post("/api/v1/products", json=product, headers=ADMIN)
+
+    assert again.status == 409
+    assert again.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "n" * 201}, "name"),
+        ({"price": {"amount": -5, "currency": "EUR"}}, "price.amount"),
+        ({"price": {"amount": 1.5, "currency": "EUR"}}, "amount"),
+        ({"price": {"amount": 100, "currency": "EURO"}}, "price.currency"),
+        ({"category_id": "missing"}, "category_id"),
+    ],
+)
+async def test_bad_product_input_is_a_400_naming_the_field(
+    rest: Client, change: dict[str, Any], field: str
+) -> None:
+    body = {**new_product(await category(rest)), **change}
+    response = await rest.post("/api/v1/products", json=body, headers=ADMIN)
+    problem = await response.json()
+
+    assert response.status == 400
+    assert field in problem["detail"] or field in str(problem)
+
+
+@pytest.mark.parametrize(
+    "params", [{"page_size": "0"}, {"page_size": "101"}, {"page_token": "garbage"}]
+)
+async def test_bad_paging_is_a_400(rest: Client, params: dict[str, str]) -> None:
+    response = await rest.get("/api/v1/products", params=params)
+
+    assert response.status == 400
+    assert "page_" in str(await response.json())
+
+
+async def test_writes_need_an_admin(rest: Client) -> None:
+    anonymous = await rest.post("/api/v1/categories", json={"name": "A", "slug": "a"})
+    customer = await rest.post(
+        "/api/v1/categories", json={"name": "A", "slug": "a"}, headers=bearer(customer_token())
+    )
+
+    assert (anonymous.status, customer.status) == (401, 403)
+
+
+async def test_an_admin_edits_prices_and_stock_and_archives(rest: Client) -> None:
+    created = await (
+        await rest.post("/api/v1/products", json=new_product(await category(rest)), headers=ADMIN)
+    ).json()
+    path = f"/api/v1/products/{created['id']}"
+
+    patched = await rest.patch(path, json={"name": "Gyokuro"}, headers=ADMIN)
+    priced = await rest.put(
+        f"{path}/price", json={"price": {"amount": 1500, "currency": "EUR"}}, headers=ADMIN
+    )
+    history = await (await rest.get(f"{path}/price-history")).json()
+    adjusted = await rest.post(
+        f"{path}/stock-adjustments", json={"delta": -2, "reason": "tasting"}, headers=ADMIN
+    )
+    too_many = await rest.post(
+        f"{path}/stock-adjustments", json={"delta": -100, "reason": "loss"}, headers=ADMIN
+    )
+    archived = await rest.delete(path, headers=ADMIN)
+    gone = await rest.get(path)
+
+    assert patched.status == 200
+    assert (await patched.json())["name"] == "Gyokuro"
+    assert priced.status == 200
+    assert [c["price"]["amount"] for c in history["price_changes"]] == [1500, 1250]
+    assert adjusted.status == 200
+    assert (await adjusted.json()) == {"available": 10, "reserved": 0}
+    assert too_many.status == 400
+    assert archived.status == 204
+    assert gone.status == 404
