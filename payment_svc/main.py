@@ -97,6 +97,7 @@ def wire(runtime: Runtime) -> Wiring:
             recovery_interval_s=settings.recovery_interval_s,
         ),
     )
+
     async def close_inventory_channel_at_stop() -> None:
         # Background tasks are cancelled when the service stops: the only hook to close the
         # channel, and an open grpc.aio channel can keep the process from exiting.
