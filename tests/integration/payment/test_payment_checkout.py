@@ -7,6 +7,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -411,3 +412,29 @@ async def test_a_crash_at_any_step_is_recovered_to_a_clean_end_charged_at_most_o
     else:
         assert (charged, inventory.sold(item), inventory.available[item]) == (0, 0, 4)
     assert (number == APPROVED) == (order.status is OrderStatus.CONFIRMED)
+
+
+async def test_a_key_past_its_retention_starts_a_new_checkout(
+    payment_db: Database, store: PaymentStore, inventory: FakeInventory
+) -> None:
+    provider = ResilientProvider(SandboxProvider(payment_db), backoff_s=0.001)
+    saga = CheckoutSaga(store, inventory, provider)
+    now = [datetime(2026, 11, 25, 9, 0, tzinfo=UTC)]
+    payments = Payments(
+        store,
+        saga,
+        provider,
+        policy=PaymentPolicy(key_ttl=timedelta(hours=24)),
+        clock=lambda: now[0],
+    )
+    item = product(inventory, stock=5)
+    caller = new_user()
+
+    first = await checkout(payments, caller, [RequestedItem(item, 1)], key="daily")
+    now[0] += timedelta(hours=23)
+    within = await checkout(payments, caller, [RequestedItem(item, 1)], key="daily")
+    now[0] += timedelta(hours=2)
+    after = await checkout(payments, caller, [RequestedItem(item, 1)], key="daily")
+
+    assert within.id == first.id
+    assert after.id != first.id
