@@ -261,8 +261,8 @@ class Upstreams:
     def _channel(self, upstream: _Upstream) -> grpc.aio.Channel:
         """The channel over the instances not reported DOWN (all of them if none is left)."""
         live = upstream.addresses
-        if self._health is not None and upstream.backend is not None and len(live) > 1:
-            down = self._health.down_instances(upstream.backend) if self._health.broker_up() else ()
+        if self._health is not None and len(live) > 1:
+            down = self._health.down_instances(upstream.key) if self._health.broker_up() else ()
             live = tuple(a for a in upstream.addresses if a not in down) or upstream.addresses
         target = _channel_target(live)
         channel = upstream.channels.get(target)
