@@ -169,18 +169,22 @@ class Upstreams:
             ("grpc.enable_retries", 1),
             ("grpc.service_config", service_config(retried, settings.retry_max_attempts)),
         ]
-        self._upstreams: dict[str, _Upstream] = {}  # by target
+        # One breaker and bulkhead per backend (a service of ours) or per foreign service.
+        self._upstreams: dict[str, _Upstream] = {}
         self._by_service: dict[str, _Upstream] = {}
         for service, target in self.addresses.items():
-            upstream = self._upstreams.get(target)
+            backend = _backend_of_name(service)
+            key = backend or service
+            upstream = self._upstreams.get(key)
+            if upstream is not None and upstream.addresses != split_target(target):
+                key, backend, upstream = service, None, None  # moved elsewhere on its own
             if upstream is None:
-                backend = _backend_of_name(service)
                 upstream = _Upstream(
-                    key=backend or service,
+                    key=key,
                     addresses=split_target(target),
                     backend=backend,
                     breaker=CircuitBreaker(
-                        backend or service,
+                        key,
                         failure_threshold=settings.breaker_failure_threshold,
                         error_rate=settings.breaker_error_rate,
                         window=settings.breaker_window,
@@ -190,7 +194,7 @@ class Upstreams:
                     ),
                     max_in_flight=settings.max_concurrent_calls,
                 )
-                self._upstreams[target] = upstream
+                self._upstreams[key] = upstream
             self._by_service[service] = upstream
         self._open = False
         metrics.on_scrape(self._export_state)
