@@ -111,8 +111,10 @@ async def start_gateway() -> AsyncIterator[HardenedGatewayFactory]:
             buckets=buckets,
             extra_routes=extra_routes,
         )
-        options = runner_options(gateway_settings)
-        client = TestClient(TestServer(app, host="127.0.0.1", **options))
+        server = TestServer(app, host="127.0.0.1")
+        # TestServer passes runner options only through start_server.
+        await server.start_server(**runner_options(gateway_settings))
+        client = TestClient(server)
         await client.start_server()
         clients.append(client)
         return client
