@@ -1,7 +1,8 @@
 """WidgetService in a process of its own, to kill and restart (fault tests).
 
-Run as ``python -m tests.support.widget_runner``. ``WIDGET_PORT`` (required) is where it listens; ``WIDGET_LATENCY_S`` delays every GetWidget,
-to play a slow service. Runs until SIGTERM or SIGINT.
+Run as ``python -m tests.support.widget_runner``. ``WIDGET_PORT`` (required) is where it
+listens; ``WIDGET_LATENCY_S`` delays every GetWidget, to play a slow service. Runs until SIGTERM
+or SIGINT.
 """
 
 from __future__ import annotations
