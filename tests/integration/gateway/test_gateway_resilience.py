@@ -60,6 +60,21 @@ class FlakyServicer(WidgetServicer):
         return reply
 
 
+@dataclass
+class DeadlineRecorder(WidgetServicer):
+    """Records how long GetWidget was given, as the service sees its deadline."""
+
+    remaining_s: list[float] = field(default_factory=list)
+
+    async def GetWidget(
+        self, request: widgets_pb2.GetWidgetRequest, context: Context
+    ) -> widgets_pb2.Widget:
+        remaining = context.time_remaining()
+        assert remaining is not None
+        self.remaining_s.append(remaining)
+        return await super().GetWidget(request, context)
+
+
 @asynccontextmanager
 async def serving(servicer: WidgetServicer) -> AsyncIterator[WidgetServer]:
     server = grpc.aio.server(interceptors=[BoundaryInterceptor()])
@@ -114,6 +129,22 @@ async def test_a_client_deadline_header_shortens_the_wait_for_a_slow_service(
     assert response.status == 504
     assert (await response.json())["code"] == "DEADLINE_EXCEEDED"
     assert time.monotonic() - started < 4.0  # well before the 5 s deadline: it did not wait it out
+
+
+async def test_the_deadline_travels_to_the_service_shortened_by_the_client(
+    start_gateway: HardenedGatewayFactory,
+) -> None:
+    servicer = DeadlineRecorder()
+    async with serving(servicer) as server:
+        gateway = await start_gateway({W: server.address}, upstream_timeout_s=5.0)
+
+        await gateway.get("/v1/widgets/w")
+        await gateway.get("/v1/widgets/w", headers={"Request-Timeout": "1500ms"})
+
+    default, shortened = servicer.remaining_s
+    # gRPC sends the deadline in whole units rounded up: a few milliseconds of slack.
+    assert 1.6 < default <= 5.1
+    assert 0 < shortened <= 1.6
 
 
 async def test_a_route_deadline_from_the_settings_applies_to_that_route_only(
