@@ -1,8 +1,10 @@
 """Circuit breakers per upstream service: fail fast while a service is known to be failing.
 
-A small class rather than a library: pybreaker and aiobreaker wrap a call and decide failure by
-exception type, while the gateway needs the gRPC code (UNAVAILABLE fails, NOT_FOUND does not),
-an error-rate rule beside the consecutive count, and a second opinion from the health stream.
+A small class rather than a library. The candidates (purgatory, maintained and async;
+pybreaker, whose async support is Tornado's; aiobreaker, its asyncio fork, unmaintained) wrap a
+call and count consecutive exceptions; the gateway needs the gRPC code (UNAVAILABLE fails,
+NOT_FOUND does not), an error-rate rule beside the consecutive count, one probe at a time when
+half-open, and a second opinion from the health stream.
 """
 
 from __future__ import annotations
