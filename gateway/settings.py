@@ -45,7 +45,8 @@ class GatewaySettings(CommonSettings):
     max_field_bytes: int = Field(8190, gt=0)
     # A client that sends its body slower than this gets 408 instead of holding a handler.
     body_read_timeout_s: float = Field(10.0, gt=0)
-    # Idle keep-alive connections are closed after this long.
+    # Idle keep-alive connections are closed after this long; so is a new connection whose
+    # headers have not all arrived by then (slow-header clients).
     keepalive_timeout_s: float = Field(15.0, gt=0)
 
     shutdown_grace_s: float = Field(

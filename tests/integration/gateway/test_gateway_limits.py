@@ -231,3 +231,19 @@ async def test_a_client_trickling_its_body_gets_408(
 
     assert status_line.startswith(b"HTTP/1.1 408")
     writer.close()
+
+
+async def test_a_client_trickling_its_headers_is_disconnected(
+    start_gateway: HardenedGatewayFactory, widget_server: WidgetServer
+) -> None:
+    gateway = await start_gateway({W: widget_server.address}, keepalive_timeout_s=0.3)
+    reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+    writer.write(b"GET /v1/widgets/w HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    await writer.drain()
+
+    # aiohttp's keep-alive timer runs from the connection's start: headers that never end
+    # cost the gateway a connection for that long, not forever.
+    closed = await asyncio.wait_for(reader.read(), timeout=10)
+
+    assert closed == b""
+    writer.close()
