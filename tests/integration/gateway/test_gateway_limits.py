@@ -210,7 +210,7 @@ async def test_an_oversized_header_is_refused_before_any_handler(
 
     answer = await gateway.get("/v1/widgets/w", headers={"X-Padding": "a" * 2048})
 
-    assert answer.status in (400, 431)
+    assert answer.status == 400  # aiohttp's parser answers before any handler or middleware
     assert not [c for c in widget_server.servicer.calls if c.method == "GetWidget"]
 
 
