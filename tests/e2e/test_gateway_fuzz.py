@@ -84,6 +84,7 @@ async def test_fuzzing_the_openapi_document_finds_no_server_error_and_no_schema_
         str(report),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        cwd=tmp_path,  # its example database (.schemathesis/) stays out of the repository
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=RUN_TIMEOUT_S)
 
