@@ -205,3 +205,21 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def messaging_revision(service: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(upgrade, downgrade)`` of the revision that adds a service's outbox and inbox."""
+    from alembic import op
+
+    from common.inbox import create_inbox_table, drop_inbox_table
+    from common.outbox import create_outbox_table, drop_outbox_table
+
+    def upgrade() -> None:
+        create_outbox_table(op, service)
+        create_inbox_table(op, service)
+
+    def downgrade() -> None:
+        drop_inbox_table(op, service)
+        drop_outbox_table(op, service)
+
+    return upgrade, downgrade

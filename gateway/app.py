@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -13,6 +15,7 @@ from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 from gateway.auth import Authenticator
 from gateway.docs import docs_routes
+from gateway.http_policy import Cors, security_headers
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import (
     body_limit_middleware,
@@ -21,10 +24,11 @@ from gateway.middleware import (
     stamp_request_id,
 )
 from gateway.openapi import as_openapi_30, build_openapi
+from gateway.ratelimit import Buckets, LocalBuckets, RateLimiter, RedisBuckets, stamp_rate_limit
 from gateway.routes import RouteTable, build_route_table, discover_services
 from gateway.settings import GatewaySettings
 from gateway.transcoding import add_rpc_routes
-from gateway.upstreams import Upstreams, resolve_addresses
+from gateway.upstreams import HealthView, Upstreams, idempotent_methods, resolve_addresses
 
 API_TITLE = "MicroCommerce API"
 OPENAPI_PATH = "/openapi.json"
@@ -36,6 +40,17 @@ UPSTREAMS_KEY = web.AppKey("gateway_upstreams", Upstreams)
 METRICS_KEY = web.AppKey("gateway_metrics", GatewayMetrics)
 
 
+@dataclass
+class Drain:
+    """Set when the gateway is stopping: readiness fails so no new traffic is sent here."""
+
+    draining: bool = False
+
+
+DRAIN_KEY = web.AppKey("gateway_drain", Drain)
+LIMITER_KEY = web.AppKey("gateway_rate_limiter", RateLimiter)
+
+
 def create_app(
     settings: GatewaySettings,
     *,
@@ -43,6 +58,8 @@ def create_app(
     upstream_addresses: Mapping[str, str] | None = None,
     extra_routes: Iterable[web.RouteDef] = (),
     key_source: KeySource | None = None,
+    health: HealthView | None = None,
+    buckets: Buckets | None = None,
 ) -> web.Application:
     """Build the gateway. Nothing connects until the app starts.
 
@@ -50,7 +67,10 @@ def create_app(
     user}.v1``; each is reached at the address its package names in ``settings`` unless
     ``upstream_addresses`` (service full name or package → ``host:port``) says otherwise.
     ``key_source`` holds the public keys that verify access tokens (default: user_svc's JWKS,
-    fetched over gRPC when first needed). ``extra_routes`` are non-RPC routes (health,
+    fetched over gRPC when first needed). ``health`` (the health stream's registry) opens a
+    service's breaker while it is DOWN and leaves DOWN instances out of the balancing.
+    ``buckets`` hold the rate limits (default: Redis at ``settings.redis_url``, else
+    in-process). ``extra_routes`` are non-RPC routes (health,
     registry); they are registered before the RPC routes and listed in the OpenAPI document
     under the ``meta`` tag.
     """
@@ -62,7 +82,17 @@ def create_app(
         resolve_addresses(services, settings, upstream_addresses),
         timeout=settings.upstream_timeout_s,
         metrics=metrics,
+        settings=settings,
+        retried=idempotent_methods(table.routes, settings.idempotent_rpcs),
+        health=health,
     )
+    limiter: RateLimiter | None = None
+    if settings.rate_limit_enabled:
+        if buckets is None:
+            redis_url = settings.redis_url
+            buckets = RedisBuckets(redis_url.get_secret_value()) if redis_url else LocalBuckets()
+        limiter = RateLimiter(buckets, settings.rate_limits, settings.rate_limit_groups, metrics)
+    cors = Cors(settings.cors_allowed_origins)
 
     users = UserServiceClient(settings.user_address)
     authenticator = Authenticator(TokenVerifier(key_source or jwks_cache(users)))
@@ -74,6 +104,7 @@ def create_app(
             request_id_middleware,
             metrics.middleware(),
             problem_middleware,
+            cors.middleware(),
             body_limit_middleware(settings.max_body_bytes),
         ],
         # Also bounds bodies without Content-Length (chunked) while they are read.
@@ -83,7 +114,14 @@ def create_app(
     app[ROUTE_TABLE_KEY] = table
     app[UPSTREAMS_KEY] = upstreams
     app[METRICS_KEY] = metrics
+    app[DRAIN_KEY] = Drain()
     app.on_response_prepare.append(stamp_request_id)
+    app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(cors.on_prepare())
+    if limiter is not None:
+        app[LIMITER_KEY] = limiter
+        app.on_response_prepare.append(stamp_rate_limit)
+        app.on_cleanup.append(lambda _app: limiter.close())
     app.cleanup_ctx.append(_upstream_channels)
     app.on_cleanup.append(lambda _app: users.close())
 
@@ -94,8 +132,21 @@ def create_app(
     app.router.add_get(OPENAPI_PATH, _json_handler(document), allow_head=False)
     app.router.add_routes(docs_routes(API_TITLE, as_openapi_30(document)))
     app.router.add_get(METRICS_PATH, metrics.handle_metrics, allow_head=False)
-    add_rpc_routes(app.router, table, upstreams, metrics, authenticator)
+    add_rpc_routes(
+        app.router, table, upstreams, metrics, authenticator, settings=settings, limiter=limiter
+    )
     return app
+
+
+def runner_options(settings: GatewaySettings) -> dict[str, Any]:
+    """``web.AppRunner`` (and ``TestServer``) arguments: parser limits and connection timeouts."""
+    return {
+        "max_line_size": settings.max_line_bytes,
+        "max_field_size": settings.max_field_bytes,
+        "keepalive_timeout": settings.keepalive_timeout_s,
+        # In-flight requests get this long to finish once the listener has closed.
+        "shutdown_timeout": settings.shutdown_grace_s,
+    }
 
 
 async def _upstream_channels(app: web.Application) -> AsyncIterator[None]:
@@ -120,6 +171,11 @@ def _json_handler(document: object) -> Handler:
 def route_table(app: web.Application) -> RouteTable:
     """The RPC routes and their services (``RouteTable.rpc_names()`` for a registry listing)."""
     return app[ROUTE_TABLE_KEY]
+
+
+def drain(app: web.Application) -> Drain:
+    """Whether the gateway is stopping (readiness reads it)."""
+    return app[DRAIN_KEY]
 
 
 def upstreams(app: web.Application) -> Upstreams:

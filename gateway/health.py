@@ -175,6 +175,14 @@ class HealthRegistry:
             "services": services,
         }
 
+    def down_instances(self, service: str) -> frozenset[str]:
+        """Addresses of the service's instances judged DOWN (none while the broker is down)."""
+        return frozenset(
+            i.address
+            for i in self._instances.get(service, {}).values()
+            if self._instance_status(i) == "DOWN"
+        )
+
     def instance_addresses(self, service: str) -> list[str]:
         return sorted({i.address for i in self._instances[service].values()})
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from aiohttp import web
 
 from common.settings import SERVICE_NAMES
-from gateway.app import route_table, upstreams
+from gateway.app import drain, route_table, upstreams
 from gateway.health import HealthRegistry
-from gateway.upstreams import backend_of
+from gateway.upstreams import backend_of, split_target
 
 
 def health_routes(
@@ -35,6 +35,8 @@ def health_routes(
         checks = {
             "upstreams": "UP" if upstreams(request.app).ready() else "DOWN",
             "broker": "UP" if stream_started() else "DOWN",
+            # Stopping: fail first, so the load balancer sends nothing new before we close.
+            "accepting": "DOWN" if drain(request.app).draining else "UP",
         }
         up = all(v == "UP" for v in checks.values())
         return web.json_response(
@@ -46,6 +48,8 @@ def health_routes(
         table = route_table(request.app)
         channels = upstreams(request.app).connectivity()
         addresses = upstreams(request.app).addresses
+        breakers = upstreams(request.app).breaker_states()
+        in_flight = upstreams(request.app).in_flight()
         listing = []
         for name in SERVICE_NAMES:
             grpc_services = [s for s in table.services if backend_of(s) == name]
@@ -53,8 +57,12 @@ def health_routes(
                 {
                     "name": name,
                     "status": registry.service_status(name),
-                    "addresses": sorted({addresses[s.full_name] for s in grpc_services}),
+                    "addresses": sorted(
+                        {a for s in grpc_services for a in split_target(addresses[s.full_name])}
+                    ),
                     "instances": registry.instance_addresses(name),
+                    "circuit_breaker": breakers.get(name),
+                    "in_flight": in_flight.get(name, 0),
                     "grpc_services": [
                         {
                             "name": s.full_name,

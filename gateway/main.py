@@ -12,7 +12,7 @@ from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.service_runner import wait_for_stop_signal
 from common.settings import SERVICE_NAMES
-from gateway.app import create_app
+from gateway.app import create_app, drain, runner_options
 from gateway.health import HealthRegistry, install_health_stream
 from gateway.health_routes import health_routes
 from gateway.settings import GatewaySettings
@@ -39,15 +39,21 @@ async def serve(
     # REST must answer (and /health say the broker is DOWN) even while Kafka is unreachable.
     stream.start()
 
-    app = create_app(settings, extra_routes=health_routes(registry, stream.running))
-    # shutdown_timeout: in-flight requests get this long to finish once we stop listening.
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace_s, access_log=None)
+    app = create_app(
+        settings, extra_routes=health_routes(registry, stream.running), health=registry
+    )
+    runner = web.AppRunner(app, access_log=None, **runner_options(settings))
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.gateway_port).start()
     log.info("serving", url=f"http://{settings.host}:{settings.gateway_port}")
     try:
         await until()
     finally:
+        # Graceful stop: readiness fails first (new traffic goes elsewhere) while we still
+        # serve; then the listener closes and in-flight requests get the grace period.
+        drain(app).draining = True
+        log.info("draining", drain_s=settings.shutdown_drain_s)
+        await asyncio.sleep(settings.shutdown_drain_s)
         log.info("stopping", grace_s=settings.shutdown_grace_s)
         await runner.cleanup()
         await stream.stop()

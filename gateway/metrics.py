@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -11,6 +12,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -49,7 +51,41 @@ class GatewayMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.breaker_state = Gauge(
+            "gateway_circuit_breaker_state",
+            "1 for the state each upstream's circuit breaker is in (closed, open, half_open).",
+            ("upstream", "state"),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "gateway_upstream_in_flight",
+            "Upstream calls in flight, by upstream (the bulkhead caps it).",
+            ("upstream",),
+            registry=self.registry,
+        )
+        self.fast_failures = Counter(
+            "gateway_upstream_rejections",
+            "Calls refused without reaching the upstream, by upstream and cause.",
+            ("upstream", "cause"),
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "gateway_rate_limited",
+            "Requests refused with 429, by route group and key kind (address or user).",
+            ("group", "key"),
+            registry=self.registry,
+        )
+        self.rate_limit_backend_errors = Counter(
+            "gateway_rate_limit_backend_errors",
+            "Rate-limit checks the shared backend (Redis) could not answer; let through.",
+            registry=self.registry,
+        )
         self._route_templates: dict[AbstractRoute, str] = {}
+        self._on_scrape: list[Callable[[], None]] = []
+
+    def on_scrape(self, update: Callable[[], None]) -> None:
+        """Run ``update`` before each scrape, for gauges read from live state."""
+        self._on_scrape.append(update)
 
     def name_route(self, route: AbstractRoute, template: str) -> None:
         """Label the route's series with ``template`` (the proto path template) instead of the
@@ -95,6 +131,8 @@ class GatewayMetrics:
 
     async def handle_metrics(self, _request: web.Request) -> web.Response:
         """``GET /metrics``: the Prometheus text exposition format."""
+        for update in self._on_scrape:
+            update()
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

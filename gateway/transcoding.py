@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from http import HTTPStatus
 from typing import Any
 
+import grpc
 from aiohttp import web
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
@@ -20,11 +23,14 @@ from common.request_context import (
     REQUEST_ID_METADATA_KEY,
 )
 from gateway.auth import Authenticator
+from gateway.deadlines import request_timeout
 from gateway.field_paths import FieldPathError, resolve, set_from_text
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import request_id
-from gateway.problems import invalid_argument
+from gateway.problems import ProblemError, invalid_argument
+from gateway.ratelimit import RateLimiter
 from gateway.routes import Route, RouteTable
+from gateway.settings import GatewaySettings
 from gateway.upstreams import Upstreams
 
 JSON_CONTENT_TYPE = "application/json"
@@ -39,10 +45,23 @@ IDEMPOTENCY_KEY_MAX = 255
 class Transcoder:
     """The handler of one route; the route's messages and field paths are resolved once."""
 
-    def __init__(self, route: Route, upstreams: Upstreams, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        route: Route,
+        upstreams: Upstreams,
+        authenticator: Authenticator,
+        *,
+        settings: GatewaySettings,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.route = route
         self._upstreams = upstreams
         self._authenticator = authenticator
+        self._limiter = limiter
+        self._timeout = settings.timeout_of(
+            route.rpc_path, f"{route.http_method} {route.template.text}"
+        )
+        self._body_timeout = settings.body_read_timeout_s
         self._request_class = GetMessageClass(route.method.input_type)
         self._response_field = (
             route.method.output_type.fields_by_name[route.response_body]
@@ -52,10 +71,19 @@ class Transcoder:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Transcode one call; failures surface as ``ProblemError`` for the problem middleware."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request_timeout(request, self._timeout)
+        if self._limiter is not None:
+            await self._limiter.check_address(request, self.route)
         await self._authenticator.admit(request, self.route)  # a 401 costs no call
+        if self._limiter is not None:
+            await self._limiter.check_user(request, self.route)
         metadata = _metadata(request, self.route)
         message = await self._request_message(request)
-        reply = await self._upstreams.call(self.route, message, metadata)
+        # The deadline counts from arrival; gRPC sends what is left on as grpc-timeout.
+        reply = await self._upstreams.call(
+            self.route, message, metadata, within_s=deadline - loop.time()
+        )
         if not self.route.has_body:
             return web.Response(status=self.route.success_status)
         payload = message_to_json(reply)
@@ -72,7 +100,7 @@ class Transcoder:
         message = self._request_class()
         body: Any = None
         if route.body:
-            body = await _read_json(request)
+            body = await _read_json(request, self._body_timeout)
             if route.body == "*":
                 _merge(body if body is not None else {}, message)
             elif body is not None:
@@ -108,8 +136,17 @@ class Transcoder:
                 raise invalid_argument(f"Query parameter {name!r}: {error}") from None
 
 
-async def _read_json(request: web.Request) -> Any:
-    raw = await request.read()  # bounded by client_max_size: over it, a 413
+async def _read_json(request: web.Request, limit_s: float) -> Any:
+    try:
+        async with asyncio.timeout(limit_s):
+            raw = await request.read()  # bounded by client_max_size: over it, a 413
+    except TimeoutError:
+        # A client trickling its body must not hold a handler (and an upstream slot) forever.
+        raise ProblemError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"The request body did not arrive within {limit_s:g} s.",
+            status=HTTPStatus.REQUEST_TIMEOUT,
+        ) from None
     if not raw.strip():
         return None  # an empty body is an empty request, e.g. a custom method's `{}`
     try:
@@ -196,6 +233,9 @@ def add_rpc_routes(
     upstreams: Upstreams,
     metrics: GatewayMetrics,
     authenticator: Authenticator,
+    *,
+    settings: GatewaySettings,
+    limiter: RateLimiter | None = None,
 ) -> None:
     """Register a handler for every route of the table, in its order.
 
@@ -208,7 +248,6 @@ def add_rpc_routes(
         resource = resources.get(path)
         if resource is None:
             resource = resources[path] = router.add_resource(path)
-        added = resource.add_route(
-            route.http_method, Transcoder(route, upstreams, authenticator).handle
-        )
+        transcoder = Transcoder(route, upstreams, authenticator, settings=settings, limiter=limiter)
+        added = resource.add_route(route.http_method, transcoder.handle)
         metrics.name_route(added, route.template.text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -212,11 +213,11 @@ async def seed(base_url: str, token: str, *, currency: str = "USD") -> SeedRepor
             if slug in ids:
                 continue
             body: dict[str, Any] = {"name": name, "slug": slug, "parent_id": ids.get(parent, "")}
-            async with session.post(f"{base_url}/api/v1/categories", json=body) as response:
-                if response.status != 201:
-                    raise SeedError(await _problem(response))
-                ids[slug] = (await response.json())["id"]
-                report.categories_created += 1
+            status, answer = await _post(session, f"{base_url}/api/v1/categories", body)
+            if status != 201:
+                raise SeedError(f"{status} {answer}")
+            ids[slug] = json.loads(answer)["id"]
+            report.categories_created += 1
         for product in demo_products():
             body = {
                 "sku": product.sku,
@@ -226,14 +227,28 @@ async def seed(base_url: str, token: str, *, currency: str = "USD") -> SeedRepor
                 "price": {"amount": product.amount, "currency": currency},
                 "stock": product.stock,
             }
-            async with session.post(f"{base_url}/api/v1/products", json=body) as response:
-                if response.status == 409:
-                    report.products_skipped += 1
-                elif response.status == 201:
-                    report.products_created += 1
-                else:
-                    raise SeedError(await _problem(response))
+            status, answer = await _post(session, f"{base_url}/api/v1/products", body)
+            if status == 409:
+                report.products_skipped += 1
+            elif status == 201:
+                report.products_created += 1
+            else:
+                raise SeedError(f"{status} {answer}")
     return report
+
+
+async def _post(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any], *, attempts: int = 30
+) -> tuple[int, str]:
+    """POST as a polite client: when the gateway's rate limit answers 429, wait as told."""
+    for _ in range(attempts - 1):
+        async with session.post(url, json=body) as response:
+            if response.status != 429:
+                return response.status, await response.text()
+            retry_after = float(response.headers.get("Retry-After", "1"))
+        await asyncio.sleep(min(max(retry_after, 0.1), 30.0))
+    async with session.post(url, json=body) as response:
+        return response.status, await response.text()
 
 
 async def _run(base_url: str, token: str | None) -> SeedReport:

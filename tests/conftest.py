@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy import URL, make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -67,3 +68,29 @@ def broker() -> Iterator[EmbeddedBroker]:
     embedded = EmbeddedBroker.start()
     yield embedded
     embedded.stop()
+
+
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of the Redis the tests may use (``MC_TEST_REDIS_URL``); keys are namespaced by
+    each test, so a shared server is fine. Unreachable: skipped, or a failure when ``CI=true``."""
+    url = os.environ.get("MC_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+
+    async def ping() -> None:
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        _run_in_thread(ping())
+    except Exception as error:
+        reason = f"Redis unavailable at {url} (set MC_TEST_REDIS_URL): {error!r}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return url

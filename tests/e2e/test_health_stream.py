@@ -63,7 +63,7 @@ async def test_liveness_readiness_and_registry_answer(up_stack: Stack) -> None:
         async with http.get("/health/live") as live:
             assert live.status == 200
         ready = await wait_for(lambda: _ready(http), within=10)
-        assert ready["checks"] == {"upstreams": "UP", "broker": "UP"}
+        assert ready["checks"] == {"upstreams": "UP", "broker": "UP", "accepting": "UP"}
         async with http.get("/api/v1/services") as response:
             registry = await response.json()
 

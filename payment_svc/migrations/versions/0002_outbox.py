@@ -7,24 +7,11 @@ Create Date: 2026-11-25
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from common.migrations import messaging_revision
 
-from alembic import op
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
 
-from common.inbox import create_inbox_table, drop_inbox_table
-from common.outbox import create_outbox_table, drop_outbox_table
-
-revision: str = "0002"
-down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
-
-
-def upgrade() -> None:
-    create_outbox_table(op, "payment")
-    create_inbox_table(op, "payment")
-
-
-def downgrade() -> None:
-    drop_inbox_table(op, "payment")
-    drop_outbox_table(op, "payment")
+upgrade, downgrade = messaging_revision("payment")

@@ -142,7 +142,7 @@ PRODUCT_SERVICE = product_service_pb2.DESCRIPTOR.services_by_name["ProductServic
 async def rest(product_address: str) -> AsyncIterator[Client]:
     """A real gateway (trusting the test key) in front of the product service."""
     app = create_app(
-        GatewaySettings(environment="test"),
+        GatewaySettings(environment="test", rate_limit_enabled=False),
         services=[PRODUCT_SERVICE],
         upstream_addresses={PRODUCT_SERVICE.full_name: product_address},
         key_source=KEYS,
