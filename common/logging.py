@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -51,6 +52,67 @@ def _add_request_id(_logger: WrappedLogger, _method: str, event_dict: EventDict)
     if request_id is not None:
         event_dict.setdefault("request_id", request_id)
     return event_dict
+
+
+# 13 to 19 digits, optionally grouped by single spaces or dashes, not part of a longer number.
+_CARD_CANDIDATE = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if index % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def _mask(match: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", match.group(0))
+    if not 13 <= len(digits) <= 19 or not _luhn(digits):
+        return match.group(0)
+    return f"[card ****{digits[-4:]}]"
+
+
+def mask_card_numbers(text: str) -> str:
+    """``text`` with every card-like number (13-19 digits passing Luhn) masked to its last 4."""
+    return _CARD_CANDIDATE.sub(_mask, text)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_card_numbers(value)
+    if isinstance(value, dict):
+        return {key: _scrub(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(item) for item in value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10**12:
+        return mask_card_numbers(str(value))
+    return value
+
+
+def scrub_card_numbers(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor masking card numbers in every field, rendered tracebacks included.
+
+    Defence in depth: the payment service never logs card data, but a stray repr, a library's
+    message or an exception text must not leak one either.
+    """
+    return {key: _scrub(value) for key, value in event_dict.items()}
+
+
+class CardNumberFilter(logging.Filter):
+    """Standard-library filter masking card numbers in a record's message and exception text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = mask_card_numbers(record.getMessage())
+            record.args = None
+        elif isinstance(record.msg, str):
+            record.msg = mask_card_numbers(record.msg)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_card_numbers(record.exc_text)
+        return True
 
 
 def _order_keys(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
@@ -109,12 +171,14 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             # A plain-text traceback, not dict_tracebacks: that one records local variables by
             # default, and locals can hold card numbers or passwords.
             structlog.processors.format_exc_info,
+            scrub_card_numbers,
             _order_keys,
             structlog.processors.JSONRenderer(),
         ],
     )
     handler = _StderrHandler()
     handler.setFormatter(formatter)
+    handler.addFilter(CardNumberFilter())
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:

@@ -2,3 +2,457 @@
 
 Plain Python only: no gRPC, SQL, Kafka or HTTP here (tests/unit/test_architecture.py).
 """
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+
+from common.errors import (
+    Aborted,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    Unavailable,
+)
+
+
+class OrderStatus(StrEnum):
+    """Where an order is; the names match the proto's ``ORDER_STATUS_*`` values."""
+
+    PENDING = "PENDING"
+    STOCK_RESERVED = "STOCK_RESERVED"
+    PAYMENT_AUTHORIZED = "PAYMENT_AUTHORIZED"
+    CONFIRMED = "CONFIRMED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    REFUNDED = "REFUNDED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+
+    @property
+    def in_checkout(self) -> bool:
+        """True while the saga still owns the order (the recovery loop drives these on)."""
+        return self in SAGA_STATUSES
+
+
+SAGA_STATUSES = frozenset(
+    {OrderStatus.PENDING, OrderStatus.STOCK_RESERVED, OrderStatus.PAYMENT_AUTHORIZED}
+)
+
+# Every legal move; anything else is a bug or a lost race, refused by ``check_transition``.
+ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: frozenset({OrderStatus.STOCK_RESERVED, OrderStatus.FAILED}),
+    OrderStatus.STOCK_RESERVED: frozenset({OrderStatus.PAYMENT_AUTHORIZED, OrderStatus.FAILED}),
+    OrderStatus.PAYMENT_AUTHORIZED: frozenset({OrderStatus.CONFIRMED, OrderStatus.FAILED}),
+    OrderStatus.CONFIRMED: frozenset(
+        {OrderStatus.CANCELLED, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
+    ),
+    OrderStatus.PARTIALLY_REFUNDED: frozenset(
+        {OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
+    ),
+    OrderStatus.CANCELLED: frozenset(),
+    OrderStatus.FAILED: frozenset(),
+    OrderStatus.REFUNDED: frozenset(),
+}
+
+
+ILLEGAL_TRANSITION = "ILLEGAL_TRANSITION"
+
+
+def check_transition(current: OrderStatus, target: OrderStatus) -> None:
+    """FailedPrecondition (ILLEGAL_TRANSITION) unless ``current -> target`` is a legal move."""
+    if target not in ORDER_TRANSITIONS[current]:
+        raise FailedPrecondition(
+            f"an order cannot go from {current.value} to {target.value}",
+            reason=ILLEGAL_TRANSITION,
+        )
+
+
+class PaymentStatus(StrEnum):
+    """Where a payment is with the provider; names match ``PAYMENT_STATUS_*``."""
+
+    PENDING = "PENDING"
+    AUTHORIZED = "AUTHORIZED"
+    CAPTURED = "CAPTURED"
+    FAILED = "FAILED"
+    VOIDED = "VOIDED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    REFUNDED = "REFUNDED"
+
+
+class FailureReason(StrEnum):
+    """Why the provider did not take a payment; names match ``PAYMENT_FAILURE_REASON_*``."""
+
+    CARD_DECLINED = "CARD_DECLINED"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    PROCESSOR_ERROR = "PROCESSOR_ERROR"
+
+
+class RefundStatus(StrEnum):
+    """A refund is PENDING from when its amount is set aside until the provider answers."""
+
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class Money:
+    """Integer minor units in one ISO 4217 currency: sums and refunds are exact."""
+
+    amount: int
+    currency: str
+
+    def __add__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount + other.amount, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount - other.amount, self.currency)
+
+    def times(self, quantity: int) -> Money:
+        return Money(self.amount * quantity, self.currency)
+
+    def _same_currency(self, other: Money) -> None:
+        if other.currency != self.currency:
+            raise FailedPrecondition(
+                f"cannot combine {self.currency} and {other.currency} amounts",
+                reason="CURRENCY_MISMATCH",
+            )
+
+
+# ---- cards -------------------------------------------------------------------------------
+
+
+class CardBrand(StrEnum):
+    VISA = "visa"
+    MASTERCARD = "mastercard"
+    AMEX = "amex"
+    DISCOVER = "discover"
+    UNKNOWN = "unknown"
+
+
+_CARD_FIELD = "payment_method.card"
+_SEPARATORS = re.compile(r"[ -]")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn (mod 10) check every card number carries in its last digit."""
+    if not digits.isdigit():
+        return False
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def detect_brand(digits: str) -> CardBrand:
+    """The card network from the number's prefix (IIN ranges) and length."""
+    length = len(digits)
+    two, three, four = int(digits[:2] or 0), int(digits[:3] or 0), int(digits[:4] or 0)
+    six = int(digits[:6] or 0)
+    if digits.startswith("4") and length in (13, 16, 19):
+        return CardBrand.VISA
+    if (51 <= two <= 55 or 2221 <= four <= 2720) and length == 16:
+        return CardBrand.MASTERCARD
+    if two in (34, 37) and length == 15:
+        return CardBrand.AMEX
+    if (
+        four == 6011 or 644 <= three <= 649 or two == 65 or 622126 <= six <= 622925
+    ) and 16 <= length <= 19:
+        return CardBrand.DISCOVER
+    return CardBrand.UNKNOWN
+
+
+def cvc_length(brand: CardBrand) -> int:
+    return 4 if brand is CardBrand.AMEX else 3
+
+
+@dataclass(frozen=True)
+class CardInput:
+    """A card as the shopper typed it. Lives only for the call: never stored or logged."""
+
+    number: str = field(repr=False)
+    exp_month: int
+    exp_year: int
+    cvc: str = field(repr=False)
+    holder_name: str
+
+
+@dataclass(frozen=True)
+class ValidCard:
+    """A card that passed validation; still holds the number, for the provider's tokenizer."""
+
+    number: str = field(repr=False)
+    exp_month: int
+    exp_year: int
+    cvc: str = field(repr=False)
+    holder_name: str
+    brand: CardBrand
+
+    @property
+    def last4(self) -> str:
+        return self.number[-4:]
+
+
+def validate_card(card: CardInput, *, today: date) -> ValidCard:
+    """Luhn, brand, expiry and CVC length; ``InvalidArgument`` naming the field otherwise.
+
+    Messages never repeat the number or the CVC.
+    """
+    number = _SEPARATORS.sub("", card.number)
+    if not number:
+        raise InvalidArgument("the card number is required", field=f"{_CARD_FIELD}.number")
+    if not number.isdigit() or not 12 <= len(number) <= 19:
+        raise InvalidArgument(
+            "the card number must be 12 to 19 digits", field=f"{_CARD_FIELD}.number"
+        )
+    if not luhn_valid(number):
+        raise InvalidArgument(
+            "the card number is not valid (Luhn check)", field=f"{_CARD_FIELD}.number"
+        )
+    if not 1 <= card.exp_month <= 12:
+        raise InvalidArgument("exp_month must be 1 to 12", field=f"{_CARD_FIELD}.exp_month")
+    if not 1000 <= card.exp_year <= 9999:
+        raise InvalidArgument("exp_year must have four digits", field=f"{_CARD_FIELD}.exp_year")
+    # A card is valid through the last day of its expiry month.
+    if (card.exp_year, card.exp_month) < (today.year, today.month):
+        raise InvalidArgument("the card has expired", field=f"{_CARD_FIELD}.exp_year")
+    brand = detect_brand(number)
+    expected = cvc_length(brand)
+    if not card.cvc.isdigit() or len(card.cvc) != expected:
+        raise InvalidArgument(
+            f"the CVC must be {expected} digits for this card", field=f"{_CARD_FIELD}.cvc"
+        )
+    holder = card.holder_name.strip()
+    if not holder or len(holder) > 100:
+        raise InvalidArgument(
+            "holder_name must be 1 to 100 characters", field=f"{_CARD_FIELD}.holder_name"
+        )
+    return ValidCard(number, card.exp_month, card.exp_year, card.cvc, holder, brand)
+
+
+@dataclass(frozen=True)
+class CardOnFile:
+    """All that is kept of a card: the provider's token and what may be shown."""
+
+    token: str = field(repr=False)
+    brand: CardBrand
+    last4: str
+    exp_month: int
+    exp_year: int
+    holder_name: str
+
+
+# ---- checkout ------------------------------------------------------------------------------
+
+MAX_ITEMS = 100
+MAX_QUANTITY = 10_000
+
+
+@dataclass(frozen=True)
+class RequestedItem:
+    product_id: str
+    quantity: int
+
+
+def validate_items(items: list[RequestedItem]) -> list[RequestedItem]:
+    """At least one item, each product once, quantities 1..MAX_QUANTITY."""
+    if not items:
+        raise InvalidArgument("an order needs at least one item", field="items")
+    if len(items) > MAX_ITEMS:
+        raise InvalidArgument(f"an order holds at most {MAX_ITEMS} items", field="items")
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if not item.product_id.strip():
+            raise InvalidArgument("product_id is required", field=f"items[{index}].product_id")
+        if item.product_id in seen:
+            raise InvalidArgument(
+                "each product may appear once per order", field=f"items[{index}].product_id"
+            )
+        seen.add(item.product_id)
+        if not 1 <= item.quantity <= MAX_QUANTITY:
+            raise InvalidArgument(
+                f"quantity must be 1 to {MAX_QUANTITY}", field=f"items[{index}].quantity"
+            )
+    return items
+
+
+def checkout_fingerprint(items: list[RequestedItem], card: CardOnFile) -> str:
+    """What makes two checkout requests "the same body" for idempotency.
+
+    Built from the items and the card's visible details, never the number or CVC: the
+    fingerprint is stored, and a digest of a card number is still card data.
+    """
+    canonical = json.dumps(
+        {
+            "items": [[i.product_id, i.quantity] for i in items],
+            "card": [card.brand.value, card.last4, card.exp_month, card.exp_year, card.holder_name],
+        },
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    """An order's product line, frozen at reservation time."""
+
+    product_id: str
+    quantity: int
+    sku: str = ""
+    name: str = ""
+    unit_price: Money | None = None
+
+
+def order_total(lines: list[OrderLine]) -> Money:
+    """Sum of quantity x unit price; every line priced, all in one currency."""
+    total: Money | None = None
+    for line in lines:
+        if line.unit_price is None:
+            raise FailedPrecondition(f"product {line.product_id} has no price yet")
+        subtotal = line.unit_price.times(line.quantity)
+        total = subtotal if total is None else total + subtotal
+    if total is None:
+        raise FailedPrecondition("an order needs at least one line")
+    return total
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    amount: Money
+    reason: str
+    status: RefundStatus
+    create_time: datetime
+    requested_by: str = ""
+
+
+@dataclass(frozen=True)
+class Payment:
+    id: str
+    order_id: str
+    status: PaymentStatus
+    amount: Money
+    card_brand: CardBrand
+    card_last4: str
+    create_time: datetime
+    failure_reason: FailureReason | None = None
+    authorization_id: str | None = None
+    refunds: tuple[Refund, ...] = ()
+
+    @property
+    def refunded(self) -> Money:
+        """Refunds made or under way: both count against the captured amount."""
+        total = Money(0, self.amount.currency)
+        for refund in self.refunds:
+            if refund.status is not RefundStatus.FAILED:
+                total = total + refund.amount
+        return total
+
+
+@dataclass(frozen=True)
+class Order:
+    id: str
+    user_id: str
+    status: OrderStatus
+    lines: tuple[OrderLine, ...]
+    total: Money | None
+    payment: Payment | None
+    create_time: datetime
+    update_time: datetime
+    failure_reason: str | None = None
+
+
+def refund_amount(payment: Payment, requested: Money | None) -> Money:
+    """The amount a new refund may take: the rest when none is asked, never above it.
+
+    Refunds of a payment never add up to more than what was captured.
+    """
+    if payment.status not in (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED):
+        raise FailedPrecondition(
+            f"a payment that is {payment.status.value} cannot be refunded",
+            reason="NOT_REFUNDABLE",
+        )
+    remaining = payment.amount - payment.refunded
+    if requested is None:
+        if remaining.amount <= 0:
+            raise OutOfRange("everything captured has already been refunded", field="amount")
+        return remaining
+    if requested.currency != payment.amount.currency:
+        raise InvalidArgument(
+            f"the refund must be in {payment.amount.currency}", field="amount.currency"
+        )
+    if requested.amount <= 0:
+        raise InvalidArgument("the refund amount must be positive", field="amount.amount")
+    if requested.amount > remaining.amount:
+        raise OutOfRange(
+            f"only {remaining.amount} {remaining.currency} is left to refund",
+            field="amount.amount",
+        )
+    return requested
+
+
+def status_after_refunds(captured: Money, refunded: Money) -> tuple[OrderStatus, PaymentStatus]:
+    """An order's and its payment's status once ``refunded`` of ``captured`` went back."""
+    if refunded.amount >= captured.amount:
+        return OrderStatus.REFUNDED, PaymentStatus.REFUNDED
+    return OrderStatus.PARTIALLY_REFUNDED, PaymentStatus.PARTIALLY_REFUNDED
+
+
+def check_cancellable(order: Order) -> None:
+    """Only a confirmed order can be cancelled (a cancelled one is answered as it is)."""
+    if order.status in SAGA_STATUSES:
+        raise FailedPrecondition(
+            "the order's checkout is still in progress", reason="CHECKOUT_IN_PROGRESS"
+        )
+    if order.status is not OrderStatus.CONFIRMED:
+        raise FailedPrecondition(
+            f"an order that is {order.status.value} cannot be cancelled",
+            reason="NOT_CANCELLABLE",
+        )
+
+
+# Why a checkout failed, as stored on the order (``failure_reason``) and sent in OrderFailed.
+OUT_OF_STOCK = "OUT_OF_STOCK"
+PRODUCT_NOT_FOUND = "PRODUCT_NOT_FOUND"
+RESERVATION_REFUSED = "RESERVATION_REFUSED"
+INVENTORY_UNAVAILABLE = "INVENTORY_UNAVAILABLE"
+CAPTURE_FAILED = "CAPTURE_FAILED"
+RESERVATION_LOST = "RESERVATION_LOST"
+
+
+def checkout_error(order: Order) -> DomainError:
+    """The error a FAILED checkout answers, derived from the order so every replay matches."""
+    reason = order.failure_reason or ""
+    if reason == OUT_OF_STOCK:
+        return Aborted("not enough stock for this order; nothing was charged", reason=OUT_OF_STOCK)
+    if reason == PRODUCT_NOT_FOUND:
+        return NotFound("a product of this order does not exist", field="items")
+    if reason in (FailureReason.CARD_DECLINED.value, FailureReason.INSUFFICIENT_FUNDS.value):
+        detail = "declined" if reason == FailureReason.CARD_DECLINED.value else "short of funds"
+        return FailedPrecondition(
+            f"the card was {detail}; nothing was charged", reason="PAYMENT_DECLINED"
+        )
+    if reason == FailureReason.PROCESSOR_ERROR.value:
+        return Unavailable(
+            "the payment processor failed; nothing was charged, try again with a new key",
+            reason="PAYMENT_PROCESSOR_ERROR",
+        )
+    if reason == INVENTORY_UNAVAILABLE:
+        return Unavailable("the inventory could not be reached; nothing was charged")
+    return Aborted(
+        f"checkout failed ({reason or 'unknown'}); nothing was charged", reason=reason or None
+    )

@@ -1,28 +1,209 @@
-"""The payment service's gRPC servicers: proto in, use case, proto out."""
+"""The payment service's gRPC servicers: proto in, use case, proto out.
+
+The card number and CVC are reduced to a token, brand and last4 here, before anything else
+sees the request, and wiped from the request message.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
+
+from common.access import require_principal
+from common.errors import InvalidArgument
+from microcommerce.common.v1 import money_pb2, pagination_pb2
+from microcommerce.payment.v1 import order_service_pb2 as pb
 from microcommerce.payment.v1 import order_service_pb2_grpc
-from payment_svc.service import Payments
+from payment_svc import domain, messages
+from payment_svc.domain import CardInput, Money, Order, Payment, RequestedItem
+from payment_svc.service import Caller, Payments
+
+IDEMPOTENCY_KEY_METADATA = "idempotency-key"
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+if TYPE_CHECKING:
+    _Context = grpc.aio.ServicerContext[Any, Any]
+else:
+    _Context = grpc.aio.ServicerContext
+
+
+def _caller() -> Caller:
+    principal = require_principal()
+    return Caller(principal.user_id, principal.is_admin)
+
+
+def _metadata(context: _Context, key: str) -> str:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return value if isinstance(value, str) else value.decode()
+    return ""
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def order_message(order: Order) -> pb.Order:
+    message = pb.Order(
+        id=order.id,
+        status=pb.OrderStatus.Value(f"ORDER_STATUS_{order.status.value}"),
+        items=messages.order_items(order),
+        create_time=_timestamp(order.create_time),
+        update_time=_timestamp(order.update_time),
+        user_id=order.user_id,
+    )
+    if order.total is not None:
+        message.total.CopyFrom(messages.money(order.total))
+    payment = order.payment
+    # Absent until checkout reaches the payment step (the order was priced).
+    if payment is not None and order.total is not None:
+        message.payment.CopyFrom(
+            pb.PaymentSummary(
+                id=payment.id,
+                status=pb.PaymentStatus.Value(f"PAYMENT_STATUS_{payment.status.value}"),
+                card=messages.card_summary(payment),
+            )
+        )
+    return message
+
+
+def refund_message(refund: domain.Refund) -> pb.Refund:
+    return pb.Refund(
+        id=refund.id,
+        amount=messages.money(refund.amount),
+        reason=refund.reason,
+        create_time=_timestamp(refund.create_time),
+    )
+
+
+def payment_message(payment: Payment) -> pb.Payment:
+    message = pb.Payment(
+        id=payment.id,
+        order_id=payment.order_id,
+        status=pb.PaymentStatus.Value(f"PAYMENT_STATUS_{payment.status.value}"),
+        amount=messages.money(payment.amount),
+        card=messages.card_summary(payment),
+        refunds=[
+            refund_message(r) for r in payment.refunds if r.status is not domain.RefundStatus.FAILED
+        ],
+        create_time=_timestamp(payment.create_time),
+    )
+    if payment.failure_reason is not None:
+        message.failure_reason = pb.PaymentFailureReason.Value(
+            f"PAYMENT_FAILURE_REASON_{payment.failure_reason.value}"
+        )
+    return message
+
+
+def _page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument("page_size must not be negative", field="page_size")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _filter_digest(user_filter: str) -> bytes:
+    return hashlib.sha256(f"orders:{user_filter}".encode()).digest()[:8]
+
+
+def encode_page_token(user_filter: str, last: Order) -> str:
+    cursor = pagination_pb2.PageCursor(
+        filter_digest=_filter_digest(user_filter),
+        last_key=[last.create_time.isoformat(), last.id],
+    )
+    return base64.urlsafe_b64encode(cursor.SerializeToString()).decode()
+
+
+def decode_page_token(user_filter: str, token: str) -> tuple[datetime, str] | None:
+    if not token:
+        return None
+    try:
+        cursor = pagination_pb2.PageCursor.FromString(base64.urlsafe_b64decode(token))
+        moment, order_id = cursor.last_key
+        after = (datetime.fromisoformat(moment), order_id)
+    except (binascii.Error, DecodeError, ValueError) as error:
+        raise InvalidArgument("page_token is not valid", field="page_token") from error
+    if cursor.filter_digest != _filter_digest(user_filter):
+        raise InvalidArgument(
+            "page_token belongs to a listing with another user_id", field="page_token"
+        )
+    return after
+
+
+def _requested_money(value: money_pb2.Money) -> Money:
+    currency = value.currency.strip().upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise InvalidArgument("currency must be an ISO 4217 code", field="amount.currency")
+    return Money(value.amount, currency)
 
 
 class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
-    """Checkout, order history, cancellation and refunds.
-
-    RPCs not overridden here answer UNIMPLEMENTED (501 through the gateway) until their issue
-    lands: the generated base raises NotImplementedError, which the boundary interceptor maps.
-    """
+    """Checkout, order history, cancellation and refunds."""
 
     def __init__(self, use_cases: Payments) -> None:
         self._use_cases = use_cases
+
+    async def CreateOrder(self, request: pb.CreateOrderRequest, context: _Context) -> pb.Order:
+        caller = _caller()
+        if not request.payment_method.HasField("card"):
+            raise InvalidArgument("a card is required", field="payment_method.card")
+        entered = request.payment_method.card
+        card = self._use_cases.accept_card(
+            CardInput(
+                number=entered.number,
+                exp_month=entered.exp_month,
+                exp_year=entered.exp_year,
+                cvc=entered.cvc,
+                holder_name=entered.holder_name,
+            )
+        )
+        # From here on nothing can leak the number: not a log of the request, not a trace.
+        request.ClearField("payment_method")
+        del entered
+        items = [RequestedItem(item.product_id, item.quantity) for item in request.items]
+        key = _metadata(context, IDEMPOTENCY_KEY_METADATA)
+        order = await self._use_cases.checkout(caller, key, items, card)
+        return order_message(order)
+
+    async def ListOrders(
+        self, request: pb.ListOrdersRequest, context: _Context
+    ) -> pb.ListOrdersResponse:
+        caller = _caller()
+        page_size = _page_size(request.page_size)
+        after = decode_page_token(request.user_id, request.page_token)
+        found, more = await self._use_cases.list_orders(caller, request.user_id, page_size, after)
+        return pb.ListOrdersResponse(
+            orders=[order_message(order) for order in found],
+            next_page_token=encode_page_token(request.user_id, found[-1]) if more else "",
+        )
+
+    async def GetOrder(self, request: pb.GetOrderRequest, context: _Context) -> pb.Order:
+        return order_message(await self._use_cases.get_order(_caller(), request.id))
+
+    async def CancelOrder(self, request: pb.CancelOrderRequest, context: _Context) -> pb.Order:
+        return order_message(await self._use_cases.cancel(_caller(), request.id))
+
+    async def CreateRefund(self, request: pb.CreateRefundRequest, context: _Context) -> pb.Refund:
+        caller = _caller()
+        amount = _requested_money(request.amount) if request.HasField("amount") else None
+        refund = await self._use_cases.refund(caller, request.id, amount, request.reason)
+        return refund_message(refund)
 
 
 class PaymentApi(order_service_pb2_grpc.PaymentServiceServicer):
-    """Read access to payments.
-
-    RPCs not overridden here answer UNIMPLEMENTED (501 through the gateway) until their issue
-    lands: the generated base raises NotImplementedError, which the boundary interceptor maps.
-    """
+    """Read access to payments."""
 
     def __init__(self, use_cases: Payments) -> None:
         self._use_cases = use_cases
+
+    async def GetPayment(self, request: pb.GetPaymentRequest, context: _Context) -> pb.Payment:
+        return payment_message(await self._use_cases.get_payment(_caller(), request.id))

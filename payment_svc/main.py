@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from common.grpc_server import Service
+from common.logging import get_logger
 from common.service_runner import (
     Runtime,
     ServiceSettings,
@@ -15,34 +19,108 @@ from common.service_runner import (
     Wiring,
     run_service,
 )
+from common.user_client import ServiceTokens
 from microcommerce.payment.v1 import order_service_pb2, order_service_pb2_grpc
 from payment_svc import events, grpc_api
-from payment_svc.service import Payments
+from payment_svc.inventory_client import GrpcInventory
+from payment_svc.provider import PROVIDERS, ResilientProvider
+from payment_svc.saga import FAULT_POINTS, CheckoutSaga, FaultHook, no_faults
+from payment_svc.service import PaymentPolicy, Payments
 from payment_svc.store import PaymentStore
+
+_log = get_logger(__name__)
 
 
 class PaymentSettings(ServiceSettings):
     port: int = Field(8081, ge=0, le=65535, validation_alias="MC_PAYMENT_PORT")
+    # Which PaymentProvider class takes the money (payment_svc.provider.PROVIDERS).
+    provider: str = Field("sandbox", validation_alias="MC_PAYMENT_PROVIDER")
+    provider_timeout_s: float = Field(5.0, gt=0, validation_alias="MC_PAYMENT_PROVIDER_TIMEOUT_S")
+    provider_attempts: int = Field(3, ge=1, validation_alias="MC_PAYMENT_PROVIDER_ATTEMPTS")
+    inventory_deadline_s: float = Field(
+        5.0, gt=0, validation_alias="MC_PAYMENT_INVENTORY_DEADLINE_S"
+    )
+    recovery_grace_s: float = Field(30.0, ge=0, validation_alias="MC_PAYMENT_RECOVERY_GRACE_S")
+    recovery_interval_s: float = Field(
+        10.0, gt=0, validation_alias="MC_PAYMENT_RECOVERY_INTERVAL_S"
+    )
+    replay_wait_s: float = Field(30.0, ge=0, validation_alias="MC_PAYMENT_REPLAY_WAIT_S")
+    # Test-only: the process SIGKILLs itself at this saga step boundary (saga.FAULT_POINTS).
+    fault_at: str = Field("", validation_alias="MC_PAYMENT_FAULT_AT")
+
+    @model_validator(mode="after")
+    def _known_choices(self) -> Self:
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"MC_PAYMENT_PROVIDER must be one of {sorted(PROVIDERS)}")
+        if self.fault_at and self.environment != "test":
+            raise ValueError("MC_PAYMENT_FAULT_AT is only allowed with MC_ENVIRONMENT=test")
+        if self.fault_at and self.fault_at not in FAULT_POINTS:
+            raise ValueError(f"MC_PAYMENT_FAULT_AT must be one of {FAULT_POINTS}")
+        return self
+
+
+def fault_hook(point_to_die_at: str) -> FaultHook:
+    """The test fault hook: SIGKILL, so nothing is flushed or rolled back, as in a real crash."""
+    if not point_to_die_at:
+        return no_faults
+
+    def die_at(point: str) -> None:
+        if point == point_to_die_at:
+            _log.warning("fault_injected", point=point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return die_at
 
 
 def wire(runtime: Runtime) -> Wiring:
-    # The servicers are abstract to mypy until every RPC is written; at run time the generated
-    # base answers the missing ones UNIMPLEMENTED, which is the contract until their issue lands.
-    use_cases = Payments(PaymentStore(runtime.database))
+    settings = runtime.settings
+    assert isinstance(settings, PaymentSettings)
+    store = PaymentStore(runtime.database, runtime.outbox)
+    provider = ResilientProvider(
+        PROVIDERS[settings.provider](runtime.database),
+        timeout_s=settings.provider_timeout_s,
+        attempts=settings.provider_attempts,
+    )
+    inventory = GrpcInventory(
+        settings.product_address,
+        ServiceTokens(runtime.users, service=runtime.name, settings=settings),
+        deadline_s=settings.inventory_deadline_s,
+    )
+    saga = CheckoutSaga(store, inventory, provider, fault=fault_hook(settings.fault_at))
+    use_cases = Payments(
+        store,
+        saga,
+        provider,
+        policy=PaymentPolicy(
+            replay_wait_s=settings.replay_wait_s,
+            recovery_grace_s=settings.recovery_grace_s,
+            recovery_interval_s=settings.recovery_interval_s,
+        ),
+    )
+
+    async def close_inventory_channel_at_stop() -> None:
+        # Background tasks are cancelled when the service stops: the only hook to close the
+        # channel, and an open grpc.aio channel can keep the process from exiting.
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await inventory.close()
+
     return Wiring(
         services=[
             Service(
                 order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
-                grpc_api.OrderApi(use_cases),  # type: ignore[abstract]
+                grpc_api.OrderApi(use_cases),
                 order_service_pb2_grpc.add_OrderServiceServicer_to_server,
             ),
             Service(
                 order_service_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name,
-                grpc_api.PaymentApi(use_cases),  # type: ignore[abstract]
+                grpc_api.PaymentApi(use_cases),
                 order_service_pb2_grpc.add_PaymentServiceServicer_to_server,
             ),
         ],
         checks={"database": use_cases.database_reachable},
+        background=[use_cases.run_recovery, close_inventory_channel_at_stop],
     )
 
 

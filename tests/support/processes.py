@@ -86,10 +86,16 @@ class Stack:
     gateway_url: str
 
     def start_service(
-        self, service: str, *, port: int | None = None, name: str | None = None
+        self,
+        service: str,
+        *,
+        port: int | None = None,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Process:
+        """Start (or restart) one service; ``env`` adds or overrides settings for this run."""
         port = port or int(self.base_env[f"MC_{service.upper()}_PORT"])
-        env = {**self.base_env, f"MC_{service.upper()}_PORT": str(port)}
+        env = {**self.base_env, **(env or {}), f"MC_{service.upper()}_PORT": str(port)}
         process = start_process(f"{service}_svc", env, self.log_dir, name or service)
         self.processes[name or service] = process
         return process
@@ -115,10 +121,13 @@ class Stack:
                 process.popen.kill()
 
 
-def start_stack(bootstrap: str, data_dir: Path) -> Stack:
+def start_stack(
+    bootstrap: str, data_dir: Path, extra_env: Mapping[str, str] | None = None
+) -> Stack:
     ports = {name: free_port() for name in ("gateway", "payment", "product", "user")}
     env = {
         **FAST_KAFKA,
+        **(extra_env or {}),
         "MC_KAFKA_BOOTSTRAP": bootstrap,
         "MC_DATA_DIR": str(data_dir),
         "MC_ENVIRONMENT": "test",

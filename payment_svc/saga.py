@@ -1,0 +1,311 @@
+"""The checkout saga: drives one order from its stored status to CONFIRMED or a compensated FAILED.
+
+Each step reads the order, does one remote call that is idempotent by a key derived from the
+order (reserve/commit/release by order id; authorize/capture/void/refund by payment id), then
+records the outcome with a compare-and-set on the order's status, together with its events.
+A crash anywhere therefore leaves a status from which ``drive`` can simply run again: the
+repeated remote call gets the first call's answer, and a step is recorded at most once.
+
+Compensations are done before the FAILED status is recorded, so a FAILED order never holds
+stock or money; a crash in between makes the recovery loop take the same decision again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from common.errors import NotFound, Unavailable
+from common.logging import get_logger
+from payment_svc import domain, messages
+from payment_svc.domain import Order, OrderLine, OrderStatus, PaymentStatus, RequestedItem
+from payment_svc.ports import (
+    Inventory,
+    InventoryUnavailable,
+    OutOfStock,
+    ReservationLost,
+    ReservationRefused,
+    UnknownProduct,
+)
+from payment_svc.provider import PaymentProvider
+from payment_svc.store import PaymentChange, PaymentStore
+
+_log = get_logger(__name__)
+T = TypeVar("T")
+
+# Step boundaries where a test may make the process die (MC_PAYMENT_FAULT_AT): each is a point
+# where the remote world and our database disagree until recovery runs.
+FAULT_POINTS = (
+    "order_created",  # PENDING stored, nothing reserved
+    "stock_reserved_remote",  # product_svc reserved, not recorded
+    "stock_reserved",  # STOCK_RESERVED recorded
+    "authorized_remote",  # provider authorized, not recorded
+    "payment_authorized",  # PAYMENT_AUTHORIZED recorded
+    "captured_remote",  # provider captured, not recorded
+    "captured",  # capture recorded
+    "committed_remote",  # product_svc committed, CONFIRMED not recorded
+)
+
+FaultHook = Callable[[str], None]
+
+
+def no_faults(_point: str) -> None:
+    """The production fault hook: nothing happens."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CheckoutSaga:
+    """Runs the checkout state machine of ``payment_svc.domain`` against the real world."""
+
+    def __init__(
+        self,
+        store: PaymentStore,
+        inventory: Inventory,
+        provider: PaymentProvider,
+        *,
+        fault: FaultHook = no_faults,
+        inventory_attempts: int = 3,
+        inventory_backoff_s: float = 0.1,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._store = store
+        self._inventory = inventory
+        self._provider = provider
+        self._fault_hook = fault
+        self._attempts = inventory_attempts
+        self._backoff_s = inventory_backoff_s
+        self._clock = clock
+
+    def fault(self, point: str) -> None:
+        """A step boundary: the test fault hook may end the process here."""
+        self._fault_hook(point)
+
+    async def restock(self, order_id: str) -> None:
+        """Return a cancelled order's units to stock (idempotent on product_svc's side)."""
+        order = await self._store.order(order_id)
+        if order is None:
+            raise NotFound(f"order {order_id} not found")
+        await self._release(order)
+
+    async def drive(self, order_id: str) -> Order:
+        """Advance the order until its checkout is over; returns it CONFIRMED or FAILED.
+
+        Raises ``Unavailable`` when product_svc cannot be reached to finish or compensate a
+        step: the order keeps its status and the recovery loop retries it later.
+        """
+        while True:
+            order = await self._store.order(order_id)
+            if order is None:
+                raise NotFound(f"order {order_id} not found")
+            if order.status is OrderStatus.PENDING:
+                await self._reserve(order)
+            elif order.status is OrderStatus.STOCK_RESERVED:
+                await self._authorize(order)
+            elif order.status is OrderStatus.PAYMENT_AUTHORIZED:
+                await self._capture_and_commit(order)
+            else:
+                return order
+
+    async def _reserve(self, order: Order) -> None:
+        items = [RequestedItem(line.product_id, line.quantity) for line in order.lines]
+        try:
+            reserved = await self._retrying(lambda: self._inventory.reserve(order.id, items))
+        except OutOfStock:
+            await self._fail(order, domain.OUT_OF_STOCK)
+            return
+        except UnknownProduct:
+            await self._fail(order, domain.PRODUCT_NOT_FOUND)
+            return
+        except ReservationRefused:
+            await self._release(order)
+            await self._fail(order, domain.RESERVATION_REFUSED)
+            return
+        except InventoryUnavailable:
+            # The reserve may have happened after all: releasing settles it either way (and
+            # product_svc then refuses a late reserve for this order).
+            await self._release(order)
+            await self._fail(order, domain.INVENTORY_UNAVAILABLE)
+            return
+        self.fault("stock_reserved_remote")
+        by_product = {line.product_id: line for line in reserved}
+        lines = [
+            OrderLine(
+                line.product_id,
+                line.quantity,
+                by_product[line.product_id].sku,
+                by_product[line.product_id].name,
+                by_product[line.product_id].unit_price,
+            )
+            for line in order.lines
+        ]
+        total = domain.order_total(lines)
+        priced = replace(order, lines=tuple(lines), total=total)
+        await self._store.transition(
+            order.id,
+            OrderStatus.PENDING,
+            OrderStatus.STOCK_RESERVED,
+            now=self._clock(),
+            lines=lines,
+            payment=PaymentChange(PaymentStatus.PENDING, amount=total),
+            events=[messages.order_placed(priced)],
+        )
+        self.fault("stock_reserved")
+
+    async def _authorize(self, order: Order) -> None:
+        payment = order.payment
+        assert payment is not None
+        assert order.total is not None
+        token = await self._store.card_token(order.id)
+        result = await self._provider.authorize(f"{payment.id}:authorize", token, order.total)
+        self.fault("authorized_remote")
+        if result.approved:
+            authorized = _replace_payment(order, PaymentStatus.AUTHORIZED)
+            await self._store.transition(
+                order.id,
+                OrderStatus.STOCK_RESERVED,
+                OrderStatus.PAYMENT_AUTHORIZED,
+                now=self._clock(),
+                payment=PaymentChange(PaymentStatus.AUTHORIZED, authorization_id=result.reference),
+                events=[messages.payment_authorized(order, authorized)],
+            )
+            self.fault("payment_authorized")
+            return
+        assert result.failure is not None
+        await self._release(order)
+        await self._store.transition(
+            order.id,
+            OrderStatus.STOCK_RESERVED,
+            OrderStatus.FAILED,
+            now=self._clock(),
+            failure_reason=result.failure.value,
+            payment=PaymentChange(PaymentStatus.FAILED, failure_reason=result.failure),
+            events=[
+                messages.payment_failed(order, payment, result.failure.value, result.retryable),
+                messages.order_failed(order, result.failure.value),
+            ],
+        )
+
+    async def _capture_and_commit(self, order: Order) -> None:
+        payment = order.payment
+        assert payment is not None
+        assert order.total is not None
+        authorization = payment.authorization_id or ""
+        if payment.status is PaymentStatus.AUTHORIZED:
+            result = await self._provider.capture(
+                f"{payment.id}:capture", authorization, order.total
+            )
+            self.fault("captured_remote")
+            if not result.approved:
+                await self._provider.void(f"{payment.id}:void", authorization)
+                await self._release(order)
+                await self._store.transition(
+                    order.id,
+                    OrderStatus.PAYMENT_AUTHORIZED,
+                    OrderStatus.FAILED,
+                    now=self._clock(),
+                    failure_reason=domain.CAPTURE_FAILED,
+                    payment=PaymentChange(PaymentStatus.VOIDED),
+                    events=[
+                        messages.payment_voided(order, payment),
+                        messages.order_failed(order, domain.CAPTURE_FAILED),
+                    ],
+                )
+                return
+            await self._store.change_payment(
+                order.id,
+                PaymentStatus.AUTHORIZED,
+                PaymentChange(PaymentStatus.CAPTURED),
+                now=self._clock(),
+                events=[messages.payment_captured(order, payment)],
+            )
+            self.fault("captured")
+            return  # re-read: the next round commits
+        try:
+            await self._retrying(lambda: self._inventory.commit(order.id))
+        except InventoryUnavailable as error:
+            raise Unavailable(
+                "the inventory could not be reached; the order will be completed shortly",
+                retry_after_s=5,
+            ) from error
+        except (ReservationLost, ReservationRefused, UnknownProduct, OutOfStock):
+            await self._refund_unsold(order)
+            return
+        self.fault("committed_remote")
+        await self._store.transition(
+            order.id,
+            OrderStatus.PAYMENT_AUTHORIZED,
+            OrderStatus.CONFIRMED,
+            now=self._clock(),
+            events=[messages.order_confirmed(order, payment)],
+        )
+
+    async def _refund_unsold(self, order: Order) -> None:
+        # The reservation expired while the card was charged: the money goes back in full.
+        payment = order.payment
+        assert payment is not None
+        assert order.total is not None
+        result = await self._provider.refund(
+            f"{payment.id}:unsold", payment.authorization_id or "", order.total
+        )
+        if not result.approved:
+            raise Unavailable("the refund of an unsold order failed; it will be retried")
+        refund = domain.Refund(
+            f"{payment.id}:unsold",
+            order.total,
+            domain.RESERVATION_LOST,
+            domain.RefundStatus.SUCCEEDED,
+            self._clock(),
+        )
+        await self._store.transition(
+            order.id,
+            OrderStatus.PAYMENT_AUTHORIZED,
+            OrderStatus.FAILED,
+            now=self._clock(),
+            failure_reason=domain.RESERVATION_LOST,
+            payment=PaymentChange(PaymentStatus.REFUNDED),
+            events=[
+                messages.payment_refunded(order, payment, refund),
+                messages.order_failed(order, domain.RESERVATION_LOST),
+            ],
+        )
+
+    async def _release(self, order: Order) -> None:
+        try:
+            await self._retrying(lambda: self._inventory.release(order.id))
+        except InventoryUnavailable as error:
+            raise Unavailable(
+                "the inventory could not be reached to release the stock; retried shortly",
+                retry_after_s=5,
+            ) from error
+
+    async def _fail(self, order: Order, reason: str) -> None:
+        await self._store.transition(
+            order.id,
+            order.status,
+            OrderStatus.FAILED,
+            now=self._clock(),
+            failure_reason=reason,
+            events=[messages.order_failed(order, reason)],
+        )
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return await call()
+            except InventoryUnavailable:
+                if attempt == self._attempts:
+                    raise
+                _log.warning("inventory_retrying", attempt=attempt)
+                await asyncio.sleep(self._backoff_s * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+
+def _replace_payment(order: Order, status: PaymentStatus) -> domain.Payment:
+    assert order.payment is not None
+    return replace(order.payment, status=status)

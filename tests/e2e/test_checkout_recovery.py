@@ -1,0 +1,101 @@
+"""payment_svc killed (SIGKILL) at every step boundary of checkout, restarted, and recovered.
+
+The fault-injection hook (MC_PAYMENT_FAULT_AT, allowed only with MC_ENVIRONMENT=test) makes the
+process kill itself at one step; a normal restart's recovery loop must then bring the order to
+CONFIRMED or a cleanly compensated FAILED, with the stock right and the card charged at most
+once. Runs once product_svc and user_svc are merged (skips before, with the reason).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from common.broker import EmbeddedBroker
+from payment_svc.saga import FAULT_POINTS
+from tests.support.checkout_stack import (
+    APPROVED,
+    DECLINED,
+    CheckoutStack,
+    close_checkout_stack,
+    open_checkout_stack,
+)
+from tests.support.processes import wait_for
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+FINAL = {"ORDER_STATUS_CONFIRMED", "ORDER_STATUS_FAILED"}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shop(
+    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[CheckoutStack]:
+    # The crashes are deliberate: the gateway's circuit breaker must not pause payment calls
+    # for them (it answers 503 until it trusts the restarted process again).
+    running = await open_checkout_stack(
+        broker.bootstrap,
+        Path(tmp_path_factory.mktemp("recovery")),
+        {"MC_BREAKER_FAILURE_THRESHOLD": "1000000", "MC_BREAKER_ERROR_RATE": "1"},
+    )
+    try:
+        await running.ready_or_skip()
+        yield running
+    finally:
+        await close_checkout_stack(running)
+
+
+async def restart_payment(shop: CheckoutStack, env: dict[str, str] | None = None) -> None:
+    current = shop.stack.processes["payment"]
+    if current.popen.poll() is None:
+        try:
+            current.terminate(timeout=20)
+        except subprocess.TimeoutExpired:  # a slow graceful stop must not block the restart
+            current.kill()
+    shop.stack.start_service("payment", env=env)
+
+    async def serving() -> bool:
+        probe = await shop.call("GET", "/api/v1/orders", token=shop.customers[0])
+        return probe.status == 200
+
+    await wait_for(serving, within=60, interval=0.2)
+
+
+# A declined card never reaches the steps after the authorization.
+CASES = [(point, APPROVED) for point in FAULT_POINTS] + [
+    (point, DECLINED) for point in FAULT_POINTS[: FAULT_POINTS.index("authorized_remote") + 1]
+]
+
+
+@pytest.mark.parametrize(("point", "number"), CASES)
+async def test_a_crash_at_each_step_ends_confirmed_or_cleanly_failed_and_charged_at_most_once(
+    shop: CheckoutStack, point: str, number: str
+) -> None:
+    buyer = await shop.new_customer()
+    product = await shop.new_product(stock=3)
+    await restart_payment(shop, {"MC_PAYMENT_FAULT_AT": point})
+
+    crashed = await shop.checkout(buyer, [(product, 1)], number=number)
+    assert crashed.status not in (201, 402), crashed  # it died before answering
+    shop.stack.processes["payment"].popen.wait(30)
+    await restart_payment(shop)
+
+    async def settled() -> dict[str, Any] | None:
+        listed = await shop.call("GET", "/api/v1/orders", token=buyer)
+        orders = listed.body.get("orders", []) if listed.status == 200 else []
+        return orders[0] if orders and orders[0]["status"] in FINAL else None
+
+    order = await wait_for(settled, within=60, interval=0.2)
+    available, reserved = await shop.stock(product)
+    payment_id = order.get("payment", {}).get("id", "")
+    charged = await shop.captures_of(payment_id) if payment_id else 0
+    if order["status"] == "ORDER_STATUS_CONFIRMED":
+        assert (available, reserved, charged) == (2, 0, 1), (crashed, order)
+    else:
+        assert (available, reserved, charged) == (3, 0, 0), (crashed, order)
+    assert (order["status"] == "ORDER_STATUS_CONFIRMED") == (number == APPROVED)

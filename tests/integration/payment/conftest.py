@@ -1,0 +1,52 @@
+"""Payment fixtures: a migrated database on each backend and the use cases on fake ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from common.db import Database
+from common.migrations import script_location_of, upgrade_to_head
+from common.outbox import Outbox
+from payment_svc.provider import ResilientProvider, SandboxProvider
+from payment_svc.saga import CheckoutSaga
+from payment_svc.service import PaymentPolicy, Payments
+from payment_svc.store import PaymentStore
+from tests.support.payment_fakes import FakeInventory
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def payment_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """The payment schema, migrated, on a fresh SQLite file or the session's PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'payment.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    database = Database.from_url(url)
+    await upgrade_to_head(database.engine, script_location_of("payment"))
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def inventory() -> FakeInventory:
+    return FakeInventory()
+
+
+@pytest.fixture
+def store(payment_db: Database) -> PaymentStore:
+    return PaymentStore(payment_db, Outbox("payment"))
+
+
+@pytest.fixture
+def payments(payment_db: Database, store: PaymentStore, inventory: FakeInventory) -> Payments:
+    provider = ResilientProvider(SandboxProvider(payment_db), attempts=3, backoff_s=0.001)
+    saga = CheckoutSaga(store, inventory, provider, inventory_backoff_s=0.001)
+    return Payments(
+        store,
+        saga,
+        provider,
+        policy=PaymentPolicy(replay_wait_s=10, replay_poll_s=0.01, recovery_grace_s=0),
+    )

@@ -1,0 +1,278 @@
+"""Orders and payments through the real gateway and a real payment gRPC server (fake inventory).
+
+Everything is real except product_svc, replaced by the in-memory inventory: REST transcoding,
+the access interceptor, the error mapping (402, 409, 400, 422), the database and the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web import Application, Request
+
+from common.access import AccessInterceptor
+from common.db import Database
+from common.grpc_server import Service, create_server
+from common.migrations import script_location_of, upgrade_to_head
+from common.outbox import Outbox
+from common.tokens import TokenVerifier
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from microcommerce.payment.v1 import order_service_pb2, order_service_pb2_grpc
+from payment_svc import grpc_api
+from payment_svc.provider import ResilientProvider, SandboxProvider
+from payment_svc.saga import CheckoutSaga
+from payment_svc.service import PaymentPolicy, Payments
+from payment_svc.store import PaymentStore
+from tests.support.payment_fakes import FakeInventory
+from tests.support.tokens import KEYS, admin_token, bearer, customer_token
+
+SANDBOX = ("4242424242424242", "4000000000000002", "4000000000009995", "4000000000000119")
+Client = TestClient[Request, Application]
+
+
+@pytest_asyncio.fixture
+async def rest(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Client, FakeInventory, Path]]:
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'payment.db'}")
+    await upgrade_to_head(database.engine, script_location_of("payment"))
+    inventory = FakeInventory()
+    store = PaymentStore(database, Outbox("payment"))
+    provider = ResilientProvider(SandboxProvider(database), backoff_s=0.001)
+    saga = CheckoutSaga(store, inventory, provider, inventory_backoff_s=0.001)
+    use_cases = Payments(store, saga, provider, policy=PaymentPolicy(replay_poll_s=0.01))
+    names = order_service_pb2.DESCRIPTOR.services_by_name
+    running = await create_server(
+        services=[
+            Service(
+                names["OrderService"].full_name,
+                grpc_api.OrderApi(use_cases),
+                order_service_pb2_grpc.add_OrderServiceServicer_to_server,
+            ),
+            Service(
+                names["PaymentService"].full_name,
+                grpc_api.PaymentApi(use_cases),
+                order_service_pb2_grpc.add_PaymentServiceServicer_to_server,
+            ),
+        ],
+        address="127.0.0.1:0",
+        interceptors=[AccessInterceptor(TokenVerifier(KEYS))],
+    )
+    await running.server.start()
+    settings = GatewaySettings.model_validate(
+        {"environment": "test", "payment_address": f"127.0.0.1:{running.port}"}
+    )
+    client = TestClient(TestServer(create_app(settings, key_source=KEYS), host="127.0.0.1"))
+    await client.start_server()
+    yield client, inventory, tmp_path
+    await client.close()
+    await running.server.stop(None)
+    await database.dispose()
+
+
+def body(product_id: str, number: str = "4242424242424242", quantity: int = 1) -> dict[str, Any]:
+    return {
+        "items": [{"product_id": product_id, "quantity": quantity}],
+        "payment_method": {
+            "card": {
+                "number": number,
+                "exp_month": 12,
+                "exp_year": datetime.now(UTC).year + 2,
+                "cvc": "123",
+                "holder_name": "Ada Lovelace",
+            }
+        },
+    }
+
+
+async def place(
+    client: Client, payload: dict[str, Any], *, user: str = "user-1", key: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    response = await client.post(
+        "/api/v1/orders",
+        json=payload,
+        headers={**bearer(customer_token(user)), "Idempotency-Key": key or uuid.uuid4().hex},
+    )
+    return response.status, await response.json()
+
+
+def stocked(inventory: FakeInventory, stock: int = 5, price: int = 1999) -> str:
+    product_id = f"p-{uuid.uuid4().hex[:8]}"
+    inventory.add_product(product_id, stock, price)
+    return product_id
+
+
+async def test_a_successful_checkout_answers_201_with_the_contract_body(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    item = stocked(inventory, price=1999)
+
+    status, order = await place(client, body(item, quantity=2))
+
+    assert status == 201, order
+    assert order["status"] == "ORDER_STATUS_CONFIRMED"
+    assert order["total"] == {"amount": 3998, "currency": "USD"}
+    assert order["items"][0]["unit_price"] == {"amount": 1999, "currency": "USD"}
+    assert order["items"][0]["sku"] == f"SKU-{item}"
+    assert order["payment"]["card"] == {"brand": "visa", "last4": "4242"}
+    assert order["payment"]["status"] == "PAYMENT_STATUS_CAPTURED"
+    assert "create_time" in order
+    assert "4242424242424242" not in str(order)
+
+
+async def test_a_declined_card_answers_402_and_releases_the_stock(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    item = stocked(inventory, stock=3)
+
+    status, problem = await place(client, body(item, "4000000000000002"))
+
+    assert status == 402, problem
+    assert inventory.available[item] == 3
+
+
+async def test_not_enough_stock_answers_409(rest: tuple[Client, FakeInventory, Path]) -> None:
+    client, inventory, _ = rest
+    item = stocked(inventory, stock=1)
+
+    status, problem = await place(client, body(item, quantity=2))
+
+    assert status == 409, problem
+    assert problem["code"] == "ABORTED"
+
+
+@pytest.mark.parametrize(
+    ("card_change", "field"),
+    [
+        ({"number": "4242424242424241"}, "number"),
+        ({"exp_year": 2020}, "exp_year"),
+        ({"cvc": "12"}, "cvc"),
+    ],
+)
+async def test_an_invalid_card_answers_400_naming_the_field(
+    rest: tuple[Client, FakeInventory, Path], card_change: dict[str, Any], field: str
+) -> None:
+    client, inventory, _ = rest
+    payload = body(stocked(inventory))
+    payload["payment_method"]["card"].update(card_change)
+
+    status, problem = await place(client, payload)
+
+    assert status == 400, problem
+    assert field in str(problem)
+    assert "4242424242424241" not in str(problem)
+
+
+async def test_a_missing_idempotency_key_answers_400(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+
+    response = await client.post(
+        "/api/v1/orders", json=body(stocked(inventory)), headers=bearer(customer_token())
+    )
+
+    assert response.status == 400
+
+
+async def test_the_same_key_replays_and_another_body_answers_422(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    item = stocked(inventory, stock=5)
+
+    first = await place(client, body(item), key="replay-key")
+    again = await place(client, body(item), key="replay-key")
+    other = await place(client, body(item, quantity=2), key="replay-key")
+
+    assert first[0] == again[0] == 201
+    assert again[1]["id"] == first[1]["id"]
+    assert other[0] == 422, other[1]
+    assert inventory.available[item] == 4
+
+
+async def test_ten_concurrent_identical_requests_answer_one_order(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    item = stocked(inventory, stock=20)
+
+    answers = await asyncio.gather(*(place(client, body(item), key="burst") for _ in range(10)))
+
+    assert {status for status, _ in answers} == {201}
+    assert len({order["id"] for _, order in answers}) == 1
+    assert inventory.available[item] == 19
+
+
+async def test_history_payment_cancel_and_refund_over_rest(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    mine = bearer(customer_token(user))
+    admin = bearer(admin_token())
+    item = stocked(inventory, stock=5, price=1000)
+    _, first = await place(client, body(item), user=user)
+    _, second = await place(client, body(item), user=user)
+
+    listed = await (await client.get("/api/v1/orders?page_size=1", headers=mine)).json()
+    assert [o["id"] for o in listed["orders"]] == [second["id"]]
+    rest_page = await (
+        await client.get(
+            f"/api/v1/orders?page_size=1&page_token={listed['next_page_token']}", headers=mine
+        )
+    ).json()
+    assert [o["id"] for o in rest_page["orders"]] == [first["id"]]
+
+    stranger = await client.get(f"/api/v1/orders/{first['id']}", headers=bearer(customer_token()))
+    assert stranger.status == 404
+
+    refund = await client.post(
+        f"/api/v1/orders/{first['id']}/refunds",
+        json={"amount": {"amount": 300, "currency": "USD"}, "reason": "scratched"},
+        headers=admin,
+    )
+    assert refund.status == 201, await refund.text()
+    too_much = await client.post(
+        f"/api/v1/orders/{first['id']}/refunds",
+        json={"amount": {"amount": 800, "currency": "USD"}, "reason": "again"},
+        headers=admin,
+    )
+    assert too_much.status == 400, await too_much.text()
+
+    payment = await (
+        await client.get(f"/api/v1/payments/{first['payment']['id']}", headers=mine)
+    ).json()
+    assert payment["status"] == "PAYMENT_STATUS_PARTIALLY_REFUNDED"
+    assert [r["amount"]["amount"] for r in payment["refunds"]] == [300]
+
+    cancelled = await client.post(f"/api/v1/orders/{second['id']}:cancel", json={}, headers=mine)
+    assert cancelled.status == 200, await cancelled.text()
+    assert (await cancelled.json())["status"] == "ORDER_STATUS_CANCELLED"
+    assert inventory.available[item] == 4
+
+
+async def test_no_card_number_reaches_the_database_file(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, data_dir = rest
+    item = stocked(inventory, stock=10)
+    for number in SANDBOX:
+        await place(client, body(item, number))
+
+    stored = b"".join(path.read_bytes() for path in data_dir.glob("payment.db*"))
+
+    assert stored  # the checkouts were written
+    for number in SANDBOX:
+        assert number.encode() not in stored

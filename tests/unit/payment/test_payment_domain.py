@@ -1,0 +1,278 @@
+"""The order state machine, card validation, money and refund rules: no I/O."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, date, datetime
+
+import pytest
+
+from common.errors import FailedPrecondition, InvalidArgument, OutOfRange
+from payment_svc.domain import (
+    ILLEGAL_TRANSITION,
+    ORDER_TRANSITIONS,
+    CardBrand,
+    CardInput,
+    CardOnFile,
+    Money,
+    Order,
+    OrderStatus,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    RequestedItem,
+    check_cancellable,
+    check_transition,
+    checkout_error,
+    checkout_fingerprint,
+    detect_brand,
+    luhn_valid,
+    refund_amount,
+    status_after_refunds,
+    validate_card,
+    validate_items,
+)
+
+TODAY = date(2026, 11, 25)
+NOW = datetime(2026, 11, 25, tzinfo=UTC)
+
+LEGAL = [
+    ("PENDING", "STOCK_RESERVED"),
+    ("PENDING", "FAILED"),
+    ("STOCK_RESERVED", "PAYMENT_AUTHORIZED"),
+    ("STOCK_RESERVED", "FAILED"),
+    ("PAYMENT_AUTHORIZED", "CONFIRMED"),
+    ("PAYMENT_AUTHORIZED", "FAILED"),
+    ("CONFIRMED", "CANCELLED"),
+    ("CONFIRMED", "PARTIALLY_REFUNDED"),
+    ("CONFIRMED", "REFUNDED"),
+    ("PARTIALLY_REFUNDED", "PARTIALLY_REFUNDED"),
+    ("PARTIALLY_REFUNDED", "REFUNDED"),
+]
+ALL_PAIRS = list(itertools.product(OrderStatus, OrderStatus))
+
+
+@pytest.mark.parametrize(("current", "target"), LEGAL)
+def test_the_saga_and_after_sale_moves_are_allowed(current: str, target: str) -> None:
+    check_transition(OrderStatus(current), OrderStatus(target))
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [(a, b) for a, b in ALL_PAIRS if (a.value, b.value) not in LEGAL],
+    ids=lambda s: s.value,
+)
+def test_every_other_move_is_refused(current: OrderStatus, target: OrderStatus) -> None:
+    with pytest.raises(FailedPrecondition) as raised:
+        check_transition(current, target)
+    assert raised.value.reason == ILLEGAL_TRANSITION
+
+
+@pytest.mark.parametrize("final", ["CANCELLED", "FAILED", "REFUNDED"])
+def test_final_states_have_no_way_out(final: str) -> None:
+    assert ORDER_TRANSITIONS[OrderStatus(final)] == frozenset()
+
+
+def test_only_the_checkout_states_belong_to_the_saga() -> None:
+    assert {s for s in OrderStatus if s.in_checkout} == {
+        OrderStatus.PENDING,
+        OrderStatus.STOCK_RESERVED,
+        OrderStatus.PAYMENT_AUTHORIZED,
+    }
+
+
+@pytest.mark.parametrize(
+    ("number", "valid"),
+    [
+        ("4242424242424242", True),
+        ("4000000000000002", True),
+        ("4000000000009995", True),
+        ("4000000000000119", True),
+        ("378282246310005", True),
+        ("4242424242424241", False),
+        ("0000000000000001", False),
+        ("42424242abcd4242", False),
+    ],
+)
+def test_the_luhn_check_accepts_real_numbers_and_refuses_typos(number: str, valid: bool) -> None:
+    assert luhn_valid(number) is valid
+
+
+@pytest.mark.parametrize(
+    ("number", "brand"),
+    [
+        ("4242424242424242", CardBrand.VISA),
+        ("5555555555554444", CardBrand.MASTERCARD),
+        ("2223003122003222", CardBrand.MASTERCARD),
+        ("378282246310005", CardBrand.AMEX),
+        ("6011111111111117", CardBrand.DISCOVER),
+        ("6445644564456445", CardBrand.DISCOVER),
+        ("3566002020360505", CardBrand.UNKNOWN),
+    ],
+)
+def test_the_brand_comes_from_the_number(number: str, brand: CardBrand) -> None:
+    assert detect_brand(number) is brand
+
+
+def card(number: str = "4242424242424242", **changes: object) -> CardInput:
+    fields: dict[str, object] = {
+        "number": number,
+        "exp_month": 12,
+        "exp_year": 2030,
+        "cvc": "123",
+        "holder_name": "Ada Lovelace",
+    }
+    fields.update(changes)
+    return CardInput(**fields)  # type: ignore[arg-type]
+
+
+def test_a_valid_card_keeps_only_brand_and_last4_visible() -> None:
+    valid = validate_card(card("4242 4242-4242 4242"), today=TODAY)
+
+    assert (valid.brand, valid.last4) == (CardBrand.VISA, "4242")
+    assert "4242424242424242" not in repr(valid)
+    assert "123" not in repr(valid)
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        (card("4242424242424241"), "number"),
+        (card(""), "number"),
+        (card("4242"), "number"),
+        (card(exp_month=13), "exp_month"),
+        (card(exp_month=0), "exp_month"),
+        (card(exp_year=26), "exp_year"),
+        (card(exp_year=2026, exp_month=10), "exp_year"),
+        (card(cvc="12"), "cvc"),
+        (card(cvc="1234"), "cvc"),
+        (card("378282246310005", cvc="123"), "cvc"),
+        (card(holder_name="  "), "holder_name"),
+    ],
+)
+def test_an_invalid_card_names_the_field_and_never_echoes_the_number(
+    bad: CardInput, field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        validate_card(bad, today=TODAY)
+
+    assert raised.value.field == f"payment_method.card.{field}"
+    assert bad.number not in raised.value.message or not bad.number
+
+
+def test_a_card_is_valid_through_its_expiry_month_and_amex_takes_four_digits() -> None:
+    validate_card(card(exp_year=2026, exp_month=11), today=TODAY)
+    validate_card(card("378282246310005", cvc="1234"), today=TODAY)
+
+
+@pytest.mark.parametrize(
+    ("items", "field"),
+    [
+        ([], "items"),
+        ([RequestedItem("", 1)], "items[0].product_id"),
+        ([RequestedItem("p", 0)], "items[0].quantity"),
+        ([RequestedItem("p", 1), RequestedItem("p", 2)], "items[1].product_id"),
+    ],
+)
+def test_items_need_a_product_once_and_a_positive_quantity(
+    items: list[RequestedItem], field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        validate_items(items)
+    assert raised.value.field == field
+
+
+def on_file(**changes: object) -> CardOnFile:
+    fields: dict[str, object] = {
+        "token": "tok",
+        "brand": CardBrand.VISA,
+        "last4": "4242",
+        "exp_month": 1,
+        "exp_year": 2030,
+        "holder_name": "A",
+    }
+    fields.update(changes)
+    return CardOnFile(**fields)  # type: ignore[arg-type]
+
+
+def test_the_request_fingerprint_ignores_the_token_but_not_the_items() -> None:
+    items = [RequestedItem("p", 1)]
+
+    assert checkout_fingerprint(items, on_file()) == checkout_fingerprint(
+        items, on_file(token="other")
+    )
+    assert checkout_fingerprint(items, on_file()) != checkout_fingerprint(
+        [RequestedItem("p", 2)], on_file()
+    )
+
+
+def test_money_of_different_currencies_does_not_add_up() -> None:
+    assert Money(100, "USD") + Money(5, "USD") == Money(105, "USD")
+    with pytest.raises(FailedPrecondition):
+        _ = Money(100, "USD") + Money(5, "EUR")
+
+
+def payment(status: PaymentStatus = PaymentStatus.CAPTURED, refunded: int = 0) -> Payment:
+    refunds = (
+        (Refund("r", Money(refunded, "USD"), "x", RefundStatus.SUCCEEDED, NOW),) if refunded else ()
+    )
+    return Payment(
+        "pay", "o", status, Money(1000, "USD"), CardBrand.VISA, "4242", NOW, refunds=refunds
+    )
+
+
+def test_a_refund_without_amount_takes_the_rest() -> None:
+    assert refund_amount(payment(refunded=300), None) == Money(700, "USD")
+
+
+def test_a_refund_above_what_is_left_is_out_of_range() -> None:
+    with pytest.raises(OutOfRange):
+        refund_amount(payment(refunded=300), Money(701, "USD"))
+
+
+@pytest.mark.parametrize("amount", [0, -5])
+def test_a_refund_must_be_positive(amount: int) -> None:
+    with pytest.raises(InvalidArgument):
+        refund_amount(payment(), Money(amount, "USD"))
+
+
+def test_a_refund_of_an_uncaptured_payment_is_refused() -> None:
+    with pytest.raises(FailedPrecondition):
+        refund_amount(payment(PaymentStatus.AUTHORIZED), None)
+
+
+def test_refunds_make_the_order_partially_then_fully_refunded() -> None:
+    captured = Money(1000, "USD")
+    assert status_after_refunds(captured, Money(1, "USD"))[0] is OrderStatus.PARTIALLY_REFUNDED
+    assert status_after_refunds(captured, captured) == (
+        OrderStatus.REFUNDED,
+        PaymentStatus.REFUNDED,
+    )
+
+
+def order(status: OrderStatus, failure: str | None = None) -> Order:
+    return Order("o", "u", status, (), None, None, NOW, NOW, failure)
+
+
+@pytest.mark.parametrize("status", [s for s in OrderStatus if s is not OrderStatus.CONFIRMED])
+def test_only_a_confirmed_order_can_be_cancelled(status: OrderStatus) -> None:
+    with pytest.raises(FailedPrecondition):
+        check_cancellable(order(status))
+
+
+@pytest.mark.parametrize(
+    ("failure", "status_name", "reason"),
+    [
+        ("OUT_OF_STOCK", "ABORTED", "OUT_OF_STOCK"),
+        ("CARD_DECLINED", "FAILED_PRECONDITION", "PAYMENT_DECLINED"),
+        ("INSUFFICIENT_FUNDS", "FAILED_PRECONDITION", "PAYMENT_DECLINED"),
+        ("PROCESSOR_ERROR", "UNAVAILABLE", "PAYMENT_PROCESSOR_ERROR"),
+        ("PRODUCT_NOT_FOUND", "NOT_FOUND", None),
+    ],
+)
+def test_a_failed_checkout_answers_the_error_of_its_cause(
+    failure: str, status_name: str, reason: str | None
+) -> None:
+    error = checkout_error(order(OrderStatus.FAILED, failure))
+    assert (error.status_name, error.reason) == (status_name, reason)
