@@ -12,11 +12,9 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer
 
 from common.broker import EmbeddedBroker
 from tests.support.checkout_stack import (
@@ -27,7 +25,7 @@ from tests.support.checkout_stack import (
     close_checkout_stack,
     open_checkout_stack,
 )
-from tests.support.processes import wait_for
+from tests.support.kafka_events import checkout_events
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -147,36 +145,6 @@ async def test_a_hundred_buyers_of_twenty_units_never_oversell(shop: CheckoutSta
     assert [await shop.captures_of(p) for p in paid] == [1] * 20
 
 
-async def consume_events(
-    bootstrap: str, order_ids: set[str], expected: int
-) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(
-        "order-events",
-        "payment-events",
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=20,
-    )
-    await consumer.start()
-    seen: list[dict[str, Any]] = []
-    try:
-
-        async def collect() -> bool:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                for record in records:
-                    event = json.loads(record.value or b"{}")
-                    if event.get("subject") in order_ids:
-                        seen.append(event)
-            return len({e["id"] for e in seen}) >= expected
-
-        await wait_for(collect, within=60, interval=0)
-    finally:
-        await consumer.stop()
-    return seen
-
-
 async def test_a_confirmed_checkout_publishes_its_order_and_payment_events_in_order(
     shop: CheckoutStack, broker: EmbeddedBroker
 ) -> None:
@@ -184,7 +152,7 @@ async def test_a_confirmed_checkout_publishes_its_order_and_payment_events_in_or
     product = await shop.new_product(stock=2)
     order = (await shop.checkout(buyer, [(product, 1)])).body
 
-    events = await consume_events(broker.bootstrap, {order["id"]}, expected=4)
+    events = await checkout_events(broker.bootstrap, {order["id"]}, expected=4)
 
     types = [e["type"] for e in events]
     assert types.index("microcommerce.order.placed") < types.index("microcommerce.order.confirmed")
@@ -208,7 +176,7 @@ async def test_checkouts_succeed_while_kafka_is_frozen_and_their_events_follow_i
     assert [a.status for a in answers] == [201, 201, 201], answers
     ids = {a.body["id"] for a in answers}
 
-    events = await consume_events(broker.bootstrap, ids, expected=12)
+    events = await checkout_events(broker.bootstrap, ids, expected=12)
 
     by_order: dict[str, list[str]] = defaultdict(list)
     for event in {e["id"]: e for e in events}.values():

@@ -196,9 +196,11 @@ class WidgetServer:
 
 
 @asynccontextmanager
-async def running_widget_server() -> AsyncIterator[WidgetServer]:
-    """Serve WidgetService on 127.0.0.1 and a free port until the block ends."""
-    servicer = WidgetServicer()
+async def running_widget_server(
+    servicer: WidgetServicer | None = None,
+) -> AsyncIterator[WidgetServer]:
+    """Serve WidgetService (``servicer``, or a plain one) on 127.0.0.1 and a free port."""
+    servicer = servicer or WidgetServicer()
     server = grpc.aio.server(interceptors=[BoundaryInterceptor()])
     widgets_pb2_grpc.add_WidgetServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import grpc
-
 from common.errors import Unavailable
-from common.grpc_server import BoundaryInterceptor
 from common.settings import SERVICE_NAMES
 from gateway.health import HealthRegistry
 from gateway.health_routes import health_routes
 from gateway.routes import discover_services
-from microcommerce.testing.v1 import widgets_pb2, widgets_pb2_grpc
+from microcommerce.testing.v1 import widgets_pb2
 from tests.support.processes import wait_for
 from tests.support.tokens import admin_token, bearer
 from tests.support.widget_service import (
     WIDGET_SERVICE,
     WidgetServer,
     WidgetServicer,
+    running_widget_server,
 )
 
 if TYPE_CHECKING:
@@ -75,19 +71,6 @@ class DeadlineRecorder(WidgetServicer):
         return await super().GetWidget(request, context)
 
 
-@asynccontextmanager
-async def serving(servicer: WidgetServicer) -> AsyncIterator[WidgetServer]:
-    server = grpc.aio.server(interceptors=[BoundaryInterceptor()])
-    widgets_pb2_grpc.add_WidgetServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield WidgetServer(servicer, f"127.0.0.1:{port}")
-    finally:
-        servicer.release.set()
-        await server.stop(grace=None)
-
-
 def calls_of(server: WidgetServer, method: str) -> int:
     return sum(1 for c in server.servicer.calls if c.method == method)
 
@@ -95,7 +78,7 @@ def calls_of(server: WidgetServer, method: str) -> int:
 async def test_an_idempotent_read_is_retried_past_a_passing_unavailable(
     start_gateway: HardenedGatewayFactory,
 ) -> None:
-    async with serving(FlakyServicer(failures=2)) as server:
+    async with running_widget_server(FlakyServicer(failures=2)) as server:
         gateway = await start_gateway({W: server.address})
 
         response = await gateway.get("/v1/widgets/w-1")
@@ -107,7 +90,7 @@ async def test_an_idempotent_read_is_retried_past_a_passing_unavailable(
 async def test_a_non_idempotent_call_is_never_retried(
     start_gateway: HardenedGatewayFactory,
 ) -> None:
-    async with serving(FlakyServicer(failures=2)) as server:
+    async with running_widget_server(FlakyServicer(failures=2)) as server:
         gateway = await start_gateway({W: server.address})
 
         response = await gateway.post(
@@ -135,7 +118,7 @@ async def test_the_deadline_travels_to_the_service_shortened_by_the_client(
     start_gateway: HardenedGatewayFactory,
 ) -> None:
     servicer = DeadlineRecorder()
-    async with serving(servicer) as server:
+    async with running_widget_server(servicer) as server:
         gateway = await start_gateway({W: server.address}, upstream_timeout_s=5.0)
 
         await gateway.get("/v1/widgets/w")
@@ -259,7 +242,7 @@ async def test_calls_are_balanced_over_every_instance_and_skip_those_reported_do
     start_gateway: HardenedGatewayFactory,
 ) -> None:
     health = FakeHealth()
-    async with serving(WidgetServicer()) as first, serving(WidgetServicer()) as second:
+    async with running_widget_server() as first, running_widget_server() as second:
         gateway = await start_gateway({W: f"{first.address},{second.address}"}, health=health)
 
         async def both_served() -> bool:

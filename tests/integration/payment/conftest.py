@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -17,14 +16,10 @@ from payment_svc.store import PaymentStore
 from tests.support.payment_fakes import FakeInventory
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def payment_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+@pytest.fixture
+async def payment_db(db_url: str) -> AsyncIterator[Database]:
     """The payment schema, migrated, on a fresh SQLite file or the session's PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'payment.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database.from_url(url)
+    database = Database.from_url(db_url)
     await upgrade_to_head(database.engine, script_location_of("payment"))
     yield database
     await database.dispose()

@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
 from common.broker import EmbeddedBroker, free_port
@@ -35,6 +34,7 @@ from payment_svc.domain import RequestedItem
 from payment_svc.ports import InventoryError, OutOfStock, ReservationLost, UnknownProduct
 from payment_svc.provider import sandbox_ledger
 from payment_svc.saga import FAULT_POINTS
+from tests.support.kafka_events import checkout_events
 from tests.support.payment_fakes import FakeInventory
 from tests.support.processes import FAST_KAFKA, Process, start_process, wait_for
 from tests.support.tokens import SIGNER, customer_token
@@ -267,33 +267,6 @@ async def _replay(
     return str(order.id)
 
 
-async def consume(bootstrap: str, order_ids: set[str], expected: int) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(
-        "order-events",
-        "payment-events",
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=20,
-    )
-    await consumer.start()
-    seen: dict[str, dict[str, Any]] = {}
-    try:
-
-        async def collected() -> bool:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    event = json.loads(record.value or b"{}")
-                    if event.get("subject") in order_ids:
-                        seen.setdefault(event["id"], event)
-            return len(seen) >= expected
-
-        await wait_for(collected, within=60, interval=0)
-    finally:
-        await consumer.stop()
-    return list(seen.values())
-
-
 async def test_checkouts_succeed_with_kafka_frozen_and_every_event_follows_in_order(
     rig: Rig, broker: EmbeddedBroker
 ) -> None:
@@ -320,7 +293,7 @@ async def test_checkouts_succeed_with_kafka_frozen_and_every_event_follows_in_or
             broker.thaw()
 
     assert [o.status for o in orders] == [pb.ORDER_STATUS_CONFIRMED] * 2
-    events = await consume(broker.bootstrap, {o.id for o in orders}, expected=8)
+    events = await checkout_events(broker.bootstrap, {o.id for o in orders}, expected=8)
     for order in orders:
         mine = [e for e in events if e["subject"] == order.id]
         assert [e["type"] for e in mine if ".order." in e["type"]] == [

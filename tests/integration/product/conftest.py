@@ -6,7 +6,6 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
@@ -35,19 +34,10 @@ from tests.support.gateway_testing import Client
 from tests.support.tokens import KEYS, admin_token, service_token
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def product_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh SQLite file, or the session's PostgreSQL database (shared: use random keys)."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'product.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
-async def product_db(product_db_url: str) -> AsyncIterator[Database]:
-    await upgrade_to_head(product_db_url, script_location_of("product"))
-    database = Database.from_url(product_db_url)
+async def product_db(db_url: str) -> AsyncIterator[Database]:
+    await upgrade_to_head(db_url, script_location_of("product"))
+    database = Database.from_url(db_url)
     yield database
     await database.dispose()
 

@@ -97,18 +97,9 @@ async def running_user_server(settings: UserSettings) -> AsyncIterator[UserServe
         await database.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def user_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh SQLite file, or the session's PostgreSQL database (shared: use unique emails)."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'user.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
-async def user_server(user_db_url: str, tmp_path: Path) -> AsyncIterator[UserServer]:
-    async with running_user_server(user_settings(tmp_path, user_db_url)) as server:
+async def user_server(db_url: str, tmp_path: Path) -> AsyncIterator[UserServer]:
+    async with running_user_server(user_settings(tmp_path, db_url)) as server:
         yield server
 
 
