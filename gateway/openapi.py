@@ -25,6 +25,7 @@ from common.descriptors import (
     message_type,
 )
 from common.logging import get_logger
+from gateway.openapi_links import DECLARED_LINKS, DeclaredLink, derive_links
 from gateway.path_templates import Literal as LiteralSegment
 from gateway.path_templates import Variable
 from gateway.problems import GRPC_TO_HTTP, PROBLEM_CONTENT_TYPE
@@ -126,27 +127,43 @@ def build_openapi(
     title: str,
     version: str,
     extra_routes: Iterable[web.RouteDef] = (),
+    declared_links: Iterable[DeclaredLink] = DECLARED_LINKS,
 ) -> dict[str, Any]:
-    """The document: every RPC route, then the non-RPC ``extra_routes`` (health and such)."""
+    """The document: every RPC route, then the non-RPC ``extra_routes`` (health and such).
+
+    A create's success response links to the operations on what it created
+    (``gateway.openapi_links``); ``declared_links`` adds those the descriptors cannot imply.
+    """
     schemas = _Schemas()
     comments = {s.full_name: service_comments(s) for s in table.services}
     paths: dict[str, dict[str, Any]] = {}
     # Same-shape templates share one OpenAPI path, whose parameter names come from the first
     # (OpenAPI forbids two paths that differ only in parameter names).
     names_of_shape: dict[str, tuple[str, ...]] = {}
+    described: dict[tuple[str, str], tuple[Route, tuple[str, ...]]] = {}
     for route in table.routes:
         if route.http_method.lower() not in _OPENAPI_METHODS:
             continue  # served, but OpenAPI 3.1 cannot describe it
         shape = route.template.aiohttp_path()
         names = names_of_shape.setdefault(shape, route.template.placeholder_names)
-        item = paths.setdefault(route.template.openapi_path(names), {})
-        method = route.http_method.lower()
-        if method in item:
+        key = (route.template.openapi_path(names), route.http_method.lower())
+        if key in described:
             # E.g. {name=shelves/*} and {name=rooms/*}: both served, both /v1/{name} here.
             _log.warning("openapi_operation_skipped", rpc=route.rpc_path, path=route.template.text)
             continue
+        described[key] = (route, names)
+    links = derive_links(
+        [route for route, _ in described.values()],
+        {route.operation_id: names for route, names in described.values()},
+        declared_links,
+    )
+    for (path, method), (route, names) in described.items():
         comment = comments[route.service.full_name].get(route.method.name, "")
-        item[method] = _operation(route, names, schemas, comment)
+        operation = _operation(route, names, schemas, comment)
+        if route.operation_id in links:
+            success = operation["responses"][str(route.success_status)]
+            success["links"] = links[route.operation_id]
+        paths.setdefault(path, {})[method] = operation
     taken = {op["operationId"] for item in paths.values() for op in item.values()}
     for route_def in extra_routes:
         _add_extra_route(paths, route_def, taken)

@@ -1,7 +1,8 @@
-"""A structural check of our OpenAPI documents, in place of a full validator.
+"""A structural check of our OpenAPI documents, beyond what the OpenAPI 3.1 schema can say.
 
-It checks what a client generator or Swagger UI relies on: every path parameter declared,
-operationIds unique, every $ref resolvable, responses well formed, security schemes known, and
+It checks what a client generator, Swagger UI or a stateful fuzzer relies on: every path
+parameter declared, operationIds unique, every $ref resolvable, responses well formed, security
+schemes known, links pointing at real operations and parameters with runtime expressions, and
 that schemas keep to the subset OpenAPI 3.0 reads the same way (the docs page relies on it).
 """
 
@@ -15,6 +16,13 @@ _METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 _LOCATIONS = {"path", "query", "header", "cookie"}
 _TYPES = {"object", "array", "string", "integer", "number", "boolean"}
 _STATUS = re.compile(r"[1-5]([0-9]{2}|XX)|default")
+# Component and link names (OpenAPI 3.1, "Components Object").
+_LINK_NAME = re.compile(r"[a-zA-Z0-9.\-_]+")
+# Runtime expressions, as a Link Object's values may hold them (OpenAPI 3.1, "Runtime
+# Expressions"); we write only whole-value ones.
+_EXPRESSION = re.compile(
+    r"\$(url|method|statusCode|(request|response)\.(body(#(/[^/]*)*)?|(header|query|path)\.\S+))"
+)
 # JSON Schema 2020-12 keywords that OpenAPI 3.0 does not know or reads differently.
 _NOT_IN_30 = {"const", "examples", "$defs", "prefixItems", "if", "then", "else", "$schema"}
 
@@ -43,6 +51,7 @@ def problems_of(document: dict[str, Any]) -> list[str]:
             if operation_id in operation_ids:
                 found.append(f"{where}: operationId {operation_id!r} is used twice")
             operation_ids.add(operation_id)
+    found.extend(_link_problems(document))
     found.extend(_reference_problems(document))
     found.extend(_schema_problems(document))
     return found
@@ -80,6 +89,46 @@ def _operation_problems(
         for name in requirement:
             if name not in schemes:
                 yield f"{where}: unknown security scheme {name!r}"
+
+
+def _link_problems(document: dict[str, Any]) -> Iterator[str]:
+    operations = {
+        operation.get("operationId"): operation
+        for item in document.get("paths", {}).values()
+        for operation in item.values()
+        if isinstance(operation, dict)
+    }
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            for status, response in operation.get("responses", {}).items():
+                for name, link in response.get("links", {}).items():
+                    where = f"{method.upper()} {path} {status} link {name!r}"
+                    yield from _one_link_problems(where, name, link, operations)
+
+
+def _one_link_problems(
+    where: str, name: str, link: dict[str, Any], operations: dict[Any, dict[str, Any]]
+) -> Iterator[str]:
+    if not _LINK_NAME.fullmatch(name):
+        yield f"{where}: not a valid link name"
+    target = operations.get(link.get("operationId"))
+    if target is None:
+        yield f"{where}: operationId {link.get('operationId')!r} is not an operation"
+        return
+    declared = {(p.get("in"), p.get("name")) for p in target.get("parameters", [])}
+    for key, expression in link.get("parameters", {}).items():
+        location, _, parameter = key.partition(".")
+        if (location, parameter) not in declared:
+            yield f"{where}: the target has no {location} parameter {parameter!r}"
+        if not _EXPRESSION.fullmatch(str(expression)):
+            yield f"{where}: {expression!r} is not a runtime expression"
+    body = link.get("requestBody")
+    if body is not None:
+        if "requestBody" not in target:
+            yield f"{where}: a requestBody for an operation that takes none"
+        for value in body.values() if isinstance(body, dict) else [body]:
+            if not _EXPRESSION.fullmatch(str(value)):
+                yield f"{where}: body value {value!r} is not a runtime expression"
 
 
 def _walk(node: Any, path: str = "#") -> Iterator[tuple[str, Any]]:
