@@ -4,8 +4,9 @@ Derived from the route table, the way AIP-121 lays resources out: a ``201`` ``PO
 /…/things`` whose response has an ``id`` creates a *thing*; every route under ``/…/things/{id}``
 (get, update, delete, custom methods, sub-collections) takes that ``id``. Two more rules follow
 the same naming: a sub-message the create made along with the resource, named after another
-collection's resource (``Order.payment`` → ``/payments/{id}``), and a list whose query filters
-by ``<resource>_id`` (a new category → the products in it).
+collection's resource (``Order.payment`` → ``/payments/{id}``), and a request that takes a
+``<resource>_id``: a list's query filter or a body field (a new category → the products in it,
+and a product created in it).
 
 What the descriptors cannot tell (a sign-in's token pair feeds the refresh, the password a
 user registered with signs them in) is declared explicitly in ``DECLARED_LINKS``.
@@ -126,16 +127,28 @@ def _links_of_create(
             to_instances(
                 other, f"$response.body#/{field.name}/id", f"The created {field.name}'s `id`"
             )
-    for target in collections.lists_filtering_by(f"{noun}_{_ID}"):
+    reference = f"{noun}_{_ID}"
+    for target in collections.lists_filtering_by(reference):
         _add(
             links,
             target.operation_id,
             {
                 "operationId": target.operation_id,
-                "parameters": {f"query.{noun}_{_ID}": _RESPONSE_ID},
-                "description": f"The created {noun}'s `id` as the `{noun}_{_ID}` filter.",
+                "parameters": {f"query.{reference}": _RESPONSE_ID},
+                "description": f"The created {noun}'s `id` as the `{reference}` filter.",
             },
         )
+    for target in collections.bodies_referring_to(reference):
+        if target is not route:
+            _add(
+                links,
+                target.operation_id,
+                {
+                    "operationId": target.operation_id,
+                    "requestBody": {reference: _RESPONSE_ID},
+                    "description": f"The created {noun}'s `id` as the body's `{reference}`.",
+                },
+            )
     return links
 
 
@@ -168,20 +181,36 @@ class _Collections:
 
     def lists_filtering_by(self, field_name: str) -> list[Route]:
         """Verb-less GETs with a top-level string query parameter ``field_name``."""
-        found = []
-        for route in self._routes:
-            field = route.method.input_type.fields_by_name.get(field_name)
-            if (
-                route.http_method == "GET"
-                and route.template.verb is None
-                and route.query_allowed
-                and field is not None
-                and field.type == FieldDescriptor.TYPE_STRING
-                and not field.is_repeated
-                and not route.bound_by_path(field_name)
-            ):
-                found.append(route)
-        return found
+        return [
+            route
+            for route in self._routes
+            if route.http_method == "GET"
+            and route.template.verb is None
+            and route.query_allowed
+            and _is_top_level_string(route, field_name)
+        ]
+
+    def bodies_referring_to(self, field_name: str) -> list[Route]:
+        """Routes whose whole-request body has a top-level string field ``field_name``."""
+        return [
+            route
+            for route in self._routes
+            if route.body == "*" and _is_top_level_string(route, field_name)
+        ]
+
+
+def _is_top_level_string(route: Route, field_name: str) -> bool:
+    field = route.method.input_type.fields_by_name.get(field_name)
+    return (
+        field is not None
+        and field.type == FieldDescriptor.TYPE_STRING
+        and not field.is_repeated
+        and not any(name == field_name for name in _path_bound(route))
+    )
+
+
+def _path_bound(route: Route) -> list[str]:
+    return [".".join(f.name for f in fields) for fields in route.path_fields]
 
 
 def _created_collection(route: Route) -> tuple[str, ...] | None:

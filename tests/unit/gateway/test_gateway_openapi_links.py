@@ -98,10 +98,15 @@ def test_a_checkout_links_to_its_order_and_through_the_order_to_its_payment(
     assert not {"OrderService_ListOrders", "OrderService_CreateOrder"} & set(links)
 
 
-def test_a_new_category_links_to_the_products_filtered_by_it(real: dict[str, Any]) -> None:
+def test_a_new_category_links_to_the_products_filtered_by_it_and_to_a_product_in_it(
+    real: dict[str, Any],
+) -> None:
     links = targets(links_of(real, "post", "/api/v1/categories", "201"))
 
-    assert links == {"ProductService_ListProducts": {"query.category_id": BY_ID}}
+    assert links == {
+        "ProductService_ListProducts": {"query.category_id": BY_ID},
+        "ProductService_CreateProduct": {"category_id": BY_ID},
+    }
 
 
 def test_a_registration_links_to_roles_the_users_orders_and_signing_in(
@@ -159,12 +164,14 @@ def test_a_declared_link_applies_only_when_both_operations_are_in_the_document()
     assert problems_of(doc) == []
 
 
-def test_a_list_filtering_by_the_created_resources_id_is_linked() -> None:
+def test_requests_taking_the_created_resources_id_in_query_or_body_are_linked() -> None:
     service = service_with(
         {
             "MakeWidget": http_pb2.HttpRule(post="/v1/gadgets", body="*"),
             # CreateWidgetRequest has a top-level `widget_id`: a filter once in a query.
             "FindGadgets": http_pb2.HttpRule(get="/v1/gadget-finds"),
+            "TagGadget": http_pb2.HttpRule(post="/v1/gadget-tags", body="*"),
+            "TagGadgetByPath": http_pb2.HttpRule(post="/v1/gadget-tags/{widget_id}", body="*"),
         },
         request="CreateWidgetRequest",
         success_status=201,
@@ -173,7 +180,11 @@ def test_a_list_filtering_by_the_created_resources_id_is_linked() -> None:
     doc = build_openapi(build_route_table([service]), title="T", version="1")
 
     links = targets(links_of(doc, "post", "/v1/gadgets", "201"))
-    assert links == {"TestService_FindGadgets": {"query.widget_id": BY_ID}}
+    # Not the create itself, nor a route whose path already sets `widget_id`.
+    assert links == {
+        "TestService_FindGadgets": {"query.widget_id": BY_ID},
+        "TestService_TagGadget": {"widget_id": BY_ID},
+    }
 
 
 @pytest.mark.parametrize("which", ["real", "widgets"])
