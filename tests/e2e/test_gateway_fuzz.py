@@ -1,23 +1,33 @@
 """Schemathesis against the running stack's /openapi.json: no 5xx, no response off the schema.
 
-The services answer UNIMPLEMENTED (501) on this branch for every RPC not yet built; 501 is
-therefore accepted by ``not_a_server_error`` (schemathesis' ``expected-statuses``), every other
-5xx fails the test. For the same reason the checks that need working services
-(negative_data_rejection, positive_data_acceptance, use-after-free and the like) are left out.
-Calls go without a token: protected routes must answer a schema-conforming 401.
+Three callers, each in its own time-boxed run: anonymous (the protected routes must answer a
+conforming 401), a customer registered by the test, and the bootstrap admin the stack creates.
+The signed-in runs are also stateful: schemathesis follows the document's OpenAPI links from
+each create to the operations on what it created. ``tests.support.fuzz_hooks`` lets the
+creates send realistic bodies some of the time, so there are resources to follow links from.
+
+The stack runs with the gateway's rate limits off: hundreds of requests from one address would
+otherwise turn into 429s before they reach anything worth testing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import secrets
 import sys
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from common.broker import EmbeddedBroker
+from tests.support.fuzz_hooks import CATEGORY_ENV, PRODUCT_ENV
 from tests.support.processes import Stack, start_stack, wait_for
 
 CHECKS = (
@@ -27,52 +37,163 @@ CHECKS = (
     "response_headers_conformance",
     "response_schema_conformance",
 )
+ADMIN_EMAIL = "fuzz-admin@example.com"
+FUZZ = "examples,coverage,fuzzing"
+STATEFUL = "stateful"
+# (caller, phases, seconds): each run is bounded by schemathesis' own time budget (--max-time),
+# so the file stays near two minutes on a quiet 2-core machine. The stateful phase runs apart,
+# with its own budget: in one run, a slow coverage phase on a busy machine would starve it.
+RUNS = (
+    ("anonymous", "coverage", 10),
+    ("customer", FUZZ, 20),
+    ("customer", STATEFUL, 15),
+    ("admin", FUZZ, 15),
+    ("admin", STATEFUL, 20),
+)
+RUN_TIMEOUT_S = 120
+STARTUP_S = 90
+# Small batches per operation: with a time budget, fuzzing and stateful repeat until it is spent.
+MAX_EXAMPLES = 20
+# Everyone may erase their own account: the rest of a signed-in run would then test a deleted
+# user. The anonymous run still calls it (and gets 401).
+SELF_DESTRUCTIVE = "UserService_DeleteMe"
+ADMIN_ONLY = '/x-access == "ACCESS_ADMIN"'
 CONFIG = """
-[checks.not_a_server_error]
-expected-statuses = ["1xx", "2xx", "3xx", "4xx", "501"]
+hooks = "tests.support.fuzz_hooks"
+
+[phases.stateful.inference]
+# Follow the document's links only: they are what this test is about.
+algorithms = []
 """
-# Bounded for CI: a few examples per operation across all phases, well under five minutes.
-MAX_EXAMPLES = 50
-RUN_TIMEOUT_S = 270
+# Every operation is fuzzed in full by the caller it is meant for, once: the customer takes
+# the public and customer operations, the admin the admin ones. The customer still gets the
+# coverage phase on admin operations (each answer a conforming 403); the admin's stateful runs
+# still walk through everything, since links lead from admin creates to public reads.
+CALLER_CONFIG = {
+    "anonymous": "",
+    "customer": f"""
+[[operations]]
+include-by = '{ADMIN_ONLY}'
+phases.examples.enabled = false
+phases.fuzzing.enabled = false
+phases.stateful.enabled = false
+""",
+    "admin": f"""
+[[operations]]
+exclude-by = '{ADMIN_ONLY}'
+phases.examples.enabled = false
+phases.coverage.enabled = false
+phases.fuzzing.enabled = false
+
+# Archiving the product the realistic checkouts buy would turn every later checkout into a 404;
+# deleting is tested on the products the stateful phase creates itself.
+[[operations]]
+include-operation-id = "ProductService_DeleteProduct"
+phases.examples.enabled = false
+phases.coverage.enabled = false
+phases.fuzzing.enabled = false
+""",
+}
+COVERED_LINKS = re.compile(r"API Links:\s+(\d+) covered")
+
+
+@dataclass(frozen=True)
+class FuzzTarget:
+    """The running stack, a token per signed-in caller, and what realistic bodies refer to."""
+
+    url: str
+    tokens: dict[str, str]
+    category_id: str
+    product_id: str
 
 
 @pytest.fixture(scope="module")
 def fuzz_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with pytest.MonkeyPatch.context() as env:
-        # Fuzzing sends hundreds of requests from one address: rate limits would turn most
-        # into 429 before they reach anything worth testing.
-        env.setenv("MC_RATE_LIMIT_ENABLED", "false")
-        running = start_stack(broker.bootstrap, Path(tmp_path_factory.mktemp("fuzz")))
+    env = {
+        "MC_RATE_LIMIT_ENABLED": "false",
+        "MC_ADMIN_EMAIL": ADMIN_EMAIL,
+        "MC_ADMIN_PASSWORD": secrets.token_urlsafe(16),
+    }
+    running = start_stack(broker.bootstrap, Path(tmp_path_factory.mktemp("fuzz")), env)
     yield running
     running.stop()
 
 
-async def _up(stack: Stack) -> bool:
-    try:
-        return (await stack.health())["status"] == "UP"
-    except (aiohttp.ClientError, TimeoutError):
-        return False
+@pytest.fixture(scope="module")
+def fuzz_target(fuzz_stack: Stack) -> FuzzTarget:
+    return asyncio.run(_prepare(fuzz_stack))
 
 
-async def test_fuzzing_the_openapi_document_finds_no_server_error_and_no_schema_violation(
-    fuzz_stack: Stack, tmp_path: Path
-) -> None:
-    await wait_for(lambda: _up(fuzz_stack), within=60)
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
-    report = tmp_path / "report"
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("schemathesis")),
+async def _prepare(stack: Stack) -> FuzzTarget:
+    async with aiohttp.ClientSession(
+        stack.gateway_url, timeout=aiohttp.ClientTimeout(total=10)
+    ) as http:
+
+        async def call(path: str, body: dict[str, Any], token: str = "") -> tuple[int, Any]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with http.post(path, json=body, headers=headers) as response:
+                return response.status, await response.json(content_type=None)
+
+        async def admin_session() -> str | None:
+            password = stack.base_env["MC_ADMIN_PASSWORD"]
+            try:
+                status, body = await call(
+                    "/api/v1/auth/token", {"email": ADMIN_EMAIL, "password": password}
+                )
+            except (aiohttp.ClientError, TimeoutError):
+                return None
+            # 401 until user_svc has created the admin, just after it starts.
+            return str(body["access_token"]) if status == 200 else None
+
+        admin = await wait_for(admin_session, within=STARTUP_S, interval=0.5)
+        email, password = f"fuzz-{uuid.uuid4().hex[:10]}@example.com", secrets.token_urlsafe(12)
+        created = await call("/api/v1/users", {"email": email, "password": password, "name": "C"})
+        assert created[0] == 201, created
+        signed_in = await call("/api/v1/auth/token", {"email": email, "password": password})
+        assert signed_in[0] == 200, signed_in
+        category = await call(
+            "/api/v1/categories",
+            {"name": "Fuzzing", "slug": f"fuzzing-{uuid.uuid4().hex[:8]}"},
+            admin,
+        )
+        assert category[0] == 201, category
+        product = await call(
+            "/api/v1/products",
+            {
+                "sku": f"FUZZ-SEED-{uuid.uuid4().hex[:8]}",
+                "name": "What the fuzzer buys",
+                "description": "made by the fuzz test",
+                "category_id": category[1]["id"],
+                "price": {"amount": 1999, "currency": "USD"},
+                "stock": 1_000_000,
+            },
+            admin,
+        )
+        assert product[0] == 201, product
+    return FuzzTarget(
+        url=stack.gateway_url,
+        tokens={"customer": str(signed_in[1]["access_token"]), "admin": admin},
+        category_id=str(category[1]["id"]),
+        product_id=str(product[1]["id"]),
+    )
+
+
+def _arguments(
+    caller: str, phases: str, seconds: int, target: FuzzTarget, config: Path, report: Path
+) -> list[str]:
+    arguments = [
         "--config-file",
         str(config),
         "run",
-        f"{fuzz_stack.gateway_url}/openapi.json",
+        f"{target.url}/openapi.json",
         "--checks",
         ",".join(CHECKS),
-        "--phases",
-        "examples,coverage,fuzzing",
         "--max-examples",
         str(MAX_EXAMPLES),
+        "--phases",
+        phases,
+        "--max-time",
+        str(seconds),
         "--workers",
         "2",
         "--seed",
@@ -82,10 +203,49 @@ async def test_fuzzing_the_openapi_document_finds_no_server_error_and_no_schema_
         "junit",
         "--report-dir",
         str(report),
+    ]
+    if caller == "anonymous":
+        # Public operations are fuzzed by the signed-in runs; here only the refusals matter.
+        return [
+            *arguments,
+            "--include-by",
+            '/x-access != "ACCESS_PUBLIC"',
+            "--exclude-tag",
+            "meta",
+        ]
+    return [
+        *arguments,
+        "--header",
+        f"Authorization: Bearer {target.tokens[caller]}",
+        "--exclude-operation-id",
+        SELF_DESTRUCTIVE,
+    ]
+
+
+@pytest.mark.parametrize(("caller", "phases", "seconds"), RUNS)
+async def test_fuzzing_finds_no_server_error_and_no_schema_violation(
+    caller: str, phases: str, seconds: int, fuzz_target: FuzzTarget, tmp_path: Path
+) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG + CALLER_CONFIG[caller])
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("schemathesis")),
+        *_arguments(caller, phases, seconds, fuzz_target, config, tmp_path / "report"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         cwd=tmp_path,  # its example database (.schemathesis/) stays out of the repository
+        env={
+            **os.environ,
+            CATEGORY_ENV: fuzz_target.category_id,
+            PRODUCT_ENV: fuzz_target.product_id,
+        },
     )
-    output, _ = await asyncio.wait_for(process.communicate(), timeout=RUN_TIMEOUT_S)
+    raw, _ = await asyncio.wait_for(process.communicate(), timeout=RUN_TIMEOUT_S)
+    output = raw.decode(errors="replace")
 
-    assert process.returncode == 0, output.decode(errors="replace")[-20000:]
+    assert process.returncode == 0, output[-20000:]
+    if phases == STATEFUL:
+        covered = COVERED_LINKS.search(output)
+        # The stateful phase must have followed at least one link from a real create.
+        assert covered is not None, output[-5000:]
+        assert int(covered.group(1)) > 0, output[-5000:]
