@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 
 from common.broker import EmbeddedBroker
-from tests.support.fuzz_hooks import CATEGORY_ENV, PRODUCT_ENV
+from tests.support.fuzz_seed import CATEGORY_ENV, PRODUCT_ENV
 from tests.support.processes import Stack, start_stack, wait_for
 
 CHECKS = (

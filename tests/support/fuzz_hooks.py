@@ -6,8 +6,8 @@ creates are nearly always refused with 400 and the stateful phase never gets a r
 links it could follow. Here each create's body is either the fuzzer's own or a realistic one,
 and hypothesis draws between them: the refusals are still tested, the links now are too.
 
-Loaded by the schemathesis process through ``SCHEMATHESIS_HOOKS``; the ids of the category
-and product the test made beforehand come in ``FUZZ_CATEGORY_ID`` and ``FUZZ_PRODUCT_ID``.
+Loaded by the schemathesis process (its config names this module); the ids of the category
+and product the test made beforehand come through the environment (``fuzz_seed``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis import HookContext
 
-CATEGORY_ENV = "FUZZ_CATEGORY_ID"
-PRODUCT_ENV = "FUZZ_PRODUCT_ID"
+from tests.support.fuzz_seed import CATEGORY_ENV, PRODUCT_ENV
+
 APPROVED_CARD = "4242424242424242"
 
 
