@@ -36,13 +36,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import errors
 from common.db import Database
+from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
 from payment_svc import domain
 from payment_svc.domain import (
     CardBrand,
     CardOnFile,
     FailureReason,
-    Money,
     Order,
     OrderLine,
     OrderStatus,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from common.errors import FailedPrecondition, InvalidArgument
+from common.money import Money
 
 MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 10_000
@@ -21,23 +22,8 @@ MAX_ORDER_ID_LENGTH = 128
 MAX_RESERVATION_ITEMS = 100
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-# Money amounts travel as JSON numbers (CONTRACT.md); keep them exact in a double.
-MAX_AMOUNT = 2**53 - 1
 MAX_STOCK = 2**31 - 1
 
-# ISO 4217 active codes (2024 list). No maintained package for it is installed (pycountry is
-# not a dependency); the list changes a few times a decade.
-_ISO_4217_CODES = """
-    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN
-    BWP BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP
-    ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK
-    JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK
-    MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN
-    PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB
-    TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV WST XAF XAG
-    XAU XBA XBB XBC XBD XCD XDR XOF XPD XPF XPT XSU XTS XUA XXX YER ZAR ZMW ZWG ZWL
-"""
-ISO_4217 = frozenset(_ISO_4217_CODES.split())
 
 _SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -61,12 +47,6 @@ class ReservationStatus(Enum):
     COMMITTED = "COMMITTED"
     RELEASED = "RELEASED"
     EXPIRED = "EXPIRED"
-
-
-@dataclass(frozen=True)
-class Money:
-    amount: int
-    currency: str
 
 
 @dataclass(frozen=True)
@@ -225,18 +205,7 @@ def valid_slug(value: str) -> str:
 
 
 def valid_money(amount: int, currency: str, *, field_name: str = "price") -> Money:
-    if amount < 0:
-        raise InvalidArgument(
-            f"{field_name}.amount must not be negative", field=f"{field_name}.amount"
-        )
-    if amount > MAX_AMOUNT:
-        raise InvalidArgument(f"{field_name}.amount is too large", field=f"{field_name}.amount")
-    if currency not in ISO_4217:
-        raise InvalidArgument(
-            f"{field_name}.currency must be an ISO 4217 code in upper case, e.g. USD",
-            field=f"{field_name}.currency",
-        )
-    return Money(amount, currency)
+    return Money.parse(amount, currency, field=field_name)
 
 
 def valid_count(value: int, *, field_name: str) -> int:

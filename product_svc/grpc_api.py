@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.access import current_principal, require_principal
 from common.errors import InvalidArgument
+from common.money import Money
 from microcommerce.common.v1.money_pb2 import Money as MoneyMessage
 from microcommerce.product.v1 import (
     inventory_service_pb2 as inv,
@@ -42,12 +43,12 @@ def _timestamp(micros: int) -> Timestamp:
     return stamp
 
 
-def _money(money: domain.Money) -> MoneyMessage:
+def _money(money: Money) -> MoneyMessage:
     return MoneyMessage(amount=money.amount, currency=money.currency)
 
 
-def _money_in(message: Any, present: bool) -> domain.Money | None:
-    return domain.Money(message.amount, message.currency) if present else None
+def _money_in(message: Any, present: bool) -> Money | None:
+    return Money(message.amount, message.currency) if present else None
 
 
 def product_message(product: domain.Product) -> pb.Product:

@@ -6,9 +6,9 @@ import asyncio
 
 from common.errors import AlreadyExists, DomainError, InvalidArgument
 from common.logging import get_logger
+from common.money import Money
 from product_svc.domain import (
     Category,
-    Money,
     NewProduct,
     PriceChange,
     Product,

@@ -46,11 +46,11 @@ from common.errors import (
     InvalidArgument,
     NotFound,
 )
+from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
 from microcommerce.product.v1 import events_pb2
 from product_svc.domain import (
     Category,
-    Money,
     NewProduct,
     OrderBy,
     PriceChange,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import FailedPrecondition, InvalidArgument
+from common.money import Money
 from product_svc import domain
 from product_svc.service import descendants
 
@@ -39,7 +40,7 @@ def test_prices_are_non_negative_in_an_iso_4217_currency(
 
 
 def test_a_free_product_in_yen_is_a_valid_price() -> None:
-    assert domain.valid_money(0, "JPY") == domain.Money(0, "JPY")
+    assert domain.valid_money(0, "JPY") == Money(0, "JPY")
 
 
 @pytest.mark.parametrize("size", [0, -1, 101])
