@@ -37,6 +37,7 @@ from common.logging import configure_logging
 from common.migrations import script_location_of, upgrade_to_head
 from common.money import Money
 from common.outbox import Outbox
+from common.pagination import PageTokens
 from common.tokens import StaticKeys, TokenVerifier
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -44,7 +45,6 @@ from microcommerce.product.v1 import product_service_pb2 as pb
 from microcommerce.product.v1 import product_service_pb2_grpc
 from product_svc.domain import NewProduct
 from product_svc.grpc_api import ProductApi
-from product_svc.paging import PageTokens
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
 

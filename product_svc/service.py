@@ -7,6 +7,7 @@ import asyncio
 from common.errors import AlreadyExists, DomainError, InvalidArgument
 from common.logging import get_logger
 from common.money import Money
+from common.pagination import PageTokens
 from product_svc.domain import (
     Category,
     NewProduct,
@@ -29,7 +30,6 @@ from product_svc.domain import (
     valid_sku,
     valid_slug,
 )
-from product_svc.paging import PageTokens
 from product_svc.store import CatalogStore
 
 _log = get_logger(__name__)
