@@ -55,7 +55,7 @@ $(TEST_GENERATED): $(INSTALLED) $(GENERATED) $(TEST_PROTOS)
 	touch $@
 
 run: $(GENERATED)
-	$(PY) -m common.supervisor $(ARGS)
+	$(PY) -m localrun.supervisor $(ARGS)
 
 # The services migrate at start-up; this is for applying a release's schema ahead of it.
 migrate: $(GENERATED)
@@ -64,7 +64,7 @@ migrate: $(GENERATED)
 # Through the public API of a running stack (`make run` in another terminal); idempotent.
 # ARGS go to the seeder, e.g. ARGS="--token ...".
 seed: $(GENERATED)
-	$(PY) -m product_svc.seed --base-url "http://127.0.0.1:$${MC_GATEWAY_PORT:-8080}" $(ARGS)
+	$(PY) -m localrun.seed --base-url "http://127.0.0.1:$${MC_GATEWAY_PORT:-8080}" $(ARGS)
 
 lint: $(GENERATED) $(TEST_GENERATED)
 	$(BIN)/ruff check .
