@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     Row,
@@ -31,11 +32,12 @@ from common.errors import AlreadyExists
 from common.outbox import Outbox, OutgoingEvent
 from user_svc.domain import FailureCount, Preferences, Session, User
 
-_metadata = MetaData()
+# Every table as the migrations create it (tests/integration/common/test_schema_drift.py).
+METADATA = MetaData()
 
 users = Table(
     "users",
-    _metadata,
+    METADATA,
     Column("id", String(64), primary_key=True),
     Column("email", String(320), nullable=False, unique=True),
     Column("name", String(256), nullable=False),
@@ -46,36 +48,46 @@ users = Table(
     Column("marketing_emails", Boolean(), nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False),
     Column("deleted_time", DateTime(timezone=True), nullable=True),
+    Index("ix_users_create_time", "create_time", "id"),
 )
 
 sessions = Table(
     "user_sessions",
-    _metadata,
+    METADATA,
     Column("id", String(64), primary_key=True),
-    Column("user_id", String(64), ForeignKey("users.id"), nullable=False),
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False),
     Column("last_used_time", DateTime(timezone=True), nullable=False),
     Column("expire_time", DateTime(timezone=True), nullable=False),
     Column("revoked_time", DateTime(timezone=True), nullable=True),
     Column("user_agent", String(512), nullable=False),
     Column("client_address", String(128), nullable=False),
+    Index("ix_user_sessions_user", "user_id", "last_used_time"),
+    Index("ix_user_sessions_ended", "expire_time"),
 )
 
 refresh_tokens = Table(
     "user_refresh_tokens",
-    _metadata,
+    METADATA,
     Column("token_digest", String(64), primary_key=True),
-    Column("session_id", String(64), ForeignKey("user_sessions.id"), nullable=False),
+    Column(
+        "session_id",
+        String(64),
+        ForeignKey("user_sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
     Column("issue_time", DateTime(timezone=True), nullable=False),
     Column("spent_time", DateTime(timezone=True), nullable=True),
+    Index("ix_user_refresh_tokens_session", "session_id"),
 )
 
 login_failures = Table(
     "user_login_failures",
-    _metadata,
+    METADATA,
     Column("key", String(64), primary_key=True),
     Column("failures", Integer(), nullable=False),
     Column("window_start", DateTime(timezone=True), nullable=False),
+    Index("ix_user_login_failures_window", "window_start"),
 )
 
 
