@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from common.logging import get_logger
 from gateway.auth import PRINCIPAL_KEY
+from gateway.client_address import client_address
 from gateway.metrics import GatewayMetrics
 from gateway.problems import ProblemError
 from gateway.routes import Route
@@ -182,7 +183,7 @@ class RateLimiter:
 
     async def check_address(self, request: web.Request, route: Route) -> None:
         """Before anything else: the client address's budget."""
-        await self._check(request, route, "address", request.remote or "unknown")
+        await self._check(request, route, "address", client_address(request))
 
     async def check_user(self, request: web.Request, route: Route) -> None:
         """Once the token is verified: the user's budget, wherever they call from."""

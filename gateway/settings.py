@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from common.settings import CommonSettings, port_setting
+from gateway.client_address import ForwardedHeader
 
 
 class RateLimit(BaseModel):
@@ -83,6 +84,14 @@ class GatewaySettings(CommonSettings):
     retry_max_attempts: int = Field(3, ge=1, le=5)
     idempotent_rpcs: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # Proxies (CIDRs, comma-separated) whose forwarding header names the client
+    # (gateway/client_address.py). Empty: forwarded headers are ignored, the peer is the client.
+    trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
+    trusted_proxy_header: ForwardedHeader = Field(
+        ForwardedHeader.X_FORWARDED_FOR,
+        description="The header the trusted proxies write: X-Forwarded-For or Forwarded.",
+    )
+
     cors_allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Origins allowed to call from a browser; '*' for any; default none."
     )
@@ -93,7 +102,7 @@ class GatewaySettings(CommonSettings):
     health_down_after_s: float = Field(2.5, gt=0)
     health_broker_down_after_s: float = Field(2.0, gt=0)
 
-    @field_validator("cors_allowed_origins", "idempotent_rpcs", mode="before")
+    @field_validator("cors_allowed_origins", "idempotent_rpcs", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         # The environment gives one string: "https://a.example,https://b.example".

@@ -24,6 +24,7 @@ from common.request_context import (
     REQUEST_ID_METADATA_KEY,
 )
 from gateway.auth import Authenticator
+from gateway.client_address import client_address
 from gateway.deadlines import request_timeout
 from gateway.field_paths import FieldPathError, resolve, set_from_text, update_mask_paths
 from gateway.metrics import GatewayMetrics
@@ -170,11 +171,9 @@ def _merge(data: Any, message: Message) -> None:
 def _metadata(request: web.Request, route: Route) -> list[tuple[str, str]]:
     """What travels upstream as gRPC metadata: request id, credentials, idempotency, trace."""
     metadata = [(REQUEST_ID_METADATA_KEY, request_id(request))]
-    # The peer the gateway saw, for per-client throttling and session records upstream. Set
-    # by the gateway only: a client cannot forge it (a proxy in front would need its own
-    # trusted X-Forwarded-For handling, not done here).
-    if request.remote:
-        metadata.append((CLIENT_ADDRESS_METADATA_KEY, request.remote))
+    # For per-client throttling and session records upstream. Set by the gateway only, from
+    # the peer or a trusted proxy's header: a client cannot forge it.
+    metadata.append((CLIENT_ADDRESS_METADATA_KEY, client_address(request)))
     headers = request.headers
     user_agent = headers.get("User-Agent")
     if user_agent and _is_metadata_safe(user_agent):
