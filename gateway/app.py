@@ -92,7 +92,14 @@ def create_app(
         if buckets is None:
             redis_url = settings.redis_url
             buckets = RedisBuckets(redis_url.get_secret_value()) if redis_url else LocalBuckets()
-        limiter = RateLimiter(buckets, settings.rate_limits, settings.rate_limit_groups, metrics)
+        limiter = RateLimiter(
+            buckets,
+            settings.rate_limits,
+            settings.rate_limit_groups,
+            metrics,
+            failure_limits=settings.rate_limit_failures,
+            charged_every_call=settings.rate_limit_charged_every_call,
+        )
     cors = Cors(settings.cors_allowed_origins)
 
     users = UserServiceClient(settings.user_address)

@@ -76,8 +76,22 @@ class Transcoder:
         """Transcode one call; failures surface as ``ProblemError`` for the problem middleware."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request_timeout(request, self._timeout)
-        if self._limiter is not None:
-            await self._limiter.check_address(request, self.route)
+        if self._limiter is None:
+            return await self._answer(request, deadline)
+        await self._limiter.check_address(request, self.route)
+        try:
+            response = await self._answer(request, deadline)
+        except ProblemError as problem:
+            await self._limiter.charge_answer(request, self.route, problem.http_status)
+            raise
+        except web.HTTPException as error:  # aiohttp's own, e.g. 413 while reading the body
+            await self._limiter.charge_answer(request, self.route, error.status)
+            raise
+        await self._limiter.charge_answer(request, self.route, response.status)
+        return response
+
+    async def _answer(self, request: web.Request, deadline: float) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
         await self._authenticator.admit(request, self.route)  # a 401 costs no call
         if self._limiter is not None:
             await self._limiter.check_user(request, self.route)
