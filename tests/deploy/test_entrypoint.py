@@ -19,23 +19,38 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from common.broker import EmbeddedBroker, free_port
 from common.settings import SERVICE_NAMES
 from tests.deploy.chart_facts import GRPC_HEALTH_SERVICES
+from tests.deploy.dockerfile import parse
 from tests.support.processes import FAST_KAFKA, ROOT, wait_for
 
 START_WITHIN_S = 60.0
 
 
+def image_env(data_dir: Path, tmp_dir: Path) -> dict[str, str]:
+    """The final stage's ENV, with its /data and /tmp moved to the test's own directories."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    env = parse(ROOT / "Dockerfile")[-1].env()
+    moved = {}
+    for key, value in env.items():
+        if key == "PATH" or key.startswith("MC_"):
+            continue  # the test's interpreter and settings, not the image's
+        for inside, outside in (("/data", data_dir), ("/tmp", tmp_dir)):
+            if value == inside or value.startswith(f"{inside}/"):
+                value = str(outside) + value.removeprefix(inside)
+        moved[key] = value
+    return moved
+
+
 def entrypoint_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    """What the chart gives a container, minus the cluster: a data dir and a port of its own."""
+    """What the image and the chart give a container, minus the cluster: its data and tmp
+    dirs in the test's directory, a port of its own."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("MC_")}
     return {
         **inherited,
+        **image_env(data_dir, data_dir.parent / "tmp"),
         **FAST_KAFKA,
         "MC_DATA_DIR": str(data_dir),
         "MC_ENVIRONMENT": "test",
         "MC_SERVICE_CREDENTIAL": secrets.token_urlsafe(32),
-        # As in the image: no bytecode written (read-only root filesystem), logs unbuffered.
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
         **settings,
     }
 
@@ -55,12 +70,12 @@ def entrypoint(*argv: str, env: Mapping[str, str]) -> subprocess.CompletedProces
 class Started:
     """One process started through the entrypoint, its output kept in a file for failures."""
 
-    def __init__(self, command: str, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, command: str, env: Mapping[str, str], log_path: Path, cwd: Path) -> None:
         self.log_path = log_path
         with log_path.open("wb") as log:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "common.entrypoint", command],
-                cwd=ROOT,
+                cwd=cwd,
                 env=dict(env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -109,7 +124,10 @@ async def test_each_service_command_serves_grpc_health_and_stops_cleanly_on_sigt
         MC_KAFKA_BOOTSTRAP=broker.bootstrap,
         **{f"MC_{service.upper()}_PORT": str(port)},
     )
-    process = Started(service, env, tmp_path / f"{service}.log")
+    # The image's working directory is read-only: nothing may be written there.
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    process = Started(service, env, tmp_path / f"{service}.log", workdir)
     started.append(process)
 
     async def serving() -> bool:
@@ -119,6 +137,7 @@ async def test_each_service_command_serves_grpc_health_and_stops_cleanly_on_sigt
 
     await wait_for(serving, within=START_WITHIN_S, interval=0.2)
     assert await process.stop() == 0, process.log_path.read_text(errors="replace")[-3000:]
+    assert not list(workdir.iterdir())
 
 
 async def test_the_gateway_command_answers_liveness_and_stops_cleanly_on_sigterm(
@@ -131,7 +150,9 @@ async def test_the_gateway_command_answers_liveness_and_stops_cleanly_on_sigterm
         MC_GATEWAY_PORT=str(port),
         MC_SHUTDOWN_DRAIN_S="0",
     )
-    process = Started("gateway", env, tmp_path / "gateway.log")
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    process = Started("gateway", env, tmp_path / "gateway.log", workdir)
     started.append(process)
 
     async def live() -> bool:
@@ -149,6 +170,7 @@ async def test_the_gateway_command_answers_liveness_and_stops_cleanly_on_sigterm
 
     await wait_for(live, within=START_WITHIN_S, interval=0.2)
     assert await process.stop() == 0, process.log_path.read_text(errors="replace")[-3000:]
+    assert not list(workdir.iterdir())
 
 
 def migrated_revision(database: Path, service: str) -> str | None:
@@ -197,4 +219,4 @@ def test_an_unknown_command_or_stray_argument_exits_non_zero_with_the_usage(
     assert result.returncode != 0
     assert "usage: python -m common.entrypoint" in result.stderr
     assert "gateway" in result.stderr
-    assert not list(tmp_path.iterdir()), "a refused command must not touch the data dir"
+    assert not (tmp_path / "payment.db").exists(), "a refused command must not touch the data dir"
