@@ -8,7 +8,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf.message import Message
 from pydantic import SecretStr
 
 from common.errors import (
@@ -20,10 +19,9 @@ from common.errors import (
     Unavailable,
 )
 from common.logging import get_logger
-from common.outbox import OutgoingEvent
 from common.settings import SERVICE_NAMES
 from common.tokens import ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE, SERVICE_SUBJECT_PREFIX
-from microcommerce.user.v1 import events_pb2
+from user_svc import messages
 from user_svc.domain import (
     FailureCount,
     Page,
@@ -50,7 +48,6 @@ from user_svc.store import AccountStore
 
 _log = get_logger(__name__)
 
-USER_EVENTS_TOPIC = "user-events"
 SERVICE_TOKEN_TTL = timedelta(minutes=15)
 
 
@@ -79,10 +76,6 @@ class Throttling:
 class Lifetimes:
     access_token: timedelta
     session_idle: timedelta
-
-
-def _event(kind: str, user_id: str, data: Message) -> OutgoingEvent:
-    return OutgoingEvent(USER_EVENTS_TOPIC, f"microcommerce.user.{kind}", user_id, data)
 
 
 def _now() -> datetime:
@@ -137,13 +130,7 @@ class Accounts:
         )
         async with self._store.unit_of_work() as work:
             await work.add_user(user)
-            await work.emit(
-                _event(
-                    "registered",
-                    user.id,
-                    events_pb2.UserRegistered(user_id=user.id, roles=sorted(user.roles)),
-                )
-            )
+            await work.emit(messages.user_registered(user))
         _log.info("user_registered", user_id=user.id)
         return user
 
@@ -165,7 +152,7 @@ class Accounts:
             user = _live(await work.user(user_id, for_update=True))
             await work.save_user(user.erased(now))
             await work.revoke_sessions_of(user.id, now)
-            await work.emit(_event("deleted", user.id, events_pb2.UserDeleted(user_id=user.id)))
+            await work.emit(messages.user_deleted(user))
         _log.info("user_erased", user_id=user_id)
 
     async def preferences(self, user_id: str) -> Preferences:
@@ -195,18 +182,7 @@ class Accounts:
             if new_roles != user.roles:
                 changed = replace(user, roles=new_roles)
                 await work.save_user(changed)
-                await work.emit(
-                    _event(
-                        "roles_changed",
-                        user.id,
-                        events_pb2.UserRolesChanged(
-                            user_id=user.id,
-                            roles=sorted(new_roles),
-                            previous_roles=sorted(user.roles),
-                            changed_by=admin_id,
-                        ),
-                    )
-                )
+                await work.emit(messages.user_roles_changed(user, changed, changed_by=admin_id))
                 user = changed
         _log.info("user_roles_set", user_id=user_id, roles=sorted(new_roles), by=admin_id)
         return user
@@ -236,18 +212,7 @@ class Accounts:
             updated = replace(user, password_hash=password_hash, roles=user.roles | {ROLE_ADMIN})
             await work.save_user(updated)
             if updated.roles != user.roles:
-                await work.emit(
-                    _event(
-                        "roles_changed",
-                        user.id,
-                        events_pb2.UserRolesChanged(
-                            user_id=user.id,
-                            roles=sorted(updated.roles),
-                            previous_roles=sorted(user.roles),
-                            changed_by="bootstrap",
-                        ),
-                    )
-                )
+                await work.emit(messages.user_roles_changed(user, updated, changed_by="bootstrap"))
         return updated
 
     # Tokens and sessions
