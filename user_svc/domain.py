@@ -5,7 +5,6 @@ Plain Python only: no gRPC, SQL, Kafka or HTTP here (tests/unit/test_architectur
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import secrets
@@ -320,36 +319,3 @@ def throttle_key(scope: str, value: str) -> str:
     # Hashed: the throttle table must not become a second copy of emails and addresses that
     # outlives account erasure.
     return hashlib.sha256(f"{scope}:{value}".encode()).hexdigest()
-
-
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
-
-
-@dataclass(frozen=True)
-class Page:
-    """Where a list starts and how much it holds (AIP-158; the token is an opaque offset)."""
-
-    offset: int
-    size: int
-
-    @classmethod
-    def parse(cls, page_size: int, page_token: str) -> Page:
-        if page_size < 0:
-            raise InvalidArgument("page_size must not be negative", field="page_size")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        if not page_token:
-            return cls(0, size)
-        try:
-            offset = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("o:"))
-        except (ValueError, UnicodeDecodeError) as error:
-            raise InvalidArgument("page_token is not valid", field="page_token") from error
-        if offset < 0:
-            raise InvalidArgument("page_token is not valid", field="page_token")
-        return cls(offset, size)
-
-    def next_token(self, fetched: int) -> str:
-        """The token of the next page, given that ``size + 1`` rows were asked for."""
-        if fetched <= self.size:
-            return ""
-        return base64.urlsafe_b64encode(f"o:{self.offset + self.size}".encode()).decode()

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import SecretStr
 
+from common import pagination
+from common.clock import from_micros, to_micros
 from common.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -19,12 +21,12 @@ from common.errors import (
     Unavailable,
 )
 from common.logging import get_logger
+from common.pagination import PageTokens
 from common.settings import SERVICE_NAMES
 from common.tokens import ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE, SERVICE_SUBJECT_PREFIX
 from user_svc import messages
 from user_svc.domain import (
     FailureCount,
-    Page,
     Preferences,
     RefreshOutcome,
     Session,
@@ -101,8 +103,11 @@ class Accounts:
         throttling: Throttling,
         lifetimes: Lifetimes,
         service_credential: SecretStr | None,
+        page_tokens: PageTokens | None = None,
     ) -> None:
         self._store = store
+        # Without the deployment's key (MC_PAGE_TOKEN_KEY) tokens hold only within this process.
+        self._page_tokens = page_tokens or PageTokens.for_service(None, "user")
         self._keys = keys
         self._passwords = passwords
         self._throttling = throttling
@@ -167,13 +172,19 @@ class Accounts:
     # Administration
 
     async def list_users(
-        self, *, page_size: int, page_token: str, email: str
+        self, *, page_size: int | None, page_token: str, email: str
     ) -> tuple[list[User], str]:
-        page = Page.parse(page_size, page_token)
-        wanted = email.strip().lower() or None
+        """One page of accounts, newest first, and the token of the next page (AIP-158)."""
+        limit = pagination.page_size(page_size)
+        wanted = email.strip().lower()
+        bound_to = pagination.fingerprint("ListUsers", {"email": wanted})
+        before = self._cursor(page_token, bound_to)
         async with self._store.unit_of_work() as work:
-            found = await work.list_users(offset=page.offset, limit=page.size + 1, email=wanted)
-        return found[: page.size], page.next_token(len(found))
+            found = await work.list_users(limit=limit + 1, email=wanted or None, before=before)
+        page = found[:limit]
+        if len(found) <= limit:
+            return page, ""
+        return page, self._next_token(bound_to, page[-1].create_time, page[-1].id)
 
     async def set_roles(self, admin_id: str, user_id: str, roles: Sequence[str]) -> User:
         new_roles = check_roles(roles)
@@ -356,14 +367,35 @@ class Accounts:
             await work.revoke_session(session.id, _now())
 
     async def sessions(
-        self, user_id: str, *, page_size: int, page_token: str
+        self, user_id: str, *, page_size: int | None, page_token: str
     ) -> tuple[list[Session], str]:
-        page = Page.parse(page_size, page_token)
+        """One page of the user's live sessions, most recently used first, and the next token."""
+        limit = pagination.page_size(page_size)
+        # Bound to the user: another account's token is refused, not read as a cursor.
+        bound_to = pagination.fingerprint("ListSessions", {"user_id": user_id})
+        before = self._cursor(page_token, bound_to)
         async with self._store.unit_of_work() as work:
-            found = await work.live_sessions(
-                user_id, _now(), offset=page.offset, limit=page.size + 1
-            )
-        return found[: page.size], page.next_token(len(found))
+            found = await work.live_sessions(user_id, _now(), limit=limit + 1, before=before)
+        page = found[:limit]
+        if len(found) <= limit:
+            return page, ""
+        return page, self._next_token(bound_to, page[-1].last_used_time, page[-1].id)
+
+    def _cursor(self, page_token: str, bound_to: str) -> tuple[datetime, str] | None:
+        """The (time, id) sort key a page token resumes after; None for the first page."""
+        last = self._page_tokens.read(page_token, bound_to, key_length=2)
+        if last is None:
+            return None
+        micros, item_id = last
+        try:
+            return from_micros(int(micros)), item_id
+        except (ValueError, OverflowError):
+            # Signed by us, so only a token of an older format gets here.
+            raise InvalidArgument("page_token is not valid", field="page_token") from None
+
+    def _next_token(self, bound_to: str, moment: datetime, item_id: str) -> str:
+        # Microseconds, not a formatted time: an exact key whatever the database hands back.
+        return self._page_tokens.issue(bound_to, [str(to_micros(moment)), item_id])
 
     async def revoke_session(self, user_id: str, session_id: str) -> None:
         if not session_id:

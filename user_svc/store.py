@@ -20,6 +20,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -165,12 +166,17 @@ class UnitOfWork:
         row = (await self._session.execute(select(users).where(users.c.email == email))).first()
         return None if row is None else _user(row)
 
-    async def list_users(self, *, offset: int, limit: int, email: str | None) -> list[User]:
+    async def list_users(
+        self, *, limit: int, email: str | None, before: tuple[datetime, str] | None
+    ) -> list[User]:
+        """Accounts not erased, newest first, starting after the (create_time, id) ``before``."""
         query = select(users).where(users.c.deleted_time.is_(None))
         if email is not None:
             query = query.where(users.c.email == email)
+        if before is not None:
+            query = query.where(tuple_(users.c.create_time, users.c.id) < before)
         query = query.order_by(users.c.create_time.desc(), users.c.id.desc())
-        rows = (await self._session.execute(query.offset(offset).limit(limit))).all()
+        rows = (await self._session.execute(query.limit(limit))).all()
         return [_user(row) for row in rows]
 
     # Sessions and refresh tokens
@@ -195,20 +201,22 @@ class UnitOfWork:
         return None if row is None else _session(row)
 
     async def live_sessions(
-        self, user_id: str, now: datetime, *, offset: int, limit: int
+        self, user_id: str, now: datetime, *, limit: int, before: tuple[datetime, str] | None
     ) -> list[Session]:
-        query = (
-            select(sessions)
-            .where(
-                sessions.c.user_id == user_id,
-                sessions.c.revoked_time.is_(None),
-                sessions.c.expire_time > now,
-            )
-            .order_by(sessions.c.last_used_time.desc(), sessions.c.id)
-            .offset(offset)
-            .limit(limit)
+        """A user's live sessions, most recently used first, after (last_used_time, id) ``before``.
+
+        A session refreshed while someone pages moves ahead of the cursor and is missed by that
+        walk, never repeated: last_used_time only grows. A fresh listing shows it on top.
+        """
+        query = select(sessions).where(
+            sessions.c.user_id == user_id,
+            sessions.c.revoked_time.is_(None),
+            sessions.c.expire_time > now,
         )
-        return [_session(row) for row in (await self._session.execute(query)).all()]
+        if before is not None:
+            query = query.where(tuple_(sessions.c.last_used_time, sessions.c.id) < before)
+        query = query.order_by(sessions.c.last_used_time.desc(), sessions.c.id.desc())
+        return [_session(row) for row in (await self._session.execute(query.limit(limit))).all()]
 
     async def touch_session(self, session_id: str, now: datetime, expire_time: datetime) -> None:
         await self._session.execute(

@@ -9,7 +9,6 @@ import pytest
 from common.errors import InvalidArgument
 from user_svc.domain import (
     FailureCount,
-    Page,
     Preferences,
     RefreshOutcome,
     Session,
@@ -168,13 +167,3 @@ def test_a_failure_after_the_window_starts_a_new_one() -> None:
 def test_throttle_keys_do_not_contain_the_email() -> None:
     assert "ada" not in throttle_key("account", "ada@example.com")
     assert throttle_key("account", "x") != throttle_key("client", "x")
-
-
-def test_pages_default_to_20_cap_at_100_and_round_trip_their_token() -> None:
-    assert Page.parse(0, "") == Page(0, 20)
-    assert Page.parse(500, "") == Page(0, 100)
-    page = Page.parse(10, "")
-    assert Page.parse(10, page.next_token(11)) == Page(10, 10)
-    assert page.next_token(10) == ""
-    assert field_of(Page.parse, -1, "") == "page_size"
-    assert field_of(Page.parse, 10, "garbage!") == "page_token"
