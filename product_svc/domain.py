@@ -23,8 +23,6 @@ MAX_REASON_LENGTH = 500
 MAX_QUERY_LENGTH = 200
 MAX_ORDER_ID_LENGTH = 128
 MAX_RESERVATION_ITEMS = 100
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 MAX_STOCK = 2**31 - 1
 
 
@@ -411,18 +409,16 @@ class ProductQuery:
     # The category and its descendants, filled in by the service from the tree.
     category_ids: tuple[str, ...] = field(default=(), compare=False)
 
-    def fingerprint(self) -> str:
-        """The filters and order as text, for binding page tokens to them."""
-        return repr(
-            (
-                self.terms,
-                self.category_id,
-                self.min_price,
-                self.max_price,
-                self.in_stock,
-                self.order_by.value,
-            )
-        )
+    def filters(self) -> dict[str, object]:
+        """Every filter and the order, as a page token is bound to them."""
+        return {
+            "terms": list(self.terms),
+            "category_id": self.category_id,
+            "min_price": self.min_price,
+            "max_price": self.max_price,
+            "in_stock": self.in_stock,
+            "order_by": self.order_by.value,
+        }
 
 
 def valid_name(value: str, *, field_name: str = "name") -> str:
@@ -474,17 +470,6 @@ def valid_count(value: int, *, field_name: str) -> int:
         raise InvalidArgument(f"{field_name} must not be negative", field=field_name)
     if value > MAX_STOCK:
         raise InvalidArgument(f"{field_name} must be at most {MAX_STOCK}", field=field_name)
-    return value
-
-
-def valid_page_size(value: int | None) -> int:
-    if value is None:
-        return DEFAULT_PAGE_SIZE
-    if not 1 <= value <= MAX_PAGE_SIZE:
-        raise InvalidArgument(
-            f"page_size must be from 1 to {MAX_PAGE_SIZE} (omit it for {DEFAULT_PAGE_SIZE})",
-            field="page_size",
-        )
     return value
 
 

@@ -153,7 +153,7 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
             max_price=request.max_price if request.HasField("max_price") else None,
             in_stock=request.in_stock if request.HasField("in_stock") else None,
             order_by=request.order_by,
-            page_size=request.page_size if request.HasField("page_size") else None,
+            requested_size=request.page_size if request.HasField("page_size") else None,
             page_token=request.page_token,
         )
         return pb.ListProductsResponse(

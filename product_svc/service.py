@@ -11,7 +11,7 @@ from common.clock import from_micros, now, to_micros
 from common.errors import AlreadyExists, DomainError, InvalidArgument, NotFound
 from common.logging import get_logger
 from common.money import Money
-from common.pagination import PageTokens
+from common.pagination import PageTokens, fingerprint, page_size
 from product_svc import messages
 from product_svc.domain import (
     Adjustment,
@@ -37,7 +37,6 @@ from product_svc.domain import (
     valid_money,
     valid_name,
     valid_order_id,
-    valid_page_size,
     valid_sku,
     valid_slug,
 )
@@ -51,11 +50,11 @@ def descendants(parents: dict[str, str], root: str) -> tuple[str, ...]:
     children: dict[str, list[str]] = {}
     for child, parent in parents.items():
         children.setdefault(parent, []).append(child)
-    found, frontier = [root], [root]
+    subtree, frontier = [root], [root]
     while frontier:
         frontier = [child for node in frontier for child in children.get(node, [])]
-        found.extend(child for child in frontier if child not in found)
-    return tuple(found)
+        subtree.extend(child for child in frontier if child not in subtree)
+    return tuple(subtree)
 
 
 class Catalog:
@@ -93,16 +92,17 @@ class Catalog:
         return category
 
     async def list_categories(
-        self, page_size: int | None, page_token: str
+        self, requested_size: int | None, page_token: str
     ) -> tuple[list[Category], str]:
-        limit = valid_page_size(page_size)
-        after = self._tokens.read(page_token, "categories", key_length=2)
+        limit = page_size(requested_size)
+        bound_to = fingerprint("ListCategories", {"order_by": "name"})
+        after = self._tokens.read(page_token, bound_to, key_length=2)
         async with self._store.unit_of_work() as uow:
-            found = await uow.categories(limit + 1, (after[0], after[1]) if after else None)
-        page = found[:limit]
+            listed = await uow.categories(limit + 1, (after[0], after[1]) if after else None)
+        page = listed[:limit]
         token = (
-            self._tokens.issue("categories", [page[-1].name, page[-1].id])
-            if len(found) > limit
+            self._tokens.issue(bound_to, [page[-1].name, page[-1].id])
+            if len(listed) > limit
             else ""
         )
         return page, token
@@ -214,17 +214,17 @@ class Catalog:
             return repriced
 
     async def price_history(
-        self, product_id: str, page_size: int | None, page_token: str
+        self, product_id: str, requested_size: int | None, page_token: str
     ) -> tuple[list[PriceChange], str]:
-        limit = valid_page_size(page_size)
-        fingerprint = f"price-history:{product_id}"
-        after = self._tokens.read(page_token, fingerprint, key_length=1)
+        limit = page_size(requested_size)
+        bound_to = fingerprint("ListPriceHistory", {"id": product_id, "order_by": "-seq"})
+        after = self._tokens.read(page_token, bound_to, key_length=1)
         before = int(after[0]) if after else None
         async with self._store.unit_of_work() as uow:
             found(await uow.product(product_id), product_id)
             changes = await uow.price_changes(product_id, limit + 1, before)
         page = changes[:limit]
-        token = self._tokens.issue(fingerprint, [str(page[-1].seq)]) if len(changes) > limit else ""
+        token = self._tokens.issue(bound_to, [str(page[-1].seq)]) if len(changes) > limit else ""
         return page, token
 
     async def adjust_stock(self, product_id: str, delta: int, reason: str, actor: str) -> Product:
@@ -250,7 +250,7 @@ class Catalog:
         max_price: int | None,
         in_stock: bool | None,
         order_by: str,
-        page_size: int | None,
+        requested_size: int | None,
         page_token: str,
     ) -> tuple[list[Product], str]:
         query = product_query(
@@ -261,9 +261,9 @@ class Catalog:
             in_stock=in_stock,
             order_by=order_by,
         )
-        limit = valid_page_size(page_size)
-        fingerprint = query.fingerprint()
-        after = self._tokens.read(page_token, fingerprint, key_length=_KEY_LENGTH[query.order_by])
+        limit = page_size(requested_size)
+        bound_to = fingerprint("ListProducts", query.filters())
+        after = self._tokens.read(page_token, bound_to, key_length=_KEY_LENGTH[query.order_by])
         async with self._store.unit_of_work() as uow:
             if category_id:
                 parents = await uow.category_parents()
@@ -285,7 +285,7 @@ class Catalog:
             )
         page = hits[:limit]
         token = (
-            self._tokens.issue(fingerprint, _sort_key(query.order_by, *page[-1]))
+            self._tokens.issue(bound_to, _sort_key(query.order_by, *page[-1]))
             if len(hits) > limit
             else ""
         )

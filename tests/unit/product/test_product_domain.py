@@ -46,18 +46,6 @@ def test_a_free_product_in_yen_is_a_valid_price() -> None:
     assert domain.valid_money(0, "JPY") == Money(0, "JPY")
 
 
-@pytest.mark.parametrize("size", [0, -1, 101])
-def test_page_size_outside_1_to_100_is_refused(size: int) -> None:
-    with pytest.raises(InvalidArgument) as refused:
-        domain.valid_page_size(size)
-
-    assert field_of(refused) == "page_size"
-
-
-def test_an_absent_page_size_is_twenty() -> None:
-    assert domain.valid_page_size(None) == 20
-
-
 def test_search_terms_are_lower_case_words_without_operators() -> None:
     assert domain.search_terms('USB-C "Cable" OR cable*') == ("usb", "c", "cable", "or")
 
@@ -78,8 +66,8 @@ def test_a_query_defaults_to_relevance() -> None:
     assert query.order_by is domain.OrderBy.RELEVANCE
 
 
-def test_different_filters_have_different_fingerprints() -> None:
-    def fingerprint(**changes: object) -> str:
+def test_different_filters_bind_page_tokens_differently() -> None:
+    def fingerprint(**changes: object) -> dict[str, object]:
         fields: dict[str, object] = {
             "q": "tea",
             "category_id": "",
@@ -88,7 +76,7 @@ def test_different_filters_have_different_fingerprints() -> None:
             "in_stock": None,
             "order_by": "",
         }
-        return domain.product_query(**{**fields, **changes}).fingerprint()  # type: ignore[arg-type]
+        return domain.product_query(**{**fields, **changes}).filters()  # type: ignore[arg-type]
 
     assert fingerprint() == fingerprint()
     assert fingerprint() != fingerprint(max_price=100)
