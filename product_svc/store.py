@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     ColumnElement,
+    DateTime,
+    ForeignKey,
+    Index,
     Integer,
     MetaData,
     Row,
@@ -39,7 +43,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.clock import from_micros, to_micros
 from common.db import Database
 from common.errors import Aborted, AlreadyExists
 from common.money import Money
@@ -58,81 +61,91 @@ from product_svc.domain import (
     words,
 )
 
-_metadata = MetaData()
+METADATA = MetaData()
+# SQLite auto-increments only an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits (migration 0003).
+_SEQ = BigInteger().with_variant(Integer, "sqlite")
 categories = Table(
     "product_categories",
-    _metadata,
+    METADATA,
     Column("id", String(32), primary_key=True),
-    Column("name", String(200)),
-    Column("slug", String(100)),
-    Column("parent_id", String(32)),
-    Column("create_time_us", BigInteger),
+    Column("name", String(200), nullable=False),
+    Column("slug", String(100), nullable=False, unique=True),
+    Column("parent_id", String(32), ForeignKey("product_categories.id")),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    Index("ix_product_categories_name", "name", "id"),
 )
 products = Table(
     "products",
-    _metadata,
-    Column("seq", BigInteger, primary_key=True),
-    Column("id", String(32), unique=True),
-    Column("sku", String(64)),
-    Column("name", String(200)),
-    Column("description", Text),
-    Column("category_id", String(32)),
-    Column("price_amount", BigInteger),
-    Column("price_currency", String(3)),
-    Column("available", BigInteger),
-    Column("reserved", BigInteger),
-    Column("low_stock_threshold", BigInteger),
-    Column("archived", Boolean),
-    Column("search_name", Text),
-    Column("search_body", Text),
-    Column("create_time_us", BigInteger),
-    Column("update_time_us", BigInteger),
-    Column("version", Integer),
+    METADATA,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("sku", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("category_id", String(32), ForeignKey("product_categories.id"), nullable=False),
+    Column("price_amount", BigInteger, nullable=False),
+    Column("price_currency", String(3), nullable=False),
+    Column("available", BigInteger, nullable=False),
+    Column("reserved", BigInteger, nullable=False),
+    Column("low_stock_threshold", BigInteger, nullable=False),
+    Column("archived", Boolean, nullable=False),
+    Column("search_name", Text, nullable=False),
+    Column("search_body", Text, nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("version", Integer, nullable=False),
+    CheckConstraint("available >= 0", name="ck_products_available"),
+    CheckConstraint("reserved >= 0", name="ck_products_reserved"),
+    Index("ix_products_newest", "create_time", "id"),
+    Index("ix_products_price", "price_amount", "id"),
+    Index("ix_products_category_newest", "category_id", "create_time", "id"),
 )
 price_changes = Table(
     "product_price_changes",
-    _metadata,
-    Column("seq", BigInteger, primary_key=True),
-    Column("product_id", String(32)),
-    Column("amount", BigInteger),
-    Column("currency", String(3)),
-    Column("changed_by", String(256)),
-    Column("change_time_us", BigInteger),
+    METADATA,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("product_id", String(32), ForeignKey("products.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("changed_by", String(256), nullable=False),
+    Column("change_time", DateTime(timezone=True), nullable=False),
+    Index("ix_product_price_changes_product", "product_id", "seq"),
 )
 adjustments = Table(
     "product_stock_adjustments",
-    _metadata,
-    Column("seq", BigInteger, primary_key=True),
-    Column("product_id", String(32)),
-    Column("delta", BigInteger),
-    Column("reason", String(500)),
-    Column("adjusted_by", String(256)),
-    Column("adjust_time_us", BigInteger),
+    METADATA,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("product_id", String(32), ForeignKey("products.id"), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("reason", String(500), nullable=False),
+    Column("adjusted_by", String(256), nullable=False),
+    Column("adjust_time", DateTime(timezone=True), nullable=False),
 )
 reservations = Table(
     "stock_reservations",
-    _metadata,
+    METADATA,
     Column("order_id", String(128), primary_key=True),
-    Column("status", String(16)),
-    Column("expire_time_us", BigInteger),
-    Column("create_time_us", BigInteger),
+    Column("status", String(16), nullable=False),
+    Column("expire_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    Index("ix_stock_reservations_due", "status", "expire_time"),
 )
 reservation_items = Table(
     "stock_reservation_items",
-    _metadata,
-    Column("order_id", String(128), primary_key=True),
+    METADATA,
+    Column("order_id", String(128), ForeignKey("stock_reservations.order_id"), primary_key=True),
     Column("position", Integer, primary_key=True),
-    Column("product_id", String(32)),
-    Column("sku", String(64)),
-    Column("name", String(200)),
-    Column("quantity", Integer),
-    Column("unit_amount", BigInteger),
-    Column("unit_currency", String(3)),
+    Column("product_id", String(32), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_amount", BigInteger, nullable=False),
+    Column("unit_currency", String(3), nullable=False),
 )
 # SQLite's full-text index (migration 0003); PostgreSQL uses generated tsvector columns instead.
 products_fts = Table(
     "products_fts",
-    _metadata,
+    METADATA,
     Column("rowid", BigInteger),  # = products.seq
     Column("name", Text),
     Column("body", Text),
@@ -150,8 +163,8 @@ _PRODUCT_COLUMNS = [
     products.c.reserved,
     products.c.low_stock_threshold,
     products.c.archived,
-    products.c.create_time_us,
-    products.c.update_time_us,
+    products.c.create_time,
+    products.c.update_time,
     products.c.version,
 ]
 
@@ -172,8 +185,8 @@ def _product(row: Row[Any]) -> Product:
         available=row.available,
         reserved=row.reserved,
         low_stock_threshold=row.low_stock_threshold,
-        create_time=from_micros(row.create_time_us),
-        update_time=from_micros(row.update_time_us),
+        create_time=_utc(row.create_time),
+        update_time=_utc(row.update_time),
         version=row.version,
         archived=bool(row.archived),
     )
@@ -194,21 +207,19 @@ def _product_values(product: Product) -> dict[str, Any]:
         "archived": product.archived,
         "search_name": search_words(product.name),
         "search_body": search_words(product.description),
-        "create_time_us": to_micros(product.create_time),
-        "update_time_us": to_micros(product.update_time),
+        "create_time": product.create_time,
+        "update_time": product.update_time,
         "version": product.version,
     }
 
 
 def _category(row: Row[Any]) -> Category:
-    return Category(
-        row.id, row.name, row.slug, row.parent_id or "", from_micros(row.create_time_us)
-    )
+    return Category(row.id, row.name, row.slug, row.parent_id or "", _utc(row.create_time))
 
 
-def _sort_value(value: object) -> object:
-    # Time keys are stored as microseconds; the domain hands them over as datetimes.
-    return to_micros(value) if isinstance(value, datetime) else value
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands timezone-aware columns back naive; every value we write is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class UnitOfWork:
@@ -234,7 +245,7 @@ class UnitOfWork:
                         name=category.name,
                         slug=category.slug,
                         parent_id=category.parent_id or None,
-                        create_time_us=to_micros(category.create_time),
+                        create_time=category.create_time,
                     )
                 )
         except IntegrityError:  # a concurrent create took the slug since the caller looked
@@ -349,7 +360,7 @@ class UnitOfWork:
                 amount=change.price.amount,
                 currency=change.price.currency,
                 changed_by=change.changed_by,
-                change_time_us=to_micros(change.change_time),
+                change_time=change.change_time,
             )
         )
 
@@ -371,7 +382,7 @@ class UnitOfWork:
                 row.seq,
                 Money(row.amount, row.currency),
                 row.changed_by,
-                from_micros(row.change_time_us),
+                _utc(row.change_time),
             )
             for row in rows
         ]
@@ -383,7 +394,7 @@ class UnitOfWork:
                 delta=adjustment.delta,
                 reason=adjustment.reason,
                 adjusted_by=adjustment.adjusted_by,
-                adjust_time_us=to_micros(adjustment.adjust_time),
+                adjust_time=adjustment.adjust_time,
             )
         )
 
@@ -420,11 +431,12 @@ class UnitOfWork:
         elif query.order_by is OrderBy.PRICE_DESC:
             keys, ascending = [products.c.price_amount, products.c.id], False
         elif query.order_by is OrderBy.RELEVANCE:
-            keys, ascending = [name_match, products.c.create_time_us, products.c.id], False
+            keys, ascending = [name_match, products.c.create_time, products.c.id], False
         else:
-            keys, ascending = [products.c.create_time_us, products.c.id], False
+            keys, ascending = [products.c.create_time, products.c.id], False
         if after is not None:
-            bound = tuple_(*(literal(_sort_value(value)) for value in after))
+            # Typed like their columns, so a time bound is written as the column stores it.
+            bound = tuple_(*(literal(v, type_=k.type) for k, v in zip(keys, after, strict=True)))
             conditions.append(tuple_(*keys) > bound if ascending else tuple_(*keys) < bound)
         ordering = [key.asc() if ascending else key.desc() for key in keys]
         statement = (
@@ -477,9 +489,7 @@ class UnitOfWork:
             )
             for row in rows
         )
-        return Reservation(
-            order_id, items, ReservationStatus(head.status), from_micros(head.expire_time_us)
-        )
+        return Reservation(order_id, items, ReservationStatus(head.status), _utc(head.expire_time))
 
     async def claim_reservation(self, reservation: Reservation, now: datetime) -> bool:
         """Record the order's reservation (without items); False when the order has one.
@@ -493,8 +503,8 @@ class UnitOfWork:
                     insert(reservations).values(
                         order_id=reservation.order_id,
                         status=reservation.status.value,
-                        expire_time_us=to_micros(reservation.expire_time),
-                        create_time_us=to_micros(now),
+                        expire_time=reservation.expire_time,
+                        create_time=now,
                     )
                 )
         except IntegrityError:
@@ -541,9 +551,9 @@ class UnitOfWork:
             select(reservations.c.order_id)
             .where(
                 reservations.c.status == status.value,
-                reservations.c.expire_time_us <= to_micros(now),
+                reservations.c.expire_time <= now,
             )
-            .order_by(reservations.c.expire_time_us)
+            .order_by(reservations.c.expire_time)
             .limit(limit)
         )
         return list(rows)
