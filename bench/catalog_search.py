@@ -206,7 +206,7 @@ async def load(catalog: Catalog, store: CatalogStore, count: int) -> list[str]:
     batch = 5_000
     for start in range(0, count, batch):
         chunk = generated(start, min(batch, count - start), [*roots, *leaves], rng)
-        await store.insert_products(chunk, actor="bench")
+        await catalog.insert_products(chunk)
     return roots
 
 
