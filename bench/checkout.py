@@ -27,7 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from common.broker import EmbeddedBroker
+from localrun.broker import EmbeddedBroker
 from tests.support.checkout_stack import (
     CheckoutStack,
     close_checkout_stack,

@@ -38,13 +38,13 @@ from bench.gateway_overhead import (
     _percentile,
     _popen_options,
 )
-from common.broker import free_port, wait_for_port
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.logging import configure_logging
 from common.service_runner import wait_for_stop_signal
 from gateway.app import create_app, runner_options
 from gateway.routes import discover_services
 from gateway.settings import GatewaySettings
+from localrun.broker import free_port, wait_for_port
 from microcommerce.product.v1 import product_service_pb2_grpc
 
 LOOPBACK = "127.0.0.1"

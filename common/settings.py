@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAMES = ("payment", "product", "user")
@@ -79,6 +79,13 @@ class CommonSettings(BaseSettings):
     # Exchanged with user_svc for a service identity token (IssueServiceToken); the same value
     # in every service of a deployment. `make run` and the tests generate one per run.
     service_credential: SecretStr | None = None
+
+    # Signs every service's page tokens (each service derives its own key from it); the same
+    # value on every replica, so a token from one is read by another. Unset, each process draws
+    # a random key and its tokens end with it. MC_PRODUCT_PAGE_TOKEN_KEY is its older name.
+    page_token_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("MC_PAGE_TOKEN_KEY", "MC_PRODUCT_PAGE_TOKEN_KEY")
+    )
 
     @model_validator(mode="before")
     @classmethod

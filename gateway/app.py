@@ -14,6 +14,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 from gateway.auth import Authenticator
+from gateway.client_address import CLIENT_ADDRESSES_KEY, ClientAddresses
 from gateway.docs import docs_routes
 from gateway.http_policy import Cors, security_headers
 from gateway.metrics import GatewayMetrics
@@ -91,7 +92,14 @@ def create_app(
         if buckets is None:
             redis_url = settings.redis_url
             buckets = RedisBuckets(redis_url.get_secret_value()) if redis_url else LocalBuckets()
-        limiter = RateLimiter(buckets, settings.rate_limits, settings.rate_limit_groups, metrics)
+        limiter = RateLimiter(
+            buckets,
+            settings.rate_limits,
+            settings.rate_limit_groups,
+            metrics,
+            failure_limits=settings.rate_limit_failures,
+            charged_every_call=settings.rate_limit_charged_every_call,
+        )
     cors = Cors(settings.cors_allowed_origins)
 
     users = UserServiceClient(settings.user_address)
@@ -111,6 +119,9 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS_KEY] = settings
+    app[CLIENT_ADDRESSES_KEY] = ClientAddresses(
+        settings.trusted_proxies, settings.trusted_proxy_header
+    )
     app[ROUTE_TABLE_KEY] = table
     app[UPSTREAMS_KEY] = upstreams
     app[METRICS_KEY] = metrics

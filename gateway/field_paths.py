@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
@@ -24,6 +24,7 @@ _INT_RANGES: dict[int, tuple[int, int]] = {
     **dict.fromkeys((_T.TYPE_INT64, _T.TYPE_SINT64, _T.TYPE_SFIXED64), (-(2**63), 2**63 - 1)),
     **dict.fromkeys((_T.TYPE_UINT64, _T.TYPE_FIXED64), (0, 2**64 - 1)),
 }
+_WELL_KNOWN_PREFIX = "google.protobuf."
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _TRUE = frozenset(("true", "1"))
 _FALSE = frozenset(("false", "0"))
@@ -54,7 +55,12 @@ def resolve(descriptor: Descriptor, dotted: str) -> FieldPath:
 
 def set_from_text(message: Message, path: FieldPath, values: Sequence[str]) -> None:
     """Set the field at ``path`` of ``message`` from its text form: appended one by one for a
-    repeated field, exactly one value otherwise."""
+    repeated field, exactly one value otherwise.
+
+    A field in a ``oneof`` whose other member is already set (by the body, the path or another
+    query parameter) is refused: protobuf would silently clear the other one.
+    """
+    _check_oneofs(message, path)
     parent = message
     for field in path[:-1]:
         # Reading a singular message field yields the live sub-message: setting on it sets it.
@@ -74,6 +80,52 @@ def set_from_text(message: Message, path: FieldPath, values: Sequence[str]) -> N
         getattr(parent, leaf.name).CopyFrom(_message_from_text(message_type(leaf), values[0]))
     else:
         setattr(parent, leaf.name, scalar_from_text(leaf, values[0]))
+
+
+def _check_oneofs(message: Message, path: FieldPath) -> None:
+    parent = message
+    for depth, field in enumerate(path):
+        oneof = field.containing_oneof
+        if oneof is not None:
+            chosen = parent.WhichOneof(oneof.name)
+            if chosen is not None and chosen != field.name:
+                prefix = "".join(f"{f.name}." for f in path[:depth])
+                raise FieldPathError(
+                    f"{prefix}{field.name} and {prefix}{chosen} are members of the oneof "
+                    f"{prefix}{oneof.name}: set only one of them"
+                )
+        if depth < len(path) - 1:
+            # Reading a singular message field has no effect on its parent's oneofs.
+            parent = getattr(parent, field.name)
+
+
+def update_mask_paths(descriptor: Descriptor, body: Mapping[str, Any]) -> list[str]:
+    """The leaf field paths a PATCH body sets, for an absent ``update_mask`` (AIP-134).
+
+    ``{"sub": {"a": 1}, "text": "x"}`` gives ``sub.a, text``, so an update of one nested field
+    leaves its siblings alone. Leaves, as in grpc-gateway: scalars, repeated fields and maps
+    (a mask path cannot go inside a list or map), well-known types (``google.protobuf.*``:
+    Timestamp, Struct, wrappers... have JSON forms of their own), an explicit ``null`` (the
+    field is cleared) and ``{}`` (the message is replaced by an empty one). Other messages,
+    Money included, are walked into: ``{"price": {"amount": 5}}`` changes the amount alone.
+    """
+    paths: list[str] = []
+    for key, value in body.items():
+        field = find_field(descriptor, key)
+        if field is None:
+            continue  # the JSON mapping has refused it already
+        if (
+            isinstance(value, dict)
+            and value
+            and field.type == _T.TYPE_MESSAGE
+            and not field.is_repeated
+            and not message_type(field).full_name.startswith(_WELL_KNOWN_PREFIX)
+        ):
+            nested = update_mask_paths(message_type(field), value)
+            paths.extend(f"{field.name}.{path}" for path in nested)
+        else:
+            paths.append(field.name)
+    return paths
 
 
 def scalar_from_text(field: FieldDescriptor, text: str) -> Any:

@@ -71,7 +71,7 @@ class GatewayMetrics:
         )
         self.rate_limited = Counter(
             "gateway_rate_limited",
-            "Requests refused with 429, by route group and key kind (address or user).",
+            "Requests refused with 429, by route group and budget (address, user or failures).",
             ("group", "key"),
             registry=self.registry,
         )

@@ -7,9 +7,11 @@ from http import HTTPStatus
 import grpc
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from structlog.contextvars import bound_contextvars
 
 from common.logging import get_logger
 from common.request_context import accept_request_id, request_id_var
+from gateway.client_address import client_address
 from gateway.problems import ProblemError
 
 _log = get_logger(__name__)
@@ -52,12 +54,14 @@ def request_id(request: web.BaseRequest) -> str:
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Put the request id in ``common.request_context`` for the logs of this request."""
+    """Put the request id in ``common.request_context``, and the client address in the log
+    context, for the logs of this request."""
     # aiohttp serves the requests of one keep-alive connection in one task: reset, or the id
     # would leak into the next request's log lines.
     token = request_id_var.set(request_id(request))
     try:
-        return await handler(request)
+        with bound_contextvars(client_address=client_address(request)):
+            return await handler(request)
     finally:
         request_id_var.reset(token)
 

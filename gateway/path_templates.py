@@ -13,16 +13,29 @@ The grammar (google/api/http.proto)::
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from typing import NoReturn
+from urllib.parse import unquote
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters that end a literal: the template's own syntax.
 _SYNTAX = frozenset("/{}:*=")
 
 
+# RFC 3986 unreserved characters: escaping them changes nothing, so they are decoded before
+# matching; every other escape (reserved ":" and "/" above all) stays as the client sent it.
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_ENCODED_SLASH = re.compile(r"(%2[Ff])")
+
+
 class TemplateError(ValueError):
     """A path template that does not follow the grammar."""
+
+
+class PathValueError(ValueError):
+    """Path text that does not decode to a field value (an escape that is not UTF-8)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,14 @@ class Variable:
     def name(self) -> str:
         """The dotted field path, as written in the template."""
         return ".".join(self.field_path)
+
+    @property
+    def multi_segment(self) -> bool:
+        """Whether the variable may span several segments (``{name=shelves/*}``, ``{path=**}``),
+        which decides how its text is decoded (``decode_variable``)."""
+        return len(self.segments) > 1 or any(
+            isinstance(s, Wildcard) and s.multi for s in self.segments
+        )
 
     @property
     def pattern(self) -> str:
@@ -163,7 +184,9 @@ def _regex(segments: tuple[Literal | Wildcard, ...], ends_path: bool, verb: str 
 
     The path's last segment never swallows a ``:`` so that ``/things/x:cancel`` is not read as
     the id ``x:cancel`` of ``GET /things/{id}``: it matches only the custom method's route,
-    and other HTTP methods get 405 rather than a call with a wrong id.
+    and other HTTP methods get 405 rather than a call with a wrong id. The expression runs on
+    ``normalize_path``'s output, where a ``:`` the client escaped is still ``%3A`` and so may
+    be part of an id.
     """
     out: list[str] = []
     last = len(segments) - 1
@@ -176,6 +199,39 @@ def _regex(segments: tuple[Literal | Wildcard, ...], ends_path: bool, verb: str 
         else:
             out.append("[^/:]+" if final else "[^/]+")
     return "/".join(out)
+
+
+def normalize_path(raw_path: str) -> str:
+    """The path as sent, with only escaped unreserved characters decoded (RFC 3986 6.2.2.2).
+
+    Templates are matched against this rather than a fully decoded path, so that ``a%3Ab`` is
+    one segment and not a custom verb, and ``a%2Fb`` is one segment and not two.
+    """
+    if "%" not in raw_path:
+        return raw_path
+
+    def decode(match: re.Match[str]) -> str:
+        char = chr(int(match.group()[1:], 16))
+        return char if char in _UNRESERVED else match.group()
+
+    return _ESCAPE.sub(decode, raw_path)
+
+
+def decode_variable(variable: Variable, matched: str) -> str:
+    """The field value of a variable's matched (still escaped) path text, as google.api.http
+    says: a single-segment variable is decoded fully (``a%3Ab`` → ``a:b``, ``a%2Fb`` → ``a/b``);
+    a multi-segment one keeps ``%2F``/``%2f`` as sent (its reserved expansion), so an encoded
+    slash is never read as a separator."""
+    try:
+        if not variable.multi_segment:
+            return unquote(matched, errors="strict")
+        parts = _ENCODED_SLASH.split(matched)  # odd positions: the encoded slashes themselves
+        return "".join(
+            part if index % 2 else unquote(part, errors="strict")
+            for index, part in enumerate(parts)
+        )
+    except UnicodeDecodeError:
+        raise PathValueError(f"{matched!r} does not decode to UTF-8 text") from None
 
 
 def parse_template(text: str) -> PathTemplate:

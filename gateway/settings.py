@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from common.settings import CommonSettings, port_setting
+from gateway.client_address import ForwardedHeader
 
 
 class RateLimit(BaseModel):
@@ -20,11 +21,18 @@ class RateLimit(BaseModel):
 
 
 def _default_rate_limits() -> dict[str, RateLimit]:
-    # Sign-in and sign-up are what credential stuffing hammers: a much smaller budget there.
+    # Every call. Sign-ins and refreshes that succeed spend only this: a few hundred a minute
+    # per address is more than a busy office behind one NAT sends, and still finite.
     return {
         "default": RateLimit(per_minute=600, burst=100),
-        "auth": RateLimit(per_minute=20, burst=10),
+        "auth": RateLimit(per_minute=300, burst=100),
     }
+
+
+def _default_failure_limits() -> dict[str, RateLimit]:
+    # What credential stuffing and sign-up abuse spend: failed sign-ins and refreshes (any
+    # 4xx) and every registration, per address. 20 at once, then one every 6 s.
+    return {"auth": RateLimit(per_minute=10, burst=20)}
 
 
 class GatewaySettings(CommonSettings):
@@ -64,6 +72,11 @@ class GatewaySettings(CommonSettings):
     rate_limit_groups: dict[str, str] = Field(
         default_factory=lambda: {"/api/v1/auth/": "auth", "POST /api/v1/users": "auth"}
     )
+    # Per group, a tight per-address budget checked before each call and spent after it by a
+    # 4xx answer, or by every answer of the routes in rate_limit_charged_every_call.
+    # MC_RATE_LIMIT_FAILURES='{"auth": {"per_minute": 10, "burst": 20}}'; {} turns it off.
+    rate_limit_failures: dict[str, RateLimit] = Field(default_factory=_default_failure_limits)
+    rate_limit_charged_every_call: Annotated[tuple[str, ...], NoDecode] = ("POST /api/v1/users",)
     rate_limit_enabled: bool = True
     redis_url: SecretStr | None = Field(
         None, description="Shared rate-limit budget for all replicas; unset: in-process."
@@ -83,6 +96,14 @@ class GatewaySettings(CommonSettings):
     retry_max_attempts: int = Field(3, ge=1, le=5)
     idempotent_rpcs: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # Proxies (CIDRs, comma-separated) whose forwarding header names the client
+    # (gateway/client_address.py). Empty: forwarded headers are ignored, the peer is the client.
+    trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
+    trusted_proxy_header: ForwardedHeader = Field(
+        ForwardedHeader.X_FORWARDED_FOR,
+        description="The header the trusted proxies write: X-Forwarded-For or Forwarded.",
+    )
+
     cors_allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Origins allowed to call from a browser; '*' for any; default none."
     )
@@ -93,7 +114,13 @@ class GatewaySettings(CommonSettings):
     health_down_after_s: float = Field(2.5, gt=0)
     health_broker_down_after_s: float = Field(2.0, gt=0)
 
-    @field_validator("cors_allowed_origins", "idempotent_rpcs", mode="before")
+    @field_validator(
+        "cors_allowed_origins",
+        "idempotent_rpcs",
+        "trusted_proxies",
+        "rate_limit_charged_every_call",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         # The environment gives one string: "https://a.example,https://b.example".

@@ -10,12 +10,13 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from multidict import MultiMapping
 
-from common.descriptors import descriptor_of, find_field, message_type
+from common.descriptors import descriptor_of, message_type
 from common.proto_json import JsonMappingError, merge_json, message_to_json
 from common.request_context import (
     CLIENT_ADDRESS_METADATA_KEY,
@@ -23,10 +24,12 @@ from common.request_context import (
     REQUEST_ID_METADATA_KEY,
 )
 from gateway.auth import Authenticator
+from gateway.client_address import client_address
 from gateway.deadlines import request_timeout
-from gateway.field_paths import FieldPathError, resolve, set_from_text
+from gateway.field_paths import FieldPathError, resolve, set_from_text, update_mask_paths
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import request_id
+from gateway.path_templates import PathValueError, decode_variable, normalize_path
 from gateway.problems import ProblemError, invalid_argument
 from gateway.ratelimit import RateLimiter
 from gateway.routes import Route, RouteTable
@@ -73,8 +76,22 @@ class Transcoder:
         """Transcode one call; failures surface as ``ProblemError`` for the problem middleware."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request_timeout(request, self._timeout)
-        if self._limiter is not None:
-            await self._limiter.check_address(request, self.route)
+        if self._limiter is None:
+            return await self._answer(request, deadline)
+        await self._limiter.check_address(request, self.route)
+        try:
+            response = await self._answer(request, deadline)
+        except ProblemError as problem:
+            await self._limiter.charge_answer(request, self.route, problem.http_status)
+            raise
+        except web.HTTPException as error:  # aiohttp's own, e.g. 413 while reading the body
+            await self._limiter.charge_answer(request, self.route, error.status)
+            raise
+        await self._limiter.charge_answer(request, self.route, response.status)
+        return response
+
+    async def _answer(self, request: web.Request, deadline: float) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
         await self._authenticator.admit(request, self.route)  # a 401 costs no call
         if self._limiter is not None:
             await self._limiter.check_user(request, self.route)
@@ -111,18 +128,21 @@ class Transcoder:
             names = ", ".join(sorted(set(request.query)))
             raise invalid_argument(f"Query parameters are not accepted here (got {names}).")
         # The path last: it wins over the same field given in the body.
+        variables = route.template.variables
         for index, variable_fields in enumerate(route.path_fields):
-            # The template's variables are named v0, v1... in path order (aiohttp_path).
-            value = request.match_info[f"v{index}"]
+            # The template's variables are named v0, v1... in path order (aiohttp_path), and
+            # matched still escaped (TemplateResource): decoding depends on the variable.
             try:
+                value = decode_variable(variables[index], request.match_info[f"v{index}"])
                 set_from_text(message, variable_fields, [value])
-            except FieldPathError as error:
+            except (FieldPathError, PathValueError) as error:
                 name = ".".join(f.name for f in variable_fields)
                 raise invalid_argument(f"Path segment {name}: {error}") from None
         if route.fills_update_mask and isinstance(body, dict):
             mask: field_mask_pb2.FieldMask = getattr(message, "update_mask")  # noqa: B009  # typed as Message
             if not mask.paths:
-                mask.paths.extend(_body_field_names(route, body))
+                body_type = message_type(route.method.input_type.fields_by_name[route.body])
+                mask.paths.extend(update_mask_paths(body_type, body))
         return message
 
     def _apply_query(self, query: MultiMapping[str], message: Message) -> None:
@@ -162,25 +182,12 @@ def _merge(data: Any, message: Message) -> None:
         raise invalid_argument(str(error)) from None
 
 
-def _body_field_names(route: Route, body: dict[str, Any]) -> list[str]:
-    # The body's top-level keys as proto field names (a client may send lowerCamel names).
-    body_type = message_type(route.method.input_type.fields_by_name[route.body])
-    names = []
-    for key in body:
-        field = find_field(body_type, key)
-        if field is not None:
-            names.append(field.name)
-    return names
-
-
 def _metadata(request: web.Request, route: Route) -> list[tuple[str, str]]:
     """What travels upstream as gRPC metadata: request id, credentials, idempotency, trace."""
     metadata = [(REQUEST_ID_METADATA_KEY, request_id(request))]
-    # The peer the gateway saw, for per-client throttling and session records upstream. Set
-    # by the gateway only: a client cannot forge it (a proxy in front would need its own
-    # trusted X-Forwarded-For handling, not done here).
-    if request.remote:
-        metadata.append((CLIENT_ADDRESS_METADATA_KEY, request.remote))
+    # For per-client throttling and session records upstream. Set by the gateway only, from
+    # the peer or a trusted proxy's header: a client cannot forge it.
+    metadata.append((CLIENT_ADDRESS_METADATA_KEY, client_address(request)))
     headers = request.headers
     user_agent = headers.get("User-Agent")
     if user_agent and _is_metadata_safe(user_agent):
@@ -227,6 +234,25 @@ def _metadata_value(header: str, value: str) -> str:
     return value
 
 
+class TemplateResource(web.DynamicResource):
+    """A resource with variables, matched against the path as the client sent it.
+
+    aiohttp matches a path with every escape but ``%2F`` decoded, where ``a%3Ab`` looks like a
+    custom verb and ``%2F`` can no longer be kept apart from ``/`` in a multi-segment value.
+    This matches ``normalize_path`` (only unreserved escapes decoded) and leaves the values
+    escaped for ``decode_variable``.
+    """
+
+    async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo | None, set[str]]:
+        match = self._pattern.fullmatch(normalize_path(request.rel_url.raw_path))
+        if match is None:
+            return None, set()
+        route = self._routes.get(request.method, self._any_route)
+        if route is None:
+            return None, self._allowed_methods
+        return UrlMappingMatchInfo(match.groupdict(), route), self._allowed_methods
+
+
 def add_rpc_routes(
     router: web.UrlDispatcher,
     table: RouteTable,
@@ -247,7 +273,12 @@ def add_rpc_routes(
         path = route.template.aiohttp_path()
         resource = resources.get(path)
         if resource is None:
-            resource = resources[path] = router.add_resource(path)
+            if "{" in path:
+                resource = TemplateResource(path)
+                router.register_resource(resource)
+            else:
+                resource = router.add_resource(path)
+            resources[path] = resource
         transcoder = Transcoder(route, upstreams, authenticator, settings=settings, limiter=limiter)
         added = resource.add_route(route.http_method, transcoder.handle)
         metrics.name_route(added, route.template.text)

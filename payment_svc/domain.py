@@ -21,6 +21,7 @@ from common.errors import (
     OutOfRange,
     Unavailable,
 )
+from common.money import Money
 
 
 class OrderStatus(StrEnum):
@@ -100,32 +101,6 @@ class RefundStatus(StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
-
-
-@dataclass(frozen=True)
-class Money:
-    """Integer minor units in one ISO 4217 currency: sums and refunds are exact."""
-
-    amount: int
-    currency: str
-
-    def __add__(self, other: Money) -> Money:
-        self._same_currency(other)
-        return Money(self.amount + other.amount, self.currency)
-
-    def __sub__(self, other: Money) -> Money:
-        self._same_currency(other)
-        return Money(self.amount - other.amount, self.currency)
-
-    def times(self, quantity: int) -> Money:
-        return Money(self.amount * quantity, self.currency)
-
-    def _same_currency(self, other: Money) -> None:
-        if other.currency != self.currency:
-            raise FailedPrecondition(
-                f"cannot combine {self.currency} and {other.currency} amounts",
-                reason="CURRENCY_MISMATCH",
-            )
 
 
 # ---- cards -------------------------------------------------------------------------------

@@ -18,11 +18,17 @@ from google.protobuf.message import DecodeError
 
 from common.access import require_principal
 from common.errors import InvalidArgument
+from common.money import Money
 from microcommerce.common.v1 import money_pb2, pagination_pb2
 from microcommerce.payment.v1 import order_service_pb2 as pb
 from microcommerce.payment.v1 import order_service_pb2_grpc
 from payment_svc import domain, messages
-from payment_svc.domain import CardInput, Money, Order, Payment, RequestedItem
+from payment_svc.domain import (
+    CardInput,
+    Order,
+    Payment,
+    RequestedItem,
+)
 from payment_svc.service import Caller, Payments
 
 IDEMPOTENCY_KEY_METADATA = "idempotency-key"

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 import grpc
 
 from common.errors import Unavailable
+from common.money import Money
 from common.user_client import ServiceTokens
 from microcommerce.product.v1 import inventory_service_pb2, inventory_service_pb2_grpc
-from payment_svc.domain import Money, RequestedItem
+from payment_svc.domain import RequestedItem
 from payment_svc.ports import (
     InventoryError,
     InventoryUnavailable,

@@ -6,10 +6,16 @@ partition and stay in order for consumers. No event carries more of a card than 
 
 from __future__ import annotations
 
+from common.money import Money
 from common.outbox import OutgoingEvent
 from microcommerce.common.v1 import money_pb2
 from microcommerce.payment.v1 import events_pb2, order_service_pb2
-from payment_svc.domain import Money, Order, Payment, Refund, RefundStatus
+from payment_svc.domain import (
+    Order,
+    Payment,
+    Refund,
+    RefundStatus,
+)
 
 ORDER_EVENTS = "order-events"
 PAYMENT_EVENTS = "payment-events"

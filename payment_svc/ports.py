@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from payment_svc.domain import Money, RequestedItem
+from common.money import Money
+from payment_svc.domain import RequestedItem
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from common.db import Database
 from common.logging import get_logger
-from payment_svc.domain import CardOnFile, FailureReason, Money, ValidCard
+from common.money import Money
+from payment_svc.domain import CardOnFile, FailureReason, ValidCard
 
 _log = get_logger(__name__)
 

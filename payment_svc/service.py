@@ -19,12 +19,12 @@ from common.errors import (
     Unavailable,
 )
 from common.logging import get_logger
+from common.money import Money
 from common.outbox import OutgoingEvent
 from payment_svc import domain, messages
 from payment_svc.domain import (
     CardInput,
     CardOnFile,
-    Money,
     Order,
     OrderStatus,
     Payment,

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -36,13 +37,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import errors
 from common.db import Database
+from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
 from payment_svc import domain
 from payment_svc.domain import (
     CardBrand,
     CardOnFile,
     FailureReason,
-    Money,
     Order,
     OrderLine,
     OrderStatus,
@@ -53,12 +54,13 @@ from payment_svc.domain import (
     RequestedItem,
 )
 
-_metadata = MetaData()
+# Every table as the migrations create it (tests/integration/common/test_schema_drift.py).
+METADATA = MetaData()
 _TIME = DateTime(timezone=True)
 
 orders = Table(
     "payment_orders",
-    _metadata,
+    METADATA,
     Column("id", String(64), primary_key=True),
     Column("user_id", String(128), nullable=False),
     Column("status", String(32), nullable=False),
@@ -67,24 +69,39 @@ orders = Table(
     Column("failure_reason", String(64)),
     Column("create_time", _TIME, nullable=False),
     Column("update_time", _TIME, nullable=False),
+    # Order history (newest first per user) and the recovery loop's scan of unfinished sagas.
+    Index("ix_payment_orders_user_time", "user_id", "create_time", "id"),
+    Index("ix_payment_orders_time", "create_time", "id"),
+    Index("ix_payment_orders_status_update", "status", "update_time"),
 )
 order_items = Table(
     "payment_order_items",
-    _metadata,
-    Column("order_id", String(64), ForeignKey("payment_orders.id"), primary_key=True),
+    METADATA,
+    Column(
+        "order_id",
+        String(64),
+        ForeignKey("payment_orders.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
     Column("position", Integer, primary_key=True),
     Column("product_id", String(128), nullable=False),
     Column("quantity", Integer, nullable=False),
-    Column("sku", String(128), nullable=False),
-    Column("name", String(512), nullable=False),
+    Column("sku", String(128), nullable=False, server_default=""),
+    Column("name", String(512), nullable=False, server_default=""),
     Column("unit_amount", BigInteger),
     Column("currency", String(3)),
 )
 payments = Table(
     "payments",
-    _metadata,
+    METADATA,
     Column("id", String(64), primary_key=True),
-    Column("order_id", String(64), ForeignKey("payment_orders.id"), nullable=False),
+    Column(
+        "order_id",
+        String(64),
+        ForeignKey("payment_orders.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
     Column("status", String(32), nullable=False),
     Column("amount", BigInteger),
     Column("currency", String(3)),
@@ -98,9 +115,9 @@ payments = Table(
 )
 refunds = Table(
     "payment_refunds",
-    _metadata,
+    METADATA,
     Column("id", String(64), primary_key=True),
-    Column("payment_id", String(64), ForeignKey("payments.id"), nullable=False),
+    Column("payment_id", String(64), ForeignKey("payments.id", ondelete="CASCADE"), nullable=False),
     Column("order_id", String(64), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
@@ -110,16 +127,19 @@ refunds = Table(
     Column("requested_by", String(128), nullable=False),
     Column("create_time", _TIME, nullable=False),
     Column("update_time", _TIME, nullable=False),
+    Index("ix_payment_refunds_payment", "payment_id", "create_time"),
+    Index("ix_payment_refunds_status", "status", "update_time"),
 )
 idempotency_keys = Table(
     "payment_idempotency_keys",
-    _metadata,
+    METADATA,
     Column("user_id", String(128), primary_key=True),
     Column("key", String(255), primary_key=True),
     Column("fingerprint", String(64), nullable=False),
     Column("order_id", String(64), nullable=False),
     Column("create_time", _TIME, nullable=False),
     Column("expire_time", _TIME, nullable=False),
+    Index("ix_payment_idempotency_keys_expire", "expire_time"),
 )
 
 KIND_REFUND = "refund"

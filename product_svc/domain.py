@@ -6,10 +6,14 @@ Plain Python only: no gRPC, SQL, Kafka or HTTP here (tests/unit/test_architectur
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from enum import Enum
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import Enum, StrEnum
 
-from common.errors import FailedPrecondition, InvalidArgument
+from common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from common.money import Money
 
 MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 10_000
@@ -19,25 +23,8 @@ MAX_REASON_LENGTH = 500
 MAX_QUERY_LENGTH = 200
 MAX_ORDER_ID_LENGTH = 128
 MAX_RESERVATION_ITEMS = 100
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
-# Money amounts travel as JSON numbers (CONTRACT.md); keep them exact in a double.
-MAX_AMOUNT = 2**53 - 1
 MAX_STOCK = 2**31 - 1
 
-# ISO 4217 active codes (2024 list). No maintained package for it is installed (pycountry is
-# not a dependency); the list changes a few times a decade.
-_ISO_4217_CODES = """
-    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN
-    BWP BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP
-    ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK
-    JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK
-    MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN
-    PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB
-    TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV WST XAF XAG
-    XAU XBA XBB XBC XBD XCD XDR XOF XPD XPF XPT XSU XTS XUA XXX YER ZAR ZMW ZWG ZWL
-"""
-ISO_4217 = frozenset(_ISO_4217_CODES.split())
 
 _SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -56,17 +43,44 @@ class OrderBy(Enum):
     RELEVANCE = "relevance"
 
 
-class ReservationStatus(Enum):
+class ReservationStatus(StrEnum):
+    """Where an order's stock hold is; names match the proto's ``RESERVATION_STATUS_*``."""
+
     ACTIVE = "ACTIVE"
     COMMITTED = "COMMITTED"
     RELEASED = "RELEASED"
     EXPIRED = "EXPIRED"
 
 
-@dataclass(frozen=True)
-class Money:
-    amount: int
-    currency: str
+# Every legal move of a reservation. COMMITTED -> RELEASED is a cancelled sale: the sold units
+# go back on the shelf (a restock). RELEASED and EXPIRED are final.
+RESERVATION_TRANSITIONS: dict[ReservationStatus, frozenset[ReservationStatus]] = {
+    ReservationStatus.ACTIVE: frozenset(
+        {ReservationStatus.COMMITTED, ReservationStatus.RELEASED, ReservationStatus.EXPIRED}
+    ),
+    ReservationStatus.COMMITTED: frozenset({ReservationStatus.RELEASED}),
+    ReservationStatus.RELEASED: frozenset(),
+    ReservationStatus.EXPIRED: frozenset(),
+}
+
+# Requests that find the reservation already where they would take it: answered with the
+# reservation as it is (checkout retries its calls), never refused. An expired hold has
+# already given its units back, which is all a release asks for.
+_ALREADY_THERE: dict[ReservationStatus, frozenset[ReservationStatus]] = {
+    ReservationStatus.COMMITTED: frozenset({ReservationStatus.COMMITTED}),
+    ReservationStatus.RELEASED: frozenset({ReservationStatus.RELEASED, ReservationStatus.EXPIRED}),
+    ReservationStatus.EXPIRED: frozenset({ReservationStatus.EXPIRED}),
+    ReservationStatus.ACTIVE: frozenset(),
+}
+
+
+def can_move(source: ReservationStatus, target: ReservationStatus) -> bool:
+    """Whether a reservation may go from ``source`` to ``target``."""
+    return target in RESERVATION_TRANSITIONS[source]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ class Category:
     name: str
     slug: str
     parent_id: str
-    create_time_us: int
+    create_time: datetime
 
 
 @dataclass(frozen=True)
@@ -89,13 +103,78 @@ class Product:
     available: int
     reserved: int
     low_stock_threshold: int
-    create_time_us: int
-    update_time_us: int
+    create_time: datetime
+    update_time: datetime
     version: int
+    archived: bool = False
 
     @property
     def etag(self) -> str:
         return f"v{self.version}"
+
+    def check_etag(self, etag: str, *, field_name: str) -> None:
+        """ABORTED when the caller read another version (AIP-154); no etag means no check."""
+        if etag and etag != self.etag:
+            raise Aborted("the product changed since it was read; read it again", field=field_name)
+
+    def with_changes(self, changes: ProductChanges, now: datetime) -> Product:
+        """The product after an update; itself when the update sets nothing."""
+        values = {
+            name: value
+            for name, value in (
+                ("sku", changes.sku),
+                ("name", changes.name),
+                ("description", changes.description),
+                ("category_id", changes.category_id),
+                ("low_stock_threshold", changes.low_stock_threshold),
+            )
+            if value is not None
+        }
+        if values.get("sku") == self.sku:
+            del values["sku"]
+        return self._next(now, **values) if values else self
+
+    def repriced(self, price: Money, now: datetime) -> Product:
+        return self._next(now, price=price)
+
+    def archive(self, now: datetime) -> Product:
+        return self._next(now, archived=True)
+
+    def adjusted(self, delta: int, now: datetime) -> Product:
+        """The product after an administrator's stock correction; stock never goes below 0."""
+        return self._next(now, available=adjusted_stock(self.available, delta))
+
+    def low_stock_since(self, before: Product) -> bool:
+        """Whether this state is the fall to or below the threshold (announced once per fall)."""
+        return crossed_low_stock(before.available, self.available, self.low_stock_threshold)
+
+    def _next(self, now: datetime, **values: object) -> Product:
+        # Every change is a new version: the etag a concurrent writer holds stops matching.
+        return replace(self, **values, version=self.version + 1, update_time=now)  # type: ignore[arg-type]
+
+
+def new_product(new: NewProduct, now: datetime) -> Product:
+    return Product(
+        id=new_id(),
+        sku=new.sku,
+        name=new.name,
+        description=new.description,
+        category_id=new.category_id,
+        price=new.price,
+        available=new.stock,
+        reserved=0,
+        low_stock_threshold=new.low_stock_threshold,
+        create_time=now,
+        update_time=now,
+        version=1,
+    )
+
+
+def found(product: Product | None, product_id: str, *, field_name: str = "id") -> Product:
+    """The product, or NOT_FOUND: archived products are not part of the catalog."""
+    if product is None or product.archived:
+        raise NotFound(f"no product {product_id}", field=field_name)
+    return product
 
 
 @dataclass(frozen=True)
@@ -103,7 +182,18 @@ class PriceChange:
     seq: int
     price: Money
     changed_by: str
-    change_time_us: int
+    change_time: datetime
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """An administrator's stock correction, kept as the audit trail of AdjustStock."""
+
+    product_id: str
+    delta: int
+    reason: str
+    adjusted_by: str
+    adjust_time: datetime
 
 
 @dataclass(frozen=True)
@@ -150,11 +240,160 @@ class ReservedItem:
 
 
 @dataclass(frozen=True)
+class StockMove:
+    """A change to one product's stock counters, as a reservation's step causes it."""
+
+    product_id: str
+    available: int
+    reserved: int
+
+
+@dataclass(frozen=True)
 class Reservation:
     order_id: str
     items: tuple[ReservedItem, ...]
     status: ReservationStatus
-    expire_time_us: int
+    expire_time: datetime
+
+    @classmethod
+    def open(cls, order_id: str, now: datetime, ttl: timedelta) -> Reservation:
+        """An order's hold before its items are placed: ACTIVE until ``now + ttl``."""
+        return cls(order_id, (), ReservationStatus.ACTIVE, now + ttl)
+
+    @classmethod
+    def released_unreserved(cls, order_id: str, now: datetime) -> Reservation:
+        """What a release before any reservation leaves: a final hold of nothing, so a late
+        ReserveStock of the same order (a retry racing the compensation) holds no stock."""
+        return cls(order_id, (), ReservationStatus.RELEASED, now)
+
+    def repeated(self, lines: Sequence[ReservationLine]) -> Reservation:
+        """The answer to ReserveStock for an order that already has this reservation."""
+        held = {(item.product_id, item.quantity) for item in self.items}
+        if self.items and held != {(line.product_id, line.quantity) for line in lines}:
+            raise AlreadyExists(
+                f"order {self.order_id} already reserved other items", field="items"
+            )
+        return self
+
+    def is_due(self, now: datetime) -> bool:
+        return self.status is ReservationStatus.ACTIVE and self.expire_time <= now
+
+    def commit(self) -> Settlement:
+        return self._settle(ReservationStatus.COMMITTED)
+
+    def release(self) -> Settlement:
+        return self._settle(ReservationStatus.RELEASED)
+
+    def expire(self, now: datetime) -> Settlement:
+        """The sweeper's step: only an ACTIVE hold past its expiry goes back to the shelf."""
+        if self.status is ReservationStatus.ACTIVE and not self.is_due(now):
+            raise FailedPrecondition(
+                f"the reservation of order {self.order_id} is not due yet", field="order_id"
+            )
+        return self._settle(ReservationStatus.EXPIRED)
+
+    def _settle(self, target: ReservationStatus) -> Settlement:
+        if self.status in _ALREADY_THERE[target]:
+            return Settlement(self, self, ())
+        if not can_move(self.status, target):
+            raise FailedPrecondition(
+                f"the reservation of order {self.order_id} is {self.status.value}, "
+                f"it cannot become {target.value}",
+                field="order_id",
+            )
+        after = replace(self, status=target)
+        return Settlement(self, after, _stock_moves(self.items, self.status, target))
+
+
+def _stock_moves(
+    items: Sequence[ReservedItem], source: ReservationStatus, target: ReservationStatus
+) -> tuple[StockMove, ...]:
+    """What each product's counters do when a reservation moves (product id order)."""
+    moves = []
+    for item in sorted(items, key=lambda item: item.product_id):
+        if target is ReservationStatus.COMMITTED:  # sold: the held units leave the building
+            move = StockMove(item.product_id, available=0, reserved=-item.quantity)
+        elif source is ReservationStatus.COMMITTED:  # a cancelled sale: restock
+            move = StockMove(item.product_id, available=item.quantity, reserved=0)
+        else:  # an unsold hold ends: the units go back to available
+            move = StockMove(item.product_id, available=item.quantity, reserved=-item.quantity)
+        moves.append(move)
+    return tuple(moves)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A reservation's step (commit, release, expiry) and the stock it moves."""
+
+    before: Reservation
+    after: Reservation
+    moves: tuple[StockMove, ...]
+
+    @property
+    def changed(self) -> bool:
+        """False for a repeat: nothing to save and no event to publish."""
+        return self.after.status is not self.before.status
+
+    @property
+    def restocked(self) -> bool:
+        """True when sold units came back (a release after a commit)."""
+        return (
+            self.before.status is ReservationStatus.COMMITTED
+            and self.after.status is ReservationStatus.RELEASED
+        )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A new reservation, the stock it moves, and the products it took to low stock."""
+
+    reservation: Reservation
+    moves: tuple[StockMove, ...]
+    low_stock: tuple[Product, ...]
+
+
+def place_reservation(
+    opened: Reservation, lines: Sequence[ReservationLine], products: Mapping[str, Product]
+) -> Placement:
+    """Reserve every line or nothing: the first unknown or short product refuses the order.
+
+    ``opened`` is the order's new, empty hold; ``products`` the current state of the lines'
+    products (locked by the caller). The units move from available to reserved at the
+    current price.
+    """
+    items: list[ReservedItem] = []
+    moves: list[StockMove] = []
+    low: list[Product] = []
+    for line in lines:
+        product = found(
+            products.get(line.product_id), line.product_id, field_name="items.product_id"
+        )
+        if product.available < line.quantity:
+            raise FailedPrecondition(
+                f"product {product.id} has only {product.available} units available, "
+                f"{line.quantity} requested",
+                field="items.quantity",
+                reason="OUT_OF_STOCK",
+            )
+        items.append(
+            ReservedItem(product.id, product.sku, product.name, line.quantity, product.price)
+        )
+        moves.append(StockMove(product.id, available=-line.quantity, reserved=line.quantity))
+        after = replace(
+            product,
+            available=product.available - line.quantity,
+            reserved=product.reserved + line.quantity,
+        )
+        if after.low_stock_since(product):
+            low.append(after)
+    reservation = replace(opened, items=tuple(items))
+    # Rows are changed in one global order (by product id) so that two multi-item orders
+    # cannot wait on each other's rows.
+    return Placement(
+        reservation,
+        tuple(sorted(moves, key=lambda move: move.product_id)),
+        tuple(sorted(low, key=lambda product: product.id)),
+    )
 
 
 @dataclass(frozen=True)
@@ -170,18 +409,16 @@ class ProductQuery:
     # The category and its descendants, filled in by the service from the tree.
     category_ids: tuple[str, ...] = field(default=(), compare=False)
 
-    def fingerprint(self) -> str:
-        """The filters and order as text, for binding page tokens to them."""
-        return repr(
-            (
-                self.terms,
-                self.category_id,
-                self.min_price,
-                self.max_price,
-                self.in_stock,
-                self.order_by.value,
-            )
-        )
+    def filters(self) -> dict[str, object]:
+        """Every filter and the order, as a page token is bound to them."""
+        return {
+            "terms": list(self.terms),
+            "category_id": self.category_id,
+            "min_price": self.min_price,
+            "max_price": self.max_price,
+            "in_stock": self.in_stock,
+            "order_by": self.order_by.value,
+        }
 
 
 def valid_name(value: str, *, field_name: str = "name") -> str:
@@ -225,18 +462,7 @@ def valid_slug(value: str) -> str:
 
 
 def valid_money(amount: int, currency: str, *, field_name: str = "price") -> Money:
-    if amount < 0:
-        raise InvalidArgument(
-            f"{field_name}.amount must not be negative", field=f"{field_name}.amount"
-        )
-    if amount > MAX_AMOUNT:
-        raise InvalidArgument(f"{field_name}.amount is too large", field=f"{field_name}.amount")
-    if currency not in ISO_4217:
-        raise InvalidArgument(
-            f"{field_name}.currency must be an ISO 4217 code in upper case, e.g. USD",
-            field=f"{field_name}.currency",
-        )
-    return Money(amount, currency)
+    return Money.parse(amount, currency, field=field_name)
 
 
 def valid_count(value: int, *, field_name: str) -> int:
@@ -244,17 +470,6 @@ def valid_count(value: int, *, field_name: str) -> int:
         raise InvalidArgument(f"{field_name} must not be negative", field=field_name)
     if value > MAX_STOCK:
         raise InvalidArgument(f"{field_name} must be at most {MAX_STOCK}", field=field_name)
-    return value
-
-
-def valid_page_size(value: int | None) -> int:
-    if value is None:
-        return DEFAULT_PAGE_SIZE
-    if not 1 <= value <= MAX_PAGE_SIZE:
-        raise InvalidArgument(
-            f"page_size must be from 1 to {MAX_PAGE_SIZE} (omit it for {DEFAULT_PAGE_SIZE})",
-            field="page_size",
-        )
     return value
 
 
@@ -369,12 +584,6 @@ def valid_order_id(order_id: str) -> str:
             f"order_id must be at most {MAX_ORDER_ID_LENGTH} characters", field="order_id"
         )
     return order_id
-
-
-def same_lines(reservation: Reservation, lines: list[ReservationLine]) -> bool:
-    """Whether a repeated ReserveStock asks for what the order already reserved."""
-    held = {(item.product_id, item.quantity) for item in reservation.items}
-    return held == {(line.product_id, line.quantity) for line in lines}
 
 
 def crossed_low_stock(before: int, after: int, threshold: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
@@ -9,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.access import current_principal, require_principal
 from common.errors import InvalidArgument
+from common.money import Money
 from microcommerce.common.v1.money_pb2 import Money as MoneyMessage
 from microcommerce.product.v1 import (
     inventory_service_pb2 as inv,
@@ -36,18 +38,18 @@ _STATUS = {
 }
 
 
-def _timestamp(micros: int) -> Timestamp:
+def _timestamp(moment: datetime) -> Timestamp:
     stamp = Timestamp()
-    stamp.FromMicroseconds(micros)
+    stamp.FromDatetime(moment)
     return stamp
 
 
-def _money(money: domain.Money) -> MoneyMessage:
+def _money(money: Money) -> MoneyMessage:
     return MoneyMessage(amount=money.amount, currency=money.currency)
 
 
-def _money_in(message: Any, present: bool) -> domain.Money | None:
-    return domain.Money(message.amount, message.currency) if present else None
+def _money_in(message: Any, present: bool) -> Money | None:
+    return Money(message.amount, message.currency) if present else None
 
 
 def product_message(product: domain.Product) -> pb.Product:
@@ -59,8 +61,8 @@ def product_message(product: domain.Product) -> pb.Product:
         category_id=product.category_id,
         price=_money(product.price),
         stock=pb.StockLevel(available=product.available, reserved=product.reserved),
-        create_time=_timestamp(product.create_time_us),
-        update_time=_timestamp(product.update_time_us),
+        create_time=_timestamp(product.create_time),
+        update_time=_timestamp(product.update_time),
         etag=product.etag,
         low_stock_threshold=product.low_stock_threshold,
     )
@@ -72,7 +74,7 @@ def category_message(category: domain.Category) -> pb.Category:
         name=category.name,
         slug=category.slug,
         parent_id=category.parent_id,
-        create_time=_timestamp(category.create_time_us),
+        create_time=_timestamp(category.create_time),
     )
 
 
@@ -90,7 +92,7 @@ def reservation_message(reservation: domain.Reservation) -> inv.Reservation:
             for item in reservation.items
         ],
         status=_STATUS[reservation.status],
-        expire_time=_timestamp(reservation.expire_time_us),
+        expire_time=_timestamp(reservation.expire_time),
     )
 
 
@@ -151,7 +153,7 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
             max_price=request.max_price if request.HasField("max_price") else None,
             in_stock=request.in_stock if request.HasField("in_stock") else None,
             order_by=request.order_by,
-            page_size=request.page_size if request.HasField("page_size") else None,
+            requested_size=request.page_size if request.HasField("page_size") else None,
             page_token=request.page_token,
         )
         return pb.ListProductsResponse(
@@ -211,7 +213,7 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
                 pb.PriceChange(
                     price=_money(change.price),
                     changed_by=change.changed_by if show_who else "",
-                    change_time=_timestamp(change.change_time_us),
+                    change_time=_timestamp(change.change_time),
                 )
                 for change in changes
             ],

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from common.grpc_server import Service
+from common.pagination import PageTokens
 from common.service_runner import (
     Runtime,
     ServiceSettings,
@@ -23,7 +23,6 @@ from microcommerce.product.v1 import (
     product_service_pb2_grpc,
 )
 from product_svc import events, grpc_api
-from product_svc.paging import PageTokens
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
 
@@ -39,14 +38,11 @@ class ProductSettings(ServiceSettings):
     default_low_stock_threshold: int = Field(
         5, ge=0, validation_alias="MC_PRODUCT_LOW_STOCK_THRESHOLD"
     )
-    # Signs page tokens. Set the same value on every replica so a token from one is read by
-    # another; unset, each process draws its own and tokens die with it.
-    page_token_key: SecretStr | None = Field(None, validation_alias="MC_PRODUCT_PAGE_TOKEN_KEY")
 
 
 def page_tokens(settings: ProductSettings) -> PageTokens:
     key = settings.page_token_key
-    return PageTokens(key.get_secret_value().encode() if key else secrets.token_bytes(32))
+    return PageTokens.for_service(key.get_secret_value() if key else None, "product")
 
 
 def wire(runtime: Runtime) -> Wiring:

@@ -1,36 +1,46 @@
-"""Use cases of the product service: load, apply the domain's rules, save, record events."""
+"""Use cases of the product service: each one unit of work (load, apply the domain's rules,
+save, record events)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
-from common.errors import AlreadyExists, DomainError, InvalidArgument
+from common.clock import from_micros, now, to_micros
+from common.errors import AlreadyExists, DomainError, InvalidArgument, NotFound
 from common.logging import get_logger
+from common.money import Money
+from common.pagination import PageTokens, fingerprint, page_size
+from product_svc import messages
 from product_svc.domain import (
+    Adjustment,
     Category,
-    Money,
     NewProduct,
+    OrderBy,
     PriceChange,
     Product,
     ProductChanges,
     ProductQuery,
     Reservation,
     ReservationStatus,
+    Settlement,
+    found,
+    new_id,
+    new_product,
+    place_reservation,
     product_query,
     reservation_lines,
-    same_lines,
     valid_adjustment,
     valid_count,
     valid_description,
     valid_money,
     valid_name,
     valid_order_id,
-    valid_page_size,
     valid_sku,
     valid_slug,
 )
-from product_svc.paging import PageTokens
-from product_svc.store import CatalogStore
+from product_svc.store import CatalogStore, UnitOfWork
 
 _log = get_logger(__name__)
 
@@ -40,11 +50,11 @@ def descendants(parents: dict[str, str], root: str) -> tuple[str, ...]:
     children: dict[str, list[str]] = {}
     for child, parent in parents.items():
         children.setdefault(parent, []).append(child)
-    found, frontier = [root], [root]
+    subtree, frontier = [root], [root]
     while frontier:
         frontier = [child for node in frontier for child in children.get(node, [])]
-        found.extend(child for child in frontier if child not in found)
-    return tuple(found)
+        subtree.extend(child for child in frontier if child not in subtree)
+    return tuple(subtree)
 
 
 class Catalog:
@@ -57,11 +67,13 @@ class Catalog:
         *,
         reservation_ttl_s: float = 900.0,
         default_low_stock_threshold: int = 5,
+        clock: Callable[[], datetime] = now,
     ) -> None:
         self._store = store
         self._tokens = page_tokens
-        self._ttl_us = int(reservation_ttl_s * 1_000_000)
+        self._ttl = timedelta(seconds=reservation_ttl_s)
         self._default_threshold = default_low_stock_threshold
+        self._now = clock
 
     async def database_reachable(self) -> bool:
         """The health stream's check: can this instance reach its own data?"""
@@ -70,20 +82,27 @@ class Catalog:
     # Categories
 
     async def create_category(self, name: str, slug: str, parent_id: str) -> Category:
-        return await self._store.create_category(valid_name(name), valid_slug(slug), parent_id)
+        category = Category(new_id(), valid_name(name), valid_slug(slug), parent_id, self._now())
+        async with self._store.unit_of_work() as uow:
+            if parent_id and await uow.category(parent_id) is None:
+                raise InvalidArgument(f"parent_id: no category {parent_id}", field="parent_id")
+            if await uow.category_by_slug(category.slug) is not None:
+                raise AlreadyExists(f"slug {category.slug} is already in use", field="slug")
+            await uow.add_category(category)
+        return category
 
     async def list_categories(
-        self, page_size: int | None, page_token: str
+        self, requested_size: int | None, page_token: str
     ) -> tuple[list[Category], str]:
-        limit = valid_page_size(page_size)
-        after = self._tokens.read(page_token, "categories", key_length=2)
-        found = await self._store.list_categories(
-            limit + 1, (after[0], after[1]) if after else None
-        )
-        page = found[:limit]
+        limit = page_size(requested_size)
+        bound_to = fingerprint("ListCategories", {"order_by": "name"})
+        after = self._tokens.read(page_token, bound_to, key_length=2)
+        async with self._store.unit_of_work() as uow:
+            listed = await uow.categories(limit + 1, (after[0], after[1]) if after else None)
+        page = listed[:limit]
         token = (
-            self._tokens.issue("categories", [page[-1].name, page[-1].id])
-            if len(found) > limit
+            self._tokens.issue(bound_to, [page[-1].name, page[-1].id])
+            if len(listed) > limit
             else ""
         )
         return page, token
@@ -118,10 +137,30 @@ class Catalog:
                 field_name="low_stock_threshold",
             ),
         )
-        return await self._store.create_product(new, actor)
+        product = new_product(new, self._now())
+        async with self._store.unit_of_work() as uow:
+            if await uow.category(new.category_id) is None:
+                raise InvalidArgument(
+                    f"category_id: no category {new.category_id}", field="category_id"
+                )
+            await self._refuse_taken_sku(uow, new.sku, field_name="sku")
+            await uow.add_product(product)
+            await uow.add_price_change(
+                product.id, PriceChange(0, product.price, actor, product.create_time)
+            )
+        return product
+
+    async def insert_products(self, batch: list[NewProduct]) -> None:
+        """Bulk load without per-row checks, for benchmarks and fixtures (category must exist)."""
+        moment = self._now()
+        # Distinct creation times keep "newest first" a strict order within the batch.
+        await self._store.insert_products(
+            [new_product(new, moment + timedelta(microseconds=i)) for i, new in enumerate(batch)]
+        )
 
     async def get_product(self, product_id: str) -> Product:
-        return await self._store.get_product(product_id)
+        async with self._store.unit_of_work() as uow:
+            return found(await uow.product(product_id), product_id)
 
     async def update_product(self, product_id: str, changes: ProductChanges, etag: str) -> Product:
         checked = ProductChanges(
@@ -139,33 +178,68 @@ class Catalog:
         )
         if checked.category_id is not None and not checked.category_id:
             raise InvalidArgument("a product needs a category", field="product.category_id")
-        return await self._store.update_product(product_id, checked, etag)
+        async with self._store.unit_of_work() as uow:
+            current = found(await uow.product(product_id, for_update=True), product_id)
+            current.check_etag(etag, field_name="product.etag")
+            updated = current.with_changes(checked, self._now())
+            if updated is current:
+                return current
+            if updated.sku != current.sku:
+                await self._refuse_taken_sku(uow, updated.sku, field_name="product.sku")
+            if checked.category_id is not None and await uow.category(checked.category_id) is None:
+                raise InvalidArgument(
+                    f"product.category_id: no category {checked.category_id}",
+                    field="product.category_id",
+                )
+            await uow.save_product(current, updated)
+            return updated
 
     async def archive_product(self, product_id: str, etag: str) -> None:
-        await self._store.archive_product(product_id, etag)
+        async with self._store.unit_of_work() as uow:
+            current = found(await uow.product(product_id, for_update=True), product_id)
+            current.check_etag(etag, field_name="etag")
+            await uow.save_product(current, current.archive(self._now()))
 
     async def set_price(self, product_id: str, price: Money | None, actor: str) -> Product:
         if price is None:
             raise InvalidArgument("price is required", field="price")
-        return await self._store.set_price(
-            product_id, valid_money(price.amount, price.currency), actor
-        )
+        valid = valid_money(price.amount, price.currency)
+        async with self._store.unit_of_work() as uow:
+            current = found(await uow.product(product_id, for_update=True), product_id)
+            repriced = current.repriced(valid, self._now())
+            await uow.save_product(current, repriced)
+            await uow.add_price_change(
+                product_id, PriceChange(0, valid, actor, repriced.update_time)
+            )
+            return repriced
 
     async def price_history(
-        self, product_id: str, page_size: int | None, page_token: str
+        self, product_id: str, requested_size: int | None, page_token: str
     ) -> tuple[list[PriceChange], str]:
-        limit = valid_page_size(page_size)
-        fingerprint = f"price-history:{product_id}"
-        after = self._tokens.read(page_token, fingerprint, key_length=1)
+        limit = page_size(requested_size)
+        bound_to = fingerprint("ListPriceHistory", {"id": product_id, "order_by": "-seq"})
+        after = self._tokens.read(page_token, bound_to, key_length=1)
         before = int(after[0]) if after else None
-        found = await self._store.price_history(product_id, limit + 1, before)
-        page = found[:limit]
-        token = self._tokens.issue(fingerprint, [str(page[-1].seq)]) if len(found) > limit else ""
+        async with self._store.unit_of_work() as uow:
+            found(await uow.product(product_id), product_id)
+            changes = await uow.price_changes(product_id, limit + 1, before)
+        page = changes[:limit]
+        token = self._tokens.issue(bound_to, [str(page[-1].seq)]) if len(changes) > limit else ""
         return page, token
 
     async def adjust_stock(self, product_id: str, delta: int, reason: str, actor: str) -> Product:
         delta, reason = valid_adjustment(delta, reason)
-        return await self._store.adjust_stock(product_id, delta, reason, actor)
+        moment = self._now()
+        adjustment = Adjustment(product_id, delta, reason, actor, moment)
+        async with self._store.unit_of_work() as uow:
+            current = found(await uow.product(product_id, for_update=True), product_id)
+            adjusted = current.adjusted(delta, moment)
+            await uow.save_product(current, adjusted)
+            await uow.add_adjustment(adjustment)
+            await uow.emit(messages.stock_adjusted(adjustment, adjusted))
+            if adjusted.low_stock_since(current):
+                await uow.emit(messages.low_stock(adjusted))
+            return adjusted
 
     async def search(
         self,
@@ -176,7 +250,7 @@ class Catalog:
         max_price: int | None,
         in_stock: bool | None,
         order_by: str,
-        page_size: int | None,
+        requested_size: int | None,
         page_token: str,
     ) -> tuple[list[Product], str]:
         query = product_query(
@@ -187,67 +261,115 @@ class Catalog:
             in_stock=in_stock,
             order_by=order_by,
         )
-        limit = valid_page_size(page_size)
-        fingerprint = query.fingerprint()
-        key_length = {"price": 2, "-price": 2, "-create_time": 2, "relevance": 3}[
-            query.order_by.value
-        ]
-        after = self._tokens.read(page_token, fingerprint, key_length=key_length)
-        if category_id:
-            parents = await self._store.category_parents()
-            if category_id not in parents:
-                raise InvalidArgument(
-                    f"category_id: no category {category_id}", field="category_id"
+        limit = page_size(requested_size)
+        bound_to = fingerprint("ListProducts", query.filters())
+        after = self._tokens.read(page_token, bound_to, key_length=_KEY_LENGTH[query.order_by])
+        async with self._store.unit_of_work() as uow:
+            if category_id:
+                parents = await uow.category_parents()
+                if category_id not in parents:
+                    raise InvalidArgument(
+                        f"category_id: no category {category_id}", field="category_id"
+                    )
+                query = ProductQuery(
+                    terms=query.terms,
+                    category_id=query.category_id,
+                    min_price=query.min_price,
+                    max_price=query.max_price,
+                    in_stock=query.in_stock,
+                    order_by=query.order_by,
+                    category_ids=descendants(parents, category_id),
                 )
-            query = ProductQuery(
-                terms=query.terms,
-                category_id=query.category_id,
-                min_price=query.min_price,
-                max_price=query.max_price,
-                in_stock=query.in_stock,
-                order_by=query.order_by,
-                category_ids=descendants(parents, category_id),
+            hits = await uow.search(
+                query, limit + 1, None if after is None else _sort_bound(query.order_by, after)
             )
-        found = await self._store.search(query, limit + 1, after)
-        page = found[:limit]
-        token = self._tokens.issue(fingerprint, page[-1][1]) if len(found) > limit else ""
+        page = hits[:limit]
+        token = (
+            self._tokens.issue(bound_to, _sort_key(query.order_by, *page[-1]))
+            if len(hits) > limit
+            else ""
+        )
         return [product for product, _ in page], token
+
+    @staticmethod
+    async def _refuse_taken_sku(uow: UnitOfWork, sku: str, *, field_name: str) -> None:
+        if await uow.product_by_sku(sku) is not None:
+            raise AlreadyExists(f"sku {sku} is already in use", field=field_name)
 
     # Reservations (checkout)
 
     async def reserve(self, order_id: str, items: list[tuple[str, int]]) -> Reservation:
         lines = reservation_lines(order_id, items)
-        created = await self._store.reserve(order_id, lines, self._ttl_us)
-        if created is not None:
-            return created
-        existing = await self._store.find_reservation(order_id)
-        if existing is None:  # pragma: no cover - the row that blocked us cannot vanish
-            raise AlreadyExists(f"order {order_id} was reserved concurrently; retry")
-        if existing.items and not same_lines(existing, lines):
-            raise AlreadyExists(f"order {order_id} already reserved other items", field="items")
-        return existing
+        moment = self._now()
+        opened = Reservation.open(order_id, moment, self._ttl)
+        async with self._store.unit_of_work() as uow:
+            if not await uow.claim_reservation(opened, moment):
+                existing = await uow.reservation(order_id)
+                if existing is None:  # pragma: no cover - the row that blocked us cannot vanish
+                    raise AlreadyExists(f"order {order_id} was reserved concurrently; retry")
+                return existing.repeated(lines)
+            products = await uow.products_for_update([line.product_id for line in lines])
+            placement = place_reservation(opened, lines, products)
+            await uow.add_reservation_items(placement.reservation)
+            await uow.move_stock(placement.moves)
+            await uow.emit(
+                messages.stock_reserved(placement.reservation),
+                *(messages.low_stock(product) for product in placement.low_stock),
+            )
+            return placement.reservation
 
     async def commit(self, order_id: str) -> Reservation:
-        return await self._store.settle(valid_order_id(order_id), ReservationStatus.COMMITTED)
+        valid_order_id(order_id)
+        async with self._store.unit_of_work() as uow:
+            current = await self._reservation(uow, order_id)
+            return await self._settle(uow, current.commit())
 
     async def release(self, order_id: str) -> Reservation:
         valid_order_id(order_id)
-        if await self._store.find_reservation(order_id) is None:
-            recorded = await self._store.record_release(order_id)
-            if recorded is not None:
-                return recorded
-        return await self._store.settle(order_id, ReservationStatus.RELEASED)
+        moment = self._now()
+        async with self._store.unit_of_work() as uow:
+            current = await uow.reservation(order_id, for_update=True)
+            if current is None:
+                nothing = Reservation.released_unreserved(order_id, moment)
+                if await uow.claim_reservation(nothing, moment):
+                    return nothing
+                current = await self._reservation(uow, order_id)
+            return await self._settle(uow, current.release())
+
+    async def expire(self, order_id: str) -> Reservation:
+        """Give back the stock of a reservation nobody settled before its expiry."""
+        async with self._store.unit_of_work() as uow:
+            current = await self._reservation(uow, order_id)
+            return await self._settle(uow, current.expire(self._now()))
 
     async def expire_due(self, batch: int = 100) -> int:
         """Release every ACTIVE reservation past its expiry; the number expired."""
+        async with self._store.unit_of_work() as uow:
+            due = await uow.reservations_due(ReservationStatus.ACTIVE, self._now(), batch)
         expired = 0
-        for order_id in await self._store.due_reservations(batch):
+        for order_id in due:
             try:
-                await self._store.settle(order_id, ReservationStatus.EXPIRED, only_if_due=True)
+                await self.expire(order_id)
                 expired += 1
             except DomainError as error:  # committed or released meanwhile: nothing to do
                 _log.info("reservation_not_expired", order_id=order_id, detail=error.message)
         return expired
+
+    @staticmethod
+    async def _reservation(uow: UnitOfWork, order_id: str) -> Reservation:
+        # Locked: a concurrent settle of the same order waits, then sees this one's outcome.
+        current = await uow.reservation(order_id, for_update=True)
+        if current is None:
+            raise NotFound(f"no reservation for order {order_id}", field="order_id")
+        return current
+
+    @staticmethod
+    async def _settle(uow: UnitOfWork, settlement: Settlement) -> Reservation:
+        if settlement.changed:
+            await uow.save_reservation(settlement.before, settlement.after)
+            await uow.move_stock(settlement.moves)
+            await uow.emit(messages.stock_settled(settlement))
+        return settlement.after
 
     async def sweep_expired(self, interval_s: float) -> None:
         """Expire due reservations every ``interval_s`` until cancelled."""
@@ -260,3 +382,29 @@ class Catalog:
             except Exception as error:  # the database may be briefly away; try again later
                 _log.warning("reservation_sweep_failed", error=type(error).__name__)
             await asyncio.sleep(interval_s)
+
+
+# The sort key of each order, as a page token carries it: the values, then the product id.
+_KEY_LENGTH = {OrderBy.PRICE: 2, OrderBy.PRICE_DESC: 2, OrderBy.NEWEST: 2, OrderBy.RELEVANCE: 3}
+
+
+def _sort_key(order_by: OrderBy, product: Product, rank: int) -> list[str]:
+    """The page token's key after ``product``; times as integer microseconds (exact)."""
+    if order_by in (OrderBy.PRICE, OrderBy.PRICE_DESC):
+        return [str(product.price.amount), product.id]
+    created = str(to_micros(product.create_time))
+    if order_by is OrderBy.RELEVANCE:
+        return [str(rank), created, product.id]
+    return [created, product.id]
+
+
+def _sort_bound(order_by: OrderBy, key: list[str]) -> tuple[object, ...]:
+    """The store's bound from a page token's key (``_sort_key`` in reverse)."""
+    try:
+        if order_by in (OrderBy.PRICE, OrderBy.PRICE_DESC):
+            return (int(key[0]), key[1])
+        if order_by is OrderBy.RELEVANCE:
+            return (int(key[0]), from_micros(int(key[1])), key[2])
+        return (from_micros(int(key[0])), key[1])
+    except ValueError:
+        raise InvalidArgument("page_token is malformed", field="page_token") from None

@@ -1,23 +1,28 @@
-"""Persistence of the product service: its own database, one unit of work per use case.
+"""Persistence of the product service: tables, row ⇄ entity mapping, a unit of work per use case.
 
-Every state change and the events it causes commit together (``common.outbox``). Stock moves
-with conditional UPDATEs (``available >= :quantity``, rowcount checked), so no interleaving of
-reservations, on SQLite or PostgreSQL, can sell a unit twice.
+The store decides nothing: the rules (what a reservation's step moves, how far stock may fall)
+come from ``product_svc.domain`` as values. What it keeps is the mechanism that makes those
+decisions safe under concurrency: rows locked and changed in product-id order, conditional
+UPDATEs (compare-and-set on a version or a status, counters that may not go negative) and the
+database's CHECK constraints, so no interleaving on SQLite or PostgreSQL sells a unit twice.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     ColumnElement,
+    DateTime,
+    ForeignKey,
+    Index,
     Integer,
     MetaData,
     Row,
@@ -39,110 +44,108 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import Database
-from common.errors import (
-    Aborted,
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-)
+from common.errors import Aborted, AlreadyExists
+from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
-from microcommerce.product.v1 import events_pb2
 from product_svc.domain import (
+    Adjustment,
     Category,
-    Money,
-    NewProduct,
     OrderBy,
     PriceChange,
     Product,
-    ProductChanges,
     ProductQuery,
     Reservation,
-    ReservationLine,
     ReservationStatus,
     ReservedItem,
-    adjusted_stock,
-    crossed_low_stock,
+    StockMove,
     words,
 )
 
-INVENTORY_TOPIC = "inventory-events"
-
-_metadata = MetaData()
+METADATA = MetaData()
+# SQLite auto-increments only an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits (migration 0003).
+_SEQ = BigInteger().with_variant(Integer, "sqlite")
 categories = Table(
     "product_categories",
-    _metadata,
+    METADATA,
     Column("id", String(32), primary_key=True),
-    Column("name", String(200)),
-    Column("slug", String(100)),
-    Column("parent_id", String(32)),
-    Column("create_time_us", BigInteger),
+    Column("name", String(200), nullable=False),
+    Column("slug", String(100), nullable=False, unique=True),
+    Column("parent_id", String(32), ForeignKey("product_categories.id")),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    Index("ix_product_categories_name", "name", "id"),
 )
 products = Table(
     "products",
-    _metadata,
-    Column("seq", BigInteger, primary_key=True),
-    Column("id", String(32), unique=True),
-    Column("sku", String(64)),
-    Column("name", String(200)),
-    Column("description", Text),
-    Column("category_id", String(32)),
-    Column("price_amount", BigInteger),
-    Column("price_currency", String(3)),
-    Column("available", BigInteger),
-    Column("reserved", BigInteger),
-    Column("low_stock_threshold", BigInteger),
-    Column("archived", Boolean),
-    Column("search_name", Text),
-    Column("search_body", Text),
-    Column("create_time_us", BigInteger),
-    Column("update_time_us", BigInteger),
-    Column("version", Integer),
+    METADATA,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("sku", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("category_id", String(32), ForeignKey("product_categories.id"), nullable=False),
+    Column("price_amount", BigInteger, nullable=False),
+    Column("price_currency", String(3), nullable=False),
+    Column("available", BigInteger, nullable=False),
+    Column("reserved", BigInteger, nullable=False),
+    Column("low_stock_threshold", BigInteger, nullable=False),
+    Column("archived", Boolean, nullable=False),
+    Column("search_name", Text, nullable=False),
+    Column("search_body", Text, nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("version", Integer, nullable=False),
+    CheckConstraint("available >= 0", name="ck_products_available"),
+    CheckConstraint("reserved >= 0", name="ck_products_reserved"),
+    Index("ix_products_newest", "create_time", "id"),
+    Index("ix_products_price", "price_amount", "id"),
+    Index("ix_products_category_newest", "category_id", "create_time", "id"),
 )
 price_changes = Table(
     "product_price_changes",
-    _metadata,
-    Column("seq", BigInteger, primary_key=True),
-    Column("product_id", String(32)),
-    Column("amount", BigInteger),
-    Column("currency", String(3)),
-    Column("changed_by", String(256)),
-    Column("change_time_us", BigInteger),
+    METADATA,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("product_id", String(32), ForeignKey("products.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("changed_by", String(256), nullable=False),
+    Column("change_time", DateTime(timezone=True), nullable=False),
+    Index("ix_product_price_changes_product", "product_id", "seq"),
 )
 adjustments = Table(
     "product_stock_adjustments",
-    _metadata,
-    Column("seq", BigInteger, primary_key=True),
-    Column("product_id", String(32)),
-    Column("delta", BigInteger),
-    Column("reason", String(500)),
-    Column("adjusted_by", String(256)),
-    Column("adjust_time_us", BigInteger),
+    METADATA,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("product_id", String(32), ForeignKey("products.id"), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("reason", String(500), nullable=False),
+    Column("adjusted_by", String(256), nullable=False),
+    Column("adjust_time", DateTime(timezone=True), nullable=False),
 )
 reservations = Table(
     "stock_reservations",
-    _metadata,
+    METADATA,
     Column("order_id", String(128), primary_key=True),
-    Column("status", String(16)),
-    Column("expire_time_us", BigInteger),
-    Column("create_time_us", BigInteger),
+    Column("status", String(16), nullable=False),
+    Column("expire_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    Index("ix_stock_reservations_due", "status", "expire_time"),
 )
 reservation_items = Table(
     "stock_reservation_items",
-    _metadata,
-    Column("order_id", String(128), primary_key=True),
+    METADATA,
+    Column("order_id", String(128), ForeignKey("stock_reservations.order_id"), primary_key=True),
     Column("position", Integer, primary_key=True),
-    Column("product_id", String(32)),
-    Column("sku", String(64)),
-    Column("name", String(200)),
-    Column("quantity", Integer),
-    Column("unit_amount", BigInteger),
-    Column("unit_currency", String(3)),
+    Column("product_id", String(32), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_amount", BigInteger, nullable=False),
+    Column("unit_currency", String(3), nullable=False),
 )
 # SQLite's full-text index (migration 0003); PostgreSQL uses generated tsvector columns instead.
 products_fts = Table(
     "products_fts",
-    _metadata,
+    METADATA,
     Column("rowid", BigInteger),  # = products.seq
     Column("name", Text),
     Column("body", Text),
@@ -159,29 +162,16 @@ _PRODUCT_COLUMNS = [
     products.c.available,
     products.c.reserved,
     products.c.low_stock_threshold,
-    products.c.create_time_us,
-    products.c.update_time_us,
+    products.c.archived,
+    products.c.create_time,
+    products.c.update_time,
     products.c.version,
 ]
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
 
 
 def search_words(text: str) -> str:
     """The text the full-text index holds: lower-case words separated by single spaces."""
     return " ".join(words(text))
-
-
-def _timestamp(micros: int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromMicroseconds(micros)
-    return stamp
 
 
 def _product(row: Row[Any]) -> Product:
@@ -195,239 +185,189 @@ def _product(row: Row[Any]) -> Product:
         available=row.available,
         reserved=row.reserved,
         low_stock_threshold=row.low_stock_threshold,
-        create_time_us=row.create_time_us,
-        update_time_us=row.update_time_us,
+        create_time=_utc(row.create_time),
+        update_time=_utc(row.update_time),
         version=row.version,
+        archived=bool(row.archived),
     )
 
 
+def _product_values(product: Product) -> dict[str, Any]:
+    return {
+        "id": product.id,
+        "sku": product.sku,
+        "name": product.name,
+        "description": product.description,
+        "category_id": product.category_id,
+        "price_amount": product.price.amount,
+        "price_currency": product.price.currency,
+        "available": product.available,
+        "reserved": product.reserved,
+        "low_stock_threshold": product.low_stock_threshold,
+        "archived": product.archived,
+        "search_name": search_words(product.name),
+        "search_body": search_words(product.description),
+        "create_time": product.create_time,
+        "update_time": product.update_time,
+        "version": product.version,
+    }
+
+
 def _category(row: Row[Any]) -> Category:
-    return Category(row.id, row.name, row.slug, row.parent_id or "", row.create_time_us)
+    return Category(row.id, row.name, row.slug, row.parent_id or "", _utc(row.create_time))
 
 
-def _quantities(items: Sequence[ReservedItem]) -> list[events_pb2.StockQuantity]:
-    return [events_pb2.StockQuantity(product_id=i.product_id, quantity=i.quantity) for i in items]
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands timezone-aware columns back naive; every value we write is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-class CatalogStore:
-    """The product service's tables, reached only through units of work on its own database."""
+class UnitOfWork:
+    """The reads and writes of one use case, committed together with its events."""
 
-    def __init__(self, database: Database, outbox: Outbox) -> None:
-        self._database = database
+    def __init__(self, session: AsyncSession, outbox: Outbox) -> None:
+        self._session = session
         self._outbox = outbox
-        self._postgres = database.engine.dialect.name == "postgresql"
+        self._postgres = session.get_bind().dialect.name == "postgresql"
 
-    async def reachable(self) -> bool:
-        return await self._database.ping()
+    async def emit(self, *events: OutgoingEvent) -> None:
+        await self._outbox.add(self._session, *events)
 
     # Categories -------------------------------------------------------------------------
 
-    async def create_category(self, name: str, slug: str, parent_id: str) -> Category:
-        category = Category(new_id(), name, slug, parent_id, now_us())
+    async def add_category(self, category: Category) -> None:
         try:
-            async with self._database.session() as session:
-                if parent_id and not await self._category_exists(session, parent_id):
-                    raise InvalidArgument(f"parent_id: no category {parent_id}", field="parent_id")
-                if await session.scalar(select(categories.c.id).where(categories.c.slug == slug)):
-                    raise AlreadyExists(f"slug {slug} is already in use", field="slug")
-                await session.execute(
+            # A savepoint: the unique violation must not poison the surrounding transaction.
+            async with self._session.begin_nested():
+                await self._session.execute(
                     insert(categories).values(
                         id=category.id,
-                        name=name,
-                        slug=slug,
-                        parent_id=parent_id or None,
-                        create_time_us=category.create_time_us,
+                        name=category.name,
+                        slug=category.slug,
+                        parent_id=category.parent_id or None,
+                        create_time=category.create_time,
                     )
                 )
-        except IntegrityError:  # a concurrent create took the slug between check and insert
-            raise AlreadyExists(f"slug {slug} is already in use", field="slug") from None
-        return category
+        except IntegrityError:  # a concurrent create took the slug since the caller looked
+            raise AlreadyExists(f"slug {category.slug} is already in use", field="slug") from None
 
-    async def list_categories(self, limit: int, after: tuple[str, str] | None) -> list[Category]:
+    async def category(self, category_id: str) -> Category | None:
+        row = (
+            await self._session.execute(select(categories).where(categories.c.id == category_id))
+        ).one_or_none()
+        return None if row is None else _category(row)
+
+    async def category_by_slug(self, slug: str) -> Category | None:
+        row = (
+            await self._session.execute(select(categories).where(categories.c.slug == slug))
+        ).one_or_none()
+        return None if row is None else _category(row)
+
+    async def categories(self, limit: int, after: tuple[str, str] | None) -> list[Category]:
+        """Categories by name then id, from after the key ``after``."""
         query = select(categories).order_by(categories.c.name, categories.c.id).limit(limit)
         if after is not None:
             query = query.where(tuple_(categories.c.name, categories.c.id) > tuple_(*after))
-        async with self._database.session() as session:
-            return [_category(row) for row in (await session.execute(query)).all()]
+        return [_category(row) for row in (await self._session.execute(query)).all()]
 
     async def category_parents(self) -> dict[str, str]:
         """Every category's parent id ("" for a root): the tree, for descendant lookups."""
-        async with self._database.session() as session:
-            rows = (await session.execute(select(categories.c.id, categories.c.parent_id))).all()
+        rows = (await self._session.execute(select(categories.c.id, categories.c.parent_id))).all()
         return {row.id: row.parent_id or "" for row in rows}
-
-    async def _category_exists(self, session: AsyncSession, category_id: str) -> bool:
-        found = await session.scalar(select(categories.c.id).where(categories.c.id == category_id))
-        return found is not None
 
     # Products ---------------------------------------------------------------------------
 
-    async def create_product(self, new: NewProduct, actor: str) -> Product:
-        moment = now_us()
-        product = Product(
-            id=new_id(),
-            sku=new.sku,
-            name=new.name,
-            description=new.description,
-            category_id=new.category_id,
-            price=new.price,
-            available=new.stock,
-            reserved=0,
-            low_stock_threshold=new.low_stock_threshold,
-            create_time_us=moment,
-            update_time_us=moment,
-            version=1,
-        )
+    async def add_product(self, product: Product) -> None:
         try:
-            async with self._database.session() as session:
-                if not await self._category_exists(session, new.category_id):
-                    raise InvalidArgument(
-                        f"category_id: no category {new.category_id}", field="category_id"
-                    )
-                await self._refuse_taken_sku(session, new.sku)
-                await session.execute(insert(products).values(**self._row(product)))
-                await session.execute(
-                    insert(price_changes).values(
-                        product_id=product.id,
-                        amount=new.price.amount,
-                        currency=new.price.currency,
-                        changed_by=actor,
-                        change_time_us=moment,
-                    )
-                )
-        except IntegrityError:
-            raise AlreadyExists(f"sku {new.sku} is already in use", field="sku") from None
-        return product
+            async with self._session.begin_nested():
+                await self._session.execute(insert(products).values(_product_values(product)))
+        except IntegrityError:  # a concurrent create took the sku since the caller looked
+            raise AlreadyExists(f"sku {product.sku} is already in use", field="sku") from None
 
-    async def insert_products(self, batch: Sequence[NewProduct], *, actor: str) -> None:
-        """Bulk load without per-row checks, for benchmarks and fixtures (category must exist)."""
-        moment = now_us()
-        rows = []
-        for offset, new in enumerate(batch):
-            product = Product(
-                new_id(), new.sku, new.name, new.description, new.category_id, new.price,
-                new.stock, 0, new.low_stock_threshold, moment + offset, moment + offset, 1,
-            )  # fmt: skip
-            rows.append(self._row(product))
-        async with self._database.session() as session:
-            await session.execute(insert(products), rows)
+    async def product(self, product_id: str, *, for_update: bool = False) -> Product | None:
+        """The product, archived or not; ``for_update`` locks its row until the unit ends."""
+        query = select(*_PRODUCT_COLUMNS).where(products.c.id == product_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).one_or_none()
+        return None if row is None else _product(row)
 
-    @staticmethod
-    def _row(product: Product) -> dict[str, Any]:
-        return {
-            "id": product.id,
-            "sku": product.sku,
-            "name": product.name,
-            "description": product.description,
-            "category_id": product.category_id,
-            "price_amount": product.price.amount,
-            "price_currency": product.price.currency,
-            "available": product.available,
-            "reserved": product.reserved,
-            "low_stock_threshold": product.low_stock_threshold,
-            "archived": False,
-            "search_name": search_words(product.name),
-            "search_body": search_words(product.description),
-            "create_time_us": product.create_time_us,
-            "update_time_us": product.update_time_us,
-            "version": product.version,
-        }
-
-    async def _refuse_taken_sku(self, session: AsyncSession, sku: str) -> None:
-        if await session.scalar(select(products.c.id).where(products.c.sku == sku)):
-            raise AlreadyExists(f"sku {sku} is already in use", field="sku")
-
-    async def get_product(self, product_id: str) -> Product:
-        async with self._database.session() as session:
-            return await self._live_product(session, product_id)
-
-    async def _live_product(self, session: AsyncSession, product_id: str) -> Product:
-        row = (
-            await session.execute(
-                select(*_PRODUCT_COLUMNS).where(
-                    products.c.id == product_id, products.c.archived.is_(False)
-                )
+    async def products_for_update(self, product_ids: Sequence[str]) -> dict[str, Product]:
+        """The products by id, their rows locked in id order (no two units deadlock)."""
+        rows = (
+            await self._session.execute(
+                select(*_PRODUCT_COLUMNS)
+                .where(products.c.id.in_(sorted(product_ids)))
+                .order_by(products.c.id)
+                .with_for_update()
             )
-        ).one_or_none()
-        if row is None:
-            raise NotFound(f"no product {product_id}", field="id")
-        return _product(row)
+        ).all()
+        return {row.id: _product(row) for row in rows}
 
-    async def update_product(self, product_id: str, changes: ProductChanges, etag: str) -> Product:
+    async def product_by_sku(self, sku: str) -> Product | None:
+        query = select(*_PRODUCT_COLUMNS).where(products.c.sku == sku)
+        row = (await self._session.execute(query)).one_or_none()
+        return None if row is None else _product(row)
+
+    async def save_product(self, before: Product, after: Product) -> None:
+        """Write ``after`` if the row is still ``before``; ABORTED if another writer won."""
+        # Compare-and-set on the version and the stock counters: reservations move stock
+        # without a new version, and on PostgreSQL an unlocked read does not stop them.
         try:
-            async with self._database.session() as session:
-                current = await self._live_product(session, product_id)
-                if etag and etag != current.etag:
-                    raise Aborted(
-                        "the product changed since it was read; read it again",
-                        field="product.etag",
+            async with self._session.begin_nested():
+                result = await self._session.execute(
+                    update(products)
+                    .where(
+                        products.c.id == before.id,
+                        products.c.version == before.version,
+                        products.c.available == before.available,
+                        products.c.reserved == before.reserved,
                     )
-                values: dict[str, Any] = {}
-                if changes.sku is not None and changes.sku != current.sku:
-                    await self._refuse_taken_sku(session, changes.sku)
-                    values["sku"] = changes.sku
-                if changes.name is not None:
-                    values["name"] = changes.name
-                    values["search_name"] = search_words(changes.name)
-                if changes.description is not None:
-                    values["description"] = changes.description
-                    values["search_body"] = search_words(changes.description)
-                if changes.category_id is not None:
-                    if not await self._category_exists(session, changes.category_id):
-                        raise InvalidArgument(
-                            f"product.category_id: no category {changes.category_id}",
-                            field="product.category_id",
-                        )
-                    values["category_id"] = changes.category_id
-                if changes.low_stock_threshold is not None:
-                    values["low_stock_threshold"] = changes.low_stock_threshold
-                if not values:
-                    return current
-                await self._bump(session, current, values)
-                return await self._live_product(session, product_id)
+                    .values(_product_values(after))
+                )
         except IntegrityError:
-            raise AlreadyExists(
-                f"sku {changes.sku} is already in use", field="product.sku"
-            ) from None
-
-    async def _bump(self, session: AsyncSession, current: Product, values: dict[str, Any]) -> None:
-        # Compare-and-set on the version: a concurrent writer (PostgreSQL reads do not lock)
-        # makes this match no row, and the caller gets ABORTED instead of a lost update.
-        result = await session.execute(
-            update(products)
-            .where(products.c.id == current.id, products.c.version == current.version)
-            .values(**values, version=current.version + 1, update_time_us=now_us())
-        )
+            raise AlreadyExists(f"sku {after.sku} is already in use", field="product.sku") from None
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise Aborted("the product changed concurrently; read it again and retry")
 
-    async def archive_product(self, product_id: str, etag: str) -> None:
-        async with self._database.session() as session:
-            current = await self._live_product(session, product_id)
-            if etag and etag != current.etag:
-                raise Aborted("the product changed since it was read", field="etag")
-            await self._bump(session, current, {"archived": True})
+    async def insert_products(self, batch: Sequence[Product]) -> None:
+        """Bulk insert without per-row checks, for benchmarks and fixtures."""
+        await self._session.execute(insert(products), [_product_values(p) for p in batch])
 
-    async def set_price(self, product_id: str, price: Money, actor: str) -> Product:
-        async with self._database.session() as session:
-            current = await self._live_product(session, product_id)
-            await self._bump(
-                session, current, {"price_amount": price.amount, "price_currency": price.currency}
-            )
-            await session.execute(
-                insert(price_changes).values(
-                    product_id=product_id,
-                    amount=price.amount,
-                    currency=price.currency,
-                    changed_by=actor,
-                    change_time_us=now_us(),
+    async def move_stock(self, moves: Sequence[StockMove]) -> None:
+        """Apply a reservation's stock moves, in product-id order; ABORTED if one would make a
+        counter negative (the domain checked a state another unit of work has since changed)."""
+        for move in sorted(moves, key=lambda move: move.product_id):
+            result = await self._session.execute(
+                update(products)
+                .where(
+                    products.c.id == move.product_id,
+                    products.c.available + move.available >= 0,
+                    products.c.reserved + move.reserved >= 0,
+                )
+                .values(
+                    available=products.c.available + move.available,
+                    reserved=products.c.reserved + move.reserved,
                 )
             )
-            return await self._live_product(session, product_id)
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise Aborted(f"the stock of product {move.product_id} changed concurrently")
 
-    async def price_history(
+    async def add_price_change(self, product_id: str, change: PriceChange) -> None:
+        await self._session.execute(
+            insert(price_changes).values(
+                product_id=product_id,
+                amount=change.price.amount,
+                currency=change.price.currency,
+                changed_by=change.changed_by,
+                change_time=change.change_time,
+            )
+        )
+
+    async def price_changes(
         self, product_id: str, limit: int, before_seq: int | None
     ) -> list[PriceChange]:
+        """The product's price changes, newest first, from before ``before_seq``."""
         query = (
             select(price_changes)
             .where(price_changes.c.product_id == product_id)
@@ -436,82 +376,38 @@ class CatalogStore:
         )
         if before_seq is not None:
             query = query.where(price_changes.c.seq < before_seq)
-        async with self._database.session() as session:
-            await self._live_product(session, product_id)
-            rows = (await session.execute(query)).all()
+        rows = (await self._session.execute(query)).all()
         return [
             PriceChange(
-                row.seq, Money(row.amount, row.currency), row.changed_by, row.change_time_us
+                row.seq,
+                Money(row.amount, row.currency),
+                row.changed_by,
+                _utc(row.change_time),
             )
             for row in rows
         ]
 
-    async def adjust_stock(self, product_id: str, delta: int, reason: str, actor: str) -> Product:
-        async with self._database.session() as session:
-            current = await self._live_product(session, product_id)
-            after = adjusted_stock(current.available, delta)
-            # Conditional on the stock still being what was read: a reservation in between on
-            # PostgreSQL makes this match nothing, rather than write a stale level.
-            result = await session.execute(
-                update(products)
-                .where(products.c.id == product_id, products.c.available == current.available)
-                .values(
-                    available=after,
-                    version=products.c.version + 1,
-                    update_time_us=now_us(),
-                )
+    async def add_adjustment(self, adjustment: Adjustment) -> None:
+        await self._session.execute(
+            insert(adjustments).values(
+                product_id=adjustment.product_id,
+                delta=adjustment.delta,
+                reason=adjustment.reason,
+                adjusted_by=adjustment.adjusted_by,
+                adjust_time=adjustment.adjust_time,
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise Aborted("the stock changed concurrently; retry the adjustment")
-            await session.execute(
-                insert(adjustments).values(
-                    product_id=product_id,
-                    delta=delta,
-                    reason=reason,
-                    adjusted_by=actor,
-                    adjust_time_us=now_us(),
-                )
-            )
-            events = [
-                OutgoingEvent(
-                    INVENTORY_TOPIC,
-                    "microcommerce.inventory.adjusted",
-                    product_id,
-                    events_pb2.StockAdjusted(
-                        product_id=product_id,
-                        delta=delta,
-                        reason=reason,
-                        available=after,
-                        reserved=current.reserved,
-                        adjusted_by=actor,
-                    ),
-                )
-            ]
-            if crossed_low_stock(current.available, after, current.low_stock_threshold):
-                events.append(self._low_stock(current, after))
-            await self._outbox.add(session, *events)
-            return await self._live_product(session, product_id)
-
-    @staticmethod
-    def _low_stock(product: Product, available: int) -> OutgoingEvent:
-        return OutgoingEvent(
-            INVENTORY_TOPIC,
-            "microcommerce.inventory.low_stock",
-            product.id,
-            events_pb2.LowStock(
-                product_id=product.id,
-                sku=product.sku,
-                available=available,
-                threshold=product.low_stock_threshold,
-            ),
         )
 
     # Search -----------------------------------------------------------------------------
 
     async def search(
-        self, query: ProductQuery, limit: int, after: Sequence[str] | None
-    ) -> list[tuple[Product, list[str]]]:
-        """One page of live products matching ``query``, each with its keyset sort key."""
+        self, query: ProductQuery, limit: int, after: Sequence[object] | None
+    ) -> list[tuple[Product, int]]:
+        """One page of live products matching ``query`` after the sort key ``after``.
+
+        Each product comes with its relevance rank (1 when its name has every word, else 0),
+        part of the sort key under ``relevance``.
+        """
         conditions: list[ColumnElement[bool]] = [products.c.archived.is_(False)]
         name_match: ColumnElement[Any] = literal(0)
         if query.terms:
@@ -535,30 +431,22 @@ class CatalogStore:
         elif query.order_by is OrderBy.PRICE_DESC:
             keys, ascending = [products.c.price_amount, products.c.id], False
         elif query.order_by is OrderBy.RELEVANCE:
-            keys, ascending = [name_match, products.c.create_time_us, products.c.id], False
+            keys, ascending = [name_match, products.c.create_time, products.c.id], False
         else:
-            keys, ascending = [products.c.create_time_us, products.c.id], False
+            keys, ascending = [products.c.create_time, products.c.id], False
         if after is not None:
-            try:
-                bound = [int(value) for value in after[:-1]] + [after[-1]]
-            except ValueError:
-                raise InvalidArgument("page_token is malformed", field="page_token") from None
-            literal_bound = tuple_(*(literal(v) for v in bound))
-            conditions.append(
-                tuple_(*keys) > literal_bound if ascending else tuple_(*keys) < literal_bound
-            )
+            # Typed like their columns, so a time bound is written as the column stores it.
+            bound = tuple_(*(literal(v, type_=k.type) for k, v in zip(keys, after, strict=True)))
+            conditions.append(tuple_(*keys) > bound if ascending else tuple_(*keys) < bound)
         ordering = [key.asc() if ascending else key.desc() for key in keys]
         statement = (
-            select(*_PRODUCT_COLUMNS, *(key.label(f"k{i}") for i, key in enumerate(keys)))
+            select(*_PRODUCT_COLUMNS, *[name_match.label("rank")])
             .where(and_(*conditions))
             .order_by(*ordering)
             .limit(limit)
         )
-        async with self._database.session() as session:
-            rows = (await session.execute(statement)).all()
-        return [
-            (_product(row), [str(row._mapping[f"k{i}"]) for i in range(len(keys))]) for row in rows
-        ]
+        rows = (await self._session.execute(statement)).all()
+        return [(_product(row), int(row.rank)) for row in rows]
 
     def _matches(self, terms: Sequence[str], *, in_name_only: bool) -> ColumnElement[bool]:
         if self._postgres:
@@ -576,18 +464,16 @@ class CatalogStore:
 
     # Reservations -----------------------------------------------------------------------
 
-    async def find_reservation(self, order_id: str) -> Reservation | None:
-        async with self._database.session() as session:
-            return await self._reservation(session, order_id)
-
-    async def _reservation(self, session: AsyncSession, order_id: str) -> Reservation | None:
-        head = (
-            await session.execute(select(reservations).where(reservations.c.order_id == order_id))
-        ).one_or_none()
+    async def reservation(self, order_id: str, *, for_update: bool = False) -> Reservation | None:
+        """The order's reservation; ``for_update`` locks it until the unit ends."""
+        query = select(reservations).where(reservations.c.order_id == order_id)
+        if for_update:
+            query = query.with_for_update()
+        head = (await self._session.execute(query)).one_or_none()
         if head is None:
             return None
         rows = (
-            await session.execute(
+            await self._session.execute(
                 select(reservation_items)
                 .where(reservation_items.c.order_id == order_id)
                 .order_by(reservation_items.c.position)
@@ -603,227 +489,96 @@ class CatalogStore:
             )
             for row in rows
         )
-        return Reservation(order_id, items, ReservationStatus(head.status), head.expire_time_us)
+        return Reservation(order_id, items, ReservationStatus(head.status), _utc(head.expire_time))
 
-    async def reserve(
-        self, order_id: str, lines: Sequence[ReservationLine], ttl_us: int
-    ) -> Reservation | None:
-        """Reserve every line or nothing; None when the order already has a reservation."""
-        expire = now_us() + ttl_us
+    async def claim_reservation(self, reservation: Reservation, now: datetime) -> bool:
+        """Record the order's reservation (without items); False when the order has one.
+
+        A use case claims the order's row before anything else: a concurrent duplicate then
+        waits on it (PostgreSQL) or behind this transaction (SQLite) and finds it taken.
+        """
         try:
-            async with self._database.session() as session:
-                # The order's row first: a concurrent duplicate blocks on it (PostgreSQL) or
-                # queues behind this transaction (SQLite), then fails the primary key.
-                await session.execute(
+            async with self._session.begin_nested():
+                await self._session.execute(
                     insert(reservations).values(
-                        order_id=order_id,
-                        status=ReservationStatus.ACTIVE.value,
-                        expire_time_us=expire,
-                        create_time_us=now_us(),
+                        order_id=reservation.order_id,
+                        status=reservation.status.value,
+                        expire_time=reservation.expire_time,
+                        create_time=now,
                     )
                 )
-                items: list[ReservedItem] = []
-                low: list[OutgoingEvent] = []
-                by_position = {line.product_id: i for i, line in enumerate(lines)}
-                # Rows are locked in one global order (by id) so that two multi-item orders
-                # cannot deadlock on PostgreSQL.
-                for line in sorted(lines, key=lambda line: line.product_id):
-                    product, event = await self._take(session, line)
-                    items.append(
-                        ReservedItem(
-                            product.id, product.sku, product.name, line.quantity, product.price
-                        )
-                    )
-                    if event is not None:
-                        low.append(event)
-                items.sort(key=lambda item: by_position[item.product_id])
-                await session.execute(
-                    insert(reservation_items),
-                    [
-                        {
-                            "order_id": order_id,
-                            "position": position,
-                            "product_id": item.product_id,
-                            "sku": item.sku,
-                            "name": item.name,
-                            "quantity": item.quantity,
-                            "unit_amount": item.unit_price.amount,
-                            "unit_currency": item.unit_price.currency,
-                        }
-                        for position, item in enumerate(items)
-                    ],
-                )
-                reservation = Reservation(order_id, tuple(items), ReservationStatus.ACTIVE, expire)
-                reserved = events_pb2.StockReserved(
-                    order_id=order_id,
-                    items=_quantities(items),
-                    expire_time=_timestamp(expire),
-                )
-                await self._outbox.add(
-                    session,
-                    OutgoingEvent(
-                        INVENTORY_TOPIC, "microcommerce.inventory.reserved", order_id, reserved
-                    ),
-                    *low,
-                )
-                return reservation
         except IntegrityError:
-            return None
+            return False
+        return True
 
-    async def _take(
-        self, session: AsyncSession, line: ReservationLine
-    ) -> tuple[Product, OutgoingEvent | None]:
-        result = await session.execute(
-            update(products)
+    async def add_reservation_items(self, reservation: Reservation) -> None:
+        """Record what a claimed reservation holds, in the order's own item order."""
+        await self._session.execute(
+            insert(reservation_items),
+            [
+                {
+                    "order_id": reservation.order_id,
+                    "position": position,
+                    "product_id": item.product_id,
+                    "sku": item.sku,
+                    "name": item.name,
+                    "quantity": item.quantity,
+                    "unit_amount": item.unit_price.amount,
+                    "unit_currency": item.unit_price.currency,
+                }
+                for position, item in enumerate(reservation.items)
+            ],
+        )
+
+    async def save_reservation(self, before: Reservation, after: Reservation) -> None:
+        """Write the reservation's new status if it is still ``before``'s (compare-and-set)."""
+        result = await self._session.execute(
+            update(reservations)
             .where(
-                products.c.id == line.product_id,
-                products.c.archived.is_(False),
-                products.c.available >= line.quantity,
+                reservations.c.order_id == before.order_id,
+                reservations.c.status == before.status.value,
             )
-            .values(
-                available=products.c.available - line.quantity,
-                reserved=products.c.reserved + line.quantity,
-            )
-            .returning(*_PRODUCT_COLUMNS)
+            .values(status=after.status.value)
         )
-        row = result.one_or_none()
-        if row is None:
-            found = (
-                await session.execute(
-                    select(products.c.available).where(
-                        products.c.id == line.product_id, products.c.archived.is_(False)
-                    )
-                )
-            ).one_or_none()
-            if found is None:
-                raise NotFound(f"no product {line.product_id}", field="items.product_id")
-            raise FailedPrecondition(
-                f"product {line.product_id} has only {found.available} units available, "
-                f"{line.quantity} requested",
-                field="items.quantity",
-                reason="OUT_OF_STOCK",
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise Aborted(f"the reservation of order {before.order_id} changed concurrently")
+
+    async def reservations_due(
+        self, status: ReservationStatus, now: datetime, limit: int
+    ) -> list[str]:
+        """Order ids of reservations in ``status`` whose expiry is at or before ``now``."""
+        rows = await self._session.scalars(
+            select(reservations.c.order_id)
+            .where(
+                reservations.c.status == status.value,
+                reservations.c.expire_time <= now,
             )
-        product = _product(row)
-        before = product.available + line.quantity
-        if crossed_low_stock(before, product.available, product.low_stock_threshold):
-            return product, self._low_stock(product, product.available)
-        return product, None
+            .order_by(reservations.c.expire_time)
+            .limit(limit)
+        )
+        return list(rows)
 
-    async def record_release(self, order_id: str) -> Reservation | None:
-        """Record an empty RELEASED reservation for an order that never reserved; None if it has."""
-        try:
-            async with self._database.session() as session:
-                await session.execute(
-                    insert(reservations).values(
-                        order_id=order_id,
-                        status=ReservationStatus.RELEASED.value,
-                        expire_time_us=now_us(),
-                        create_time_us=now_us(),
-                    )
-                )
-        except IntegrityError:
-            return None
-        return Reservation(order_id, (), ReservationStatus.RELEASED, now_us())
 
-    async def settle(
-        self, order_id: str, target: ReservationStatus, *, only_if_due: bool = False
-    ) -> Reservation:
-        """Move an order's reservation to COMMITTED, RELEASED or EXPIRED, with its stock."""
+class CatalogStore:
+    """The product service's tables, reached only through units of work on its own database."""
+
+    def __init__(self, database: Database, outbox: Outbox) -> None:
+        self._database = database
+        self._outbox = outbox
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        """Commits when the block ends normally, rolls back (events included) if it raises."""
         async with self._database.session() as session:
-            current = await self._reservation(session, order_id)
-            if current is None:
-                raise NotFound(f"no reservation for order {order_id}", field="order_id")
-            source = current.status
-            if source is target or (
-                target is ReservationStatus.RELEASED and source is ReservationStatus.EXPIRED
-            ):
-                return current
-            allowed = {
-                ReservationStatus.COMMITTED: {ReservationStatus.ACTIVE},
-                ReservationStatus.RELEASED: {ReservationStatus.ACTIVE, ReservationStatus.COMMITTED},
-                ReservationStatus.EXPIRED: {ReservationStatus.ACTIVE},
-            }[target]
-            if source not in allowed:
-                raise FailedPrecondition(
-                    f"the reservation of order {order_id} is {source.value}, "
-                    f"it cannot become {target.value}",
-                    field="order_id",
-                )
-            condition = [
-                reservations.c.order_id == order_id,
-                reservations.c.status == source.value,
-            ]
-            if only_if_due:
-                condition.append(reservations.c.expire_time_us <= now_us())
-            moved = await session.execute(
-                update(reservations).where(*condition).values(status=target.value)
-            )
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
-                # Another caller settled it first (PostgreSQL): the same move is a repeat.
-                now = await self._reservation(session, order_id)
-                if now is not None and now.status is target:
-                    return now
-                raise Aborted(f"the reservation of order {order_id} changed concurrently")
-            # Product rows in id order, as ReserveStock takes them, so no two units of work
-            # wait on each other's rows (a deadlock on PostgreSQL).
-            for item in sorted(current.items, key=lambda item: item.product_id):
-                await session.execute(self._stock_move(item, source, target))
-            await self._outbox.add(session, self._settled_event(current, source, target))
-            return Reservation(order_id, current.items, target, current.expire_time_us)
+            yield UnitOfWork(session, self._outbox)
 
-    @staticmethod
-    def _stock_move(
-        item: ReservedItem, source: ReservationStatus, target: ReservationStatus
-    ) -> Any:
-        statement = update(products).where(products.c.id == item.product_id)
-        if target is ReservationStatus.COMMITTED:
-            return statement.values(reserved=products.c.reserved - item.quantity)
-        if source is ReservationStatus.COMMITTED:  # a restock of a cancelled sale
-            return statement.values(available=products.c.available + item.quantity)
-        return statement.values(
-            available=products.c.available + item.quantity,
-            reserved=products.c.reserved - item.quantity,
-        )
+    async def reachable(self) -> bool:
+        return await self._database.ping()
 
-    @staticmethod
-    def _settled_event(
-        reservation: Reservation, source: ReservationStatus, target: ReservationStatus
-    ) -> OutgoingEvent:
-        quantities = _quantities(reservation.items)
-        data: events_pb2.StockCommitted | events_pb2.StockReleased
-        if target is ReservationStatus.COMMITTED:
-            kind = "committed"
-            data = events_pb2.StockCommitted(order_id=reservation.order_id, items=quantities)
-        else:
-            kind = "released"
-            reason = (
-                events_pb2.STOCK_RELEASE_REASON_EXPIRED
-                if target is ReservationStatus.EXPIRED
-                else events_pb2.STOCK_RELEASE_REASON_REQUESTED
-            )
-            data = events_pb2.StockReleased(
-                order_id=reservation.order_id,
-                items=quantities,
-                reason=reason,
-                restocked=source is ReservationStatus.COMMITTED,
-            )
-        return OutgoingEvent(
-            INVENTORY_TOPIC, f"microcommerce.inventory.{kind}", reservation.order_id, data
-        )
-
-    async def due_reservations(self, limit: int) -> list[str]:
-        """Order ids of ACTIVE reservations past their expiry, oldest first."""
-        async with self._database.session() as session:
-            rows = await session.scalars(
-                select(reservations.c.order_id)
-                .where(
-                    reservations.c.status == ReservationStatus.ACTIVE.value,
-                    reservations.c.expire_time_us <= now_us(),
-                )
-                .order_by(reservations.c.expire_time_us)
-                .limit(limit)
-            )
-            return list(rows)
+    async def insert_products(self, batch: Sequence[Product]) -> None:
+        """Bulk load without per-row checks, for benchmarks and fixtures (category must exist)."""
+        async with self.unit_of_work() as uow:
+            await uow.insert_products(batch)
 
 
 def _fts_match(expression: str) -> ColumnElement[bool]:

@@ -16,7 +16,7 @@ from sqlalchemy import URL, make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from common.broker import EmbeddedBroker
+from localrun.broker import EmbeddedBroker
 
 # The PostgreSQL server (not database) tests may use; each session creates its own database.
 DEFAULT_TEST_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"

@@ -5,16 +5,22 @@ Plain Python only: no gRPC, SQL, Kafka or HTTP here (tests/unit/test_architectur
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import math
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 
-from common.errors import InvalidArgument, Unauthenticated
+from common.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from common.tokens import ROLE_ADMIN, ROLE_CUSTOMER
 
 ASSIGNABLE_ROLES = frozenset({ROLE_CUSTOMER, ROLE_ADMIN})
@@ -25,6 +31,8 @@ MAX_NAME_LENGTH = 200
 # RFC 5321: 64 octets local part, 254 for a whole forward path.
 MAX_EMAIL_LENGTH = 254
 MAX_LOCAL_PART_LENGTH = 64
+MAX_USER_AGENT_LENGTH = 512
+MAX_CLIENT_ADDRESS_LENGTH = 128
 
 # The most used passwords of public breach corpora that are at least 8 characters long (the
 # shorter ones are refused by length anyway). Compared case-insensitively.
@@ -204,9 +212,35 @@ class User:
     preferences: Preferences = field(default_factory=Preferences)
     deleted_time: datetime | None = None
 
+    @classmethod
+    def register(
+        cls, *, email: str, name: str, roles: Iterable[str], password_hash: str, now: datetime
+    ) -> User:
+        """A new account; ``email`` is already normalized and the password already checked."""
+        return cls(
+            id=new_id(),
+            email=email,
+            name=check_name(name),
+            roles=frozenset(roles),
+            create_time=now,
+            password_hash=password_hash,
+        )
+
     @property
     def is_deleted(self) -> bool:
         return self.deleted_time is not None
+
+    def renamed(self, name: str) -> User:
+        return replace(self, name=check_name(name))
+
+    def with_preferences(self, preferences: Preferences) -> User:
+        return replace(self, preferences=preferences)
+
+    def with_roles(self, roles: frozenset[str]) -> User:
+        return replace(self, roles=roles)
+
+    def with_password_hash(self, password_hash: str) -> User:
+        return replace(self, password_hash=password_hash)
 
     def erased(self, now: datetime) -> User:
         """The account with its personal data gone; only the opaque id and roles remain."""
@@ -218,6 +252,18 @@ class User:
             preferences=Preferences(),
             deleted_time=now,
         )
+
+
+def live_account(user: User | None) -> User:
+    """The account, if it exists and is not erased; NotFound otherwise."""
+    # An erased account answers like a missing one: its id is all that is left of it.
+    if user is None or user.is_deleted:
+        raise NotFound("this account does not exist")
+    return user
+
+
+def email_taken() -> AlreadyExists:
+    return AlreadyExists("an account with this email exists", field="email")
 
 
 def erased_email(user_id: str) -> str:
@@ -257,8 +303,28 @@ class Session:
     client_address: str
     revoked_time: datetime | None = None
 
+    @classmethod
+    def open(
+        cls, *, user_id: str, user_agent: str, client_address: str, now: datetime, idle: timedelta
+    ) -> Session:
+        """A new sign-in that lives until ``idle`` passes without a refresh."""
+        return cls(
+            id=new_id(),
+            user_id=user_id,
+            create_time=now,
+            last_used_time=now,
+            expire_time=now + idle,
+            # Client-reported strings, cut to what the columns hold.
+            user_agent=user_agent[:MAX_USER_AGENT_LENGTH],
+            client_address=client_address[:MAX_CLIENT_ADDRESS_LENGTH],
+        )
+
     def is_live(self, now: datetime) -> bool:
         return self.revoked_time is None and now < self.expire_time
+
+    def used(self, now: datetime, idle: timedelta) -> Session:
+        """The session after a refresh at ``now``: idle time starts again."""
+        return replace(self, last_used_time=now, expire_time=now + idle)
 
 
 class RefreshOutcome(Enum):
@@ -269,12 +335,16 @@ class RefreshOutcome(Enum):
     REVOKE_FAMILY = "revoke_family"  # a spent token again: it leaked; end the whole session
 
 
-def judge_refresh(*, token_spent: bool, session: Session | None, now: datetime) -> RefreshOutcome:
-    """The rotation rule: a token works once, and only while its session lives."""
+def judge_refresh(
+    *, token_spent: bool, session: Session | None, owner: User | None, now: datetime
+) -> RefreshOutcome:
+    """The rotation rule: a token works once, only while its session and its account live."""
     if session is None or not session.is_live(now):
         return RefreshOutcome.REJECT
     if token_spent:
         return RefreshOutcome.REVOKE_FAMILY
+    if owner is None or owner.is_deleted:
+        return RefreshOutcome.REJECT
     return RefreshOutcome.ROTATE
 
 
@@ -316,40 +386,26 @@ class FailureCount:
         return FailureCount(self.failures + 1, self.window_start)
 
 
+def refuse_while_throttled(
+    policies: Mapping[str, ThrottlePolicy], counts: Mapping[str, FailureCount], now: datetime
+) -> None:
+    """ResourceExhausted while any key (account, client) has used up its failures."""
+    waits = [
+        wait
+        for key, policy in policies.items()
+        if key in counts and (wait := counts[key].retry_after(policy, now)) is not None
+    ]
+    if waits:
+        # The longest wait: retrying after a shorter one would only be refused again.
+        seconds = math.ceil(max(waits).total_seconds())
+        raise ResourceExhausted(
+            f"too many failed sign-ins; try again in {seconds} s",
+            reason="LOGIN_THROTTLED",
+            retry_after_s=seconds,
+        )
+
+
 def throttle_key(scope: str, value: str) -> str:
     # Hashed: the throttle table must not become a second copy of emails and addresses that
     # outlives account erasure.
     return hashlib.sha256(f"{scope}:{value}".encode()).hexdigest()
-
-
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
-
-
-@dataclass(frozen=True)
-class Page:
-    """Where a list starts and how much it holds (AIP-158; the token is an opaque offset)."""
-
-    offset: int
-    size: int
-
-    @classmethod
-    def parse(cls, page_size: int, page_token: str) -> Page:
-        if page_size < 0:
-            raise InvalidArgument("page_size must not be negative", field="page_size")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        if not page_token:
-            return cls(0, size)
-        try:
-            offset = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("o:"))
-        except (ValueError, UnicodeDecodeError) as error:
-            raise InvalidArgument("page_token is not valid", field="page_token") from error
-        if offset < 0:
-            raise InvalidArgument("page_token is not valid", field="page_token")
-        return cls(offset, size)
-
-    def next_token(self, fetched: int) -> str:
-        """The token of the next page, given that ``size + 1`` rows were asked for."""
-        if fetched <= self.size:
-            return ""
-        return base64.urlsafe_b64encode(f"o:{self.offset + self.size}".encode()).decode()

@@ -119,7 +119,9 @@ class UserApi(user_service_pb2_grpc.UserServiceServicer):
     ) -> pb.ListSessionsResponse:
         principal = require_principal()
         found, next_token = await self._use_cases.sessions(
-            principal.user_id, page_size=request.page_size, page_token=request.page_token
+            principal.user_id,
+            page_size=request.page_size if request.HasField("page_size") else None,
+            page_token=request.page_token,
         )
         return pb.ListSessionsResponse(
             sessions=[_session(session, principal.session_id) for session in found],
@@ -149,7 +151,9 @@ class UserApi(user_service_pb2_grpc.UserServiceServicer):
         self, request: pb.ListUsersRequest, context: Context
     ) -> pb.ListUsersResponse:
         found, next_token = await self._use_cases.list_users(
-            page_size=request.page_size, page_token=request.page_token, email=request.email
+            page_size=request.page_size if request.HasField("page_size") else None,
+            page_token=request.page_token,
+            email=request.email,
         )
         return pb.ListUsersResponse(
             users=[_user(user) for user in found], next_page_token=next_token

@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import hmac
-import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf.message import Message
 from pydantic import SecretStr
 
+from common import pagination
+from common.clock import from_micros, to_micros
 from common.errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
-    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
 from common.logging import get_logger
-from common.outbox import OutgoingEvent
+from common.pagination import PageTokens
 from common.settings import SERVICE_NAMES
 from common.tokens import ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE, SERVICE_SUBJECT_PREFIX
-from microcommerce.user.v1 import events_pb2
+from user_svc import messages
 from user_svc.domain import (
     FailureCount,
-    Page,
     Preferences,
     RefreshOutcome,
     Session,
@@ -35,12 +33,14 @@ from user_svc.domain import (
     check_name,
     check_password,
     check_roles,
+    email_taken,
     judge_refresh,
+    live_account,
     login_refused,
-    new_id,
     new_refresh_token,
     normalize_email,
     refresh_refused,
+    refuse_while_throttled,
     throttle_key,
     token_digest,
 )
@@ -50,7 +50,6 @@ from user_svc.store import AccountStore
 
 _log = get_logger(__name__)
 
-USER_EVENTS_TOPIC = "user-events"
 SERVICE_TOKEN_TTL = timedelta(minutes=15)
 
 
@@ -81,19 +80,8 @@ class Lifetimes:
     session_idle: timedelta
 
 
-def _event(kind: str, user_id: str, data: Message) -> OutgoingEvent:
-    return OutgoingEvent(USER_EVENTS_TOPIC, f"microcommerce.user.{kind}", user_id, data)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _live(user: User | None) -> User:
-    # An erased account answers like a missing one: its id is all that is left of it.
-    if user is None or user.is_deleted:
-        raise NotFound("this account does not exist")
-    return user
 
 
 class Accounts:
@@ -108,8 +96,11 @@ class Accounts:
         throttling: Throttling,
         lifetimes: Lifetimes,
         service_credential: SecretStr | None,
+        page_tokens: PageTokens | None = None,
     ) -> None:
         self._store = store
+        # Without the deployment's key (MC_PAGE_TOKEN_KEY) tokens hold only within this process.
+        self._page_tokens = page_tokens or PageTokens.for_service(None, "user")
         self._keys = keys
         self._passwords = passwords
         self._throttling = throttling
@@ -122,50 +113,45 @@ class Accounts:
 
     # Registration and profile
 
-    async def register(
-        self, email: str, password: str, name: str, *, roles: Iterable[str] = (ROLE_CUSTOMER,)
-    ) -> User:
+    async def register(self, email: str, password: str, name: str) -> User:
         email = normalize_email(email)
         check_password(password)
-        user = User(
-            id=new_id(),
+        check_name(name)
+        # Hashed before the unit of work: argon2 must not hold a transaction open.
+        password_hash = await self._passwords.hash(password)
+        user = User.register(
             email=email,
-            name=check_name(name),
-            roles=frozenset(roles),
-            create_time=_now(),
-            password_hash=await self._passwords.hash(password),
+            name=name,
+            roles=(ROLE_CUSTOMER,),
+            password_hash=password_hash,
+            now=_now(),
         )
         async with self._store.unit_of_work() as work:
-            await work.add_user(user)
-            await work.emit(
-                _event(
-                    "registered",
-                    user.id,
-                    events_pb2.UserRegistered(user_id=user.id, roles=sorted(user.roles)),
-                )
-            )
+            if not await work.add_user(user):
+                raise email_taken()
+            await work.emit(messages.user_registered(user))
         _log.info("user_registered", user_id=user.id)
         return user
 
     async def me(self, user_id: str) -> User:
         async with self._store.unit_of_work() as work:
-            return _live(await work.user(user_id))
+            return live_account(await work.user(user_id))
 
     async def update_me(self, user_id: str, *, name: str | None) -> User:
         async with self._store.unit_of_work() as work:
-            user = _live(await work.user(user_id, for_update=True))
+            user = live_account(await work.user(user_id, for_update=True))
             if name is not None:
-                user = replace(user, name=check_name(name))
+                user = user.renamed(name)
                 await work.save_user(user)
             return user
 
     async def delete_me(self, user_id: str) -> None:
         now = _now()
         async with self._store.unit_of_work() as work:
-            user = _live(await work.user(user_id, for_update=True))
+            user = live_account(await work.user(user_id, for_update=True))
             await work.save_user(user.erased(now))
             await work.revoke_sessions_of(user.id, now)
-            await work.emit(_event("deleted", user.id, events_pb2.UserDeleted(user_id=user.id)))
+            await work.emit(messages.user_deleted(user))
         _log.info("user_erased", user_id=user_id)
 
     async def preferences(self, user_id: str) -> Preferences:
@@ -173,40 +159,36 @@ class Accounts:
 
     async def update_preferences(self, user_id: str, preferences: Preferences) -> Preferences:
         async with self._store.unit_of_work() as work:
-            user = _live(await work.user(user_id, for_update=True))
-            await work.save_user(replace(user, preferences=preferences))
+            user = live_account(await work.user(user_id, for_update=True))
+            await work.save_user(user.with_preferences(preferences))
         return preferences
 
     # Administration
 
     async def list_users(
-        self, *, page_size: int, page_token: str, email: str
+        self, *, page_size: int | None, page_token: str, email: str
     ) -> tuple[list[User], str]:
-        page = Page.parse(page_size, page_token)
-        wanted = email.strip().lower() or None
+        """One page of accounts, newest first, and the token of the next page (AIP-158)."""
+        limit = pagination.page_size(page_size)
+        wanted = email.strip().lower()
+        bound_to = pagination.fingerprint("ListUsers", {"email": wanted})
+        before = self._cursor(page_token, bound_to)
         async with self._store.unit_of_work() as work:
-            found = await work.list_users(offset=page.offset, limit=page.size + 1, email=wanted)
-        return found[: page.size], page.next_token(len(found))
+            found = await work.list_users(limit=limit + 1, email=wanted or None, before=before)
+        page = found[:limit]
+        if len(found) <= limit:
+            return page, ""
+        return page, self._next_token(bound_to, page[-1].create_time, page[-1].id)
 
     async def set_roles(self, admin_id: str, user_id: str, roles: Sequence[str]) -> User:
         new_roles = check_roles(roles)
         async with self._store.unit_of_work() as work:
-            user = _live(await work.user(user_id, for_update=True))
-            if new_roles != user.roles:
-                changed = replace(user, roles=new_roles)
+            user = live_account(await work.user(user_id, for_update=True))
+            changed = user.with_roles(new_roles)
+            # Setting the roles a user already has changes nothing and announces nothing.
+            if changed != user:
                 await work.save_user(changed)
-                await work.emit(
-                    _event(
-                        "roles_changed",
-                        user.id,
-                        events_pb2.UserRolesChanged(
-                            user_id=user.id,
-                            roles=sorted(new_roles),
-                            previous_roles=sorted(user.roles),
-                            changed_by=admin_id,
-                        ),
-                    )
-                )
+                await work.emit(messages.user_roles_changed(user, changed, changed_by=admin_id))
                 user = changed
         _log.info("user_roles_set", user_id=user_id, roles=sorted(new_roles), by=admin_id)
         return user
@@ -215,39 +197,38 @@ class Accounts:
         """Create the configured administrator, or make the existing account match the config."""
         email = normalize_email(email)
         check_password(password)
+        try:
+            return await self._bootstrap_admin(email, password)
+        except AlreadyExists:
+            # Another replica created it between our read and our insert: now it exists.
+            return await self._bootstrap_admin(email, password)
+
+    async def _bootstrap_admin(self, email: str, password: str) -> User:
+        # argon2 runs inside this unit of work, unlike sign-in: this happens once per start-up,
+        # and holding the row keeps two replicas from writing different hashes.
         async with self._store.unit_of_work() as work:
-            existing = await work.user_by_email(email)
-        if existing is None:
-            try:
-                return await self.register(
-                    email, password, "Administrator", roles=(ROLE_CUSTOMER, ROLE_ADMIN)
+            existing = await work.user_by_email(email, for_update=True)
+            if existing is None:
+                admin = User.register(
+                    email=email,
+                    name="Administrator",
+                    roles=(ROLE_CUSTOMER, ROLE_ADMIN),
+                    password_hash=await self._passwords.hash(password),
+                    now=_now(),
                 )
-            except AlreadyExists:
-                # Another replica created it first: fall through to the update.
-                async with self._store.unit_of_work() as work:
-                    existing = await work.user_by_email(email)
-                if existing is None:
-                    raise
-        password_hash = existing.password_hash
-        if not await self._passwords.verify(password_hash, password):
-            password_hash = await self._passwords.hash(password)
-        async with self._store.unit_of_work() as work:
-            user = _live(await work.user(existing.id, for_update=True))
-            updated = replace(user, password_hash=password_hash, roles=user.roles | {ROLE_ADMIN})
-            await work.save_user(updated)
+                if not await work.add_user(admin):
+                    raise email_taken()
+                await work.emit(messages.user_registered(admin))
+                _log.info("user_registered", user_id=admin.id)
+                return admin
+            user = live_account(existing)
+            updated = user.with_roles(user.roles | {ROLE_ADMIN})
+            if not await self._passwords.verify(user.password_hash, password):
+                updated = updated.with_password_hash(await self._passwords.hash(password))
+            if updated != user:
+                await work.save_user(updated)
             if updated.roles != user.roles:
-                await work.emit(
-                    _event(
-                        "roles_changed",
-                        user.id,
-                        events_pb2.UserRolesChanged(
-                            user_id=user.id,
-                            roles=sorted(updated.roles),
-                            previous_roles=sorted(user.roles),
-                            changed_by="bootstrap",
-                        ),
-                    )
-                )
+                await work.emit(messages.user_roles_changed(user, updated, changed_by="bootstrap"))
         return updated
 
     # Tokens and sessions
@@ -273,10 +254,12 @@ class Accounts:
         if client.address:
             keys[throttle_key("client", client.address)] = self._throttling.client
         now = _now()
+        # Sign-in is two units of work on purpose: argon2 runs between them, holding neither a
+        # transaction nor a pooled connection for its ~50 ms.
         async with self._store.unit_of_work() as work:
             counts = await work.failure_counts(list(keys))
             user = await work.user_by_email(email)
-        self._refuse_while_throttled(keys, counts, now)
+        refuse_while_throttled(keys, counts, now)
 
         if user is None or user.is_deleted:
             await self._passwords.verify_unknown(password)
@@ -292,42 +275,25 @@ class Accounts:
             rehashed = await self._passwords.hash(password)
         refresh = new_refresh_token()
         now = _now()
-        session = Session(
-            id=new_id(),
+        session = Session.open(
             user_id=user.id,
-            create_time=now,
-            last_used_time=now,
-            expire_time=now + self._lifetimes.session_idle,
-            user_agent=client.user_agent[:512],
-            client_address=client.address[:128],
+            user_agent=client.user_agent,
+            client_address=client.address,
+            now=now,
+            idle=self._lifetimes.session_idle,
         )
         async with self._store.unit_of_work() as work:
             await work.clear_failures(throttle_key("account", email))
             if rehashed is not None:
                 fresh = await work.user(user.id, for_update=True)
+                # Unless the password changed meanwhile: a rehash must not undo that change.
                 if fresh is not None and fresh.password_hash == user.password_hash:
-                    await work.save_user(replace(fresh, password_hash=rehashed))
+                    await work.save_user(fresh.with_password_hash(rehashed))
             await work.add_session(session)
             await work.add_refresh_token(token_digest(refresh), session.id, now)
         _log.info("session_opened", user_id=user.id, session_id=session.id)
         access = self._access_token(user, session.id)
         return IssuedTokens(access.access_token, access.expires_in, refresh)
-
-    def _refuse_while_throttled(
-        self, keys: dict[str, ThrottlePolicy], counts: dict[str, FailureCount], now: datetime
-    ) -> None:
-        waits = [
-            wait
-            for key, policy in keys.items()
-            if key in counts and (wait := counts[key].retry_after(policy, now)) is not None
-        ]
-        if waits:
-            seconds = math.ceil(max(waits).total_seconds())
-            raise ResourceExhausted(
-                f"too many failed sign-ins; try again in {seconds} s",
-                reason="LOGIN_THROTTLED",
-                retry_after_s=seconds,
-            )
 
     async def _record_failure(self, keys: dict[str, ThrottlePolicy]) -> None:
         now = _now()
@@ -345,37 +311,28 @@ class Accounts:
         digest = token_digest(refresh_token)
         next_token = new_refresh_token()
         now = _now()
-        outcome = RefreshOutcome.REJECT
-        user: User | None = None
-        session_id = ""
         async with self._store.unit_of_work() as work:
             known = await work.refresh_token(digest)
-            if known is not None:
-                session_id, spent = known
-                session = await work.session(session_id)
-                outcome = judge_refresh(token_spent=spent, session=session, now=now)
-                if outcome is RefreshOutcome.ROTATE and not await work.spend_refresh_token(
-                    digest, now
-                ):
-                    outcome = RefreshOutcome.REVOKE_FAMILY  # spent concurrently: also a reuse
-                if outcome is RefreshOutcome.ROTATE and session is not None:
-                    user = await work.user(session.user_id)
-                    if user is None or user.is_deleted:
-                        outcome = RefreshOutcome.REJECT
-                if outcome is RefreshOutcome.REVOKE_FAMILY:
-                    await work.revoke_session(session_id, now)
-                elif outcome is RefreshOutcome.ROTATE:
-                    await work.add_refresh_token(token_digest(next_token), session_id, now)
-                    await work.touch_session(session_id, now, now + self._lifetimes.session_idle)
-        if outcome is RefreshOutcome.REVOKE_FAMILY:
+            spent = known is not None and known[1]
+            # Locked: a logout or revocation racing this refresh waits, then still applies.
+            session = None if known is None else await work.session(known[0], for_update=True)
+            user = None if session is None else await work.user(session.user_id)
+            outcome = judge_refresh(token_spent=spent, session=session, owner=user, now=now)
+            if outcome is RefreshOutcome.ROTATE and not await work.spend_refresh_token(digest, now):
+                # Spent by a concurrent call since we read it: that is a reuse too.
+                outcome = judge_refresh(token_spent=True, session=session, owner=user, now=now)
+            if session is not None and outcome is RefreshOutcome.REVOKE_FAMILY:
+                await work.revoke_session(session.id, now)
+            elif session is not None and outcome is RefreshOutcome.ROTATE:
+                await work.add_refresh_token(token_digest(next_token), session.id, now)
+                await work.save_session(session.used(now, self._lifetimes.session_idle))
+        if session is not None and outcome is RefreshOutcome.REVOKE_FAMILY:
             _log.warning(
-                "refresh_token_reused",
-                session_id=session_id,
-                client_address=client.address,
+                "refresh_token_reused", session_id=session.id, client_address=client.address
             )
-        if outcome is not RefreshOutcome.ROTATE or user is None:
+        if session is None or user is None or outcome is not RefreshOutcome.ROTATE:
             raise refresh_refused()
-        access = self._access_token(user, session_id)
+        access = self._access_token(user, session.id)
         return IssuedTokens(access.access_token, access.expires_in, next_token)
 
     async def logout(self, user_id: str, refresh_token: str) -> None:
@@ -391,14 +348,35 @@ class Accounts:
             await work.revoke_session(session.id, _now())
 
     async def sessions(
-        self, user_id: str, *, page_size: int, page_token: str
+        self, user_id: str, *, page_size: int | None, page_token: str
     ) -> tuple[list[Session], str]:
-        page = Page.parse(page_size, page_token)
+        """One page of the user's live sessions, most recently used first, and the next token."""
+        limit = pagination.page_size(page_size)
+        # Bound to the user: another account's token is refused, not read as a cursor.
+        bound_to = pagination.fingerprint("ListSessions", {"user_id": user_id})
+        before = self._cursor(page_token, bound_to)
         async with self._store.unit_of_work() as work:
-            found = await work.live_sessions(
-                user_id, _now(), offset=page.offset, limit=page.size + 1
-            )
-        return found[: page.size], page.next_token(len(found))
+            found = await work.live_sessions(user_id, _now(), limit=limit + 1, before=before)
+        page = found[:limit]
+        if len(found) <= limit:
+            return page, ""
+        return page, self._next_token(bound_to, page[-1].last_used_time, page[-1].id)
+
+    def _cursor(self, page_token: str, bound_to: str) -> tuple[datetime, str] | None:
+        """The (time, id) sort key a page token resumes after; None for the first page."""
+        last = self._page_tokens.read(page_token, bound_to, key_length=2)
+        if last is None:
+            return None
+        micros, item_id = last
+        try:
+            return from_micros(int(micros)), item_id
+        except (ValueError, OverflowError):
+            # Signed by us, so only a token of an older format gets here.
+            raise InvalidArgument("page_token is not valid", field="page_token") from None
+
+    def _next_token(self, bound_to: str, moment: datetime, item_id: str) -> str:
+        # Microseconds, not a formatted time: an exact key whatever the database hands back.
+        return self._page_tokens.issue(bound_to, [str(to_micros(moment)), item_id])
 
     async def revoke_session(self, user_id: str, session_id: str) -> None:
         if not session_id:

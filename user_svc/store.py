@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     Row,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,15 +29,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import Database
-from common.errors import AlreadyExists
 from common.outbox import Outbox, OutgoingEvent
 from user_svc.domain import FailureCount, Preferences, Session, User
 
-_metadata = MetaData()
+# Every table as the migrations create it (tests/integration/common/test_schema_drift.py).
+METADATA = MetaData()
 
 users = Table(
     "users",
-    _metadata,
+    METADATA,
     Column("id", String(64), primary_key=True),
     Column("email", String(320), nullable=False, unique=True),
     Column("name", String(256), nullable=False),
@@ -46,36 +48,46 @@ users = Table(
     Column("marketing_emails", Boolean(), nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False),
     Column("deleted_time", DateTime(timezone=True), nullable=True),
+    Index("ix_users_create_time", "create_time", "id"),
 )
 
 sessions = Table(
     "user_sessions",
-    _metadata,
+    METADATA,
     Column("id", String(64), primary_key=True),
-    Column("user_id", String(64), ForeignKey("users.id"), nullable=False),
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False),
     Column("last_used_time", DateTime(timezone=True), nullable=False),
     Column("expire_time", DateTime(timezone=True), nullable=False),
     Column("revoked_time", DateTime(timezone=True), nullable=True),
     Column("user_agent", String(512), nullable=False),
     Column("client_address", String(128), nullable=False),
+    Index("ix_user_sessions_user", "user_id", "last_used_time"),
+    Index("ix_user_sessions_ended", "expire_time"),
 )
 
 refresh_tokens = Table(
     "user_refresh_tokens",
-    _metadata,
+    METADATA,
     Column("token_digest", String(64), primary_key=True),
-    Column("session_id", String(64), ForeignKey("user_sessions.id"), nullable=False),
+    Column(
+        "session_id",
+        String(64),
+        ForeignKey("user_sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
     Column("issue_time", DateTime(timezone=True), nullable=False),
     Column("spent_time", DateTime(timezone=True), nullable=True),
+    Index("ix_user_refresh_tokens_session", "session_id"),
 )
 
 login_failures = Table(
     "user_login_failures",
-    _metadata,
+    METADATA,
     Column("key", String(64), primary_key=True),
     Column("failures", Integer(), nullable=False),
     Column("window_start", DateTime(timezone=True), nullable=False),
+    Index("ix_user_login_failures_window", "window_start"),
 )
 
 
@@ -129,6 +141,19 @@ def _session(row: Row[Any]) -> Session:
     )
 
 
+def _session_values(session: Session) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "user_id": session.user_id,
+        "create_time": session.create_time,
+        "last_used_time": session.last_used_time,
+        "expire_time": session.expire_time,
+        "revoked_time": session.revoked_time,
+        "user_agent": session.user_agent,
+        "client_address": session.client_address,
+    }
+
+
 class UnitOfWork:
     """The reads and writes of one use case, committed together with its events."""
 
@@ -141,13 +166,15 @@ class UnitOfWork:
 
     # Users
 
-    async def add_user(self, user: User) -> None:
+    async def add_user(self, user: User) -> bool:
+        """Insert the account; False when its email is taken (the unique index says so)."""
         try:
             # A savepoint: the unique violation must not poison the surrounding transaction.
             async with self._session.begin_nested():
                 await self._session.execute(insert(users).values(_user_values(user)))
-        except IntegrityError as error:
-            raise AlreadyExists("an account with this email exists", field="email") from error
+        except IntegrityError:
+            return False
+        return True
 
     async def save_user(self, user: User) -> None:
         values = _user_values(user)
@@ -161,61 +188,62 @@ class UnitOfWork:
         row = (await self._session.execute(query)).first()
         return None if row is None else _user(row)
 
-    async def user_by_email(self, email: str) -> User | None:
-        row = (await self._session.execute(select(users).where(users.c.email == email))).first()
+    async def user_by_email(self, email: str, *, for_update: bool = False) -> User | None:
+        query = select(users).where(users.c.email == email)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).first()
         return None if row is None else _user(row)
 
-    async def list_users(self, *, offset: int, limit: int, email: str | None) -> list[User]:
+    async def list_users(
+        self, *, limit: int, email: str | None, before: tuple[datetime, str] | None
+    ) -> list[User]:
+        """Accounts not erased, newest first, starting after the (create_time, id) ``before``."""
         query = select(users).where(users.c.deleted_time.is_(None))
         if email is not None:
             query = query.where(users.c.email == email)
+        if before is not None:
+            query = query.where(tuple_(users.c.create_time, users.c.id) < before)
         query = query.order_by(users.c.create_time.desc(), users.c.id.desc())
-        rows = (await self._session.execute(query.offset(offset).limit(limit))).all()
+        rows = (await self._session.execute(query.limit(limit))).all()
         return [_user(row) for row in rows]
 
     # Sessions and refresh tokens
 
     async def add_session(self, session: Session) -> None:
+        await self._session.execute(insert(sessions).values(_session_values(session)))
+
+    async def save_session(self, session: Session) -> None:
+        values = _session_values(session)
+        del values["id"]
         await self._session.execute(
-            insert(sessions).values(
-                id=session.id,
-                user_id=session.user_id,
-                create_time=session.create_time,
-                last_used_time=session.last_used_time,
-                expire_time=session.expire_time,
-                revoked_time=session.revoked_time,
-                user_agent=session.user_agent,
-                client_address=session.client_address,
-            )
+            update(sessions).where(sessions.c.id == session.id).values(values)
         )
 
-    async def session(self, session_id: str) -> Session | None:
+    async def session(self, session_id: str, *, for_update: bool = False) -> Session | None:
         query = select(sessions).where(sessions.c.id == session_id)
+        if for_update:
+            query = query.with_for_update()
         row = (await self._session.execute(query)).first()
         return None if row is None else _session(row)
 
     async def live_sessions(
-        self, user_id: str, now: datetime, *, offset: int, limit: int
+        self, user_id: str, now: datetime, *, limit: int, before: tuple[datetime, str] | None
     ) -> list[Session]:
-        query = (
-            select(sessions)
-            .where(
-                sessions.c.user_id == user_id,
-                sessions.c.revoked_time.is_(None),
-                sessions.c.expire_time > now,
-            )
-            .order_by(sessions.c.last_used_time.desc(), sessions.c.id)
-            .offset(offset)
-            .limit(limit)
-        )
-        return [_session(row) for row in (await self._session.execute(query)).all()]
+        """A user's live sessions, most recently used first, after (last_used_time, id) ``before``.
 
-    async def touch_session(self, session_id: str, now: datetime, expire_time: datetime) -> None:
-        await self._session.execute(
-            update(sessions)
-            .where(sessions.c.id == session_id)
-            .values(last_used_time=now, expire_time=expire_time)
+        A session refreshed while someone pages moves ahead of the cursor and is missed by that
+        walk, never repeated: last_used_time only grows. A fresh listing shows it on top.
+        """
+        query = select(sessions).where(
+            sessions.c.user_id == user_id,
+            sessions.c.revoked_time.is_(None),
+            sessions.c.expire_time > now,
         )
+        if before is not None:
+            query = query.where(tuple_(sessions.c.last_used_time, sessions.c.id) < before)
+        query = query.order_by(sessions.c.last_used_time.desc(), sessions.c.id.desc())
+        return [_session(row) for row in (await self._session.execute(query.limit(limit))).all()]
 
     async def revoke_session(self, session_id: str, now: datetime) -> None:
         await self._session.execute(

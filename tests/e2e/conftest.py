@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.broker import EmbeddedBroker
+from localrun.broker import EmbeddedBroker
 from tests.support.processes import Stack, start_stack
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from common.broker import EmbeddedBroker
+from localrun.broker import EmbeddedBroker
 from tests.support.checkout_stack import (
     DECLINED,
     NO_FUNDS,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from common.broker import EmbeddedBroker
+from localrun.broker import EmbeddedBroker
 from payment_svc.saga import FAULT_POINTS
 from tests.support.checkout_stack import (
     APPROVED,

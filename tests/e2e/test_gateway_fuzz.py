@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from common.broker import EmbeddedBroker
+from localrun.broker import EmbeddedBroker
 from tests.support.fuzz_seed import CATEGORY_ENV, PRODUCT_ENV
 from tests.support.processes import Stack, start_stack, wait_for
 

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import grpc
 
-from common.broker import EmbeddedBroker, free_port
+from localrun.broker import EmbeddedBroker, free_port
 from tests.support.processes import FAST_KAFKA, start_process, wait_for
 
 

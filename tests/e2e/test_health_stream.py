@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from common.broker import EmbeddedBroker, free_port, wait_for_port
 from common.kafka import TOPIC_PARTITIONS
+from localrun.broker import EmbeddedBroker, free_port, wait_for_port
 from tests.support.processes import Stack, wait_for
 
 SERVICES = ("payment", "product", "user")

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from common.broker import free_port
+from localrun.broker import free_port
 from tests.support.processes import ROOT, wait_for
 
 # A clean copy installs its virtualenv from the lock and generates its code first.

@@ -10,8 +10,8 @@ import aiohttp
 import grpc
 from aiokafka import AIOKafkaConsumer
 
-from common.broker import EmbeddedBroker
 from common.tokens import StaticKeys, TokenVerifier, keys_from_jwks
+from localrun.broker import EmbeddedBroker
 from microcommerce.user.v1 import user_service_pb2 as pb
 from microcommerce.user.v1 import user_service_pb2_grpc
 from tests.support.processes import Stack, wait_for

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from payment_svc.domain import Money, RequestedItem
+from common.money import Money
+from payment_svc.domain import RequestedItem
 from payment_svc.ports import (
     InventoryUnavailable,
     OutOfStock,

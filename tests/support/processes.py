@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import aiohttp
 
-from common.broker import free_port
+from localrun.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

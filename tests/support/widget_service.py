@@ -147,6 +147,12 @@ class WidgetServicer(widgets_pb2_grpc.WidgetServiceServicer):
         error.status_name = request.code
         raise error
 
+    async def GetWidgetFile(
+        self, request: widgets_pb2.GetWidgetFileRequest, context: Context
+    ) -> widgets_pb2.Widget:
+        self._record("GetWidgetFile", request, context)
+        return widgets_pb2.Widget(id=request.path)
+
     async def GetSlowWidget(
         self, request: widgets_pb2.GetSlowWidgetRequest, context: Context
     ) -> widgets_pb2.Widget:

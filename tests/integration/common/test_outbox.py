@@ -12,11 +12,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 
-from common.broker import EmbeddedBroker
 from common.db import Database
 from common.inbox import first_delivery, inbox_table
 from common.outbox import Outbox, OutboxRelay, OutgoingEvent, pending_count
 from common.settings import CommonSettings
+from localrun.broker import EmbeddedBroker
 from tests.support.processes import wait_for
 
 

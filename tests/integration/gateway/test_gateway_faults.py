@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from common.broker import free_port, wait_for_port
 from gateway.routes import discover_services
+from localrun.broker import free_port, wait_for_port
 from tests.support.processes import Process, start_process, wait_for
 from tests.support.widget_service import WIDGET_SERVICE
 

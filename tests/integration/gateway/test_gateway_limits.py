@@ -11,7 +11,7 @@ import pytest
 from common.tokens import TokenVerifier
 from gateway.ratelimit import LocalBuckets, RedisBuckets
 from gateway.settings import RateLimit
-from tests.support.tokens import KEYS, bearer, customer_token
+from tests.support.tokens import KEYS, admin_token, bearer, customer_token
 from tests.support.widget_service import WIDGET_SERVICE, WidgetServer
 
 if TYPE_CHECKING:
@@ -247,3 +247,129 @@ async def test_a_client_trickling_its_headers_is_disconnected(
 
     assert closed == b""
     writer.close()
+
+
+# Sign-in stand-ins: GetWidget answers 200, FailWidget answers the status it is asked for,
+# CreateWidget plays registration. All three in the `auth` group.
+AUTH_GROUPS = {
+    "GET /v1/widgets/{id}": "auth",
+    "GET /v1/failures/{code}": "auth",
+    "POST /v1/widgets": "auth",
+}
+TWO_FAILURES = {"auth": {"per_minute": 1, "burst": 2}}
+
+
+def fail_widget_calls(server: WidgetServer) -> int:
+    return len([c for c in server.servicer.calls if c.method == "FailWidget"])
+
+
+async def test_with_the_default_limits_a_busy_office_signs_in_a_hundred_times_at_once(
+    start_gateway: HardenedGatewayFactory, widget_server: WidgetServer
+) -> None:
+    gateway = await start_gateway({W: widget_server.address}, rate_limit_groups=AUTH_GROUPS)
+
+    statuses = {(await gateway.get(f"/v1/widgets/w-{n}")).status for n in range(100)}
+
+    assert statuses == {200}
+
+
+async def test_failed_attempts_spend_a_tight_budget_and_then_the_address_is_refused(
+    start_gateway: HardenedGatewayFactory, widget_server: WidgetServer
+) -> None:
+    gateway = await start_gateway(
+        {W: widget_server.address},
+        rate_limit_groups=AUTH_GROUPS,
+        rate_limit_failures=TWO_FAILURES,
+    )
+
+    successes = [(await gateway.get("/v1/widgets/w")).status for _ in range(5)]
+    failures = [(await gateway.get("/v1/failures/UNAUTHENTICATED")).status for _ in range(3)]
+    after = await gateway.get("/v1/widgets/w")
+
+    assert successes == [200] * 5  # successes spend none of it
+    assert failures == [401, 401, 429]
+    assert fail_widget_calls(widget_server) == 2  # the refusal came before the call
+    assert after.status == 429
+    assert int(after.headers["Retry-After"]) > 0
+    assert (await after.json())["reason"] == "RATE_LIMITED"
+    metrics = await (await gateway.get("/metrics")).text()
+    assert 'gateway_rate_limited_total{group="auth",key="failures"} 2.0' in metrics
+
+
+async def test_server_errors_do_not_spend_the_failure_budget(
+    start_gateway: HardenedGatewayFactory, widget_server: WidgetServer
+) -> None:
+    gateway = await start_gateway(
+        {W: widget_server.address},
+        rate_limit_groups=AUTH_GROUPS,
+        rate_limit_failures=TWO_FAILURES,
+    )
+
+    statuses = [(await gateway.get("/v1/failures/INTERNAL")).status for _ in range(4)]
+
+    assert statuses == [500] * 4
+
+
+async def test_every_registration_spends_the_failure_budget_even_when_it_succeeds(
+    start_gateway: HardenedGatewayFactory, widget_server: WidgetServer
+) -> None:
+    gateway = await start_gateway(
+        {W: widget_server.address},
+        rate_limit_groups=AUTH_GROUPS,
+        rate_limit_failures=TWO_FAILURES,
+        rate_limit_charged_every_call="POST /v1/widgets",
+    )
+    admin = bearer(admin_token())
+
+    statuses = [
+        (await gateway.post("/v1/widgets", json={"name": "x"}, headers=admin)).status
+        for _ in range(3)
+    ]
+
+    assert statuses == [201, 201, 429]
+
+
+async def test_behind_a_trusted_proxy_one_clients_failures_do_not_lock_out_its_neighbours(
+    start_gateway: HardenedGatewayFactory, widget_server: WidgetServer
+) -> None:
+    gateway = await start_gateway(
+        {W: widget_server.address},
+        rate_limit_groups=AUTH_GROUPS,
+        rate_limit_failures=TWO_FAILURES,
+        trusted_proxies=("127.0.0.0/8",),
+    )
+    guesser = {"X-Forwarded-For": "203.0.113.66"}
+    colleague = {"X-Forwarded-For": "203.0.113.7"}
+
+    guesses = [
+        (await gateway.get("/v1/failures/UNAUTHENTICATED", headers=guesser)).status
+        for _ in range(3)
+    ]
+    neighbour = await gateway.get("/v1/widgets/w", headers=colleague)
+
+    assert guesses == [401, 401, 429]
+    assert neighbour.status == 200
+
+
+@pytest.mark.redis
+async def test_replicas_sharing_a_redis_share_the_failure_budget(
+    start_gateway: HardenedGatewayFactory, widget_server: WidgetServer, redis_url: str
+) -> None:
+    prefix = f"test:{uuid.uuid4().hex}:"
+    replicas = [
+        await start_gateway(
+            {W: widget_server.address},
+            buckets=RedisBuckets(redis_url, prefix=prefix),
+            rate_limit_groups=AUTH_GROUPS,
+            rate_limit_failures=TWO_FAILURES,
+        )
+        for _ in range(2)
+    ]
+
+    successes = [(await replicas[i % 2].get("/v1/widgets/w")).status for i in range(4)]
+    failures = [
+        (await replicas[i % 2].get("/v1/failures/UNAUTHENTICATED")).status for i in range(3)
+    ]
+
+    assert successes == [200] * 4
+    assert failures == [401, 401, 429]

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from yarl import URL
+
 from microcommerce.testing.v1 import widgets_pb2
 from tests.support.gateway_testing import Client, received
 from tests.support.widget_service import BIG_PRICE, MAX_UINT64, WidgetServer
 
 JSON = "application/json"
+
+
+def as_sent(path: str) -> URL:
+    """The path byte for byte: the client would otherwise decode ``%3A`` and the like."""
+    return URL(path, encoded=True)
 
 
 async def test_a_path_variable_sets_its_field_and_the_response_is_snake_case_json(
@@ -74,6 +81,61 @@ async def test_a_percent_encoded_path_segment_is_decoded_into_the_field(
 
     assert response.status == 200
     assert received(widget_server, "GetWidget", widgets_pb2.GetWidgetRequest).id == "a b/c"
+
+
+async def test_an_encoded_colon_in_a_single_segment_is_part_of_the_value_not_a_verb(
+    gateway: Client, widget_server: WidgetServer
+) -> None:
+    plain = await gateway.get(as_sent("/v1/widgets/a%3Ab"))
+    before_a_verb = await gateway.post(as_sent("/v1/widgets/x%3Ay%2fz:cancel"))
+
+    assert plain.status == 200
+    assert received(widget_server, "GetWidget", widgets_pb2.GetWidgetRequest).id == "a:b"
+    assert before_a_verb.status == 200
+    assert received(widget_server, "CancelWidget", widgets_pb2.CancelWidgetRequest).id == "x:y/z"
+
+
+async def test_escaped_unreserved_characters_still_match_the_literal_segments(
+    gateway: Client, widget_server: WidgetServer
+) -> None:
+    response = await gateway.get(as_sent("/v1/%77idgets/w%2D1"))
+
+    assert response.status == 200
+    assert received(widget_server, "GetWidget", widgets_pb2.GetWidgetRequest).id == "w-1"
+
+
+async def test_a_multi_segment_variable_keeps_an_encoded_slash_encoded(
+    gateway: Client, widget_server: WidgetServer
+) -> None:
+    response = await gateway.get(as_sent("/v1/shelves/s%2F1/widgets/w%3A2%20x"))
+
+    assert response.status == 200
+    request = received(widget_server, "GetShelfWidget", widgets_pb2.GetShelfWidgetRequest)
+    assert request.name == "shelves/s%2F1/widgets/w:2 x"
+
+
+async def test_an_encoded_slash_is_never_read_as_a_separator_of_a_pattern(
+    gateway: Client,
+) -> None:
+    # `shelves%2Fs-1` is one segment, so the path has too few for shelves/*/widgets/*.
+    assert (await gateway.get(as_sent("/v1/shelves%2Fs-1/widgets/w-2"))).status == 404
+
+
+async def test_a_double_star_variable_takes_the_rest_of_the_path_with_slashes_kept_apart(
+    gateway: Client, widget_server: WidgetServer
+) -> None:
+    response = await gateway.get(as_sent("/v1/widget-files/plans/2026/a%2fb%20c.svg"))
+
+    assert response.status == 200
+    request = received(widget_server, "GetWidgetFile", widgets_pb2.GetWidgetFileRequest)
+    assert request.path == "plans/2026/a%2fb c.svg"
+
+
+async def test_a_path_escape_that_is_not_utf8_is_a_400(gateway: Client) -> None:
+    response = await gateway.get(as_sent("/v1/widgets/a%FFb"))
+
+    assert response.status == 400
+    assert "UTF-8" in (await response.json())["detail"]
 
 
 async def test_every_kind_of_query_parameter_sets_its_field(
@@ -159,7 +221,7 @@ async def test_body_star_maps_the_body_to_the_request_and_the_path_wins(
     assert list(request.tags) == ["a", "b"]
 
 
-async def test_patch_fills_update_mask_from_the_bodys_top_level_keys(
+async def test_patch_fills_update_mask_with_the_leaf_paths_the_body_sets(
     gateway: Client, widget_server: WidgetServer
 ) -> None:
     response = await gateway.patch(
@@ -170,7 +232,39 @@ async def test_patch_fills_update_mask_from_the_bodys_top_level_keys(
     request = received(widget_server, "UpdateWidget", widgets_pb2.UpdateWidgetRequest)
     assert request.widget.id == "w-5"  # nested path variable
     assert request.widget.name == "Renamed"
-    assert sorted(request.update_mask.paths) == ["dimensions", "name"]
+    # Not `dimensions`: that would clear height_mm, which the client did not send.
+    assert sorted(request.update_mask.paths) == ["dimensions.width_mm", "name"]
+
+
+async def test_patch_mask_stops_at_maps_lists_well_known_types_nulls_and_empty_objects(
+    gateway: Client, widget_server: WidgetServer
+) -> None:
+    body = {
+        "labels": {"size": "L"},
+        "tags": ["a"],
+        "stockByWarehouse": {"north": 1},
+        "attributes": {"fragile": True},
+        "warranty": "3600s",
+        "limit": 9,
+        "nickname": None,
+        "dimensions": {},
+    }
+
+    response = await gateway.patch("/v1/widgets/w-5", json=body)
+
+    assert response.status == 200
+    request = received(widget_server, "UpdateWidget", widgets_pb2.UpdateWidgetRequest)
+    assert sorted(request.update_mask.paths) == [
+        "attributes",
+        "dimensions",
+        "labels",
+        "limit",
+        "nickname",
+        "stock_by_warehouse",
+        "tags",
+        "warranty",
+    ]
+    assert not request.widget.HasField("nickname")  # null: named in the mask, so cleared
 
 
 async def test_patch_keeps_an_update_mask_given_explicitly(
@@ -247,3 +341,42 @@ async def test_a_service_only_rpc_has_no_route_despite_its_http_option(
 
     assert response.status == 404
     assert "ReindexWidgets" not in [call.method for call in widget_server.servicer.calls]
+
+
+async def test_two_members_of_one_oneof_in_the_query_are_a_400_naming_both(
+    gateway: Client, widget_server: WidgetServer
+) -> None:
+    response = await gateway.get(
+        "/v1/widgets/w-1", params={"revision_id": "r-3", "as_of": "2026-01-01T00:00:00Z"}
+    )
+
+    assert response.status == 400
+    detail = (await response.json())["detail"]
+    assert "revision_id" in detail
+    assert "as_of" in detail
+    assert "GetWidget" not in [call.method for call in widget_server.servicer.calls]
+
+
+async def test_one_member_of_each_oneof_is_accepted(
+    gateway: Client, widget_server: WidgetServer
+) -> None:
+    response = await gateway.get("/v1/widgets/w-1", params={"bin_id": "b-1", "revision_id": "r"})
+
+    assert response.status == 200
+    request = received(widget_server, "GetWidget", widgets_pb2.GetWidgetRequest)
+    assert (request.WhichOneof("location"), request.WhichOneof("version")) == (
+        "bin_id",
+        "revision_id",
+    )
+
+
+async def test_a_query_member_of_a_oneof_the_path_also_sets_is_a_400(
+    gateway: Client, widget_server: WidgetServer
+) -> None:
+    response = await gateway.get("/v0/shelves/s-1/widgets/w-1", params={"bin_id": "b-1"})
+
+    assert response.status == 400
+    detail = (await response.json())["detail"]
+    assert "shelf_id" in detail
+    assert "bin_id" in detail
+    assert "GetWidget" not in [call.method for call in widget_server.servicer.calls]

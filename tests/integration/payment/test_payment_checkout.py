@@ -23,10 +23,10 @@ from common.errors import (
     PermissionDenied,
     Unavailable,
 )
+from common.money import Money
 from common.outbox import Outbox, outbox_table
 from payment_svc.domain import (
     CardInput,
-    Money,
     Order,
     OrderStatus,
     Payment,

@@ -20,10 +20,10 @@ import grpc
 import pytest
 from sqlalchemy import select
 
-from common.broker import EmbeddedBroker, free_port
 from common.db import Database
 from common.grpc_server import Service, create_server
 from common.tokens import ROLE_SERVICE, public_jwk
+from localrun.broker import EmbeddedBroker, free_port
 from microcommerce.common.v1 import money_pb2
 from microcommerce.payment.v1 import order_service_pb2 as pb
 from microcommerce.payment.v1 import order_service_pb2_grpc

@@ -16,6 +16,7 @@ from common.db import Database
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.migrations import script_location_of, upgrade_to_head
 from common.outbox import Outbox
+from common.pagination import PageTokens
 from common.tokens import TokenVerifier
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -27,7 +28,6 @@ from microcommerce.product.v1 import (
 )
 from microcommerce.product.v1 import product_service_pb2 as pb
 from product_svc.grpc_api import InventoryApi, ProductApi
-from product_svc.paging import PageTokens
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
 from tests.support.gateway_testing import Client

@@ -9,11 +9,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from common.broker import EmbeddedBroker
 from common.db import Database
 from common.kafka import declare_topics
 from common.outbox import Outbox, OutboxRelay
 from common.settings import CommonSettings
+from localrun.broker import EmbeddedBroker
 from product_svc.service import Catalog
 from tests.integration.product.conftest import Clients
 from tests.support.processes import wait_for

@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from common.db import Database
 from common.outbox import Outbox
+from common.pagination import PageTokens
 from microcommerce.product.v1 import inventory_service_pb2 as inv
 from microcommerce.product.v1 import product_service_pb2 as pb
-from product_svc.paging import PageTokens
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
 from tests.integration.product.conftest import Clients

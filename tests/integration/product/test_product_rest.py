@@ -85,9 +85,7 @@ async def test_bad_product_input_is_a_400_naming_the_field(
     assert field in problem["detail"] or field in str(problem)
 
 
-@pytest.mark.parametrize(
-    "params", [{"page_size": "0"}, {"page_size": "101"}, {"page_token": "garbage"}]
-)
+@pytest.mark.parametrize("params", [{"page_size": "-1"}, {"page_token": "garbage"}])
 async def test_bad_paging_is_a_400(rest: Client, params: dict[str, str]) -> None:
     response = await rest.get("/api/v1/products", params=params)
 

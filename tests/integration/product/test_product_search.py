@@ -173,8 +173,7 @@ async def test_a_malformed_or_tampered_page_token_is_refused(
 @pytest.mark.parametrize(
     ("request_fields", "field"),
     [
-        ({"page_size": 0}, "page_size"),
-        ({"page_size": 101}, "page_size"),
+        ({"page_size": -1}, "page_size"),
         ({"order_by": "name"}, "order_by"),
         ({"min_price": -1}, "min_price"),
         ({"min_price": 10, "max_price": 5}, "min_price"),

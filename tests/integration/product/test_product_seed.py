@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from product_svc.seed import CATEGORIES, demo_products, seed
+from localrun.seed import CATEGORIES, demo_products, seed
 from tests.support.gateway_testing import Client
 from tests.support.tokens import admin_token
 

@@ -13,8 +13,8 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from common.broker import EmbeddedBroker, free_port
 from common.service_runner import ServiceSettings, ServiceSpec, run_service
+from localrun.broker import EmbeddedBroker, free_port
 from microcommerce.product.v1 import product_service_pb2, product_service_pb2_grpc
 from payment_svc.main import SPEC as PAYMENT
 from payment_svc.main import PaymentSettings

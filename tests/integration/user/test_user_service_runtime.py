@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 
-from common.broker import EmbeddedBroker, free_port
 from common.service_runner import run_service
 from common.tokens import StaticKeys, TokenVerifier, keys_from_jwks
+from localrun.broker import EmbeddedBroker, free_port
 from microcommerce.user.v1 import user_service_pb2 as pb
 from microcommerce.user.v1 import user_service_pb2_grpc
 from tests.support.processes import FAST_KAFKA, wait_for

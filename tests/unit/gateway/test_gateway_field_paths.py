@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from gateway.field_paths import FieldPathError, resolve, scalar_from_text, set_from_text
+from gateway.field_paths import (
+    FieldPathError,
+    resolve,
+    scalar_from_text,
+    set_from_text,
+    update_mask_paths,
+)
 from microcommerce.testing.v1 import widgets_pb2
 
 LIST = widgets_pb2.ListWidgetsRequest.DESCRIPTOR
@@ -123,3 +129,42 @@ def test_maps_and_repeated_messages_cannot_be_reached_from_text() -> None:
         resolve(WIDGET, "labels")
     with pytest.raises(FieldPathError):
         resolve(widgets_pb2.OrderWidgetsRequest.DESCRIPTOR, "lines.quantity")
+
+
+def test_setting_a_second_member_of_a_oneof_is_refused_naming_both() -> None:
+    get = widgets_pb2.GetWidgetRequest.DESCRIPTOR
+    request = widgets_pb2.GetWidgetRequest(shelf_id="s-1")
+
+    with pytest.raises(FieldPathError, match=r"bin_id and shelf_id .* oneof location"):
+        set_from_text(request, resolve(get, "bin_id"), ["b-1"])
+    assert request.shelf_id == "s-1"
+
+
+def test_setting_the_same_member_of_a_oneof_again_is_allowed() -> None:
+    get = widgets_pb2.GetWidgetRequest.DESCRIPTOR
+    request = widgets_pb2.GetWidgetRequest(shelf_id="s-1")
+
+    set_from_text(request, resolve(get, "shelf_id"), ["s-2"])
+
+    assert request.shelf_id == "s-2"
+
+
+@pytest.mark.parametrize(
+    ("body", "paths"),
+    [
+        ({"name": "x", "nickname": None}, ["name", "nickname"]),
+        (
+            {"dimensions": {"width_mm": 1, "heightMm": 2}},
+            ["dimensions.width_mm", "dimensions.height_mm"],
+        ),
+        ({"dimensions": {}}, ["dimensions"]),
+        ({"dimensions": None}, ["dimensions"]),
+        ({"labels": {"a": "b"}, "part_numbers": [1]}, ["labels", "part_numbers"]),
+        ({"create_time": "2026-01-01T00:00:00Z", "limit": 3}, ["create_time", "limit"]),
+        ({"attributes": {"nested": {"deep": 1}}}, ["attributes"]),
+    ],
+)
+def test_update_mask_paths_are_the_leaves_the_body_sets(
+    body: dict[str, Any], paths: list[str]
+) -> None:
+    assert update_mask_paths(WIDGET, body) == paths

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.path_templates import Literal, TemplateError, Variable, Wildcard, parse_template
+from gateway.path_templates import (
+    Literal,
+    PathValueError,
+    TemplateError,
+    Variable,
+    Wildcard,
+    decode_variable,
+    normalize_path,
+    parse_template,
+)
 
 
 def test_a_plain_variable_binds_one_segment_to_a_field() -> None:
@@ -119,3 +128,29 @@ def test_malformed_templates_are_refused_with_the_position(text: str, message: s
         parse_template(text)
 
     assert repr(text) in str(error.value)
+
+
+def test_normalizing_a_path_decodes_unreserved_escapes_and_keeps_reserved_ones() -> None:
+    assert normalize_path("/v1/%77idgets/a%2Db%7E") == "/v1/widgets/a-b~"
+    assert normalize_path("/v1/a%3Ab%2Fc%2fd%20e%25") == "/v1/a%3Ab%2Fc%2fd%20e%25"
+
+
+@pytest.mark.parametrize("template", ["/v1/{id}", "/v1/{id=*}"])
+def test_a_single_segment_variable_decodes_every_escape(template: str) -> None:
+    variable = parse_template(template).variables[0]
+
+    assert not variable.multi_segment
+    assert decode_variable(variable, "a%3Ab%2Fc%2fd%C3%A9") == "a:b/c/dé"
+
+
+@pytest.mark.parametrize("template", ["/v1/{name=shelves/*}", "/v1/{path=**}"])
+def test_a_multi_segment_variable_keeps_encoded_slashes_as_sent(template: str) -> None:
+    variable = parse_template(template).variables[0]
+
+    assert variable.multi_segment
+    assert decode_variable(variable, "shelves/a%2Fb%2fc%3Ad%25") == "shelves/a%2Fb%2fc:d%"
+
+
+def test_an_escape_that_is_not_utf8_is_refused() -> None:
+    with pytest.raises(PathValueError):
+        decode_variable(parse_template("/v1/{id}").variables[0], "a%FF")

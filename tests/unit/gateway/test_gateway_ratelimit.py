@@ -80,3 +80,20 @@ def test_routes_fall_in_the_group_of_an_exact_entry_or_the_longest_prefix() -> N
     assert groups["POST /v1/widgets"] == "writes"
     assert groups["GET /v1/widgets/{id}"] == "one"
     assert groups["GET /v0/shelves/{shelf_id}/widgets/{id}"] == "default"
+
+
+async def test_peeking_spends_no_token_and_refuses_only_an_empty_bucket() -> None:
+    clock = Clock()
+    buckets = LocalBuckets(clock)
+
+    looks = [await buckets.peek("k", LIMIT) for _ in range(5)]
+    for _ in range(3):
+        await buckets.take("k", LIMIT)
+    empty = await buckets.peek("k", LIMIT)
+
+    assert [d.allowed for d in looks] == [True] * 5
+    assert looks[-1].remaining == 3
+    assert not empty.allowed
+    assert empty.retry_after_s == 1.0
+    clock.now += 1.0
+    assert (await buckets.peek("k", LIMIT)).allowed

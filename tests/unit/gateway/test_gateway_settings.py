@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from pydantic import ValidationError
 
 from gateway.settings import GatewaySettings
 
@@ -20,6 +23,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "MC_UPSTREAM_TIMEOUT_S",
         "MC_MAX_BODY_BYTES",
         "MC_GATEWAY_PORT",
+        "MC_TRUSTED_PROXIES",
+        "MC_TRUSTED_PROXY_HEADER",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -73,3 +78,33 @@ def test_service_address_looks_up_a_backend_by_name() -> None:
     assert settings.service_address("payment") == "pay:1"
     with pytest.raises(KeyError):
         settings.service_address("shipping")
+
+
+def test_no_proxy_is_trusted_by_default() -> None:
+    assert GatewaySettings().trusted_proxies == ()
+
+
+def test_trusted_proxies_are_comma_separated_cidrs_or_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MC_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8,192.0.2.1")
+    monkeypatch.setenv("MC_TRUSTED_PROXY_HEADER", "Forwarded")
+
+    settings = GatewaySettings()
+
+    assert settings.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("fd00::/8"),
+        ipaddress.ip_network("192.0.2.1/32"),
+    )
+    assert settings.trusted_proxy_header == "Forwarded"
+
+
+@pytest.mark.parametrize("value", ["10.0.0.1/8", "proxy.internal", "10.0.0.0/33"])
+def test_a_trusted_proxy_that_is_not_a_network_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("MC_TRUSTED_PROXIES", value)
+
+    with pytest.raises(ValidationError, match="trusted_proxies"):
+        GatewaySettings()

@@ -8,13 +8,13 @@ from datetime import UTC, date, datetime
 import pytest
 
 from common.errors import FailedPrecondition, InvalidArgument, OutOfRange
+from common.money import Money
 from payment_svc.domain import (
     ILLEGAL_TRANSITION,
     ORDER_TRANSITIONS,
     CardBrand,
     CardInput,
     CardOnFile,
-    Money,
     Order,
     OrderStatus,
     Payment,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from payment_svc.domain import CardBrand, CardOnFile, FailureReason, Money, ValidCard
+from common.money import Money
+from payment_svc.domain import (
+    CardBrand,
+    CardOnFile,
+    FailureReason,
+    ValidCard,
+)
 from payment_svc.provider import PaymentProvider, ProviderResult, ResilientProvider
 
 AMOUNT = Money(1000, "USD")

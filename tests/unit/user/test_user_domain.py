@@ -6,10 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common.errors import InvalidArgument
+from common.errors import InvalidArgument, NotFound, ResourceExhausted
 from user_svc.domain import (
     FailureCount,
-    Page,
     Preferences,
     RefreshOutcome,
     Session,
@@ -18,7 +17,9 @@ from user_svc.domain import (
     check_password,
     check_roles,
     judge_refresh,
+    live_account,
     normalize_email,
+    refuse_while_throttled,
     throttle_key,
     token_digest,
 )
@@ -84,16 +85,49 @@ def test_preferences_reset_omitted_fields_and_validate_the_rest() -> None:
     assert field_of(Preferences.parse, "EUR", "not a tag", False) == "preferences.language"
 
 
-def test_an_erased_user_keeps_only_the_id_and_roles() -> None:
-    user = User(
-        id="u1",
-        email="ada@example.com",
-        name="Ada",
-        roles=frozenset({"customer"}),
-        create_time=NOW,
-        password_hash="$argon2id$...",
-        preferences=Preferences("EUR", "fr", True),
+ADA = User(
+    id="u1",
+    email="ada@example.com",
+    name="Ada",
+    roles=frozenset({"customer"}),
+    create_time=NOW,
+    password_hash="$argon2id$...",
+    preferences=Preferences("EUR", "fr", True),
+)
+
+
+def test_a_registered_user_gets_a_fresh_id_and_a_trimmed_name() -> None:
+    first = User.register(
+        email="ada@example.com", name="  Ada ", roles=["customer"], password_hash="h", now=NOW
     )
+    second = User.register(
+        email="bob@example.com", name="Bob", roles=["customer"], password_hash="h", now=NOW
+    )
+
+    assert first.name == "Ada"
+    assert first.id != second.id
+    assert (first.roles, first.create_time, first.is_deleted) == (
+        frozenset({"customer"}),
+        NOW,
+        False,
+    )
+
+
+def test_renaming_checks_the_name_like_registration() -> None:
+    assert ADA.renamed(" Augusta ").name == "Augusta"
+    assert field_of(ADA.renamed, "   ") == "name"
+
+
+def test_an_erased_or_missing_account_is_not_found() -> None:
+    assert live_account(ADA) is ADA
+    with pytest.raises(NotFound):
+        live_account(ADA.erased(NOW))
+    with pytest.raises(NotFound):
+        live_account(None)
+
+
+def test_an_erased_user_keeps_only_the_id_and_roles() -> None:
+    user = ADA
 
     erased = user.erased(NOW)
 
@@ -118,11 +152,14 @@ def session(*, revoked: bool = False, expire_in: timedelta = timedelta(days=1)) 
 
 
 def test_a_fresh_refresh_token_of_a_live_session_rotates() -> None:
-    assert judge_refresh(token_spent=False, session=session(), now=NOW) is RefreshOutcome.ROTATE
+    assert (
+        judge_refresh(token_spent=False, session=session(), owner=ADA, now=NOW)
+        is RefreshOutcome.ROTATE
+    )
 
 
 def test_a_spent_refresh_token_revokes_its_whole_family() -> None:
-    outcome = judge_refresh(token_spent=True, session=session(), now=NOW)
+    outcome = judge_refresh(token_spent=True, session=session(), owner=ADA, now=NOW)
 
     assert outcome is RefreshOutcome.REVOKE_FAMILY
 
@@ -131,7 +168,33 @@ def test_a_spent_refresh_token_revokes_its_whole_family() -> None:
     "ended", [session(revoked=True), session(expire_in=timedelta(seconds=-1)), None]
 )
 def test_a_token_of_an_ended_or_unknown_session_is_rejected(ended: Session | None) -> None:
-    assert judge_refresh(token_spent=False, session=ended, now=NOW) is RefreshOutcome.REJECT
+    assert (
+        judge_refresh(token_spent=False, session=ended, owner=ADA, now=NOW) is RefreshOutcome.REJECT
+    )
+
+
+def test_a_fresh_token_of_an_erased_account_is_rejected() -> None:
+    outcome = judge_refresh(token_spent=False, session=session(), owner=ADA.erased(NOW), now=NOW)
+
+    assert outcome is RefreshOutcome.REJECT
+
+
+def test_a_session_opens_for_the_idle_lifetime_and_each_use_extends_it() -> None:
+    opened = Session.open(
+        user_id="u1",
+        user_agent="x" * 600,
+        client_address="192.0.2.1",
+        now=NOW,
+        idle=timedelta(days=30),
+    )
+
+    used = opened.used(NOW + timedelta(days=20), timedelta(days=30))
+
+    assert opened.expire_time == NOW + timedelta(days=30)
+    assert len(opened.user_agent) == 512
+    assert used.is_live(NOW + timedelta(days=45))
+    assert not opened.is_live(NOW + timedelta(days=30))
+    assert (used.id, used.create_time) == (opened.id, opened.create_time)
 
 
 def test_refresh_tokens_are_stored_as_digests() -> None:
@@ -165,16 +228,23 @@ def test_a_failure_after_the_window_starts_a_new_one() -> None:
     assert count == FailureCount(1, NOW + timedelta(minutes=16))
 
 
+def test_sign_ins_are_refused_while_any_key_is_throttled_for_the_longest_wait() -> None:
+    lenient = ThrottlePolicy(max_failures=10, window=timedelta(minutes=15))
+    policies = {"account": POLICY, "client": lenient}
+    counts = {
+        "account": FailureCount(3, NOW - timedelta(minutes=5)),
+        "client": FailureCount(3, NOW - timedelta(minutes=5)),
+    }
+
+    with pytest.raises(ResourceExhausted) as caught:
+        refuse_while_throttled(policies, counts, NOW)
+    refuse_while_throttled(policies, counts, NOW + timedelta(minutes=10))
+    refuse_while_throttled({"client": lenient}, counts, NOW)
+
+    assert caught.value.reason == "LOGIN_THROTTLED"
+    assert caught.value.retry_after_s == 600
+
+
 def test_throttle_keys_do_not_contain_the_email() -> None:
     assert "ada" not in throttle_key("account", "ada@example.com")
     assert throttle_key("account", "x") != throttle_key("client", "x")
-
-
-def test_pages_default_to_20_cap_at_100_and_round_trip_their_token() -> None:
-    assert Page.parse(0, "") == Page(0, 20)
-    assert Page.parse(500, "") == Page(0, 100)
-    page = Page.parse(10, "")
-    assert Page.parse(10, page.next_token(11)) == Page(10, 10)
-    assert page.next_token(10) == ""
-    assert field_of(Page.parse, -1, "") == "page_size"
-    assert field_of(Page.parse, 10, "garbage!") == "page_token"

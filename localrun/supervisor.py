@@ -19,9 +19,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.broker import EmbeddedBroker
-from common.child_process import die_with_parent
 from common.settings import DEFAULT_PORTS, SERVICE_NAMES
+from localrun.broker import EmbeddedBroker
+from localrun.child_process import die_with_parent
 
 # Local runs want a health stream that is UP within seconds (KAFKA.md); explicit settings win.
 LOCAL_KAFKA_DEFAULTS = {
@@ -133,7 +133,7 @@ async def _seed(gateway_url: str, env: dict[str, str]) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "product_svc.seed",
+        "localrun.seed",
         "--base-url",
         gateway_url,
         env=env,

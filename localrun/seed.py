@@ -1,6 +1,6 @@
 """Demo catalog: ~200 products in a small category tree, loaded through the public REST API.
 
-``python -m product_svc.seed [--base-url URL] [--token TOKEN]``. Without ``--token`` it signs in
+``python -m localrun.seed [--base-url URL] [--token TOKEN]``. Without ``--token`` it signs in
 with ``MC_ADMIN_EMAIL`` / ``MC_ADMIN_PASSWORD`` (``POST /api/v1/auth/token``). Running it again
 adds nothing twice: an existing slug or sku (409) is skipped.
 """
@@ -259,7 +259,7 @@ async def _run(base_url: str, token: str | None) -> SeedReport:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m product_svc.seed", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m localrun.seed", description=__doc__)
     default_url = f"http://127.0.0.1:{os.environ.get('MC_GATEWAY_PORT', '8080')}"
     parser.add_argument("--base-url", default=default_url, help=f"default {default_url}")
     parser.add_argument(
