@@ -11,7 +11,7 @@ import signal
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import faust
 from pydantic import Field
@@ -36,12 +36,17 @@ class ServiceSettings(CommonSettings):
     shutdown_grace_s: float = Field(10.0, ge=0, description="In-flight calls may finish.")
 
 
+# The settings class of one service (UserSettings, ...): the runner hands wire() the very
+# object main.py built, typed as that class, so no service narrows or re-validates it.
+S = TypeVar("S", bound=ServiceSettings)
+
+
 @dataclass(frozen=True)
-class Runtime:
+class Runtime(Generic[S]):
     """What the runner opens for a service before wiring its layers."""
 
     name: str
-    settings: ServiceSettings  # the service's own subclass, built in its main.py
+    settings: S  # the service's own settings, built in its main.py
     database: Database
     outbox: Outbox
     users: UserServiceClient  # JWKS and service identity tokens
@@ -64,10 +69,12 @@ class Wiring:
 
 
 @dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(Generic[S]):
+    """What is specific to one service: its name, migrations and how to wire its layers."""
+
     name: str  # "payment": names its database, logs, health entries and consumer groups
     migrations: Path
-    wire: Callable[[Runtime], Wiring]
+    wire: Callable[[Runtime[S]], Wiring]
     install_agents: Callable[[faust.App, InstanceIdentity, Wiring], None]
 
 
@@ -81,8 +88,8 @@ async def wait_for_stop_signal() -> None:
 
 
 async def run_service(
-    spec: ServiceSpec,
-    settings: ServiceSettings,
+    spec: ServiceSpec[S],
+    settings: S,
     *,
     until: Callable[[], Any] = wait_for_stop_signal,
 ) -> None:

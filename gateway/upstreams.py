@@ -153,13 +153,12 @@ class Upstreams:
         *,
         timeout: float,
         metrics: GatewayMetrics,
+        settings: GatewaySettings,
         options: Sequence[tuple[str, Any]] = CHANNEL_OPTIONS,
-        settings: GatewaySettings | None = None,
         retried: Iterable[tuple[str, str]] = (),
         health: HealthView | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        settings = settings or GatewaySettings()
         self.addresses: Mapping[str, str] = MappingProxyType(dict(addresses))
         self._timeout = timeout
         self._metrics = metrics

@@ -22,9 +22,6 @@ from user_svc.service import SERVICE_TOKEN_TTL, Accounts, Lifetimes, Throttling
 from user_svc.settings import UserSettings
 from user_svc.store import AccountStore
 
-# UserSettings is part of this module's surface: tests and tools build it from here.
-__all__ = ["SPEC", "UserSettings", "accounts", "key_ring", "main", "user_service", "wire"]
-
 _log = get_logger(__name__)
 
 # Ended sessions and their spent refresh tokens are deleted this often (after a week).
@@ -78,10 +75,8 @@ def user_service(use_cases: Accounts) -> Service[Any]:
     )
 
 
-def wire(runtime: Runtime) -> Wiring:
+def wire(runtime: Runtime[UserSettings]) -> Wiring:
     settings = runtime.settings
-    if not isinstance(settings, UserSettings):
-        raise TypeError("user_svc runs with UserSettings")
     ring = key_ring(settings)
     use_cases = accounts(runtime.database, runtime.outbox, settings, ring)
 
@@ -112,7 +107,7 @@ def wire(runtime: Runtime) -> Wiring:
     )
 
 
-SPEC = ServiceSpec(
+SPEC = ServiceSpec[UserSettings](
     name="user",
     migrations=Path(__file__).parent / "migrations",
     wire=wire,

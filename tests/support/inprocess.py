@@ -25,19 +25,19 @@ from common.user_client import UserServiceClient
 from tests.support.tokens import KEYS
 
 
-def _spec_and_settings(service: str) -> tuple[ServiceSpec, type[Any]]:
+def _spec_and_settings(service: str) -> tuple[ServiceSpec[Any], type[Any]]:
     if service == "payment":
         from payment_svc.main import SPEC as PAYMENT
-        from payment_svc.main import PaymentSettings
+        from payment_svc.settings import PaymentSettings
 
         return PAYMENT, PaymentSettings
     if service == "product":
         from product_svc.main import SPEC as PRODUCT
-        from product_svc.main import ProductSettings
+        from product_svc.settings import ProductSettings
 
         return PRODUCT, ProductSettings
     from user_svc.main import SPEC as USER
-    from user_svc.main import UserSettings
+    from user_svc.settings import UserSettings
 
     return USER, UserSettings
 

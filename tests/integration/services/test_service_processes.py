@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -17,12 +18,12 @@ from common.broker import EmbeddedBroker, free_port
 from common.service_runner import ServiceSettings, ServiceSpec, run_service
 from microcommerce.product.v1 import product_service_pb2, product_service_pb2_grpc
 from payment_svc.main import SPEC as PAYMENT
-from payment_svc.main import PaymentSettings
+from payment_svc.settings import PaymentSettings
 from product_svc.main import SPEC as PRODUCT
-from product_svc.main import ProductSettings
+from product_svc.settings import ProductSettings
 from tests.support.processes import FAST_KAFKA
 from user_svc.main import SPEC as USER
-from user_svc.main import UserSettings
+from user_svc.settings import UserSettings
 
 EXPECTED_SERVICES = {
     "payment": {"microcommerce.payment.v1.OrderService", "microcommerce.payment.v1.PaymentService"},
@@ -32,7 +33,7 @@ EXPECTED_SERVICES = {
     },
     "user": {"microcommerce.user.v1.UserService"},
 }
-SPECS: dict[str, tuple[ServiceSpec, type[ServiceSettings]]] = {
+SPECS: dict[str, tuple[ServiceSpec[Any], type[ServiceSettings]]] = {
     "payment": (PAYMENT, PaymentSettings),
     "product": (PRODUCT, ProductSettings),
     "user": (USER, UserSettings),
