@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -58,13 +58,16 @@ class Wiring:
 
     ``services`` are served over gRPC; ``checks`` travel in its pongs; ``background`` tasks
     (reservation expiry, saga recovery, ...) run while the service serves and are cancelled
-    when it stops; ``key_source`` replaces user_svc's JWKS for verifying tokens (user_svc
-    verifies with its own key ring).
+    when it stops; ``cleanup`` callbacks (closing client channels, ...) run once gRPC has
+    stopped and the background tasks have ended, each awaited in turn even if one fails;
+    ``key_source`` replaces user_svc's JWKS for verifying tokens (user_svc verifies with its
+    own key ring).
     """
 
     services: Sequence[Service[Any]]
     checks: dict[str, HealthCheck]
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    cleanup: Sequence[Callable[[], Awaitable[None]]] = ()
     key_source: KeySource | None = None
 
 
@@ -85,6 +88,19 @@ async def wait_for_stop_signal() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+async def close_all(cleanup: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    """Run every clean-up callback; one that fails is logged and does not skip the rest."""
+    for close in cleanup:
+        try:
+            await close()
+        except Exception as error:
+            get_logger(__name__).warning(
+                "cleanup_failed",
+                callback=getattr(close, "__qualname__", repr(close)),
+                error=type(error).__name__,
+            )
 
 
 async def run_service(
@@ -132,6 +148,7 @@ async def run_service(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await close_all(wiring.cleanup)
         await stream.stop()
         await users.close()
         await database.dispose()

@@ -61,14 +61,6 @@ def wire(runtime: Runtime[PaymentSettings]) -> Wiring:
         ),
     )
 
-    async def close_inventory_channel_at_stop() -> None:
-        # Background tasks are cancelled when the service stops: the only hook to close the
-        # channel, and an open grpc.aio channel can keep the process from exiting.
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await inventory.close()
-
     return Wiring(
         services=[
             Service(
@@ -83,7 +75,8 @@ def wire(runtime: Runtime[PaymentSettings]) -> Wiring:
             ),
         ],
         checks={"database": use_cases.database_reachable},
-        background=[use_cases.run_recovery, close_inventory_channel_at_stop],
+        background=[use_cases.run_recovery],
+        cleanup=[inventory.close],
     )
 
 

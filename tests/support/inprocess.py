@@ -18,7 +18,7 @@ from common.db import Database
 from common.grpc_server import create_server
 from common.migrations import upgrade_to_head
 from common.outbox import Outbox
-from common.service_runner import Runtime, ServiceSpec
+from common.service_runner import Runtime, ServiceSpec, close_all
 from common.settings import SERVICE_NAMES
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient
@@ -73,6 +73,7 @@ async def in_process_services(
             users = UserServiceClient(service_settings.user_address)
             stack.push_async_callback(users.close)
             wiring = spec.wire(Runtime(service, service_settings, database, Outbox(service), users))
+            stack.push_async_callback(close_all, wiring.cleanup)
             running = await create_server(
                 services=wiring.services,
                 address="127.0.0.1:0",
