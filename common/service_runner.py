@@ -19,7 +19,7 @@ from pydantic import Field
 from common.access import AccessInterceptor
 from common.db import Database, database_url
 from common.grpc_server import Service, create_server, stop_gracefully
-from common.health_stream import HealthCheck, InstanceIdentity
+from common.health_stream import HealthCheck, InstanceIdentity, install_pong_responder
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.migrations import upgrade_to_head
@@ -78,7 +78,10 @@ class ServiceSpec(Generic[S]):
     name: str  # "payment": names its database, logs, health entries and consumer groups
     migrations: Path
     wire: Callable[[Runtime[S]], Wiring]
-    install_agents: Callable[[faust.App, InstanceIdentity, Wiring], None]
+    # The service's event consumers (its events.py), added to a Faust app whose consumer group
+    # is the service's own, so its replicas share the partitions. The health responder is not
+    # one of them: the runner installs it on every instance.
+    install_agents: Callable[[faust.App, Wiring], None] | None = None
 
 
 async def wait_for_stop_signal() -> None:
@@ -133,11 +136,17 @@ async def run_service(
         service=spec.name, address=f"{settings.host}:{grpc_server.port}", version=settings.version
     )
     # Its own consumer group: every instance must hear every ping, not a share of them.
-    stream = BackgroundStream(
+    health_stream = BackgroundStream(
         create_faust_app(f"{spec.name}-health-{identity.instance_id}", settings), settings
     )
-    spec.install_agents(stream.app, identity, wiring)
-    stream.start()
+    install_pong_responder(health_stream.app, identity, wiring.checks)
+    streams = [health_stream]
+    if spec.install_agents is not None:
+        events = BackgroundStream(create_faust_app(f"{spec.name}-events", settings), settings)
+        spec.install_agents(events.app, wiring)
+        streams.append(events)
+    for stream in streams:
+        stream.start()
     log.info("serving", address=identity.address, instance_id=identity.instance_id)
 
     try:
@@ -149,7 +158,7 @@ async def run_service(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await close_all(wiring.cleanup)
-        await stream.stop()
+        await asyncio.gather(*(stream.stop() for stream in streams))
         await users.close()
         await database.dispose()
         log.info("stopped")

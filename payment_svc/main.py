@@ -12,7 +12,7 @@ from common.logging import get_logger
 from common.service_runner import Runtime, ServiceSpec, Wiring, run_service
 from common.user_client import ServiceTokens
 from microcommerce.payment.v1 import order_service_pb2, order_service_pb2_grpc
-from payment_svc import events, grpc_api
+from payment_svc import grpc_api
 from payment_svc.inventory_client import GrpcInventory
 from payment_svc.provider import PROVIDERS, ResilientProvider
 from payment_svc.saga import CheckoutSaga, FaultHook, no_faults
@@ -84,7 +84,6 @@ SPEC = ServiceSpec[PaymentSettings](
     name="payment",
     migrations=Path(__file__).parent / "migrations",
     wire=wire,
-    install_agents=events.install_agents,
 )
 
 

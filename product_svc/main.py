@@ -14,7 +14,7 @@ from microcommerce.product.v1 import (
     product_service_pb2,
     product_service_pb2_grpc,
 )
-from product_svc import events, grpc_api
+from product_svc import grpc_api
 from product_svc.service import Catalog
 from product_svc.settings import ProductSettings
 from product_svc.store import CatalogStore
@@ -60,7 +60,6 @@ SPEC = ServiceSpec[ProductSettings](
     name="product",
     migrations=Path(__file__).parent / "migrations",
     wire=wire,
-    install_agents=events.install_agents,
 )
 
 

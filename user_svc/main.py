@@ -14,7 +14,7 @@ from common.outbox import Outbox
 from common.service_runner import Runtime, ServiceSpec, Wiring, run_service
 from common.tokens import DEFAULT_LEEWAY_S
 from microcommerce.user.v1 import user_service_pb2, user_service_pb2_grpc
-from user_svc import events, grpc_api
+from user_svc import grpc_api
 from user_svc.domain import ThrottlePolicy
 from user_svc.keys import KeyRing
 from user_svc.passwords import Passwords
@@ -111,7 +111,6 @@ SPEC = ServiceSpec[UserSettings](
     name="user",
     migrations=Path(__file__).parent / "migrations",
     wire=wire,
-    install_agents=events.install_agents,
 )
 
 
