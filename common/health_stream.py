@@ -7,11 +7,12 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import faust
 import structlog
 
+from common.clock import now, parse_rfc3339, rfc3339
 from common.kafka import TOPIC_PARTITIONS
 
 PING_TOPIC = "service-ping"
@@ -47,22 +48,18 @@ class Pong(faust.Record, serializer="json", include_metadata=False):
     sent_at: str
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def now_rfc3339() -> str:
-    return rfc3339(datetime.now(UTC))
+    return rfc3339(now())
 
 
 def is_fresh(sent_at: str) -> bool:
     """Whether a ping or pong is recent enough to act on; a malformed time is not."""
     try:
-        sent = datetime.fromisoformat(sent_at.replace("Z", "+00:00"))
+        sent = parse_rfc3339(sent_at)
     except ValueError:
         log.warning("ignoring a health message with a malformed sent_at", sent_at=sent_at)
         return False
-    return datetime.now(UTC) - sent <= STALE_PING_AFTER
+    return now() - sent <= STALE_PING_AFTER
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,15 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import faust
 import structlog
 from faust.types import FutureMessage
 
+from common import clock
+from common.clock import rfc3339
 from common.health_stream import (
     PING_TOPIC,
     PONG_TOPIC,
@@ -25,7 +27,6 @@ from common.health_stream import (
     Pong,
     is_fresh,
     now_rfc3339,
-    rfc3339,
 )
 from common.kafka import TOPIC_PARTITIONS
 
@@ -109,7 +110,7 @@ class HealthRegistry:
             reported_status=pong.status,
             checks=dict(pong.checks),
             last_seen_monotonic=now,
-            last_seen=datetime.now(UTC),
+            last_seen=clock.now(),
             rtt_ms=round((now - sent) * 1000, 2) if sent is not None else None,
         )
         self._broker_last_ack = now  # a pong came through the broker, so it is reachable

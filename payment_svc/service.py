@@ -7,8 +7,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from common.clock import now as _now
 from common.errors import (
     Aborted,
     DomainError,
@@ -59,10 +60,6 @@ class PaymentPolicy:
     # it does not race a checkout that is still running in some request.
     recovery_grace_s: float = 30.0
     recovery_interval_s: float = 10.0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Payments:

@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     ForeignKey,
     Integer,
     MetaData,
@@ -35,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import errors
-from common.db import Database
+from common.db import Database, UtcDateTime
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
 from payment_svc import domain
@@ -54,7 +53,7 @@ from payment_svc.domain import (
 )
 
 _metadata = MetaData()
-_TIME = DateTime(timezone=True)
+_TIME = UtcDateTime()
 
 orders = Table(
     "payment_orders",

@@ -6,11 +6,12 @@ import hmac
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from google.protobuf.message import Message
 from pydantic import SecretStr
 
+from common.clock import now as _now
 from common.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -83,10 +84,6 @@ class Lifetimes:
 
 def _event(kind: str, user_id: str, data: Message) -> OutgoingEvent:
     return OutgoingEvent(USER_EVENTS_TOPIC, f"microcommerce.user.{kind}", user_id, data)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _live(user: User | None) -> User:

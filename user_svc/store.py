@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
-    DateTime,
     ForeignKey,
     Integer,
     MetaData,
@@ -26,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import Database
+from common.db import Database, UtcDateTime
 from common.errors import AlreadyExists
 from common.outbox import Outbox, OutgoingEvent
 from user_svc.domain import FailureCount, Preferences, Session, User
@@ -44,8 +43,8 @@ users = Table(
     Column("currency", String(3), nullable=False),
     Column("language", String(35), nullable=False),
     Column("marketing_emails", Boolean(), nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
-    Column("deleted_time", DateTime(timezone=True), nullable=True),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("deleted_time", UtcDateTime(), nullable=True),
 )
 
 sessions = Table(
@@ -53,10 +52,10 @@ sessions = Table(
     _metadata,
     Column("id", String(64), primary_key=True),
     Column("user_id", String(64), ForeignKey("users.id"), nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
-    Column("last_used_time", DateTime(timezone=True), nullable=False),
-    Column("expire_time", DateTime(timezone=True), nullable=False),
-    Column("revoked_time", DateTime(timezone=True), nullable=True),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("last_used_time", UtcDateTime(), nullable=False),
+    Column("expire_time", UtcDateTime(), nullable=False),
+    Column("revoked_time", UtcDateTime(), nullable=True),
     Column("user_agent", String(512), nullable=False),
     Column("client_address", String(128), nullable=False),
 )
@@ -66,8 +65,8 @@ refresh_tokens = Table(
     _metadata,
     Column("token_digest", String(64), primary_key=True),
     Column("session_id", String(64), ForeignKey("user_sessions.id"), nullable=False),
-    Column("issue_time", DateTime(timezone=True), nullable=False),
-    Column("spent_time", DateTime(timezone=True), nullable=True),
+    Column("issue_time", UtcDateTime(), nullable=False),
+    Column("spent_time", UtcDateTime(), nullable=True),
 )
 
 login_failures = Table(
@@ -75,7 +74,7 @@ login_failures = Table(
     _metadata,
     Column("key", String(64), primary_key=True),
     Column("failures", Integer(), nullable=False),
-    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("window_start", UtcDateTime(), nullable=False),
 )
 
 
