@@ -8,9 +8,10 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.access import current_principal, require_principal
+from common.clock import from_micros
 from common.errors import InvalidArgument
 from common.money import Money
-from microcommerce.common.v1.money_pb2 import Money as MoneyMessage
+from common.proto_values import money_message, timestamp
 from microcommerce.product.v1 import (
     inventory_service_pb2 as inv,
 )
@@ -38,13 +39,7 @@ _STATUS = {
 
 
 def _timestamp(micros: int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromMicroseconds(micros)
-    return stamp
-
-
-def _money(money: Money) -> MoneyMessage:
-    return MoneyMessage(amount=money.amount, currency=money.currency)
+    return timestamp(from_micros(micros))
 
 
 def _money_in(message: Any, present: bool) -> Money | None:
@@ -58,7 +53,7 @@ def product_message(product: domain.Product) -> pb.Product:
         name=product.name,
         description=product.description,
         category_id=product.category_id,
-        price=_money(product.price),
+        price=money_message(product.price),
         stock=pb.StockLevel(available=product.available, reserved=product.reserved),
         create_time=_timestamp(product.create_time_us),
         update_time=_timestamp(product.update_time_us),
@@ -86,7 +81,7 @@ def reservation_message(reservation: domain.Reservation) -> inv.Reservation:
                 sku=item.sku,
                 name=item.name,
                 quantity=item.quantity,
-                unit_price=_money(item.unit_price),
+                unit_price=money_message(item.unit_price),
             )
             for item in reservation.items
         ],
@@ -210,7 +205,7 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
         return pb.ListPriceHistoryResponse(
             price_changes=[
                 pb.PriceChange(
-                    price=_money(change.price),
+                    price=money_message(change.price),
                     changed_by=change.changed_by if show_who else "",
                     change_time=_timestamp(change.change_time_us),
                 )

@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.clock import from_micros
 from common.db import Database
 from common.errors import (
     Aborted,
@@ -48,6 +49,7 @@ from common.errors import (
 )
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
+from common.proto_values import timestamp
 from microcommerce.product.v1 import events_pb2
 from product_svc.domain import (
     Category,
@@ -179,9 +181,7 @@ def search_words(text: str) -> str:
 
 
 def _timestamp(micros: int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromMicroseconds(micros)
-    return stamp
+    return timestamp(from_micros(micros))
 
 
 def _product(row: Row[Any]) -> Product:
