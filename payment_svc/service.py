@@ -13,7 +13,6 @@ from common.clock import now as _now
 from common.errors import (
     Aborted,
     DomainError,
-    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -22,6 +21,7 @@ from common.errors import (
 from common.logging import get_logger
 from common.money import Money
 from common.outbox import OutgoingEvent
+from common.reasons import Reason
 from payment_svc import domain, messages
 from payment_svc.domain import (
     CardInput,
@@ -118,9 +118,8 @@ class Payments:
             key_ttl=self._policy.key_ttl,
         )
         if not start.same_body:
-            raise FailedPrecondition(
-                "this Idempotency-Key was used with a different request",
-                reason="IDEMPOTENCY_KEY_REUSED",
+            raise domain.IdempotencyKeyReused(
+                "this Idempotency-Key was used with a different request"
             )
         if start.created:
             self._saga.fault("order_created")
@@ -158,7 +157,7 @@ class Payments:
             if time.monotonic() >= deadline:
                 raise Aborted(
                     "a checkout with this Idempotency-Key is still in progress",
-                    reason="CHECKOUT_IN_PROGRESS",
+                    reason=Reason.CHECKOUT_IN_PROGRESS,
                     retry_after_s=1,
                 )
             await asyncio.sleep(self._policy.replay_poll_s)

@@ -37,6 +37,7 @@ from common import errors
 from common.db import Database, UtcDateTime
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
+from common.reasons import Reason
 from payment_svc import domain
 from payment_svc.domain import (
     CardBrand,
@@ -515,7 +516,7 @@ class PaymentStore:
             elif order.status not in (OrderStatus.CONFIRMED, OrderStatus.PARTIALLY_REFUNDED):
                 raise errors.FailedPrecondition(
                     f"an order that is {order.status.value} cannot be refunded",
-                    reason="NOT_REFUNDABLE",
+                    reason=Reason.NOT_REFUNDABLE,
                 )
             amount = domain.refund_amount(payment, requested)
             refund = Refund(refund_id, amount, reason, RefundStatus.PENDING, now)

@@ -50,6 +50,7 @@ from common.errors import (
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
 from common.proto_values import timestamp
+from common.reasons import Reason
 from microcommerce.product.v1 import events_pb2
 from product_svc.domain import (
     Category,
@@ -701,7 +702,7 @@ class CatalogStore:
                 f"product {line.product_id} has only {found.available} units available, "
                 f"{line.quantity} requested",
                 field="items.quantity",
-                reason="OUT_OF_STOCK",
+                reason=Reason.OUT_OF_STOCK,
             )
         product = _product(row)
         before = product.available + line.quantity

@@ -22,6 +22,7 @@ from common.errors import (
 )
 from common.logging import get_logger
 from common.outbox import OutgoingEvent
+from common.reasons import Reason
 from common.settings import SERVICE_NAMES
 from common.tokens import ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE, SERVICE_SUBJECT_PREFIX
 from microcommerce.user.v1 import events_pb2
@@ -322,7 +323,7 @@ class Accounts:
             seconds = math.ceil(max(waits).total_seconds())
             raise ResourceExhausted(
                 f"too many failed sign-ins; try again in {seconds} s",
-                reason="LOGIN_THROTTLED",
+                reason=Reason.LOGIN_THROTTLED,
                 retry_after_s=seconds,
             )
 
