@@ -13,10 +13,10 @@ import faust
 import structlog
 
 from common.clock import now, parse_rfc3339, rfc3339
-from common.kafka import TOPIC_PARTITIONS
+from common.topics import Topic
 
-PING_TOPIC = "service-ping"
-PONG_TOPIC = "service-pong"
+PING_TOPIC = Topic.SERVICE_PING
+PONG_TOPIC = Topic.SERVICE_PONG
 
 # A ping older than this is history, not a question: a new consumer may be handed a few old
 # records (KAFKA.md: end offsets are reported early on Tansu) and must not answer them.
@@ -95,8 +95,8 @@ def install_pong_responder(
 
     ``app`` must be this instance's own consumer group: every instance has to see every ping.
     """
-    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=TOPIC_PARTITIONS[PING_TOPIC])
-    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=TOPIC_PARTITIONS[PONG_TOPIC])
+    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=PING_TOPIC.partitions)
+    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=PONG_TOPIC.partitions)
 
     @app.agent(pings, name=f"{identity.service}-pong-responder")
     async def answer_pings(stream: faust.StreamT[Ping]) -> None:

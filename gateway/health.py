@@ -28,7 +28,6 @@ from common.health_stream import (
     is_fresh,
     now_rfc3339,
 )
-from common.kafka import TOPIC_PARTITIONS
 
 log = structlog.get_logger(__name__)
 
@@ -190,8 +189,8 @@ class HealthRegistry:
 
 def install_health_stream(app: faust.App, registry: HealthRegistry, interval_s: float) -> None:
     """Add the ping timer and the pong agent to the gateway's own Faust app (its own group)."""
-    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=TOPIC_PARTITIONS[PING_TOPIC])
-    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=TOPIC_PARTITIONS[PONG_TOPIC])
+    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=PING_TOPIC.partitions)
+    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=PONG_TOPIC.partitions)
 
     def delivered(_: FutureMessage) -> None:
         registry.ping_delivered()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from common.money import Money
 from common.outbox import OutgoingEvent
 from common.proto_values import money_message
+from common.topics import Topic
 from microcommerce.payment.v1 import events_pb2, order_service_pb2
 from payment_svc.domain import (
     Order,
@@ -17,8 +18,8 @@ from payment_svc.domain import (
     RefundStatus,
 )
 
-ORDER_EVENTS = "order-events"
-PAYMENT_EVENTS = "payment-events"
+ORDER_EVENTS = Topic.ORDER_EVENTS
+PAYMENT_EVENTS = Topic.PAYMENT_EVENTS
 
 
 def card_summary(payment: Payment) -> order_service_pb2.CardSummary:

@@ -51,6 +51,7 @@ from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
 from common.proto_values import timestamp
 from common.reasons import Reason
+from common.topics import Topic
 from microcommerce.product.v1 import events_pb2
 from product_svc.domain import (
     Category,
@@ -69,7 +70,7 @@ from product_svc.domain import (
     words,
 )
 
-INVENTORY_TOPIC = "inventory-events"
+INVENTORY_TOPIC = Topic.INVENTORY_EVENTS
 
 _metadata = MetaData()
 categories = Table(

@@ -25,6 +25,7 @@ from common.outbox import OutgoingEvent
 from common.reasons import Reason
 from common.settings import SERVICE_NAMES
 from common.tokens import ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE, SERVICE_SUBJECT_PREFIX
+from common.topics import Topic
 from microcommerce.user.v1 import events_pb2
 from user_svc.domain import (
     FailureCount,
@@ -52,7 +53,7 @@ from user_svc.store import AccountStore
 
 _log = get_logger(__name__)
 
-USER_EVENTS_TOPIC = "user-events"
+USER_EVENTS_TOPIC = Topic.USER_EVENTS
 SERVICE_TOKEN_TTL = timedelta(minutes=15)
 
 

@@ -10,7 +10,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from common.broker import EmbeddedBroker, free_port, wait_for_port
-from common.kafka import TOPIC_PARTITIONS
+from common.topics import TOPIC_PARTITIONS
 from tests.support.processes import Stack, wait_for
 
 SERVICES = ("payment", "product", "user")
