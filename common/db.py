@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import URL, Connection, event, make_url, text
+from sqlalchemy import URL, BigInteger, Connection, DateTime, Dialect, event, make_url, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.types import TypeDecorator
 
+from common.clock import from_micros, to_micros
 from common.logging import get_logger
 from common.settings import CommonSettings
 
@@ -67,6 +70,52 @@ def async_url(url: str | URL) -> URL:
     if parsed.get_driver_name() != driver:
         raise ValueError(f"use the {backend}+{driver} driver, not {parsed.drivername!r}")
     return parsed
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """The one time column of our stores: aware UTC datetimes in, aware UTC datetimes out.
+
+    The SQL type is ``DateTime(timezone=True)`` (``timestamptz`` on PostgreSQL), so a column
+    switching to it needs no migration. SQLite keeps no offset and hands back naive values,
+    which are UTC because every write is converted to UTC first; a naive datetime on write is
+    refused, since nothing says which zone it meant.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: stores take aware UTC datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class UtcMicros(TypeDecorator[datetime]):
+    """An aware UTC datetime kept as integer microseconds since the epoch (``BigInteger``).
+
+    For stores whose columns are ``*_time_us`` integers (exact keyset cursors, cheap sorting):
+    the domain still sees aware datetimes (``common.clock.to_micros``/``from_micros``).
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: stores take aware UTC datetimes")
+        return to_micros(value)
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else from_micros(value)
 
 
 def _connect_sqlite(dbapi_connection: Any, _connection_record: Any) -> None:

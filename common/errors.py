@@ -1,34 +1,42 @@
-"""Domain errors, each naming the gRPC status it becomes at the service boundary.
+"""Domain errors, each naming the gRPC status it becomes at the service boundary, and its reason.
 
 Services raise these from domain and use-case code; one server interceptor turns them into
 ``context.abort(code, message)``. Nothing here imports gRPC, so ``domain.py`` may use them: the
-status is carried by name and resolved to ``grpc.StatusCode`` at the boundary.
+status is carried by name and resolved to ``grpc.StatusCode`` at the boundary. A subclass for
+one cause declares its reason (``common.reasons.Reason``) as a class attribute::
+
+    class PaymentDeclined(FailedPrecondition):
+        reason = Reason.PAYMENT_DECLINED
 """
 
 from __future__ import annotations
+
+from common.reasons import Reason
 
 
 class DomainError(Exception):
     """A failure the caller can act on; its message is safe to show to the caller."""
 
     status_name: str = "FAILED_PRECONDITION"
+    # A machine-readable cause (google.rpc.ErrorInfo), finer than the status: PAYMENT_DECLINED,
+    # IDEMPOTENCY_KEY_REUSED... A subclass for one cause declares it; a few reasons have their
+    # own HTTP status (402, 422), declared with the reason in common.reasons.
+    reason: str | None = None
 
     def __init__(
         self,
         message: str,
         *,
         field: str | None = None,
-        reason: str | None = None,
+        reason: Reason | None = None,
         retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         # The offending request field (google.rpc.BadRequest), for the client to point at.
         self.field = field
-        # A machine-readable cause in UPPER_SNAKE_CASE (google.rpc.ErrorInfo), finer than the
-        # status: PAYMENT_DECLINED, IDEMPOTENCY_KEY_REUSED... The gateway maps a few of them
-        # to their own HTTP status (402, 422).
-        self.reason = reason
+        if reason is not None:  # finer than the class's own reason
+            self.reason = reason
         # When the caller may try again (google.rpc.RetryInfo; the gateway's Retry-After).
         self.retry_after_s = retry_after_s
 

@@ -19,9 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 # The library's public name for its asyncio servicer; mypy sees the untyped module as bare.
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from common.errors import DomainError
 from common.logging import get_logger
+from common.reasons import ERROR_DOMAIN
 from common.request_context import REQUEST_ID_METADATA_KEY, accept_request_id, request_id_var
 
 if TYPE_CHECKING:
@@ -40,9 +42,6 @@ _log = get_logger(__name__)
 _Behavior = Callable[..., Any]
 S = TypeVar("S")
 
-# The standard key for google.rpc.Status details (AIP-193), read by the gateway and by clients.
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
-
 # SO_REUSEPORT (gRPC's default on Linux) lets a second process bind a port already in use and
 # silently share its traffic; a clash should be an error at start-up instead.
 DEFAULT_SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (("grpc.so_reuseport", 0),)
@@ -60,11 +59,9 @@ def _invocation_request_id(details: grpc.HandlerCallDetails) -> str:
     return accept_request_id(None)
 
 
-# ErrorInfo.domain of every reason we send (AIP-193).
-ERROR_DOMAIN = "microcommerce"
-
-
-def _status_details(code: grpc.StatusCode, error: DomainError) -> tuple[tuple[str, bytes], ...]:
+def _status_details(
+    code: grpc.StatusCode, error: DomainError
+) -> tuple[tuple[str, str | bytes], ...]:
     # AIP-193 details: a field name (BadRequest) lets a client point at the offending input, a
     # reason (ErrorInfo) tells causes of one status apart, RetryInfo says when to try again.
     # Without any of them the status code and message say everything.
@@ -85,7 +82,9 @@ def _status_details(code: grpc.StatusCode, error: DomainError) -> tuple[tuple[st
     if not details:
         return ()
     status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
-    return ((_STATUS_DETAILS_KEY, status.SerializeToString()),)
+    # grpcio-status packs it under the standard key (grpc-status-details-bin).
+    trailing: tuple[tuple[str, str | bytes], ...] = rpc_status.to_status(status).trailing_metadata
+    return trailing
 
 
 def _packed(message: Any) -> any_pb2.Any:

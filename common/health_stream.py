@@ -7,15 +7,16 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import faust
 import structlog
 
-from common.kafka import TOPIC_PARTITIONS
+from common.clock import now, parse_rfc3339, rfc3339
+from common.topics import Topic
 
-PING_TOPIC = "service-ping"
-PONG_TOPIC = "service-pong"
+PING_TOPIC = Topic.SERVICE_PING
+PONG_TOPIC = Topic.SERVICE_PONG
 
 # A ping older than this is history, not a question: a new consumer may be handed a few old
 # records (KAFKA.md: end offsets are reported early on Tansu) and must not answer them.
@@ -47,22 +48,18 @@ class Pong(faust.Record, serializer="json", include_metadata=False):
     sent_at: str
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def now_rfc3339() -> str:
-    return rfc3339(datetime.now(UTC))
+    return rfc3339(now())
 
 
 def is_fresh(sent_at: str) -> bool:
     """Whether a ping or pong is recent enough to act on; a malformed time is not."""
     try:
-        sent = datetime.fromisoformat(sent_at.replace("Z", "+00:00"))
+        sent = parse_rfc3339(sent_at)
     except ValueError:
         log.warning("ignoring a health message with a malformed sent_at", sent_at=sent_at)
         return False
-    return datetime.now(UTC) - sent <= STALE_PING_AFTER
+    return now() - sent <= STALE_PING_AFTER
 
 
 @dataclass(frozen=True)
@@ -98,8 +95,8 @@ def install_pong_responder(
 
     ``app`` must be this instance's own consumer group: every instance has to see every ping.
     """
-    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=TOPIC_PARTITIONS[PING_TOPIC])
-    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=TOPIC_PARTITIONS[PONG_TOPIC])
+    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=PING_TOPIC.partitions)
+    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=PONG_TOPIC.partitions)
 
     @app.agent(pings, name=f"{identity.service}-pong-responder")
     async def answer_pings(stream: faust.StreamT[Ping]) -> None:

@@ -7,19 +7,21 @@ skipped, and the record commits or rolls back together with the effect.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table
+from sqlalchemy import Column, MetaData, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.clock import now
+from common.db import UtcDateTime
 
 
 def _inbox_columns() -> list[Column[Any]]:
     return [
         Column("consumer", String(128), primary_key=True),
         Column("event_id", String(64), primary_key=True),
-        Column("received_at", DateTime(timezone=True), nullable=False),
+        Column("received_at", UtcDateTime, nullable=False),
     ]
 
 
@@ -43,7 +45,7 @@ def drop_inbox_table(op: Any, service: str) -> None:
 
 async def first_delivery(session: AsyncSession, table: Table, consumer: str, event_id: str) -> bool:
     """Record ``event_id`` for ``consumer``; False when it was recorded before (a duplicate)."""
-    values = {"consumer": consumer, "event_id": event_id, "received_at": datetime.now(UTC)}
+    values = {"consumer": consumer, "event_id": event_id, "received_at": now()}
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(table).values(values).on_conflict_do_nothing()

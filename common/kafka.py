@@ -21,17 +21,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from common.settings import CommonSettings
-
-# Every topic is declared at start-up with its partition count: auto-created topics get the
-# broker's default, and production clusters usually disable auto-creation anyway.
-HEALTH_TOPICS: dict[str, int] = {"service-ping": 1, "service-pong": 1}
-EVENT_TOPICS: dict[str, int] = {
-    "user-events": 4,
-    "inventory-events": 4,
-    "payment-events": 4,
-    "order-events": 4,
-}
-TOPIC_PARTITIONS: dict[str, int] = {**HEALTH_TOPICS, **EVENT_TOPICS}
+from common.topics import TOPIC_PARTITIONS
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -119,6 +109,9 @@ def create_faust_app(app_id: str, settings: CommonSettings) -> faust.App:
 
 async def declare_topics(settings: CommonSettings) -> None:
     """Create every contract topic that does not exist yet, with its partition count.
+
+    Auto-created topics would get the broker's default count, and production clusters usually
+    disable auto-creation anyway.
 
     Every process does this before its consumers subscribe: a subscription or a send to a
     missing topic would have the broker auto-create it with its default partition count.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.errors import FailedPrecondition, InvalidArgument
+from common.reasons import Reason
 
 # Amounts travel as JSON numbers (CONTRACT.md): keep them exact in a double.
 MAX_AMOUNT = 2**53 - 1
@@ -67,5 +68,5 @@ class Money:
         if other.currency != self.currency:
             raise FailedPrecondition(
                 f"cannot combine {self.currency} and {other.currency} amounts",
-                reason="CURRENCY_MISMATCH",
+                reason=Reason.CURRENCY_MISMATCH,
             )

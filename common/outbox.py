@@ -24,7 +24,6 @@ from google.protobuf.message import Message
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -40,7 +39,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import SQLITE_BEGIN_OPTION, Database
+from common import clock
+from common.db import SQLITE_BEGIN_OPTION, Database, UtcDateTime
 from common.logging import get_logger
 from common.proto_json import message_to_json
 from common.settings import CommonSettings
@@ -61,8 +61,8 @@ def _outbox_columns() -> list[Column[Any]]:
         Column("topic", String(128), nullable=False),
         Column("key", String(256), nullable=False),
         Column("payload", Text, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("published_at", DateTime(timezone=True), nullable=True),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("published_at", UtcDateTime, nullable=True),
     ]
 
 
@@ -105,10 +105,6 @@ class OutgoingEvent:
     data: Message | Mapping[str, Any]
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def cloud_event(
     source: str, outgoing: OutgoingEvent, *, event_id: str, time: datetime
 ) -> dict[str, Any]:
@@ -119,7 +115,7 @@ def cloud_event(
         "id": event_id,
         "source": source,
         "type": outgoing.type,
-        "time": rfc3339(time),
+        "time": clock.rfc3339(time),
         "subject": outgoing.subject,
         "datacontenttype": "application/json",
         "data": message_to_json(data) if isinstance(data, Message) else dict(data),
@@ -139,7 +135,7 @@ class Outbox:
         """Store ``events`` in the session's transaction; returns their event ids."""
         if not events:
             return []
-        now = datetime.now(UTC)
+        now = clock.now()
         rows: list[dict[str, Any]] = []
         for outgoing in events:
             event_id = str(uuid.uuid4())
@@ -288,12 +284,12 @@ class OutboxRelay:
         await session.execute(
             update(self._table)
             .where(self._table.c.seq.in_([row.seq for row in pending]))
-            .values(published_at=datetime.now(UTC))
+            .values(published_at=clock.now())
         )
         _log.debug("outbox_published", count=len(pending), last_seq=pending[-1].seq)
 
     async def _prune(self) -> None:
-        now = datetime.now(UTC)
+        now = clock.now()
         if now - self._last_prune < timedelta(minutes=10):
             return
         self._last_prune = now

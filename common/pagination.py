@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 
 from google.protobuf.message import DecodeError
+from pydantic import SecretStr
 
 from common.errors import InvalidArgument
 from microcommerce.common.v1.pagination_pb2 import PageCursor
@@ -61,7 +62,7 @@ class PageTokens:
         self._key = key
 
     @classmethod
-    def for_service(cls, secret: str | None, service: str) -> PageTokens:
+    def for_service(cls, secret: SecretStr | str | None, service: str) -> PageTokens:
         """The tokens of one service, keyed from the deployment's shared secret.
 
         Each service derives its own key (HMAC of the service name), so a token can only be
@@ -71,6 +72,8 @@ class PageTokens:
         """
         if secret is None:
             return cls(secrets.token_bytes(32))
+        if isinstance(secret, SecretStr):
+            secret = secret.get_secret_value()
         if len(secret.encode()) < _MIN_KEY_BYTES:
             raise ValueError(f"the page token key needs at least {_MIN_KEY_BYTES} bytes")
         return cls(hmac.new(secret.encode(), service.encode(), hashlib.sha256).digest())

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import faust
 from pydantic import Field
@@ -19,7 +19,7 @@ from pydantic import Field
 from common.access import AccessInterceptor
 from common.db import Database, database_url
 from common.grpc_server import Service, create_server, stop_gracefully
-from common.health_stream import HealthCheck, InstanceIdentity
+from common.health_stream import HealthCheck, InstanceIdentity, install_pong_responder
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.migrations import upgrade_to_head
@@ -36,12 +36,17 @@ class ServiceSettings(CommonSettings):
     shutdown_grace_s: float = Field(10.0, ge=0, description="In-flight calls may finish.")
 
 
+# The settings class of one service (UserSettings, ...): the runner hands wire() the very
+# object main.py built, typed as that class, so no service narrows or re-validates it.
+S = TypeVar("S", bound=ServiceSettings)
+
+
 @dataclass(frozen=True)
-class Runtime:
+class Runtime(Generic[S]):
     """What the runner opens for a service before wiring its layers."""
 
     name: str
-    settings: ServiceSettings  # the service's own subclass, built in its main.py
+    settings: S  # the service's own settings, built in its main.py
     database: Database
     outbox: Outbox
     users: UserServiceClient  # JWKS and service identity tokens
@@ -53,22 +58,30 @@ class Wiring:
 
     ``services`` are served over gRPC; ``checks`` travel in its pongs; ``background`` tasks
     (reservation expiry, saga recovery, ...) run while the service serves and are cancelled
-    when it stops; ``key_source`` replaces user_svc's JWKS for verifying tokens (user_svc
-    verifies with its own key ring).
+    when it stops; ``cleanup`` callbacks (closing client channels, ...) run once gRPC has
+    stopped and the background tasks have ended, each awaited in turn even if one fails;
+    ``key_source`` replaces user_svc's JWKS for verifying tokens (user_svc verifies with its
+    own key ring).
     """
 
     services: Sequence[Service[Any]]
     checks: dict[str, HealthCheck]
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    cleanup: Sequence[Callable[[], Awaitable[None]]] = ()
     key_source: KeySource | None = None
 
 
 @dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(Generic[S]):
+    """What is specific to one service: its name, migrations and how to wire its layers."""
+
     name: str  # "payment": names its database, logs, health entries and consumer groups
     migrations: Path
-    wire: Callable[[Runtime], Wiring]
-    install_agents: Callable[[faust.App, InstanceIdentity, Wiring], None]
+    wire: Callable[[Runtime[S]], Wiring]
+    # The service's event consumers (its events.py), added to a Faust app whose consumer group
+    # is the service's own, so its replicas share the partitions. The health responder is not
+    # one of them: the runner installs it on every instance.
+    install_agents: Callable[[faust.App, Wiring], None] | None = None
 
 
 async def wait_for_stop_signal() -> None:
@@ -80,9 +93,22 @@ async def wait_for_stop_signal() -> None:
     await stop.wait()
 
 
+async def close_all(cleanup: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    """Run every clean-up callback; one that fails is logged and does not skip the rest."""
+    for close in cleanup:
+        try:
+            await close()
+        except Exception as error:
+            get_logger(__name__).warning(
+                "cleanup_failed",
+                callback=getattr(close, "__qualname__", repr(close)),
+                error=type(error).__name__,
+            )
+
+
 async def run_service(
-    spec: ServiceSpec,
-    settings: ServiceSettings,
+    spec: ServiceSpec[S],
+    settings: S,
     *,
     until: Callable[[], Any] = wait_for_stop_signal,
 ) -> None:
@@ -110,11 +136,17 @@ async def run_service(
         service=spec.name, address=f"{settings.host}:{grpc_server.port}", version=settings.version
     )
     # Its own consumer group: every instance must hear every ping, not a share of them.
-    stream = BackgroundStream(
+    health_stream = BackgroundStream(
         create_faust_app(f"{spec.name}-health-{identity.instance_id}", settings), settings
     )
-    spec.install_agents(stream.app, identity, wiring)
-    stream.start()
+    install_pong_responder(health_stream.app, identity, wiring.checks)
+    streams = [health_stream]
+    if spec.install_agents is not None:
+        events = BackgroundStream(create_faust_app(f"{spec.name}-events", settings), settings)
+        spec.install_agents(events.app, wiring)
+        streams.append(events)
+    for stream in streams:
+        stream.start()
     log.info("serving", address=identity.address, instance_id=identity.instance_id)
 
     try:
@@ -125,7 +157,8 @@ async def run_service(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await stream.stop()
+        await close_all(wiring.cleanup)
+        await asyncio.gather(*(stream.stop() for stream in streams))
         await users.close()
         await database.dispose()
         log.info("stopped")

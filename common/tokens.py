@@ -23,6 +23,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from common import clock
 from common.errors import Unauthenticated
 from common.logging import get_logger
 
@@ -132,7 +133,7 @@ class TokenSigner:
         now: datetime | None = None,
         extra_claims: Mapping[str, Any] | None = None,
     ) -> str:
-        issued = now or datetime.now(UTC)
+        issued = now or clock.now()
         claims: dict[str, Any] = {
             "sub": subject,
             "roles": sorted(set(roles)),

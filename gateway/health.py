@@ -11,13 +11,15 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import faust
 import structlog
 from faust.types import FutureMessage
 
+from common import clock
+from common.clock import rfc3339
 from common.health_stream import (
     PING_TOPIC,
     PONG_TOPIC,
@@ -25,9 +27,7 @@ from common.health_stream import (
     Pong,
     is_fresh,
     now_rfc3339,
-    rfc3339,
 )
-from common.kafka import TOPIC_PARTITIONS
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +109,7 @@ class HealthRegistry:
             reported_status=pong.status,
             checks=dict(pong.checks),
             last_seen_monotonic=now,
-            last_seen=datetime.now(UTC),
+            last_seen=clock.now(),
             rtt_ms=round((now - sent) * 1000, 2) if sent is not None else None,
         )
         self._broker_last_ack = now  # a pong came through the broker, so it is reachable
@@ -189,8 +189,8 @@ class HealthRegistry:
 
 def install_health_stream(app: faust.App, registry: HealthRegistry, interval_s: float) -> None:
     """Add the ping timer and the pong agent to the gateway's own Faust app (its own group)."""
-    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=TOPIC_PARTITIONS[PING_TOPIC])
-    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=TOPIC_PARTITIONS[PONG_TOPIC])
+    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=PING_TOPIC.partitions)
+    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=PONG_TOPIC.partitions)
 
     def delivered(_: FutureMessage) -> None:
         registry.ping_delivered()

@@ -12,6 +12,8 @@ from typing import Any, Final
 import grpc
 from aiohttp import web
 
+from common.reasons import http_overrides
+
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
 
 # CONTRACT.md "REST conventions". Every grpc.StatusCode has an entry (a test checks it); OK is
@@ -38,14 +40,9 @@ GRPC_TO_HTTP: Final[Mapping[grpc.StatusCode, HTTPStatus]] = MappingProxyType(
     }
 )
 
-# Upstream reasons (google.rpc.ErrorInfo) whose HTTP status is not their gRPC status's:
-# CONTRACT.md, "Orders and payments".
-REASON_TO_HTTP: Final[Mapping[str, HTTPStatus]] = MappingProxyType(
-    {
-        "PAYMENT_DECLINED": HTTPStatus.PAYMENT_REQUIRED,
-        "IDEMPOTENCY_KEY_REUSED": HTTPStatus.UNPROCESSABLE_ENTITY,
-    }
-)
+# Upstream reasons (google.rpc.ErrorInfo) whose HTTP status is not their gRPC status's
+# (CONTRACT.md, "Orders and payments"), as declared with the reasons in common.reasons.
+REASON_TO_HTTP: Final[Mapping[str, HTTPStatus]] = MappingProxyType(http_overrides())
 
 # What a 500 says instead of the upstream's text, which may hold internals (CONTRACT.md).
 INTERNAL_DETAIL: Final = "The server failed to complete the request; quote the request id."

@@ -10,15 +10,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from common.logging import get_logger
+from common.reasons import Reason
 from common.settings import SERVICE_NAMES
 from gateway.breaker import BreakerState, CircuitBreaker
 from gateway.metrics import GatewayMetrics
@@ -30,7 +32,6 @@ _log = get_logger(__name__)
 
 _BACKEND_PACKAGE = re.compile(r"microcommerce\.(?P<backend>[a-z_]+)\.v\d+")
 # The standard trailer for google.rpc.Status (AIP-193); common/grpc_server.py sends BadRequest.
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 # gRPC backs off up to two minutes between reconnection attempts by default; a restarted
 # service would stay unreachable through the gateway for that long.
@@ -153,13 +154,12 @@ class Upstreams:
         *,
         timeout: float,
         metrics: GatewayMetrics,
+        settings: GatewaySettings,
         options: Sequence[tuple[str, Any]] = CHANNEL_OPTIONS,
-        settings: GatewaySettings | None = None,
         retried: Iterable[tuple[str, str]] = (),
         health: HealthView | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        settings = settings or GatewaySettings()
         self.addresses: Mapping[str, str] = MappingProxyType(dict(addresses))
         self._timeout = timeout
         self._metrics = metrics
@@ -300,7 +300,7 @@ class Upstreams:
                 grpc.StatusCode.UNAVAILABLE,
                 f"{route.service.full_name} is failing; calls are paused (circuit open).",
                 headers={"Retry-After": str(math.ceil(breaker.retry_after_s()))},
-                reason="CIRCUIT_OPEN",
+                reason=Reason.CIRCUIT_OPEN,
             )
         if upstream.in_flight >= upstream.max_in_flight:
             breaker.release()
@@ -309,7 +309,7 @@ class Upstreams:
                 grpc.StatusCode.UNAVAILABLE,
                 f"Too many calls to {route.service.full_name} in flight; retry shortly.",
                 headers={"Retry-After": "1"},
-                reason="BULKHEAD_FULL",
+                reason=Reason.BULKHEAD_FULL,
             )
         rpc = route.rpc_path
         channel = self._channel(upstream)
@@ -355,7 +355,7 @@ class Upstreams:
             details = f"{route.service.full_name} did not answer within {timeout:.3g} s."
         elif code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS):
             _log.warning("upstream_failed", rpc=route.rpc_path, code=code.name, error=details)
-        extra = _status_details(error.trailing_metadata())
+        extra = _status_details(error)
         headers = {}
         if extra.retry_after_s is not None:
             headers["Retry-After"] = str(max(1, math.ceil(extra.retry_after_s)))
@@ -407,32 +407,33 @@ class _Details:
     retry_after_s: float | None = None
 
 
-def _status_details(trailing: Any) -> _Details:
-    """BadRequest, ErrorInfo and RetryInfo from a ``google.rpc.Status`` trailer, if any."""
-    for key, value in trailing or ():
-        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
-            continue
-        try:
-            status = status_pb2.Status.FromString(value)
-            violations: list[FieldViolation] = []
-            reason: str | None = None
-            retry_after_s: float | None = None
-            for detail in status.details:
-                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad_request = error_details_pb2.BadRequest()
-                    detail.Unpack(bad_request)
-                    violations.extend(
-                        FieldViolation(v.field, v.description) for v in bad_request.field_violations
-                    )
-                elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    reason = info.reason or None
-                elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                    retry = error_details_pb2.RetryInfo()
-                    detail.Unpack(retry)
-                    retry_after_s = retry.retry_delay.ToNanoseconds() / 1e9
-        except DecodeError:
-            return _Details()  # a malformed trailer costs the caller the details, not the answer
-        return _Details(tuple(violations), reason, retry_after_s)
-    return _Details()
+def _status_details(error: grpc.aio.AioRpcError) -> _Details:
+    """BadRequest, ErrorInfo and RetryInfo from the call's ``google.rpc.Status``, if any."""
+    try:
+        # An AioRpcError answers code(), details() and trailing_metadata() like a grpc.Call,
+        # which is all from_call reads; the stubs do not say so.
+        status = rpc_status.from_call(cast(grpc.Call, error))
+    except (DecodeError, ValueError):
+        # A malformed or inconsistent trailer costs the caller the details, not the answer.
+        return _Details()
+    if status is None:
+        return _Details()
+    violations: list[FieldViolation] = []
+    reason: str | None = None
+    retry_after_s: float | None = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations.extend(
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            )
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason or None
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after_s = retry.retry_delay.ToNanoseconds() / 1e9
+    return _Details(tuple(violations), reason, retry_after_s)

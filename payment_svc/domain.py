@@ -22,6 +22,7 @@ from common.errors import (
     Unavailable,
 )
 from common.money import Money
+from common.reasons import Reason
 
 
 class OrderStatus(StrEnum):
@@ -71,7 +72,7 @@ def check_transition(current: OrderStatus, target: OrderStatus) -> None:
     if target not in ORDER_TRANSITIONS[current]:
         raise FailedPrecondition(
             f"an order cannot go from {current.value} to {target.value}",
-            reason=ILLEGAL_TRANSITION,
+            reason=Reason.ILLEGAL_TRANSITION,
         )
 
 
@@ -359,7 +360,7 @@ def refund_amount(payment: Payment, requested: Money | None) -> Money:
     if payment.status not in (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED):
         raise FailedPrecondition(
             f"a payment that is {payment.status.value} cannot be refunded",
-            reason="NOT_REFUNDABLE",
+            reason=Reason.NOT_REFUNDABLE,
         )
     remaining = payment.amount - payment.refunded
     if requested is None:
@@ -391,12 +392,12 @@ def check_cancellable(order: Order) -> None:
     """Only a confirmed order can be cancelled (a cancelled one is answered as it is)."""
     if order.status in SAGA_STATUSES:
         raise FailedPrecondition(
-            "the order's checkout is still in progress", reason="CHECKOUT_IN_PROGRESS"
+            "the order's checkout is still in progress", reason=Reason.CHECKOUT_IN_PROGRESS
         )
     if order.status is not OrderStatus.CONFIRMED:
         raise FailedPrecondition(
             f"an order that is {order.status.value} cannot be cancelled",
-            reason="NOT_CANCELLABLE",
+            reason=Reason.NOT_CANCELLABLE,
         )
 
 
@@ -409,25 +410,37 @@ CAPTURE_FAILED = "CAPTURE_FAILED"
 RESERVATION_LOST = "RESERVATION_LOST"
 
 
+class PaymentDeclined(FailedPrecondition):
+    """The card was declined or short of funds; nothing was charged (HTTP 402)."""
+
+    reason = Reason.PAYMENT_DECLINED
+
+
+class IdempotencyKeyReused(FailedPrecondition):
+    """An Idempotency-Key came back with a different request body (HTTP 422)."""
+
+    reason = Reason.IDEMPOTENCY_KEY_REUSED
+
+
 def checkout_error(order: Order) -> DomainError:
     """The error a FAILED checkout answers, derived from the order so every replay matches."""
     reason = order.failure_reason or ""
     if reason == OUT_OF_STOCK:
-        return Aborted("not enough stock for this order; nothing was charged", reason=OUT_OF_STOCK)
+        return Aborted(
+            "not enough stock for this order; nothing was charged", reason=Reason.OUT_OF_STOCK
+        )
     if reason == PRODUCT_NOT_FOUND:
         return NotFound("a product of this order does not exist", field="items")
     if reason in (FailureReason.CARD_DECLINED.value, FailureReason.INSUFFICIENT_FUNDS.value):
         detail = "declined" if reason == FailureReason.CARD_DECLINED.value else "short of funds"
-        return FailedPrecondition(
-            f"the card was {detail}; nothing was charged", reason="PAYMENT_DECLINED"
-        )
+        return PaymentDeclined(f"the card was {detail}; nothing was charged")
     if reason == FailureReason.PROCESSOR_ERROR.value:
         return Unavailable(
             "the payment processor failed; nothing was charged, try again with a new key",
-            reason="PAYMENT_PROCESSOR_ERROR",
+            reason=Reason.PAYMENT_PROCESSOR_ERROR,
         )
     if reason == INVENTORY_UNAVAILABLE:
         return Unavailable("the inventory could not be reached; nothing was charged")
     return Aborted(
-        f"checkout failed ({reason or 'unknown'}); nothing was charged", reason=reason or None
+        f"checkout failed ({reason or 'unknown'}); nothing was charged", reason=Reason.named(reason)
     )

@@ -13,13 +13,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
 from common.access import require_principal
 from common.errors import InvalidArgument
-from common.money import Money
-from microcommerce.common.v1 import money_pb2, pagination_pb2
+from common.proto_values import money_message, money_of, timestamp
+from microcommerce.common.v1 import pagination_pb2
 from microcommerce.payment.v1 import order_service_pb2 as pb
 from microcommerce.payment.v1 import order_service_pb2_grpc
 from payment_svc import domain, messages
@@ -53,23 +52,17 @@ def _metadata(context: _Context, key: str) -> str:
     return ""
 
 
-def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def order_message(order: Order) -> pb.Order:
     message = pb.Order(
         id=order.id,
         status=pb.OrderStatus.Value(f"ORDER_STATUS_{order.status.value}"),
         items=messages.order_items(order),
-        create_time=_timestamp(order.create_time),
-        update_time=_timestamp(order.update_time),
+        create_time=timestamp(order.create_time),
+        update_time=timestamp(order.update_time),
         user_id=order.user_id,
     )
     if order.total is not None:
-        message.total.CopyFrom(messages.money(order.total))
+        message.total.CopyFrom(money_message(order.total))
     payment = order.payment
     # Absent until checkout reaches the payment step (the order was priced).
     if payment is not None and order.total is not None:
@@ -86,9 +79,9 @@ def order_message(order: Order) -> pb.Order:
 def refund_message(refund: domain.Refund) -> pb.Refund:
     return pb.Refund(
         id=refund.id,
-        amount=messages.money(refund.amount),
+        amount=money_message(refund.amount),
         reason=refund.reason,
-        create_time=_timestamp(refund.create_time),
+        create_time=timestamp(refund.create_time),
     )
 
 
@@ -97,12 +90,12 @@ def payment_message(payment: Payment) -> pb.Payment:
         id=payment.id,
         order_id=payment.order_id,
         status=pb.PaymentStatus.Value(f"PAYMENT_STATUS_{payment.status.value}"),
-        amount=messages.money(payment.amount),
+        amount=money_message(payment.amount),
         card=messages.card_summary(payment),
         refunds=[
             refund_message(r) for r in payment.refunds if r.status is not domain.RefundStatus.FAILED
         ],
-        create_time=_timestamp(payment.create_time),
+        create_time=timestamp(payment.create_time),
     )
     if payment.failure_reason is not None:
         message.failure_reason = pb.PaymentFailureReason.Value(
@@ -143,13 +136,6 @@ def decode_page_token(user_filter: str, token: str) -> tuple[datetime, str] | No
             "page_token belongs to a listing with another user_id", field="page_token"
         )
     return after
-
-
-def _requested_money(value: money_pb2.Money) -> Money:
-    currency = value.currency.strip().upper()
-    if len(currency) != 3 or not currency.isalpha():
-        raise InvalidArgument("currency must be an ISO 4217 code", field="amount.currency")
-    return Money(value.amount, currency)
 
 
 class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
@@ -200,7 +186,7 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
 
     async def CreateRefund(self, request: pb.CreateRefundRequest, context: _Context) -> pb.Refund:
         caller = _caller()
-        amount = _requested_money(request.amount) if request.HasField("amount") else None
+        amount = money_of(request.amount, field="amount") if request.HasField("amount") else None
         refund = await self._use_cases.refund(caller, request.id, amount, request.reason)
         return refund_message(refund)
 

@@ -6,57 +6,21 @@ import asyncio
 import os
 import signal
 from pathlib import Path
-from typing import Self
-
-from pydantic import Field, model_validator
 
 from common.grpc_server import Service
 from common.logging import get_logger
-from common.service_runner import (
-    Runtime,
-    ServiceSettings,
-    ServiceSpec,
-    Wiring,
-    run_service,
-)
+from common.service_runner import Runtime, ServiceSpec, Wiring, run_service
 from common.user_client import ServiceTokens
 from microcommerce.payment.v1 import order_service_pb2, order_service_pb2_grpc
-from payment_svc import events, grpc_api
+from payment_svc import grpc_api
 from payment_svc.inventory_client import GrpcInventory
 from payment_svc.provider import PROVIDERS, ResilientProvider
-from payment_svc.saga import FAULT_POINTS, CheckoutSaga, FaultHook, no_faults
+from payment_svc.saga import CheckoutSaga, FaultHook, no_faults
 from payment_svc.service import PaymentPolicy, Payments
+from payment_svc.settings import PaymentSettings
 from payment_svc.store import PaymentStore
 
 _log = get_logger(__name__)
-
-
-class PaymentSettings(ServiceSettings):
-    port: int = Field(8081, ge=0, le=65535, validation_alias="MC_PAYMENT_PORT")
-    # Which PaymentProvider class takes the money (payment_svc.provider.PROVIDERS).
-    provider: str = Field("sandbox", validation_alias="MC_PAYMENT_PROVIDER")
-    provider_timeout_s: float = Field(5.0, gt=0, validation_alias="MC_PAYMENT_PROVIDER_TIMEOUT_S")
-    provider_attempts: int = Field(3, ge=1, validation_alias="MC_PAYMENT_PROVIDER_ATTEMPTS")
-    inventory_deadline_s: float = Field(
-        5.0, gt=0, validation_alias="MC_PAYMENT_INVENTORY_DEADLINE_S"
-    )
-    recovery_grace_s: float = Field(30.0, ge=0, validation_alias="MC_PAYMENT_RECOVERY_GRACE_S")
-    recovery_interval_s: float = Field(
-        10.0, gt=0, validation_alias="MC_PAYMENT_RECOVERY_INTERVAL_S"
-    )
-    replay_wait_s: float = Field(30.0, ge=0, validation_alias="MC_PAYMENT_REPLAY_WAIT_S")
-    # Test-only: the process SIGKILLs itself at this saga step boundary (saga.FAULT_POINTS).
-    fault_at: str = Field("", validation_alias="MC_PAYMENT_FAULT_AT")
-
-    @model_validator(mode="after")
-    def _known_choices(self) -> Self:
-        if self.provider not in PROVIDERS:
-            raise ValueError(f"MC_PAYMENT_PROVIDER must be one of {sorted(PROVIDERS)}")
-        if self.fault_at and self.environment != "test":
-            raise ValueError("MC_PAYMENT_FAULT_AT is only allowed with MC_ENVIRONMENT=test")
-        if self.fault_at and self.fault_at not in FAULT_POINTS:
-            raise ValueError(f"MC_PAYMENT_FAULT_AT must be one of {FAULT_POINTS}")
-        return self
 
 
 def fault_hook(point_to_die_at: str) -> FaultHook:
@@ -72,9 +36,8 @@ def fault_hook(point_to_die_at: str) -> FaultHook:
     return die_at
 
 
-def wire(runtime: Runtime) -> Wiring:
+def wire(runtime: Runtime[PaymentSettings]) -> Wiring:
     settings = runtime.settings
-    assert isinstance(settings, PaymentSettings)
     store = PaymentStore(runtime.database, runtime.outbox)
     provider = ResilientProvider(
         PROVIDERS[settings.provider](runtime.database),
@@ -98,14 +61,6 @@ def wire(runtime: Runtime) -> Wiring:
         ),
     )
 
-    async def close_inventory_channel_at_stop() -> None:
-        # Background tasks are cancelled when the service stops: the only hook to close the
-        # channel, and an open grpc.aio channel can keep the process from exiting.
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await inventory.close()
-
     return Wiring(
         services=[
             Service(
@@ -120,15 +75,15 @@ def wire(runtime: Runtime) -> Wiring:
             ),
         ],
         checks={"database": use_cases.database_reachable},
-        background=[use_cases.run_recovery, close_inventory_channel_at_stop],
+        background=[use_cases.run_recovery],
+        cleanup=[inventory.close],
     )
 
 
-SPEC = ServiceSpec(
+SPEC = ServiceSpec[PaymentSettings](
     name="payment",
     migrations=Path(__file__).parent / "migrations",
     wire=wire,
-    install_agents=events.install_agents,
 )
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from common.money import Money
 from common.outbox import OutgoingEvent
-from microcommerce.common.v1 import money_pb2
+from common.proto_values import money_message
+from common.topics import Topic
 from microcommerce.payment.v1 import events_pb2, order_service_pb2
 from payment_svc.domain import (
     Order,
@@ -17,14 +18,8 @@ from payment_svc.domain import (
     RefundStatus,
 )
 
-ORDER_EVENTS = "order-events"
-PAYMENT_EVENTS = "payment-events"
-
-
-def money(value: Money | None) -> money_pb2.Money:
-    if value is None:
-        return money_pb2.Money()
-    return money_pb2.Money(amount=value.amount, currency=value.currency)
+ORDER_EVENTS = Topic.ORDER_EVENTS
+PAYMENT_EVENTS = Topic.PAYMENT_EVENTS
 
 
 def card_summary(payment: Payment) -> order_service_pb2.CardSummary:
@@ -38,7 +33,7 @@ def order_items(order: Order) -> list[order_service_pb2.OrderItem]:
             sku=line.sku,
             name=line.name,
             quantity=line.quantity,
-            unit_price=money(line.unit_price),
+            unit_price=money_message(line.unit_price),
         )
         for line in order.lines
     ]
@@ -54,14 +49,20 @@ def _payment_event(kind: str, order: Order, data: object) -> OutgoingEvent:
 
 def order_placed(order: Order) -> OutgoingEvent:
     data = events_pb2.OrderPlaced(
-        order_id=order.id, user_id=order.user_id, items=order_items(order), total=money(order.total)
+        order_id=order.id,
+        user_id=order.user_id,
+        items=order_items(order),
+        total=money_message(order.total),
     )
     return _order_event("placed", order, data)
 
 
 def order_confirmed(order: Order, payment: Payment) -> OutgoingEvent:
     data = events_pb2.OrderConfirmed(
-        order_id=order.id, user_id=order.user_id, payment_id=payment.id, total=money(order.total)
+        order_id=order.id,
+        user_id=order.user_id,
+        payment_id=payment.id,
+        total=money_message(order.total),
     )
     return _order_event("confirmed", order, data)
 
@@ -76,7 +77,7 @@ def order_cancelled(order: Order, refund: Refund) -> OutgoingEvent:
         order_id=order.id,
         user_id=order.user_id,
         cancelled_by=refund.requested_by,
-        refunded_amount=money(refund.amount),
+        refunded_amount=money_message(refund.amount),
     )
     return _order_event("cancelled", order, data)
 
@@ -86,8 +87,8 @@ def order_refunded(order: Order, payment: Payment, refund: Refund) -> OutgoingEv
         order_id=order.id,
         user_id=order.user_id,
         refund_id=refund.id,
-        amount=money(refund.amount),
-        total_refunded=money(_refunded(payment)),
+        amount=money_message(refund.amount),
+        total_refunded=money_message(_refunded(payment)),
         fully_refunded=_refunded(payment).amount >= payment.amount.amount,
     )
     return _order_event("refunded", order, data)
@@ -97,7 +98,7 @@ def payment_authorized(order: Order, payment: Payment) -> OutgoingEvent:
     data = events_pb2.PaymentAuthorized(
         payment_id=payment.id,
         order_id=order.id,
-        amount=money(order.total),
+        amount=money_message(order.total),
         card=card_summary(payment),
     )
     return _payment_event("authorized", order, data)
@@ -105,7 +106,7 @@ def payment_authorized(order: Order, payment: Payment) -> OutgoingEvent:
 
 def payment_captured(order: Order, payment: Payment) -> OutgoingEvent:
     data = events_pb2.PaymentCaptured(
-        payment_id=payment.id, order_id=order.id, amount=money(order.total)
+        payment_id=payment.id, order_id=order.id, amount=money_message(order.total)
     )
     return _payment_event("captured", order, data)
 
@@ -114,7 +115,7 @@ def payment_failed(order: Order, payment: Payment, reason: str, retryable: bool)
     data = events_pb2.PaymentFailed(
         payment_id=payment.id,
         order_id=order.id,
-        amount=money(order.total),
+        amount=money_message(order.total),
         reason=order_service_pb2.PaymentFailureReason.Value(f"PAYMENT_FAILURE_REASON_{reason}"),
         retryable=retryable,
     )
@@ -123,7 +124,7 @@ def payment_failed(order: Order, payment: Payment, reason: str, retryable: bool)
 
 def payment_voided(order: Order, payment: Payment) -> OutgoingEvent:
     data = events_pb2.PaymentVoided(
-        payment_id=payment.id, order_id=order.id, amount=money(order.total)
+        payment_id=payment.id, order_id=order.id, amount=money_message(order.total)
     )
     return _payment_event("voided", order, data)
 
@@ -133,8 +134,8 @@ def payment_refunded(order: Order, payment: Payment, refund: Refund) -> Outgoing
         payment_id=payment.id,
         order_id=order.id,
         refund_id=refund.id,
-        amount=money(refund.amount),
-        total_refunded=money(_refunded(payment)),
+        amount=money_message(refund.amount),
+        total_refunded=money_message(_refunded(payment)),
     )
     return _payment_event("refunded", order, data)
 

@@ -13,12 +13,12 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from common.db import Database
+from common.clock import now
+from common.db import Database, UtcDateTime
 from common.logging import get_logger
 from common.money import Money
 from payment_svc.domain import CardOnFile, FailureReason, ValidCard
@@ -135,7 +135,7 @@ sandbox_ledger = Table(
     Column("approved", Integer, nullable=False),
     Column("reference", String(64), nullable=False),
     Column("failure", String(32), nullable=True),
-    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
 )
 
 
@@ -197,7 +197,7 @@ class SandboxProvider(PaymentProvider):
                     approved=int(failure is None),
                     reference=f"sbx_{uuid.uuid4().hex}",
                     failure=failure.value if failure else None,
-                    create_time=datetime.now(UTC),
+                    create_time=now(),
                 )
                 .on_conflict_do_nothing()
             )

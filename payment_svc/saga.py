@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
+from common.clock import now as _now
 from common.errors import NotFound, Unavailable
 from common.logging import get_logger
 from payment_svc import domain, messages
@@ -54,10 +55,6 @@ FaultHook = Callable[[str], None]
 
 def no_faults(_point: str) -> None:
     """The production fault hook: nothing happens."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class CheckoutSaga:

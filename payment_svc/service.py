@@ -7,12 +7,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from common.clock import now as _now
 from common.errors import (
     Aborted,
     DomainError,
-    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -21,6 +21,7 @@ from common.errors import (
 from common.logging import get_logger
 from common.money import Money
 from common.outbox import OutgoingEvent
+from common.reasons import Reason
 from payment_svc import domain, messages
 from payment_svc.domain import (
     CardInput,
@@ -59,10 +60,6 @@ class PaymentPolicy:
     # it does not race a checkout that is still running in some request.
     recovery_grace_s: float = 30.0
     recovery_interval_s: float = 10.0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Payments:
@@ -121,9 +118,8 @@ class Payments:
             key_ttl=self._policy.key_ttl,
         )
         if not start.same_body:
-            raise FailedPrecondition(
-                "this Idempotency-Key was used with a different request",
-                reason="IDEMPOTENCY_KEY_REUSED",
+            raise domain.IdempotencyKeyReused(
+                "this Idempotency-Key was used with a different request"
             )
         if start.created:
             self._saga.fault("order_created")
@@ -161,7 +157,7 @@ class Payments:
             if time.monotonic() >= deadline:
                 raise Aborted(
                     "a checkout with this Idempotency-Key is still in progress",
-                    reason="CHECKOUT_IN_PROGRESS",
+                    reason=Reason.CHECKOUT_IN_PROGRESS,
                     retry_after_s=1,
                 )
             await asyncio.sleep(self._policy.replay_poll_s)

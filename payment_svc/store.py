@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -36,9 +35,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import errors
-from common.db import Database
+from common.db import Database, UtcDateTime
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
+from common.reasons import Reason
 from payment_svc import domain
 from payment_svc.domain import (
     CardBrand,
@@ -56,7 +56,7 @@ from payment_svc.domain import (
 
 # Every table as the migrations create it (tests/integration/common/test_schema_drift.py).
 METADATA = MetaData()
-_TIME = DateTime(timezone=True)
+_TIME = UtcDateTime()
 
 orders = Table(
     "payment_orders",
@@ -483,8 +483,8 @@ class PaymentStore:
                 if row.total_amount is not None
                 else None,
                 payment=payment_of.get(row.id),
-                create_time=_aware(row.create_time),
-                update_time=_aware(row.update_time),
+                create_time=row.create_time,
+                update_time=row.update_time,
                 failure_reason=row.failure_reason,
             )
             for row in order_rows
@@ -536,7 +536,7 @@ class PaymentStore:
             elif order.status not in (OrderStatus.CONFIRMED, OrderStatus.PARTIALLY_REFUNDED):
                 raise errors.FailedPrecondition(
                     f"an order that is {order.status.value} cannot be refunded",
-                    reason="NOT_REFUNDABLE",
+                    reason=Reason.NOT_REFUNDABLE,
                 )
             amount = domain.refund_amount(payment, requested)
             refund = Refund(refund_id, amount, reason, RefundStatus.PENDING, now)
@@ -635,18 +635,13 @@ class PaymentStore:
             return int(await session.scalar(query) or 0)
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes for timezone-aware columns; they were stored in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _refund(row: Any) -> Refund:
     return Refund(
         id=row.id,
         amount=Money(row.amount, row.currency),
         reason=row.reason,
         status=RefundStatus(row.status),
-        create_time=_aware(row.create_time),
+        create_time=row.create_time,
     )
 
 
@@ -658,7 +653,7 @@ def _payment(row: Any, its_refunds: list[Refund]) -> Payment:
         amount=Money(row.amount or 0, row.currency or ""),
         card_brand=CardBrand(row.card_brand),
         card_last4=row.card_last4,
-        create_time=_aware(row.create_time),
+        create_time=row.create_time,
         failure_reason=FailureReason(row.failure_reason) if row.failure_reason else None,
         authorization_id=row.authorization_id,
         refunds=tuple(its_refunds),

@@ -14,6 +14,7 @@ from enum import Enum, StrEnum
 
 from common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from common.money import Money
+from common.reasons import Reason
 
 MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 10_000
@@ -373,7 +374,7 @@ def place_reservation(
                 f"product {product.id} has only {product.available} units available, "
                 f"{line.quantity} requested",
                 field="items.quantity",
-                reason="OUT_OF_STOCK",
+                reason=Reason.OUT_OF_STOCK,
             )
         items.append(
             ReservedItem(product.id, product.sku, product.name, line.quantity, product.price)

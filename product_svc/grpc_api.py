@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.access import current_principal, require_principal
 from common.errors import InvalidArgument
 from common.money import Money
-from microcommerce.common.v1.money_pb2 import Money as MoneyMessage
+from common.proto_values import money_message, timestamp
 from microcommerce.product.v1 import (
     inventory_service_pb2 as inv,
 )
@@ -38,16 +36,6 @@ _STATUS = {
 }
 
 
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
-def _money(money: Money) -> MoneyMessage:
-    return MoneyMessage(amount=money.amount, currency=money.currency)
-
-
 def _money_in(message: Any, present: bool) -> Money | None:
     return Money(message.amount, message.currency) if present else None
 
@@ -59,10 +47,10 @@ def product_message(product: domain.Product) -> pb.Product:
         name=product.name,
         description=product.description,
         category_id=product.category_id,
-        price=_money(product.price),
+        price=money_message(product.price),
         stock=pb.StockLevel(available=product.available, reserved=product.reserved),
-        create_time=_timestamp(product.create_time),
-        update_time=_timestamp(product.update_time),
+        create_time=timestamp(product.create_time),
+        update_time=timestamp(product.update_time),
         etag=product.etag,
         low_stock_threshold=product.low_stock_threshold,
     )
@@ -74,7 +62,7 @@ def category_message(category: domain.Category) -> pb.Category:
         name=category.name,
         slug=category.slug,
         parent_id=category.parent_id,
-        create_time=_timestamp(category.create_time),
+        create_time=timestamp(category.create_time),
     )
 
 
@@ -87,12 +75,12 @@ def reservation_message(reservation: domain.Reservation) -> inv.Reservation:
                 sku=item.sku,
                 name=item.name,
                 quantity=item.quantity,
-                unit_price=_money(item.unit_price),
+                unit_price=money_message(item.unit_price),
             )
             for item in reservation.items
         ],
         status=_STATUS[reservation.status],
-        expire_time=_timestamp(reservation.expire_time),
+        expire_time=timestamp(reservation.expire_time),
     )
 
 
@@ -211,9 +199,9 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
         return pb.ListPriceHistoryResponse(
             price_changes=[
                 pb.PriceChange(
-                    price=_money(change.price),
+                    price=money_message(change.price),
                     changed_by=change.changed_by if show_who else "",
-                    change_time=_timestamp(change.change_time),
+                    change_time=timestamp(change.change_time),
                 )
                 for change in changes
             ],

@@ -5,50 +5,27 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from pydantic import Field
-
 from common.grpc_server import Service
 from common.pagination import PageTokens
-from common.service_runner import (
-    Runtime,
-    ServiceSettings,
-    ServiceSpec,
-    Wiring,
-    run_service,
-)
+from common.service_runner import Runtime, ServiceSpec, Wiring, run_service
 from microcommerce.product.v1 import (
     inventory_service_pb2,
     inventory_service_pb2_grpc,
     product_service_pb2,
     product_service_pb2_grpc,
 )
-from product_svc import events, grpc_api
+from product_svc import grpc_api
 from product_svc.service import Catalog
+from product_svc.settings import ProductSettings
 from product_svc.store import CatalogStore
 
 
-class ProductSettings(ServiceSettings):
-    port: int = Field(8082, ge=0, le=65535, validation_alias="MC_PRODUCT_PORT")
-    # A reservation neither committed nor released within this is released by the sweeper.
-    reservation_ttl_s: float = Field(900.0, gt=0, validation_alias="MC_RESERVATION_TTL_S")
-    reservation_sweep_interval_s: float = Field(
-        5.0, gt=0, validation_alias="MC_RESERVATION_SWEEP_INTERVAL_S"
-    )
-    # Products created without their own threshold announce LowStock at or below this.
-    default_low_stock_threshold: int = Field(
-        5, ge=0, validation_alias="MC_PRODUCT_LOW_STOCK_THRESHOLD"
-    )
-
-
 def page_tokens(settings: ProductSettings) -> PageTokens:
-    key = settings.page_token_key
-    return PageTokens.for_service(key.get_secret_value() if key else None, "product")
+    return PageTokens.for_service(settings.page_token_key, "product")
 
 
-def wire(runtime: Runtime) -> Wiring:
+def wire(runtime: Runtime[ProductSettings]) -> Wiring:
     settings = runtime.settings
-    if not isinstance(settings, ProductSettings):
-        settings = ProductSettings.model_validate(settings.model_dump())
     use_cases = Catalog(
         CatalogStore(runtime.database, runtime.outbox),
         page_tokens(settings),
@@ -78,11 +55,10 @@ def wire(runtime: Runtime) -> Wiring:
     )
 
 
-SPEC = ServiceSpec(
+SPEC = ServiceSpec[ProductSettings](
     name="product",
     migrations=Path(__file__).parent / "migrations",
     wire=wire,
-    install_agents=events.install_agents,
 )
 
 

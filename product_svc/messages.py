@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.outbox import OutgoingEvent
+from common.topics import Topic
 from microcommerce.product.v1 import events_pb2
 from product_svc.domain import (
     Adjustment,
@@ -22,7 +23,7 @@ from product_svc.domain import (
     Settlement,
 )
 
-INVENTORY_EVENTS = "inventory-events"
+INVENTORY_EVENTS = Topic.INVENTORY_EVENTS
 
 
 def _event(kind: str, subject: str, data: Message) -> OutgoingEvent:

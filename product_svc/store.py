@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -20,7 +20,6 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     ColumnElement,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -43,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import Database
+from common.db import Database, UtcDateTime
 from common.errors import Aborted, AlreadyExists
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
@@ -71,7 +70,7 @@ categories = Table(
     Column("name", String(200), nullable=False),
     Column("slug", String(100), nullable=False, unique=True),
     Column("parent_id", String(32), ForeignKey("product_categories.id")),
-    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
     Index("ix_product_categories_name", "name", "id"),
 )
 products = Table(
@@ -91,8 +90,8 @@ products = Table(
     Column("archived", Boolean, nullable=False),
     Column("search_name", Text, nullable=False),
     Column("search_body", Text, nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
-    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("update_time", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
     CheckConstraint("available >= 0", name="ck_products_available"),
     CheckConstraint("reserved >= 0", name="ck_products_reserved"),
@@ -108,7 +107,7 @@ price_changes = Table(
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("changed_by", String(256), nullable=False),
-    Column("change_time", DateTime(timezone=True), nullable=False),
+    Column("change_time", UtcDateTime(), nullable=False),
     Index("ix_product_price_changes_product", "product_id", "seq"),
 )
 adjustments = Table(
@@ -119,15 +118,15 @@ adjustments = Table(
     Column("delta", BigInteger, nullable=False),
     Column("reason", String(500), nullable=False),
     Column("adjusted_by", String(256), nullable=False),
-    Column("adjust_time", DateTime(timezone=True), nullable=False),
+    Column("adjust_time", UtcDateTime(), nullable=False),
 )
 reservations = Table(
     "stock_reservations",
     METADATA,
     Column("order_id", String(128), primary_key=True),
     Column("status", String(16), nullable=False),
-    Column("expire_time", DateTime(timezone=True), nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("expire_time", UtcDateTime(), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
     Index("ix_stock_reservations_due", "status", "expire_time"),
 )
 reservation_items = Table(
@@ -185,8 +184,8 @@ def _product(row: Row[Any]) -> Product:
         available=row.available,
         reserved=row.reserved,
         low_stock_threshold=row.low_stock_threshold,
-        create_time=_utc(row.create_time),
-        update_time=_utc(row.update_time),
+        create_time=row.create_time,
+        update_time=row.update_time,
         version=row.version,
         archived=bool(row.archived),
     )
@@ -214,12 +213,7 @@ def _product_values(product: Product) -> dict[str, Any]:
 
 
 def _category(row: Row[Any]) -> Category:
-    return Category(row.id, row.name, row.slug, row.parent_id or "", _utc(row.create_time))
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands timezone-aware columns back naive; every value we write is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return Category(row.id, row.name, row.slug, row.parent_id or "", row.create_time)
 
 
 class UnitOfWork:
@@ -382,7 +376,7 @@ class UnitOfWork:
                 row.seq,
                 Money(row.amount, row.currency),
                 row.changed_by,
-                _utc(row.change_time),
+                row.change_time,
             )
             for row in rows
         ]
@@ -489,7 +483,7 @@ class UnitOfWork:
             )
             for row in rows
         )
-        return Reservation(order_id, items, ReservationStatus(head.status), _utc(head.expire_time))
+        return Reservation(order_id, items, ReservationStatus(head.status), head.expire_time)
 
     async def claim_reservation(self, reservation: Reservation, now: datetime) -> bool:
         """Record the order's reservation (without items); False when the order has one.

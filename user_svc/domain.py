@@ -21,6 +21,7 @@ from common.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from common.reasons import Reason
 from common.tokens import ROLE_ADMIN, ROLE_CUSTOMER
 
 ASSIGNABLE_ROLES = frozenset({ROLE_CUSTOMER, ROLE_ADMIN})
@@ -400,7 +401,7 @@ def refuse_while_throttled(
         seconds = math.ceil(max(waits).total_seconds())
         raise ResourceExhausted(
             f"too many failed sign-ins; try again in {seconds} s",
-            reason="LOGIN_THROTTLED",
+            reason=Reason.LOGIN_THROTTLED,
             retry_after_s=seconds,
         )
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from common.access import require_principal
+from common.proto_values import timestamp
 from common.request_context import CLIENT_ADDRESS_METADATA_KEY, CLIENT_USER_AGENT_METADATA_KEY
 from microcommerce.user.v1 import user_service_pb2 as pb
 from microcommerce.user.v1 import user_service_pb2_grpc
@@ -19,19 +19,13 @@ if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _user(user: User) -> pb.User:
     return pb.User(
         id=user.id,
         email=user.email,
         name=user.name,
         roles=sorted(user.roles),
-        create_time=_timestamp(user.create_time),
+        create_time=timestamp(user.create_time),
     )
 
 
@@ -55,8 +49,8 @@ def _preferences(preferences: Preferences) -> pb.Preferences:
 def _session(session: Session, current_id: str) -> pb.Session:
     return pb.Session(
         id=session.id,
-        create_time=_timestamp(session.create_time),
-        last_used_time=_timestamp(session.last_used_time),
+        create_time=timestamp(session.create_time),
+        last_used_time=timestamp(session.last_used_time),
         user_agent=session.user_agent,
         client_address=session.client_address,
         current=session.id == current_id,

@@ -11,19 +11,17 @@ from common.db import Database
 from common.grpc_server import Service
 from common.logging import get_logger
 from common.outbox import Outbox
+from common.pagination import PageTokens
 from common.service_runner import Runtime, ServiceSpec, Wiring, run_service
 from common.tokens import DEFAULT_LEEWAY_S
 from microcommerce.user.v1 import user_service_pb2, user_service_pb2_grpc
-from user_svc import events, grpc_api
+from user_svc import grpc_api
 from user_svc.domain import ThrottlePolicy
 from user_svc.keys import KeyRing
 from user_svc.passwords import Passwords
 from user_svc.service import SERVICE_TOKEN_TTL, Accounts, Lifetimes, Throttling
 from user_svc.settings import UserSettings
 from user_svc.store import AccountStore
-
-# UserSettings is part of this module's surface: tests and tools build it from here.
-__all__ = ["SPEC", "UserSettings", "accounts", "key_ring", "main", "user_service", "wire"]
 
 _log = get_logger(__name__)
 
@@ -52,6 +50,7 @@ def accounts(database: Database, outbox: Outbox, settings: UserSettings, ring: K
     window = timedelta(seconds=settings.login_failure_window_s)
     return Accounts(
         AccountStore(database, outbox),
+        page_tokens=PageTokens.for_service(settings.page_token_key, "user"),
         keys=ring,
         passwords=Passwords(
             time_cost=settings.argon2_time_cost,
@@ -78,10 +77,8 @@ def user_service(use_cases: Accounts) -> Service[Any]:
     )
 
 
-def wire(runtime: Runtime) -> Wiring:
+def wire(runtime: Runtime[UserSettings]) -> Wiring:
     settings = runtime.settings
-    if not isinstance(settings, UserSettings):
-        raise TypeError("user_svc runs with UserSettings")
     ring = key_ring(settings)
     use_cases = accounts(runtime.database, runtime.outbox, settings, ring)
 
@@ -112,11 +109,10 @@ def wire(runtime: Runtime) -> Wiring:
     )
 
 
-SPEC = ServiceSpec(
+SPEC = ServiceSpec[UserSettings](
     name="user",
     migrations=Path(__file__).parent / "migrations",
     wire=wire,
-    install_agents=events.install_agents,
 )
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from common.outbox import OutgoingEvent
+from common.topics import Topic
 from microcommerce.user.v1 import events_pb2
 from user_svc.domain import User
 
-USER_EVENTS = "user-events"
+USER_EVENTS = Topic.USER_EVENTS
 
 
 def _user_event(kind: str, user: User, data: Message) -> OutgoingEvent:

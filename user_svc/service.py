@@ -5,12 +5,13 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 
 from common import pagination
 from common.clock import from_micros, to_micros
+from common.clock import now as _now
 from common.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -78,10 +79,6 @@ class Throttling:
 class Lifetimes:
     access_token: timedelta
     session_idle: timedelta
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Accounts:

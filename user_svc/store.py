@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -28,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import Database
+from common.db import Database, UtcDateTime
 from common.outbox import Outbox, OutgoingEvent
 from user_svc.domain import FailureCount, Preferences, Session, User
 
@@ -46,8 +45,8 @@ users = Table(
     Column("currency", String(3), nullable=False),
     Column("language", String(35), nullable=False),
     Column("marketing_emails", Boolean(), nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
-    Column("deleted_time", DateTime(timezone=True), nullable=True),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("deleted_time", UtcDateTime(), nullable=True),
     Index("ix_users_create_time", "create_time", "id"),
 )
 
@@ -56,10 +55,10 @@ sessions = Table(
     METADATA,
     Column("id", String(64), primary_key=True),
     Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
-    Column("last_used_time", DateTime(timezone=True), nullable=False),
-    Column("expire_time", DateTime(timezone=True), nullable=False),
-    Column("revoked_time", DateTime(timezone=True), nullable=True),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("last_used_time", UtcDateTime(), nullable=False),
+    Column("expire_time", UtcDateTime(), nullable=False),
+    Column("revoked_time", UtcDateTime(), nullable=True),
     Column("user_agent", String(512), nullable=False),
     Column("client_address", String(128), nullable=False),
     Index("ix_user_sessions_user", "user_id", "last_used_time"),
@@ -76,8 +75,8 @@ refresh_tokens = Table(
         ForeignKey("user_sessions.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    Column("issue_time", DateTime(timezone=True), nullable=False),
-    Column("spent_time", DateTime(timezone=True), nullable=True),
+    Column("issue_time", UtcDateTime(), nullable=False),
+    Column("spent_time", UtcDateTime(), nullable=True),
     Index("ix_user_refresh_tokens_session", "session_id"),
 )
 
@@ -86,18 +85,9 @@ login_failures = Table(
     METADATA,
     Column("key", String(64), primary_key=True),
     Column("failures", Integer(), nullable=False),
-    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("window_start", UtcDateTime(), nullable=False),
     Index("ix_user_login_failures_window", "window_start"),
 )
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands timezone-aware columns back naive; every value we write is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _optional_utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else _utc(moment)
 
 
 def _user(row: Row[Any]) -> User:
@@ -106,10 +96,10 @@ def _user(row: Row[Any]) -> User:
         email=row.email,
         name=row.name,
         roles=frozenset(role for role in row.roles.split(",") if role),
-        create_time=_utc(row.create_time),
+        create_time=row.create_time,
         password_hash=row.password_hash,
         preferences=Preferences(row.currency, row.language, bool(row.marketing_emails)),
-        deleted_time=_optional_utc(row.deleted_time),
+        deleted_time=row.deleted_time,
     )
 
 
@@ -132,12 +122,12 @@ def _session(row: Row[Any]) -> Session:
     return Session(
         id=row.id,
         user_id=row.user_id,
-        create_time=_utc(row.create_time),
-        last_used_time=_utc(row.last_used_time),
-        expire_time=_utc(row.expire_time),
+        create_time=row.create_time,
+        last_used_time=row.last_used_time,
+        expire_time=row.expire_time,
         user_agent=row.user_agent,
         client_address=row.client_address,
-        revoked_time=_optional_utc(row.revoked_time),
+        revoked_time=row.revoked_time,
     )
 
 
@@ -288,7 +278,7 @@ class UnitOfWork:
     async def failure_counts(self, keys: Sequence[str]) -> dict[str, FailureCount]:
         query = select(login_failures).where(login_failures.c.key.in_(list(keys)))
         rows = (await self._session.execute(query)).all()
-        return {row.key: FailureCount(row.failures, _utc(row.window_start)) for row in rows}
+        return {row.key: FailureCount(row.failures, row.window_start) for row in rows}
 
     async def save_failure_count(self, key: str, count: FailureCount) -> None:
         values = {"key": key, "failures": count.failures, "window_start": count.window_start}

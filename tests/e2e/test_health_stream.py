@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from common.kafka import TOPIC_PARTITIONS
+from common.topics import TOPIC_PARTITIONS
 from localrun.broker import EmbeddedBroker, free_port, wait_for_port
 from tests.support.processes import Stack, wait_for
 

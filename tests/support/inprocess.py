@@ -18,26 +18,26 @@ from common.db import Database
 from common.grpc_server import create_server
 from common.migrations import upgrade_to_head
 from common.outbox import Outbox
-from common.service_runner import Runtime, ServiceSpec
+from common.service_runner import Runtime, ServiceSpec, close_all
 from common.settings import SERVICE_NAMES
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient
 from tests.support.tokens import KEYS
 
 
-def _spec_and_settings(service: str) -> tuple[ServiceSpec, type[Any]]:
+def _spec_and_settings(service: str) -> tuple[ServiceSpec[Any], type[Any]]:
     if service == "payment":
         from payment_svc.main import SPEC as PAYMENT
-        from payment_svc.main import PaymentSettings
+        from payment_svc.settings import PaymentSettings
 
         return PAYMENT, PaymentSettings
     if service == "product":
         from product_svc.main import SPEC as PRODUCT
-        from product_svc.main import ProductSettings
+        from product_svc.settings import ProductSettings
 
         return PRODUCT, ProductSettings
     from user_svc.main import SPEC as USER
-    from user_svc.main import UserSettings
+    from user_svc.settings import UserSettings
 
     return USER, UserSettings
 
@@ -73,6 +73,7 @@ async def in_process_services(
             users = UserServiceClient(service_settings.user_address)
             stack.push_async_callback(users.close)
             wiring = spec.wire(Runtime(service, service_settings, database, Outbox(service), users))
+            stack.push_async_callback(close_all, wiring.cleanup)
             running = await create_server(
                 services=wiring.services,
                 address="127.0.0.1:0",

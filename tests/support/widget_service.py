@@ -141,10 +141,11 @@ class WidgetServicer(widgets_pb2_grpc.WidgetServiceServicer):
         error = DomainError(
             request.message,
             field=request.field or None,
-            reason=request.reason or None,
             retry_after_s=request.retry_after_s if request.HasField("retry_after_s") else None,
         )
         error.status_name = request.code
+        # Any reason, declared or not: the gateway must pass through what an upstream sends.
+        error.reason = request.reason or None
         raise error
 
     async def GetWidgetFile(

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("payment_svc", "product_svc", "user_svc")
-SERVICE_FILES = ("domain.py", "store.py", "service.py", "grpc_api.py", "events.py", "main.py")
+SERVICE_FILES = ("domain.py", "store.py", "service.py", "grpc_api.py", "settings.py", "main.py")
 PLUMBING = ("grpc", "sqlalchemy", "faust", "aiohttp", "aiokafka", "google", "microcommerce")
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -13,16 +15,16 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from common.service_runner import ServiceSettings, ServiceSpec, run_service
+from common.service_runner import Runtime, ServiceSettings, ServiceSpec, Wiring, run_service
 from localrun.broker import EmbeddedBroker, free_port
 from microcommerce.product.v1 import product_service_pb2, product_service_pb2_grpc
 from payment_svc.main import SPEC as PAYMENT
-from payment_svc.main import PaymentSettings
+from payment_svc.settings import PaymentSettings
 from product_svc.main import SPEC as PRODUCT
-from product_svc.main import ProductSettings
+from product_svc.settings import ProductSettings
 from tests.support.processes import FAST_KAFKA
 from user_svc.main import SPEC as USER
-from user_svc.main import UserSettings
+from user_svc.settings import UserSettings
 
 EXPECTED_SERVICES = {
     "payment": {"microcommerce.payment.v1.OrderService", "microcommerce.payment.v1.PaymentService"},
@@ -32,7 +34,7 @@ EXPECTED_SERVICES = {
     },
     "user": {"microcommerce.user.v1.UserService"},
 }
-SPECS: dict[str, tuple[ServiceSpec, type[ServiceSettings]]] = {
+SPECS: dict[str, tuple[ServiceSpec[Any], type[ServiceSettings]]] = {
     "payment": (PAYMENT, PaymentSettings),
     "product": (PRODUCT, ProductSettings),
     "user": (USER, UserSettings),
@@ -46,8 +48,11 @@ class Running:
     task: asyncio.Task[None]
 
 
-async def start(name: str, bootstrap: str, data_dir: Path) -> Running:
-    spec, settings_class = SPECS[name]
+async def start(
+    name: str, bootstrap: str, data_dir: Path, spec: ServiceSpec[Any] | None = None
+) -> Running:
+    default_spec, settings_class = SPECS[name]
+    spec = spec or default_spec
     port = free_port()
     settings = settings_class.model_validate(
         {
@@ -154,3 +159,31 @@ async def test_serves_grpc_and_stops_promptly_without_any_reachable_broker(
 
     running.stop.set()
     await asyncio.wait_for(running.task, 15)
+
+
+async def test_cleanup_callbacks_run_after_grpc_has_stopped(tmp_path: Path) -> None:
+    served_during_cleanup: list[bool] = []
+    address = ""
+
+    async def close_a_client_channel() -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            try:
+                await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+            except grpc.aio.AioRpcError:
+                served_during_cleanup.append(False)
+            else:
+                served_during_cleanup.append(True)
+
+    def wire(runtime: Runtime[UserSettings]) -> Wiring:
+        return dataclasses.replace(USER.wire(runtime), cleanup=[close_a_client_channel])
+
+    nowhere = f"127.0.0.1:{free_port()}"
+    running = await start("user", nowhere, tmp_path, dataclasses.replace(USER, wire=wire))
+    address = running.address
+
+    running.stop.set()
+    await asyncio.wait_for(running.task, 15)
+
+    assert served_during_cleanup == [False]

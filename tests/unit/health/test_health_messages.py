@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from common.health_stream import STALE_PING_AFTER, is_fresh, now_rfc3339, rfc3339
+from common.clock import rfc3339
+from common.health_stream import STALE_PING_AFTER, is_fresh, now_rfc3339
 
 
 def test_a_message_sent_just_now_is_fresh() -> None:
