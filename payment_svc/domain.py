@@ -8,17 +8,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 
 from common.errors import (
     Aborted,
+    AlreadyExists,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from common.money import Money
@@ -431,3 +436,78 @@ def checkout_error(order: Order) -> DomainError:
     return Aborted(
         f"checkout failed ({reason or 'unknown'}); nothing was charged", reason=reason or None
     )
+
+
+# ---- the first answer of a checkout, for replays ------------------------------------------------
+
+_ERRORS_BY_STATUS: dict[str, type[DomainError]] = {
+    kind.status_name: kind
+    for kind in (
+        InvalidArgument,
+        FailedPrecondition,
+        OutOfRange,
+        NotFound,
+        AlreadyExists,
+        Aborted,
+        Unauthenticated,
+        PermissionDenied,
+        ResourceExhausted,
+        Unavailable,
+    )
+}
+
+
+@dataclass(frozen=True)
+class RecordedError:
+    """A domain error as it was answered: its status, message and details, kept to repeat."""
+
+    status: str
+    message: str
+    reason: str | None = None
+    field: str | None = None
+    retry_after_s: float | None = None
+
+    @classmethod
+    def of(cls, error: DomainError) -> RecordedError:
+        return cls(error.status_name, error.message, error.reason, error.field, error.retry_after_s)
+
+    def rebuild(self) -> DomainError:
+        """The error again, carrying the same status, message, reason, field and retry time."""
+        kind = _ERRORS_BY_STATUS.get(self.status, DomainError)
+        error = kind(
+            self.message, field=self.field, reason=self.reason, retry_after_s=self.retry_after_s
+        )
+        error.status_name = self.status
+        return error
+
+
+@dataclass(frozen=True)
+class CheckoutReply:
+    """The first answer to a checkout, kept with its idempotency key and replayed as it was.
+
+    A replay within the key's retention answers exactly this, even if the order changed
+    since (cancelled, refunded): payment APIs promise the stored first response. ``body`` is
+    the servicer's serialized success response, opaque to the domain; a failed checkout keeps
+    its ``error`` instead.
+    """
+
+    order_id: str
+    body: bytes = b""
+    error: RecordedError | None = None
+
+    def answer(self) -> CheckoutReply:
+        """This reply when it is a success; raises the recorded error when it is a failure."""
+        if self.error is not None:
+            raise self.error.rebuild()
+        return self
+
+
+def first_reply(order: Order, render: Callable[[Order], bytes]) -> CheckoutReply:
+    """The answer a checkout gives once its saga is over: the order, or why it failed."""
+    if order.status.in_checkout:
+        raise FailedPrecondition(
+            "the order's checkout is still in progress", reason="CHECKOUT_IN_PROGRESS"
+        )
+    if order.status is OrderStatus.FAILED:
+        return CheckoutReply(order.id, error=RecordedError.of(checkout_error(order)))
+    return CheckoutReply(order.id, body=render(order))

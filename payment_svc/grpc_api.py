@@ -83,6 +83,10 @@ def order_message(order: Order) -> pb.Order:
     return message
 
 
+def _order_bytes(order: Order) -> bytes:
+    return order_message(order).SerializeToString()
+
+
 def refund_message(refund: domain.Refund) -> pb.Refund:
     return pb.Refund(
         id=refund.id,
@@ -177,8 +181,9 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         del entered
         items = [RequestedItem(item.product_id, item.quantity) for item in request.items]
         key = _metadata(context, IDEMPOTENCY_KEY_METADATA)
-        order = await self._use_cases.checkout(caller, key, items, card)
-        return order_message(order)
+        reply = await self._use_cases.checkout(caller, key, items, card, _order_bytes)
+        # The kept first answer, not the order as it is now: a replay repeats it byte for byte.
+        return pb.Order.FromString(reply.body)
 
     async def ListOrders(
         self, request: pb.ListOrdersRequest, context: _Context

@@ -25,6 +25,7 @@ from payment_svc import domain, messages
 from payment_svc.domain import (
     CardInput,
     CardOnFile,
+    CheckoutReply,
     Order,
     OrderStatus,
     Payment,
@@ -36,6 +37,9 @@ from payment_svc.saga import CheckoutSaga
 from payment_svc.store import KIND_CANCEL, KIND_REFUND, PaymentStore, RefundWork
 
 _log = get_logger(__name__)
+
+# Serializes a placed order as the caller answers it (the servicer's response bytes).
+Render = Callable[[Order], bytes]
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class Payments:
         self._provider = provider
         self._policy = policy or PaymentPolicy()
         self._clock = clock
-        self._running: set[asyncio.Task[Order]] = set()
+        self._running: set[asyncio.Task[CheckoutReply]] = set()
 
     async def database_reachable(self) -> bool:
         """The health stream's check: can this instance reach its own data?"""
@@ -96,12 +100,20 @@ class Payments:
         return self._provider.tokenize(valid)
 
     async def checkout(
-        self, caller: Caller, key: str, items: Sequence[RequestedItem], card: CardOnFile
-    ) -> Order:
-        """Place and pay for an order once per (user, idempotency key).
+        self,
+        caller: Caller,
+        key: str,
+        items: Sequence[RequestedItem],
+        card: CardOnFile,
+        render: Render,
+    ) -> CheckoutReply:
+        """Place and pay for an order once per (user, idempotency key); its first answer.
 
-        The same key with the same body answers the first checkout's outcome (its order, or
-        the same error); with a different body FAILED_PRECONDITION / IDEMPOTENCY_KEY_REUSED.
+        ``render`` is the caller's serialization of a placed order (the servicer's response
+        bytes). The first answer, success or error, is kept with the key: the same key with
+        the same body answers it again for the key's retention, whatever happened to the order
+        since; with a different body FAILED_PRECONDITION / IDEMPOTENCY_KEY_REUSED. A failed
+        checkout raises its error, first time and replayed alike.
         """
         if not key:
             raise InvalidArgument(
@@ -125,24 +137,40 @@ class Payments:
                 "this Idempotency-Key was used with a different request",
                 reason="IDEMPOTENCY_KEY_REUSED",
             )
+        if start.reply is not None:
+            return start.reply.answer()
         if start.created:
             self._saga.fault("order_created")
-            order = await self._finish_even_if_abandoned(start.order_id)
+            reply = await self._finish_even_if_abandoned(caller, key, start.order_id, render)
         else:
-            order = await self._outcome_of(start.order_id)
-        if order.status is OrderStatus.FAILED:
-            raise domain.checkout_error(order)
-        return order
+            reply = await self._reply_of(caller, key, start.order_id, render)
+        return reply.answer()
 
-    async def _finish_even_if_abandoned(self, order_id: str) -> Order:
+    async def _finish_even_if_abandoned(
+        self, caller: Caller, key: str, order_id: str, render: Render
+    ) -> CheckoutReply:
         # A client that gives up (deadline, disconnect) cancels its RPC; the saga must not stop
-        # half-way because of that, so it runs as its own task and the RPC only waits for it.
-        task = asyncio.create_task(self._saga.drive(order_id), name=f"checkout-{order_id}")
+        # half-way because of that, and its answer must still be kept for the client's retry,
+        # so both run as their own task and the RPC only waits for it.
+        task = asyncio.create_task(
+            self._drive_and_keep_reply(caller, key, order_id, render), name=f"checkout-{order_id}"
+        )
         self._running.add(task)
         task.add_done_callback(self._settled)
         return await asyncio.shield(task)
 
-    def _settled(self, task: asyncio.Task[Order]) -> None:
+    async def _drive_and_keep_reply(
+        self, caller: Caller, key: str, order_id: str, render: Render
+    ) -> CheckoutReply:
+        order = await self._saga.drive(order_id)
+        return await self._keep_reply(caller, key, order, render)
+
+    async def _keep_reply(
+        self, caller: Caller, key: str, order: Order, render: Render
+    ) -> CheckoutReply:
+        return await self._store.save_reply(caller.user_id, key, domain.first_reply(order, render))
+
+    def _settled(self, task: asyncio.Task[CheckoutReply]) -> None:
         self._running.discard(task)
         # Retrieved here so an abandoned checkout's error is logged once, not as "never
         # retrieved"; the recovery loop picks the order up if the saga stopped early.
@@ -150,14 +178,24 @@ class Payments:
             error = task.exception()
             _log.info("checkout_ended_with_error", error=type(error).__name__)
 
-    async def _outcome_of(self, order_id: str) -> Order:
+    async def _reply_of(
+        self, caller: Caller, key: str, order_id: str, render: Render
+    ) -> CheckoutReply:
+        """The first answer of a key's checkout, waiting while that checkout still runs.
+
+        When the checkout ended without an answer kept (its request died with the process and
+        the recovery loop finished the order), the order as it is now becomes the first answer.
+        """
         deadline = time.monotonic() + self._policy.replay_wait_s
         while True:
+            reply = await self._store.checkout_reply(caller.user_id, key)
+            if reply is not None:
+                return reply
             order = await self._store.order(order_id)
             if order is None:
                 raise NotFound(f"order {order_id} not found")
             if not order.status.in_checkout:
-                return order
+                return await self._keep_reply(caller, key, order, render)
             if time.monotonic() >= deadline:
                 raise Aborted(
                     "a checkout with this Idempotency-Key is still in progress",

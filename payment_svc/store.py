@@ -17,8 +17,10 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -42,12 +44,14 @@ from payment_svc import domain
 from payment_svc.domain import (
     CardBrand,
     CardOnFile,
+    CheckoutReply,
     FailureReason,
     Order,
     OrderLine,
     OrderStatus,
     Payment,
     PaymentStatus,
+    RecordedError,
     Refund,
     RefundStatus,
     RequestedItem,
@@ -120,7 +124,16 @@ idempotency_keys = Table(
     Column("order_id", String(64), nullable=False),
     Column("create_time", _TIME, nullable=False),
     Column("expire_time", _TIME, nullable=False),
+    # The checkout's first answer (domain.CheckoutReply); reply_status is NULL until then.
+    Column("reply_status", String(32)),
+    Column("reply_body", LargeBinary()),
+    Column("reply_message", String(1000)),
+    Column("reply_reason", String(64)),
+    Column("reply_field", String(128)),
+    Column("reply_retry_after_s", Float()),
 )
+
+_REPLIED_OK = "OK"
 
 KIND_REFUND = "refund"
 KIND_CANCEL = "cancel"
@@ -133,6 +146,7 @@ class CheckoutStart:
     order_id: str
     created: bool  # False: the key was used before; replay that order's outcome
     same_body: bool
+    reply: CheckoutReply | None = None  # the first answer, once the checkout has given it
 
 
 @dataclass(frozen=True)
@@ -225,7 +239,9 @@ class PaymentStore:
                         )
                     )
                 ).one()
-                return CheckoutStart(row.order_id, False, row.fingerprint == fingerprint)
+                return CheckoutStart(
+                    row.order_id, False, row.fingerprint == fingerprint, _reply(row)
+                )
             await session.execute(
                 insert(orders).values(
                     id=order_id,
@@ -262,6 +278,54 @@ class PaymentStore:
                 )
             )
         return CheckoutStart(order_id, True, True)
+
+    async def checkout_reply(self, user_id: str, key: str) -> CheckoutReply | None:
+        """The first answer recorded for the key, None while the checkout has not answered."""
+        async with self._database.session() as session:
+            row = (
+                await session.execute(
+                    select(idempotency_keys).where(
+                        idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
+                    )
+                )
+            ).first()
+        return None if row is None else _reply(row)
+
+    async def save_reply(self, user_id: str, key: str, reply: CheckoutReply) -> CheckoutReply:
+        """Keep ``reply`` unless an answer is kept already; the answer kept either way.
+
+        The first writer wins (compare-and-set on an empty reply), so two requests that both
+        saw the checkout end answer the same bytes.
+        """
+        error = reply.error
+        async with self._database.session() as session:
+            await session.execute(
+                update(idempotency_keys)
+                .where(
+                    idempotency_keys.c.user_id == user_id,
+                    idempotency_keys.c.key == key,
+                    idempotency_keys.c.order_id == reply.order_id,
+                    idempotency_keys.c.reply_status.is_(None),
+                )
+                .values(
+                    reply_status=_REPLIED_OK if error is None else error.status,
+                    reply_body=reply.body if error is None else None,
+                    reply_message=None if error is None else error.message,
+                    reply_reason=None if error is None else error.reason,
+                    reply_field=None if error is None else error.field,
+                    reply_retry_after_s=None if error is None else error.retry_after_s,
+                )
+            )
+            row = (
+                await session.execute(
+                    select(idempotency_keys).where(
+                        idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
+                    )
+                )
+            ).first()
+        kept = None if row is None else _reply(row)
+        # The key expired and was claimed again meanwhile: this answer is still the caller's.
+        return kept if kept is not None and kept.order_id == reply.order_id else reply
 
     async def card_token(self, order_id: str) -> str:
         async with self._database.session() as session:
@@ -618,6 +682,21 @@ class PaymentStore:
 def _aware(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes for timezone-aware columns; they were stored in UTC.
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _reply(row: Any) -> CheckoutReply | None:
+    if row.reply_status is None:
+        return None
+    if row.reply_status == _REPLIED_OK:
+        return CheckoutReply(row.order_id, body=bytes(row.reply_body or b""))
+    error = RecordedError(
+        row.reply_status,
+        row.reply_message or "",
+        row.reply_reason,
+        row.reply_field,
+        row.reply_retry_after_s,
+    )
+    return CheckoutReply(row.order_id, error=error)
 
 
 def _refund(row: Any) -> Refund:

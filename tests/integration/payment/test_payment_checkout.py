@@ -27,6 +27,7 @@ from common.money import Money
 from common.outbox import Outbox, outbox_table
 from payment_svc.domain import (
     CardInput,
+    CheckoutReply,
     Order,
     OrderStatus,
     Payment,
@@ -59,16 +60,28 @@ def product(inventory: FakeInventory, stock: int = 10, price: int = 1999) -> str
     return product_id
 
 
+def render(order: Order) -> bytes:
+    """Stands in for the servicer's response: the order as it was when the checkout answered."""
+    return json.dumps({"id": order.id, "status": order.status.value}).encode()
+
+
+def answered(reply: CheckoutReply) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(reply.body)
+    return decoded
+
+
 async def checkout(
     payments: Payments,
     caller: Caller,
     items: list[RequestedItem],
     number: str = APPROVED,
     key: str | None = None,
-) -> Any:
-    return await payments.checkout(
-        caller, key or uuid.uuid4().hex, items, payments.accept_card(card(number))
+) -> Order:
+    """Checks out and returns the order as it is now (the answer itself is opaque bytes)."""
+    reply = await payments.checkout(
+        caller, key or uuid.uuid4().hex, items, payments.accept_card(card(number)), render
     )
+    return await payments.get_order(caller, reply.order_id)
 
 
 def paid(order: Order) -> Payment:
@@ -192,6 +205,46 @@ async def test_the_same_key_and_body_replays_the_order_without_charging_again(
     assert await captures(payment_db, paid(first).id) == 1
 
 
+async def test_a_replay_after_a_cancel_answers_the_first_confirmed_response(
+    payments: Payments, inventory: FakeInventory
+) -> None:
+    item = product(inventory, stock=5)
+    caller = new_user()
+    card_on_file = payments.accept_card(card())
+    first = await payments.checkout(caller, "k-c", [RequestedItem(item, 1)], card_on_file, render)
+    await payments.cancel(caller, first.order_id)
+
+    again = await payments.checkout(caller, "k-c", [RequestedItem(item, 1)], card_on_file, render)
+
+    assert again.body == first.body
+    assert answered(again)["status"] == OrderStatus.CONFIRMED.value
+    assert (await payments.get_order(caller, first.order_id)).status is OrderStatus.CANCELLED
+
+
+async def test_a_checkout_finished_by_recovery_keeps_the_first_answer_given(
+    payments: Payments, inventory: FakeInventory
+) -> None:
+    item = product(inventory, stock=5)
+    caller = new_user()
+    card_on_file = payments.accept_card(card())
+    inventory.commit_down = True  # the request ends with 503 before the order is confirmed
+    with pytest.raises(Unavailable):
+        await payments.checkout(caller, "k-r", [RequestedItem(item, 1)], card_on_file, render)
+    inventory.commit_down = False
+    await payments.recover_once()
+
+    replayed = await payments.checkout(
+        caller, "k-r", [RequestedItem(item, 1)], card_on_file, render
+    )
+    await payments.cancel(caller, replayed.order_id)
+    after_cancel = await payments.checkout(
+        caller, "k-r", [RequestedItem(item, 1)], card_on_file, render
+    )
+
+    assert answered(replayed)["status"] == OrderStatus.CONFIRMED.value
+    assert after_cancel.body == replayed.body
+
+
 async def test_the_same_key_with_another_body_is_refused_as_key_reuse(
     payments: Payments, inventory: FakeInventory
 ) -> None:
@@ -226,6 +279,7 @@ async def test_a_replayed_failure_answers_the_same_error(
         await checkout(payments, caller, [RequestedItem(item, 1)], DECLINED, key="k-3")
 
     assert raised.value.reason == "PAYMENT_DECLINED"
+    assert raised.value.status_name == "FAILED_PRECONDITION"
 
 
 async def test_ten_concurrent_identical_requests_make_one_order_and_one_charge(
@@ -235,17 +289,18 @@ async def test_ten_concurrent_identical_requests_make_one_order_and_one_charge(
     caller = new_user()
     card_on_file = payments.accept_card(card())
 
-    orders = await asyncio.gather(
+    replies = await asyncio.gather(
         *(
-            payments.checkout(caller, "same-key", [RequestedItem(item, 1)], card_on_file)
+            payments.checkout(caller, "same-key", [RequestedItem(item, 1)], card_on_file, render)
             for _ in range(10)
         )
     )
 
-    assert len({order.id for order in orders}) == 1
-    assert {order.status for order in orders} == {OrderStatus.CONFIRMED}
+    assert len({reply.body for reply in replies}) == 1
+    assert answered(replies[0])["status"] == OrderStatus.CONFIRMED.value
     assert inventory.available[item] == 49
-    assert await captures(payment_db, paid(orders[0]).id) == 1
+    order = await payments.get_order(caller, replies[0].order_id)
+    assert await captures(payment_db, paid(order).id) == 1
 
 
 async def test_concurrent_buyers_never_get_more_than_the_stock(

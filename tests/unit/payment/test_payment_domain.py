@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from common.errors import FailedPrecondition, InvalidArgument, OutOfRange
+from common.errors import FailedPrecondition, InvalidArgument, OutOfRange, Unavailable
 from common.money import Money
 from payment_svc.domain import (
     ILLEGAL_TRANSITION,
@@ -15,10 +15,12 @@ from payment_svc.domain import (
     CardBrand,
     CardInput,
     CardOnFile,
+    CheckoutReply,
     Order,
     OrderStatus,
     Payment,
     PaymentStatus,
+    RecordedError,
     Refund,
     RefundStatus,
     RequestedItem,
@@ -27,6 +29,7 @@ from payment_svc.domain import (
     checkout_error,
     checkout_fingerprint,
     detect_brand,
+    first_reply,
     luhn_valid,
     refund_amount,
     status_after_refunds,
@@ -276,3 +279,36 @@ def test_a_failed_checkout_answers_the_error_of_its_cause(
 ) -> None:
     error = checkout_error(order(OrderStatus.FAILED, failure))
     assert (error.status_name, error.reason) == (status_name, reason)
+
+
+def test_a_confirmed_checkout_answers_the_rendered_order() -> None:
+    reply = first_reply(order(OrderStatus.CONFIRMED), lambda o: o.status.value.encode())
+
+    assert reply.answer() == CheckoutReply("o", body=b"CONFIRMED")
+
+
+def test_a_failed_checkout_answers_its_error_again_with_every_detail() -> None:
+    reply = first_reply(order(OrderStatus.FAILED, "PROCESSOR_ERROR"), lambda o: b"unused")
+
+    with pytest.raises(Unavailable) as raised:
+        reply.answer()
+
+    assert reply.body == b""
+    assert (raised.value.status_name, raised.value.reason) == (
+        "UNAVAILABLE",
+        "PAYMENT_PROCESSOR_ERROR",
+    )
+
+
+def test_a_recorded_error_rebuilds_the_same_status_field_and_retry_time() -> None:
+    recorded = RecordedError("INVALID_ARGUMENT", "bad", "WHY", "items[0]", 2.5)
+
+    error = recorded.rebuild()
+
+    assert isinstance(error, InvalidArgument)
+    assert RecordedError.of(error) == recorded
+
+
+def test_a_checkout_still_running_has_no_answer_to_keep() -> None:
+    with pytest.raises(FailedPrecondition):
+        first_reply(order(OrderStatus.STOCK_RESERVED), lambda o: b"")
