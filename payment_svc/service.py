@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from common.errors import (
     Aborted,
     DomainError,
-    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -26,15 +25,18 @@ from payment_svc.domain import (
     CardInput,
     CardOnFile,
     CheckoutReply,
+    IdempotencyKey,
     Order,
     OrderStatus,
     Payment,
     Refund,
+    RefundKind,
+    RefundStatus,
     RequestedItem,
 )
 from payment_svc.provider import PaymentProvider
 from payment_svc.saga import CheckoutSaga
-from payment_svc.store import KIND_CANCEL, KIND_REFUND, PaymentStore, RefundWork
+from payment_svc.store import PaymentStore
 
 _log = get_logger(__name__)
 
@@ -121,29 +123,32 @@ class Payments:
             )
         requested = domain.validate_items(list(items))
         fingerprint = domain.checkout_fingerprint(requested, card)
-        start = await self._store.begin_checkout(
-            user_id=caller.user_id,
-            key=key,
-            fingerprint=fingerprint,
-            items=requested,
-            card=card,
-            order_id=str(uuid.uuid4()),
-            payment_id=str(uuid.uuid4()),
-            now=self._clock(),
-            key_ttl=self._policy.key_ttl,
+        now = self._clock()
+        claim = IdempotencyKey(
+            caller.user_id, key, fingerprint, str(uuid.uuid4()), now, now + self._policy.key_ttl
         )
-        if not start.same_body:
-            raise FailedPrecondition(
-                "this Idempotency-Key was used with a different request",
-                reason="IDEMPOTENCY_KEY_REUSED",
-            )
-        if start.reply is not None:
-            return start.reply.answer()
-        if start.created:
+        async with self._store.unit_of_work() as uow:
+            # A key past its retention starts a new checkout, as if never used.
+            await uow.forget_keys(expired_before=now, user_id=caller.user_id, key=key)
+            created = await uow.claim_key(claim)
+            if created:
+                order = domain.new_order(
+                    claim.order_id, str(uuid.uuid4()), caller.user_id, requested, card, now
+                )
+                await uow.add_order(order, card.token)
+                found = claim
+            else:
+                first = await uow.idempotency_key(caller.user_id, key)
+                assert first is not None  # the claim lost to it: it exists in this transaction
+                first.same_body(fingerprint)
+                found = first
+        if found.reply is not None:
+            return found.reply.answer()
+        if created:
             self._saga.fault("order_created")
-            reply = await self._finish_even_if_abandoned(caller, key, start.order_id, render)
+            reply = await self._finish_even_if_abandoned(caller, key, found.order_id, render)
         else:
-            reply = await self._reply_of(caller, key, start.order_id, render)
+            reply = await self._reply_of(caller, key, found.order_id, render)
         return reply.answer()
 
     async def _finish_even_if_abandoned(
@@ -168,7 +173,17 @@ class Payments:
     async def _keep_reply(
         self, caller: Caller, key: str, order: Order, render: Render
     ) -> CheckoutReply:
-        return await self._store.save_reply(caller.user_id, key, domain.first_reply(order, render))
+        """Keep the answer the order gives now, unless one was kept first; the kept one."""
+        reply = domain.first_reply(order, render)
+        async with self._store.unit_of_work() as uow:
+            if await uow.keep_reply(caller.user_id, key, reply):
+                return reply
+            first = await uow.idempotency_key(caller.user_id, key)
+        # Another request kept its answer first; or the key expired and was claimed again
+        # meanwhile, and this answer is still the caller's.
+        if first is None or first.reply is None or first.order_id != order.id:
+            return reply
+        return first.reply
 
     def _settled(self, task: asyncio.Task[CheckoutReply]) -> None:
         self._running.discard(task)
@@ -188,10 +203,11 @@ class Payments:
         """
         deadline = time.monotonic() + self._policy.replay_wait_s
         while True:
-            reply = await self._store.checkout_reply(caller.user_id, key)
-            if reply is not None:
-                return reply
-            order = await self._store.order(order_id)
+            async with self._store.unit_of_work() as uow:
+                found = await uow.idempotency_key(caller.user_id, key)
+                order = await uow.order(order_id)
+            if found is not None and found.reply is not None:
+                return found.reply
             if order is None:
                 raise NotFound(f"order {order_id} not found")
             if not order.status.in_checkout:
@@ -207,11 +223,9 @@ class Payments:
     # ---- reads ---------------------------------------------------------------------------
 
     async def get_order(self, caller: Caller, order_id: str) -> Order:
-        order = await self._store.order(order_id) if order_id else None
-        if order is None or not (caller.is_admin or order.user_id == caller.user_id):
-            # Someone else's order looks exactly like a missing one: ids reveal nothing.
-            raise NotFound(f"order {order_id} not found", field="id")
-        return order
+        async with self._store.unit_of_work() as uow:
+            order = await uow.order(order_id) if order_id else None
+        return _visible(caller, order, order_id)
 
     async def list_orders(
         self,
@@ -227,32 +241,32 @@ class Payments:
             raise PermissionDenied("only administrators may list other users' orders")
         else:
             owner = None if user_filter == "-" else user_filter
-        found = await self._store.list_orders(owner, page_size + 1, after)
+        async with self._store.unit_of_work() as uow:
+            found = await uow.list_orders(owner, page_size + 1, after)
         return found[:page_size], len(found) > page_size
 
     async def get_payment(self, caller: Caller, payment_id: str) -> Payment:
-        found = await self._store.payment(payment_id) if payment_id else None
-        if found is None or not (caller.is_admin or found[1] == caller.user_id):
+        async with self._store.unit_of_work() as uow:
+            order = await uow.order_of_payment(payment_id) if payment_id else None
+        if order is None or not (caller.is_admin or order.user_id == caller.user_id):
             raise NotFound(f"payment {payment_id} not found", field="id")
-        return found[0]
+        return order.paid_by
 
     # ---- after checkout ------------------------------------------------------------------
 
     async def cancel(self, caller: Caller, order_id: str) -> Order:
         """Refund everything captured and restock; a cancelled order is returned as it is."""
-        await self.get_order(caller, order_id)
-        work = await self._store.start_refund(
-            order_id,
-            kind=KIND_CANCEL,
-            requested=None,
-            reason="order cancelled",
-            refund_id=str(uuid.uuid4()),
-            requested_by=caller.user_id,
-            now=self._clock(),
-        )
-        if isinstance(work, Order):
-            return work
-        return await self._complete_refund(work)
+        async with self._store.unit_of_work() as uow:
+            # Locked: concurrent cancels and refunds see each other's amounts set aside.
+            order = _visible(caller, await uow.order(order_id, for_update=True), order_id)
+            refund = domain.start_cancel(
+                order, refund_id=str(uuid.uuid4()), requested_by=caller.user_id, now=self._clock()
+            )
+            if refund is None:
+                return order
+            if refund.id not in {r.id for r in order.paid_by.refunds}:
+                await uow.add_refund(order, refund)
+        return await self._complete_refund(order, refund)
 
     async def refund(
         self, caller: Caller, order_id: str, amount: Money | None, reason: str
@@ -262,58 +276,76 @@ class Payments:
             raise InvalidArgument("a refund needs a reason", field="reason")
         if len(reason) > 500:
             raise InvalidArgument("the reason is longer than 500 characters", field="reason")
-        await self.get_order(caller, order_id)
-        refund_id = str(uuid.uuid4())
-        work = await self._store.start_refund(
-            order_id,
-            kind=KIND_REFUND,
-            requested=amount,
-            reason=reason.strip(),
-            refund_id=refund_id,
-            requested_by=caller.user_id,
-            now=self._clock(),
-        )
-        assert isinstance(work, RefundWork)
-        order = await self._complete_refund(work)
-        assert order.payment is not None
-        return next(r for r in order.payment.refunds if r.id == refund_id)
+        async with self._store.unit_of_work() as uow:
+            order = _visible(caller, await uow.order(order_id, for_update=True), order_id)
+            refund = domain.start_refund(
+                order,
+                amount,
+                reason=reason.strip(),
+                refund_id=str(uuid.uuid4()),
+                requested_by=caller.user_id,
+                now=self._clock(),
+            )
+            await uow.add_refund(order, refund)
+        settled = await self._complete_refund(order, refund)
+        return next(r for r in settled.paid_by.refunds if r.id == refund.id)
 
-    async def _complete_refund(self, work: RefundWork) -> Order:
+    async def _complete_refund(self, order: Order, refund: Refund) -> Order:
+        """Ask the provider for a refund set aside, then record its answer (one unit of work)."""
         result = await self._provider.refund(
-            work.refund.id, work.authorization_id, work.refund.amount
+            refund.id, order.paid_by.authorization_id or "", refund.amount
         )
-        if result.approved and work.kind == KIND_CANCEL:
-            await self._saga.restock(work.order.id)
-        order = await self._store.finish_refund(
-            work.refund.id, succeeded=result.approved, now=self._clock(), events_for=_refund_events
-        )
+        if result.approved and refund.kind is RefundKind.CANCEL:
+            await self._saga.restock(order.id)
+        async with self._store.unit_of_work() as uow:
+            current = await uow.order_of_refund(refund.id)
+            if current is None:
+                raise NotFound(f"refund {refund.id} not found")
+            settled = current.refund_settled(refund.id, result.approved, self._clock())
+            if settled is not current:
+                kept = next(r for r in settled.paid_by.refunds if r.id == refund.id)
+                await uow.save_refund(kept, expected=RefundStatus.PENDING, now=self._clock())
+                if result.approved:
+                    await uow.save_order(settled, expected=current.status)
+                    await uow.emit(*_refund_events(settled, kept))
         if not result.approved:
             raise Unavailable("the payment provider did not refund; nothing was given back")
-        return order
+        return settled
 
     # ---- recovery ------------------------------------------------------------------------
 
     async def recover_once(self) -> int:
         """Finish or compensate every saga and refund that stalled; how many were handled."""
-        before = self._clock() - timedelta(seconds=self._policy.recovery_grace_s)
+        now = self._clock()
+        before = now - timedelta(seconds=self._policy.recovery_grace_s)
+        async with self._store.unit_of_work() as uow:
+            stalled = await uow.orders_in(domain.SAGA_STATUSES, before, limit=100)
+            pending = await uow.refunds_in(RefundStatus.PENDING, before)
         handled = 0
-        for order_id in await self._store.unfinished_orders(before):
+        for order_id in stalled:
             try:
                 order = await self._saga.drive(order_id)
                 _log.info("order_recovered", order_id=order_id, status=order.status.value)
                 handled += 1
             except DomainError as error:
                 _log.warning("order_recovery_deferred", order_id=order_id, detail=error.message)
-        for work in await self._store.pending_refunds(before):
+        for refund_id in pending:
             try:
-                await self._complete_refund(work)
+                await self._redo_refund(refund_id)
                 handled += 1
             except DomainError as error:
-                _log.warning(
-                    "refund_recovery_deferred", refund_id=work.refund.id, detail=error.message
-                )
-        await self._store.prune_idempotency_keys(self._clock())
+                _log.warning("refund_recovery_deferred", refund_id=refund_id, detail=error.message)
+        async with self._store.unit_of_work() as uow:
+            await uow.forget_keys(expired_before=now)
         return handled
+
+    async def _redo_refund(self, refund_id: str) -> None:
+        async with self._store.unit_of_work() as uow:
+            order = await uow.order_of_refund(refund_id)
+        if order is None:
+            return
+        refund = next(r for r in order.paid_by.refunds if r.id == refund_id)
+        await self._complete_refund(order, refund)
 
     async def run_recovery(self) -> None:
         """The background task: recover at start-up, then every ``recovery_interval_s``."""
@@ -325,6 +357,13 @@ class Payments:
             except Exception:  # a database blip must not end recovery for good
                 _log.exception("recovery_failed")
             await asyncio.sleep(self._policy.recovery_interval_s)
+
+
+def _visible(caller: Caller, order: Order | None, order_id: str) -> Order:
+    if order is None or not (caller.is_admin or order.user_id == caller.user_id):
+        # Someone else's order looks exactly like a missing one: ids reveal nothing.
+        raise NotFound(f"order {order_id} not found", field="id")
+    return order
 
 
 def _refund_events(order: Order, refund: Refund) -> Sequence[OutgoingEvent]:

@@ -108,6 +108,16 @@ async def events_of(database: Database, order_id: str) -> list[str]:
         return [json.loads(payload)["type"] for payload in rows]
 
 
+async def last_event_data(database: Database, order_id: str) -> dict[str, Any]:
+    table = outbox_table("payment")
+    async with database.session() as session:
+        payload = await session.scalar(
+            select(table.c.payload).where(table.c.key == order_id).order_by(table.c.seq.desc())
+        )
+    data: dict[str, Any] = json.loads(payload or "{}")["data"]
+    return data
+
+
 async def test_an_approved_card_with_stock_confirms_the_order_at_the_catalog_price(
     payments: Payments, inventory: FakeInventory, payment_db: Database
 ) -> None:
@@ -408,6 +418,7 @@ async def test_cancelling_refunds_everything_and_restocks(
     assert paid(cancelled).status is PaymentStatus.REFUNDED
     assert inventory.available[item] == 3
     assert (await events_of(payment_db, order.id))[-1] == "microcommerce.order.cancelled"
+    assert (await last_event_data(payment_db, order.id))["cancelled_by"] == caller.user_id
 
 
 async def test_an_order_stuck_after_the_capture_is_confirmed_by_recovery_without_a_second_charge(
