@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from common.clock import from_micros, to_micros
 from common.errors import (
     Aborted,
     DomainError,
@@ -20,6 +21,7 @@ from common.errors import (
 from common.logging import get_logger
 from common.money import Money
 from common.outbox import OutgoingEvent
+from common.pagination import PageTokens, fingerprint, page_size
 from payment_svc import domain, messages
 from payment_svc.domain import (
     CardInput,
@@ -82,12 +84,16 @@ class Payments:
         *,
         policy: PaymentPolicy | None = None,
         clock: Callable[[], datetime] = _now,
+        page_tokens: PageTokens | None = None,
     ) -> None:
         self._store = store
         self._saga = saga
         self._provider = provider
         self._policy = policy or PaymentPolicy()
         self._clock = clock
+        # main.py passes the deployment's key (MC_PAGE_TOKEN_KEY); without one the tokens of
+        # this process are refused by other replicas and after a restart.
+        self._page_tokens = page_tokens or PageTokens.for_service(None, "payment")
         self._running: set[asyncio.Task[CheckoutReply]] = set()
 
     async def database_reachable(self) -> bool:
@@ -228,22 +234,33 @@ class Payments:
         return _visible(caller, order, order_id)
 
     async def list_orders(
-        self,
-        caller: Caller,
-        user_filter: str,
-        page_size: int,
-        after: tuple[datetime, str] | None,
-    ) -> tuple[list[Order], bool]:
-        """A page of orders, newest first, and whether more follow."""
+        self, caller: Caller, user_filter: str, requested_size: int | None, page_token: str
+    ) -> tuple[list[Order], str]:
+        """A page of orders, newest first, and the token of the next page ("" on the last).
+
+        ``user_filter``: empty for the caller's own, another user's id or ``-`` for everyone's
+        (administrators only).
+        """
         if user_filter in ("", caller.user_id):
             owner: str | None = caller.user_id
         elif not caller.is_admin:
             raise PermissionDenied("only administrators may list other users' orders")
         else:
             owner = None if user_filter == "-" else user_filter
+        limit = page_size(requested_size)
+        bound_to = fingerprint("ListOrders", {"user_id": user_filter, "order_by": "-create_time"})
+        after = self._page_tokens.read(page_token, bound_to, key_length=2)
+        cursor = (from_micros(int(after[0])), after[1]) if after else None
         async with self._store.unit_of_work() as uow:
-            found = await uow.list_orders(owner, page_size + 1, after)
-        return found[:page_size], len(found) > page_size
+            listed = await uow.list_orders(owner, limit + 1, cursor)
+        page = listed[:limit]
+        last = page[-1] if len(listed) > limit else None
+        token = (
+            self._page_tokens.issue(bound_to, [str(to_micros(last.create_time)), last.id])
+            if last is not None
+            else ""
+        )
+        return page, token
 
     async def get_payment(self, caller: Caller, payment_id: str) -> Payment:
         async with self._store.unit_of_work() as uow:

@@ -299,6 +299,46 @@ async def test_history_payment_cancel_and_refund_over_rest(
     assert inventory.available[item] == 4
 
 
+async def test_a_negative_page_size_is_a_400_naming_page_size(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, _, _ = rest
+
+    response = await client.get(
+        "/api/v1/orders", params={"page_size": "-1"}, headers=bearer(customer_token())
+    )
+    problem = await response.json()
+
+    assert response.status == 400, problem
+    assert "page_size" in str(problem)
+
+
+async def test_a_token_replayed_with_another_user_id_is_a_400_naming_page_token(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    item = stocked(inventory, stock=5)
+    for _ in range(2):
+        await place(client, body(item), user=user)
+    admin = bearer(admin_token())
+    listed = await (
+        await client.get(
+            "/api/v1/orders", params={"page_size": "1", "user_id": user}, headers=admin
+        )
+    ).json()
+
+    response = await client.get(
+        "/api/v1/orders",
+        params={"page_size": "1", "user_id": "-", "page_token": listed["next_page_token"]},
+        headers=admin,
+    )
+    problem = await response.json()
+
+    assert response.status == 400, problem
+    assert "page_token" in str(problem)
+
+
 async def test_no_card_number_reaches_the_database_file(
     rest: tuple[Client, FakeInventory, Path],
 ) -> None:
