@@ -141,6 +141,27 @@ class RefundKind(StrEnum):
     CANCEL = "cancel"
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: a user id and whether they administer the shop."""
+
+    user_id: str
+    is_admin: bool = False
+
+
+def orders_listed_for(caller: Caller, user_filter: str) -> str | None:
+    """Whose orders a listing shows; None means everyone's.
+
+    The caller's own when the filter is empty or their id; an administrator may name another
+    user, or ``-`` for everyone. Anyone else naming another user is PERMISSION_DENIED.
+    """
+    if user_filter in ("", caller.user_id):
+        return caller.user_id
+    if not caller.is_admin:
+        raise PermissionDenied("only administrators may list other users' orders")
+    return None if user_filter == "-" else user_filter
+
+
 # ---- cards -------------------------------------------------------------------------------
 
 
@@ -414,6 +435,10 @@ class Order:
     create_time: datetime
     update_time: datetime
     failure_reason: str | None = None
+
+    def visible_to(self, caller: Caller) -> bool:
+        """Its owner and administrators see an order; to anyone else it does not exist."""
+        return caller.is_admin or self.user_id == caller.user_id
 
     @property
     def paid_by(self) -> Payment:

@@ -20,12 +20,13 @@ from microcommerce.payment.v1 import order_service_pb2 as pb
 from microcommerce.payment.v1 import order_service_pb2_grpc
 from payment_svc import domain, messages
 from payment_svc.domain import (
+    Caller,
     CardInput,
     Order,
     Payment,
     RequestedItem,
 )
-from payment_svc.service import Caller, Payments
+from payment_svc.service import Payments
 
 IDEMPOTENCY_KEY_METADATA = "idempotency-key"
 

@@ -15,7 +15,6 @@ from common.errors import (
     DomainError,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     Unavailable,
 )
 from common.logging import get_logger
@@ -24,6 +23,7 @@ from common.outbox import OutgoingEvent
 from common.pagination import PageTokens, fingerprint, page_size
 from payment_svc import domain, messages
 from payment_svc.domain import (
+    Caller,
     CardInput,
     CardOnFile,
     CheckoutReply,
@@ -44,14 +44,6 @@ _log = get_logger(__name__)
 
 # Serializes a placed order as the caller answers it (the servicer's response bytes).
 Render = Callable[[Order], bytes]
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is asking: a user id and whether they administer the shop."""
-
-    user_id: str
-    is_admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -241,12 +233,7 @@ class Payments:
         ``user_filter``: empty for the caller's own, another user's id or ``-`` for everyone's
         (administrators only).
         """
-        if user_filter in ("", caller.user_id):
-            owner: str | None = caller.user_id
-        elif not caller.is_admin:
-            raise PermissionDenied("only administrators may list other users' orders")
-        else:
-            owner = None if user_filter == "-" else user_filter
+        owner = domain.orders_listed_for(caller, user_filter)
         limit = page_size(requested_size)
         bound_to = fingerprint("ListOrders", {"user_id": user_filter, "order_by": "-create_time"})
         after = self._page_tokens.read(page_token, bound_to, key_length=2)
@@ -265,7 +252,7 @@ class Payments:
     async def get_payment(self, caller: Caller, payment_id: str) -> Payment:
         async with self._store.unit_of_work() as uow:
             order = await uow.order_of_payment(payment_id) if payment_id else None
-        if order is None or not (caller.is_admin or order.user_id == caller.user_id):
+        if order is None or not order.visible_to(caller):
             raise NotFound(f"payment {payment_id} not found", field="id")
         return order.paid_by
 
@@ -377,7 +364,7 @@ class Payments:
 
 
 def _visible(caller: Caller, order: Order | None, order_id: str) -> Order:
-    if order is None or not (caller.is_admin or order.user_id == caller.user_id):
+    if order is None or not order.visible_to(caller):
         # Someone else's order looks exactly like a missing one: ids reveal nothing.
         raise NotFound(f"order {order_id} not found", field="id")
     return order

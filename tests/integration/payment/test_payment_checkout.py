@@ -26,6 +26,7 @@ from common.errors import (
 from common.money import Money
 from common.outbox import Outbox, outbox_table
 from payment_svc.domain import (
+    Caller,
     CardInput,
     CheckoutReply,
     Order,
@@ -36,7 +37,7 @@ from payment_svc.domain import (
 )
 from payment_svc.provider import ResilientProvider, SandboxProvider, sandbox_ledger
 from payment_svc.saga import FAULT_POINTS, CheckoutSaga, no_faults
-from payment_svc.service import Caller, PaymentPolicy, Payments
+from payment_svc.service import PaymentPolicy, Payments
 from payment_svc.store import PaymentStore
 from tests.support.payment_fakes import FakeInventory
 

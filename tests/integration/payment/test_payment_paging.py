@@ -9,8 +9,8 @@ import pytest
 
 from common.errors import InvalidArgument
 from payment_svc import domain
-from payment_svc.domain import CardBrand, CardOnFile, RequestedItem
-from payment_svc.service import Caller, Payments
+from payment_svc.domain import Caller, CardBrand, CardOnFile, RequestedItem
+from payment_svc.service import Payments
 from payment_svc.store import PaymentStore
 
 CARD = CardOnFile("tok", CardBrand.VISA, "4242", 12, 2099, "Ada Lovelace")

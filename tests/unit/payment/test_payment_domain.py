@@ -8,11 +8,18 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from common.errors import FailedPrecondition, InvalidArgument, OutOfRange, Unavailable
+from common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    OutOfRange,
+    PermissionDenied,
+    Unavailable,
+)
 from common.money import Money
 from payment_svc.domain import (
     ILLEGAL_TRANSITION,
     ORDER_TRANSITIONS,
+    Caller,
     CardBrand,
     CardInput,
     CardOnFile,
@@ -36,6 +43,7 @@ from payment_svc.domain import (
     first_reply,
     luhn_valid,
     new_order,
+    orders_listed_for,
     refund_amount,
     start_cancel,
     start_refund,
@@ -451,3 +459,22 @@ def test_a_settled_cancel_cancels_and_a_refused_refund_changes_no_status() -> No
         RefundStatus.FAILED,
     )
     assert cancelled.refund_settled("c", True, NOW) is cancelled
+
+
+def test_only_an_admin_lists_another_users_orders_or_everyones() -> None:
+    admin = Caller("a", is_admin=True)
+
+    assert orders_listed_for(Caller("u"), "") == "u"
+    assert orders_listed_for(Caller("u"), "u") == "u"
+    assert orders_listed_for(admin, "other") == "other"
+    assert orders_listed_for(admin, "-") is None
+    with pytest.raises(PermissionDenied):
+        orders_listed_for(Caller("u"), "other")
+
+
+def test_an_order_is_visible_to_its_owner_and_admins_only() -> None:
+    mine = order(OrderStatus.CONFIRMED)
+
+    assert mine.visible_to(Caller("u"))
+    assert mine.visible_to(Caller("a", is_admin=True))
+    assert not mine.visible_to(Caller("someone else"))
