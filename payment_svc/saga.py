@@ -108,7 +108,7 @@ class CheckoutSaga:
                 return order
 
     async def _load(self, order_id: str) -> Order:
-        async with self._store.unit_of_work() as uow:
+        async with self._store.reading() as uow:
             order = await uow.order(order_id)
         if order is None:
             raise NotFound(f"order {order_id} not found")
@@ -164,7 +164,7 @@ class CheckoutSaga:
     async def _authorize(self, order: Order) -> None:
         payment = order.paid_by
         assert order.total is not None
-        async with self._store.unit_of_work() as uow:
+        async with self._store.reading() as uow:
             token = await uow.card_token(order.id)
         if token is None:
             raise NotFound(f"order {order.id} has no payment")

@@ -201,7 +201,7 @@ class Payments:
         """
         deadline = time.monotonic() + self._policy.replay_wait_s
         while True:
-            async with self._store.unit_of_work() as uow:
+            async with self._store.reading() as uow:
                 found = await uow.idempotency_key(caller.user_id, key)
                 order = await uow.order(order_id)
             if found is not None and found.reply is not None:
@@ -221,7 +221,7 @@ class Payments:
     # ---- reads ---------------------------------------------------------------------------
 
     async def get_order(self, caller: Caller, order_id: str) -> Order:
-        async with self._store.unit_of_work() as uow:
+        async with self._store.reading() as uow:
             order = await uow.order(order_id) if order_id else None
         return _visible(caller, order, order_id)
 
@@ -238,7 +238,7 @@ class Payments:
         bound_to = fingerprint("ListOrders", {"user_id": user_filter, "order_by": "-create_time"})
         after = self._page_tokens.read(page_token, bound_to, key_length=2)
         cursor = (from_micros(int(after[0])), after[1]) if after else None
-        async with self._store.unit_of_work() as uow:
+        async with self._store.reading() as uow:
             listed = await uow.list_orders(owner, limit + 1, cursor)
         page = listed[:limit]
         last = page[-1] if len(listed) > limit else None
@@ -250,7 +250,7 @@ class Payments:
         return page, token
 
     async def get_payment(self, caller: Caller, payment_id: str) -> Payment:
-        async with self._store.unit_of_work() as uow:
+        async with self._store.reading() as uow:
             order = await uow.order_of_payment(payment_id) if payment_id else None
         if order is None or not order.visible_to(caller):
             raise NotFound(f"payment {payment_id} not found", field="id")
@@ -322,7 +322,7 @@ class Payments:
         """Finish or compensate every saga and refund that stalled; how many were handled."""
         now = self._clock()
         before = now - timedelta(seconds=self._policy.recovery_grace_s)
-        async with self._store.unit_of_work() as uow:
+        async with self._store.reading() as uow:
             stalled = await uow.orders_in(domain.SAGA_STATUSES, before, limit=100)
             pending = await uow.refunds_in(RefundStatus.PENDING, before)
         handled = 0

@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import Database
+from common.db import SQLITE_BEGIN_OPTION, Database
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
 from payment_svc.domain import (
@@ -456,12 +456,23 @@ class PaymentStore:
         async with self._database.session() as session:
             yield UnitOfWork(session, self._outbox)
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[UnitOfWork]:
+        """A unit of work that only reads, so on SQLite it never queues for the write lock.
+
+        Every other unit of work takes SQLite's write lock when it begins (common.db): reads
+        that took it too would stretch the queue of checkouts under load past the busy timeout.
+        """
+        async with self._database.session() as session:
+            await session.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
+            yield UnitOfWork(session, self._outbox)
+
     async def reachable(self) -> bool:
         return await self._database.ping()
 
     async def count_orders(self, status: OrderStatus | None = None) -> int:
         """For tests and the benchmark's anomaly count."""
-        async with self.unit_of_work() as uow:
+        async with self.reading() as uow:
             return await uow.count_orders(status)
 
 
