@@ -8,17 +8,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
 
 from common.errors import (
     Aborted,
+    AlreadyExists,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from common.money import Money
@@ -64,9 +69,6 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 
-ILLEGAL_TRANSITION = "ILLEGAL_TRANSITION"
-
-
 def check_transition(current: OrderStatus, target: OrderStatus) -> None:
     """FailedPrecondition (ILLEGAL_TRANSITION) unless ``current -> target`` is a legal move."""
     if target not in ORDER_TRANSITIONS[current]:
@@ -88,6 +90,32 @@ class PaymentStatus(StrEnum):
     REFUNDED = "REFUNDED"
 
 
+# Every legal move of a payment; the saga and refunds ask ``check_payment_transition`` first.
+PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
+    PaymentStatus.PENDING: frozenset(
+        {PaymentStatus.PENDING, PaymentStatus.AUTHORIZED, PaymentStatus.FAILED}
+    ),
+    PaymentStatus.AUTHORIZED: frozenset({PaymentStatus.CAPTURED, PaymentStatus.VOIDED}),
+    # REFUNDED straight from CAPTURED also covers an unsold order's full refund.
+    PaymentStatus.CAPTURED: frozenset({PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}),
+    PaymentStatus.PARTIALLY_REFUNDED: frozenset(
+        {PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}
+    ),
+    PaymentStatus.FAILED: frozenset(),
+    PaymentStatus.VOIDED: frozenset(),
+    PaymentStatus.REFUNDED: frozenset(),
+}
+
+
+def check_payment_transition(current: PaymentStatus, target: PaymentStatus) -> None:
+    """FailedPrecondition (ILLEGAL_TRANSITION) unless ``current -> target`` is a legal move."""
+    if target not in PAYMENT_TRANSITIONS[current]:
+        raise FailedPrecondition(
+            f"a payment cannot go from {current.value} to {target.value}",
+            reason=Reason.ILLEGAL_TRANSITION,
+        )
+
+
 class FailureReason(StrEnum):
     """Why the provider did not take a payment; names match ``PAYMENT_FAILURE_REASON_*``."""
 
@@ -102,6 +130,34 @@ class RefundStatus(StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+
+
+class RefundKind(StrEnum):
+    """Why money goes back: an admin's refund, or a cancel (which also restocks)."""
+
+    REFUND = "refund"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: a user id and whether they administer the shop."""
+
+    user_id: str
+    is_admin: bool = False
+
+
+def orders_listed_for(caller: Caller, user_filter: str) -> str | None:
+    """Whose orders a listing shows; None means everyone's.
+
+    The caller's own when the filter is empty or their id; an administrator may name another
+    user, or ``-`` for everyone. Anyone else naming another user is PERMISSION_DENIED.
+    """
+    if user_filter in ("", caller.user_id):
+        return caller.user_id
+    if not caller.is_admin:
+        raise PermissionDenied("only administrators may list other users' orders")
+    return None if user_filter == "-" else user_filter
 
 
 # ---- cards -------------------------------------------------------------------------------
@@ -314,6 +370,7 @@ class Refund:
     status: RefundStatus
     create_time: datetime
     requested_by: str = ""
+    kind: RefundKind = RefundKind.REFUND
 
 
 @dataclass(frozen=True)
@@ -338,6 +395,32 @@ class Payment:
                 total = total + refund.amount
         return total
 
+    @property
+    def refunded_so_far(self) -> Money:
+        """Refunds the provider made: what decides the payment's and the order's status."""
+        total = Money(0, self.amount.currency)
+        for refund in self.refunds:
+            if refund.status is RefundStatus.SUCCEEDED:
+                total = total + refund.amount
+        return total
+
+    @property
+    def pending_cancel(self) -> Refund | None:
+        """The cancel whose refund is under way, if one is."""
+        return next(
+            (
+                r
+                for r in self.refunds
+                if r.kind is RefundKind.CANCEL and r.status is RefundStatus.PENDING
+            ),
+            None,
+        )
+
+    def moved(self, target: PaymentStatus, **changes: object) -> Payment:
+        """This payment in ``target`` (a legal move) with ``changes`` applied."""
+        check_payment_transition(self.status, target)
+        return replace(self, status=target, **changes)  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True)
 class Order:
@@ -350,6 +433,177 @@ class Order:
     create_time: datetime
     update_time: datetime
     failure_reason: str | None = None
+
+    def visible_to(self, caller: Caller) -> bool:
+        """Its owner and administrators see an order; to anyone else it does not exist."""
+        return caller.is_admin or self.user_id == caller.user_id
+
+    @property
+    def paid_by(self) -> Payment:
+        """The order's payment: every order is created with one."""
+        if self.payment is None:
+            raise FailedPrecondition(f"order {self.id} has no payment")
+        return self.payment
+
+    def _moved(
+        self, target: OrderStatus, now: datetime, payment: Payment | None = None, **changes: object
+    ) -> Order:
+        check_transition(self.status, target)
+        return replace(
+            self,
+            status=target,
+            update_time=now,
+            payment=payment or self.payment,
+            **changes,  # type: ignore[arg-type]
+        )
+
+    # The checkout saga's steps, each the order after one remote call's outcome.
+
+    def priced(self, lines: list[OrderLine], now: datetime) -> Order:
+        """Stock reserved at these prices: the order gets its total, the payment its amount."""
+        total = order_total(lines)
+        payment = self.paid_by.moved(PaymentStatus.PENDING, amount=total)
+        return self._moved(
+            OrderStatus.STOCK_RESERVED, now, payment, lines=tuple(lines), total=total
+        )
+
+    def authorized(self, authorization_id: str, now: datetime) -> Order:
+        payment = self.paid_by.moved(PaymentStatus.AUTHORIZED, authorization_id=authorization_id)
+        return self._moved(OrderStatus.PAYMENT_AUTHORIZED, now, payment)
+
+    def declined(self, failure: FailureReason, now: datetime) -> Order:
+        """The card was refused: the order fails for the provider's reason."""
+        payment = self.paid_by.moved(PaymentStatus.FAILED, failure_reason=failure)
+        return self._moved(OrderStatus.FAILED, now, payment, failure_reason=failure.value)
+
+    def captured(self) -> Order:
+        """The money was taken; the order stays PAYMENT_AUTHORIZED until stock is committed."""
+        return replace(self, payment=self.paid_by.moved(PaymentStatus.CAPTURED))
+
+    def capture_refused(self, now: datetime) -> Order:
+        """The capture failed: the authorization is voided and the order fails."""
+        payment = self.paid_by.moved(PaymentStatus.VOIDED)
+        return self._moved(OrderStatus.FAILED, now, payment, failure_reason=CAPTURE_FAILED)
+
+    def unsold(self, now: datetime) -> Order:
+        """The reservation was lost after the capture: refunded in full, the order fails."""
+        payment = self.paid_by.moved(PaymentStatus.REFUNDED)
+        return self._moved(OrderStatus.FAILED, now, payment, failure_reason=RESERVATION_LOST)
+
+    def confirmed(self, now: datetime) -> Order:
+        return self._moved(OrderStatus.CONFIRMED, now)
+
+    def failed(self, reason: str, now: datetime) -> Order:
+        """The checkout failed before any money moved."""
+        return self._moved(OrderStatus.FAILED, now, failure_reason=reason)
+
+    # After the sale.
+
+    def refund_settled(self, refund_id: str, succeeded: bool, now: datetime) -> Order:
+        """The order once the provider answered a refund set aside; a settled one stays as is.
+
+        A refund that went through moves the payment and the order to (partially) refunded,
+        or the order to CANCELLED when it was a cancel.
+        """
+        payment = self.paid_by
+        refund = next(r for r in payment.refunds if r.id == refund_id)
+        if refund.status is not RefundStatus.PENDING:
+            return self
+        settled = replace(
+            refund, status=RefundStatus.SUCCEEDED if succeeded else RefundStatus.FAILED
+        )
+        refunds = tuple(settled if r.id == refund_id else r for r in payment.refunds)
+        payment = replace(payment, refunds=refunds)
+        if not succeeded:
+            return replace(self, payment=payment)
+        order_status, payment_status = status_after_refunds(payment.amount, payment.refunded_so_far)
+        if refund.kind is RefundKind.CANCEL:
+            order_status = OrderStatus.CANCELLED
+        return self._moved(order_status, now, payment.moved(payment_status))
+
+
+def new_order(
+    order_id: str,
+    payment_id: str,
+    user_id: str,
+    items: list[RequestedItem],
+    card: CardOnFile,
+    now: datetime,
+) -> Order:
+    """A PENDING order for the items, with its PENDING payment by the card; not priced yet."""
+    payment = Payment(
+        id=payment_id,
+        order_id=order_id,
+        status=PaymentStatus.PENDING,
+        amount=Money(0, ""),
+        card_brand=card.brand,
+        card_last4=card.last4,
+        create_time=now,
+    )
+    lines = tuple(OrderLine(item.product_id, item.quantity) for item in items)
+    return Order(order_id, user_id, OrderStatus.PENDING, lines, None, payment, now, now)
+
+
+def start_refund(
+    order: Order,
+    requested: Money | None,
+    *,
+    reason: str,
+    refund_id: str,
+    requested_by: str,
+    now: datetime,
+) -> Refund:
+    """A PENDING refund of ``requested`` (the rest when None), set aside against the capture."""
+    if order.status not in (OrderStatus.CONFIRMED, OrderStatus.PARTIALLY_REFUNDED):
+        raise FailedPrecondition(
+            f"an order that is {order.status.value} cannot be refunded",
+            reason=Reason.NOT_REFUNDABLE,
+        )
+    amount = refund_amount(order.paid_by, requested)
+    return Refund(refund_id, amount, reason, RefundStatus.PENDING, now, requested_by)
+
+
+def start_cancel(
+    order: Order, *, refund_id: str, requested_by: str, now: datetime
+) -> Refund | None:
+    """The refund a cancel waits for: the one under way, or a new one of everything left.
+
+    None when the order is cancelled already: a cancel is answered with the order as it is.
+    """
+    if order.status is OrderStatus.CANCELLED:
+        return None
+    under_way = order.paid_by.pending_cancel
+    if under_way is not None:
+        return under_way
+    check_cancellable(order)
+    amount = refund_amount(order.paid_by, None)
+    return Refund(
+        refund_id,
+        amount,
+        "order cancelled",
+        RefundStatus.PENDING,
+        now,
+        requested_by,
+        RefundKind.CANCEL,
+    )
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A checkout's key: which order it started and, once answered, the first answer."""
+
+    user_id: str
+    key: str
+    fingerprint: str
+    order_id: str
+    create_time: datetime
+    expire_time: datetime
+    reply: CheckoutReply | None = None
+
+    def same_body(self, fingerprint: str) -> None:
+        """FailedPrecondition (IDEMPOTENCY_KEY_REUSED) unless the request is the first one's."""
+        if fingerprint != self.fingerprint:
+            raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
 
 
 def refund_amount(payment: Payment, requested: Money | None) -> Money:
@@ -444,3 +698,81 @@ def checkout_error(order: Order) -> DomainError:
     return Aborted(
         f"checkout failed ({reason or 'unknown'}); nothing was charged", reason=Reason.named(reason)
     )
+
+
+# ---- the first answer of a checkout, for replays ------------------------------------------------
+
+_ERRORS_BY_STATUS: dict[str, type[DomainError]] = {
+    kind.status_name: kind
+    for kind in (
+        InvalidArgument,
+        FailedPrecondition,
+        OutOfRange,
+        NotFound,
+        AlreadyExists,
+        Aborted,
+        Unauthenticated,
+        PermissionDenied,
+        ResourceExhausted,
+        Unavailable,
+    )
+}
+
+
+@dataclass(frozen=True)
+class RecordedError:
+    """A domain error as it was answered: its status, message and details, kept to repeat."""
+
+    status: str
+    message: str
+    reason: str | None = None
+    field: str | None = None
+    retry_after_s: float | None = None
+
+    @classmethod
+    def of(cls, error: DomainError) -> RecordedError:
+        return cls(error.status_name, error.message, error.reason, error.field, error.retry_after_s)
+
+    def rebuild(self) -> DomainError:
+        """The error again, carrying the same status, message, reason, field and retry time."""
+        kind = _ERRORS_BY_STATUS.get(self.status, DomainError)
+        error = kind(
+            self.message,
+            field=self.field,
+            reason=Reason.named(self.reason or ""),
+            retry_after_s=self.retry_after_s,
+        )
+        error.status_name = self.status
+        return error
+
+
+@dataclass(frozen=True)
+class CheckoutReply:
+    """The first answer to a checkout, kept with its idempotency key and replayed as it was.
+
+    A replay within the key's retention answers exactly this, even if the order changed
+    since (cancelled, refunded): payment APIs promise the stored first response. ``body`` is
+    the servicer's serialized success response, opaque to the domain; a failed checkout keeps
+    its ``error`` instead.
+    """
+
+    order_id: str
+    body: bytes = b""
+    error: RecordedError | None = None
+
+    def answer(self) -> CheckoutReply:
+        """This reply when it is a success; raises the recorded error when it is a failure."""
+        if self.error is not None:
+            raise self.error.rebuild()
+        return self
+
+
+def first_reply(order: Order, render: Callable[[Order], bytes]) -> CheckoutReply:
+    """The answer a checkout gives once its saga is over: the order, or why it failed."""
+    if order.status.in_checkout:
+        raise FailedPrecondition(
+            "the order's checkout is still in progress", reason=Reason.CHECKOUT_IN_PROGRESS
+        )
+    if order.status is OrderStatus.FAILED:
+        return CheckoutReply(order.id, error=RecordedError.of(checkout_error(order)))
+    return CheckoutReply(order.id, body=render(order))

@@ -6,33 +6,26 @@ sees the request, and wiped from the request message.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from common.access import require_principal
 from common.errors import InvalidArgument
 from common.proto_values import money_message, money_of, timestamp
-from microcommerce.common.v1 import pagination_pb2
 from microcommerce.payment.v1 import order_service_pb2 as pb
 from microcommerce.payment.v1 import order_service_pb2_grpc
 from payment_svc import domain, messages
 from payment_svc.domain import (
+    Caller,
     CardInput,
     Order,
     Payment,
     RequestedItem,
 )
-from payment_svc.service import Caller, Payments
+from payment_svc.service import Payments
 
 IDEMPOTENCY_KEY_METADATA = "idempotency-key"
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 
 if TYPE_CHECKING:
     _Context = grpc.aio.ServicerContext[Any, Any]
@@ -76,6 +69,10 @@ def order_message(order: Order) -> pb.Order:
     return message
 
 
+def _order_bytes(order: Order) -> bytes:
+    return order_message(order).SerializeToString()
+
+
 def refund_message(refund: domain.Refund) -> pb.Refund:
     return pb.Refund(
         id=refund.id,
@@ -104,40 +101,6 @@ def payment_message(payment: Payment) -> pb.Payment:
     return message
 
 
-def _page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size must not be negative", field="page_size")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def _filter_digest(user_filter: str) -> bytes:
-    return hashlib.sha256(f"orders:{user_filter}".encode()).digest()[:8]
-
-
-def encode_page_token(user_filter: str, last: Order) -> str:
-    cursor = pagination_pb2.PageCursor(
-        filter_digest=_filter_digest(user_filter),
-        last_key=[last.create_time.isoformat(), last.id],
-    )
-    return base64.urlsafe_b64encode(cursor.SerializeToString()).decode()
-
-
-def decode_page_token(user_filter: str, token: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        cursor = pagination_pb2.PageCursor.FromString(base64.urlsafe_b64decode(token))
-        moment, order_id = cursor.last_key
-        after = (datetime.fromisoformat(moment), order_id)
-    except (binascii.Error, DecodeError, ValueError) as error:
-        raise InvalidArgument("page_token is not valid", field="page_token") from error
-    if cursor.filter_digest != _filter_digest(user_filter):
-        raise InvalidArgument(
-            "page_token belongs to a listing with another user_id", field="page_token"
-        )
-    return after
-
-
 class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
     """Checkout, order history, cancellation and refunds."""
 
@@ -163,19 +126,19 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         del entered
         items = [RequestedItem(item.product_id, item.quantity) for item in request.items]
         key = _metadata(context, IDEMPOTENCY_KEY_METADATA)
-        order = await self._use_cases.checkout(caller, key, items, card)
-        return order_message(order)
+        reply = await self._use_cases.checkout(caller, key, items, card, _order_bytes)
+        # The kept first answer, not the order as it is now: a replay repeats it byte for byte.
+        return pb.Order.FromString(reply.body)
 
     async def ListOrders(
         self, request: pb.ListOrdersRequest, context: _Context
     ) -> pb.ListOrdersResponse:
-        caller = _caller()
-        page_size = _page_size(request.page_size)
-        after = decode_page_token(request.user_id, request.page_token)
-        found, more = await self._use_cases.list_orders(caller, request.user_id, page_size, after)
+        page_size = request.page_size if request.HasField("page_size") else None
+        found, token = await self._use_cases.list_orders(
+            _caller(), request.user_id, page_size, request.page_token
+        )
         return pb.ListOrdersResponse(
-            orders=[order_message(order) for order in found],
-            next_page_token=encode_page_token(request.user_id, found[-1]) if more else "",
+            orders=[order_message(order) for order in found], next_page_token=token
         )
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: _Context) -> pb.Order:

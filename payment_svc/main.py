@@ -9,6 +9,7 @@ from pathlib import Path
 
 from common.grpc_server import Service
 from common.logging import get_logger
+from common.pagination import PageTokens
 from common.service_runner import Runtime, ServiceSpec, Wiring, run_service
 from common.user_client import ServiceTokens
 from microcommerce.payment.v1 import order_service_pb2, order_service_pb2_grpc
@@ -54,6 +55,7 @@ def wire(runtime: Runtime[PaymentSettings]) -> Wiring:
         store,
         saga,
         provider,
+        page_tokens=PageTokens.for_service(settings.page_token_key, "payment"),
         policy=PaymentPolicy(
             replay_wait_s=settings.replay_wait_s,
             recovery_grace_s=settings.recovery_grace_s,

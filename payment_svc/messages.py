@@ -6,17 +6,11 @@ partition and stay in order for consumers. No event carries more of a card than 
 
 from __future__ import annotations
 
-from common.money import Money
 from common.outbox import OutgoingEvent
 from common.proto_values import money_message
 from common.topics import Topic
 from microcommerce.payment.v1 import events_pb2, order_service_pb2
-from payment_svc.domain import (
-    Order,
-    Payment,
-    Refund,
-    RefundStatus,
-)
+from payment_svc.domain import Order, Payment, Refund
 
 ORDER_EVENTS = Topic.ORDER_EVENTS
 PAYMENT_EVENTS = Topic.PAYMENT_EVENTS
@@ -88,8 +82,8 @@ def order_refunded(order: Order, payment: Payment, refund: Refund) -> OutgoingEv
         user_id=order.user_id,
         refund_id=refund.id,
         amount=money_message(refund.amount),
-        total_refunded=money_message(_refunded(payment)),
-        fully_refunded=_refunded(payment).amount >= payment.amount.amount,
+        total_refunded=money_message(payment.refunded_so_far),
+        fully_refunded=payment.refunded_so_far.amount >= payment.amount.amount,
     )
     return _order_event("refunded", order, data)
 
@@ -135,14 +129,6 @@ def payment_refunded(order: Order, payment: Payment, refund: Refund) -> Outgoing
         order_id=order.id,
         refund_id=refund.id,
         amount=money_message(refund.amount),
-        total_refunded=money_message(_refunded(payment)),
+        total_refunded=money_message(payment.refunded_so_far),
     )
     return _payment_event("refunded", order, data)
-
-
-def _refunded(payment: Payment) -> Money:
-    total = Money(0, payment.amount.currency)
-    for refund in payment.refunds:
-        if refund.status is RefundStatus.SUCCEEDED:
-            total = total + refund.amount
-    return total

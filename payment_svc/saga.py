@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import TypeVar
 
 from common.clock import now as _now
 from common.errors import NotFound, Unavailable
 from common.logging import get_logger
+from common.outbox import OutgoingEvent
 from payment_svc import domain, messages
 from payment_svc.domain import Order, OrderLine, OrderStatus, PaymentStatus, RequestedItem
 from payment_svc.ports import (
@@ -32,7 +32,7 @@ from payment_svc.ports import (
     UnknownProduct,
 )
 from payment_svc.provider import PaymentProvider
-from payment_svc.store import PaymentChange, PaymentStore
+from payment_svc.store import PaymentStore
 
 _log = get_logger(__name__)
 T = TypeVar("T")
@@ -85,10 +85,7 @@ class CheckoutSaga:
 
     async def restock(self, order_id: str) -> None:
         """Return a cancelled order's units to stock (idempotent on product_svc's side)."""
-        order = await self._store.order(order_id)
-        if order is None:
-            raise NotFound(f"order {order_id} not found")
-        await self._release(order)
+        await self._release(await self._load(order_id))
 
     async def drive(self, order_id: str) -> Order:
         """Advance the order until its checkout is over; returns it CONFIRMED or FAILED.
@@ -97,9 +94,7 @@ class CheckoutSaga:
         step: the order keeps its status and the recovery loop retries it later.
         """
         while True:
-            order = await self._store.order(order_id)
-            if order is None:
-                raise NotFound(f"order {order_id} not found")
+            order = await self._load(order_id)
             if order.status is OrderStatus.PENDING:
                 await self._reserve(order)
             elif order.status is OrderStatus.STOCK_RESERVED:
@@ -108,6 +103,24 @@ class CheckoutSaga:
                 await self._capture_and_commit(order)
             else:
                 return order
+
+    async def _load(self, order_id: str) -> Order:
+        async with self._store.reading() as uow:
+            order = await uow.order(order_id)
+        if order is None:
+            raise NotFound(f"order {order_id} not found")
+        return order
+
+    async def _record(self, order: Order, moved: Order, *events: OutgoingEvent) -> bool:
+        """One step: ``moved`` saved if ``order`` still has its status, with the step's events.
+
+        False when another driver recorded a step first: nothing is written then.
+        """
+        async with self._store.unit_of_work() as uow:
+            if not await uow.save_order(moved, expected=order.status):
+                return False
+            await uow.emit(*events)
+        return True
 
     async def _reserve(self, order: Order) -> None:
         items = [RequestedItem(line.product_id, line.quantity) for line in order.lines]
@@ -141,56 +154,40 @@ class CheckoutSaga:
             )
             for line in order.lines
         ]
-        total = domain.order_total(lines)
-        priced = replace(order, lines=tuple(lines), total=total)
-        await self._store.transition(
-            order.id,
-            OrderStatus.PENDING,
-            OrderStatus.STOCK_RESERVED,
-            now=self._clock(),
-            lines=lines,
-            payment=PaymentChange(PaymentStatus.PENDING, amount=total),
-            events=[messages.order_placed(priced)],
-        )
+        priced = order.priced(lines, self._clock())
+        await self._record(order, priced, messages.order_placed(priced))
         self.fault("stock_reserved")
 
     async def _authorize(self, order: Order) -> None:
-        payment = order.payment
-        assert payment is not None
+        payment = order.paid_by
         assert order.total is not None
-        token = await self._store.card_token(order.id)
+        async with self._store.reading() as uow:
+            token = await uow.card_token(order.id)
+        if token is None:
+            raise NotFound(f"order {order.id} has no payment")
         result = await self._provider.authorize(f"{payment.id}:authorize", token, order.total)
         self.fault("authorized_remote")
         if result.approved:
-            authorized = _replace_payment(order, PaymentStatus.AUTHORIZED)
-            await self._store.transition(
-                order.id,
-                OrderStatus.STOCK_RESERVED,
-                OrderStatus.PAYMENT_AUTHORIZED,
-                now=self._clock(),
-                payment=PaymentChange(PaymentStatus.AUTHORIZED, authorization_id=result.reference),
-                events=[messages.payment_authorized(order, authorized)],
+            authorized = order.authorized(result.reference, self._clock())
+            await self._record(
+                order, authorized, messages.payment_authorized(authorized, authorized.paid_by)
             )
             self.fault("payment_authorized")
             return
         assert result.failure is not None
         await self._release(order)
-        await self._store.transition(
-            order.id,
-            OrderStatus.STOCK_RESERVED,
-            OrderStatus.FAILED,
-            now=self._clock(),
-            failure_reason=result.failure.value,
-            payment=PaymentChange(PaymentStatus.FAILED, failure_reason=result.failure),
-            events=[
-                messages.payment_failed(order, payment, result.failure.value, result.retryable),
-                messages.order_failed(order, result.failure.value),
-            ],
+        declined = order.declined(result.failure, self._clock())
+        await self._record(
+            order,
+            declined,
+            messages.payment_failed(
+                declined, declined.paid_by, result.failure.value, result.retryable
+            ),
+            messages.order_failed(declined, result.failure.value),
         )
 
     async def _capture_and_commit(self, order: Order) -> None:
-        payment = order.payment
-        assert payment is not None
+        payment = order.paid_by
         assert order.total is not None
         authorization = payment.authorization_id or ""
         if payment.status is PaymentStatus.AUTHORIZED:
@@ -201,26 +198,20 @@ class CheckoutSaga:
             if not result.approved:
                 await self._provider.void(f"{payment.id}:void", authorization)
                 await self._release(order)
-                await self._store.transition(
-                    order.id,
-                    OrderStatus.PAYMENT_AUTHORIZED,
-                    OrderStatus.FAILED,
-                    now=self._clock(),
-                    failure_reason=domain.CAPTURE_FAILED,
-                    payment=PaymentChange(PaymentStatus.VOIDED),
-                    events=[
-                        messages.payment_voided(order, payment),
-                        messages.order_failed(order, domain.CAPTURE_FAILED),
-                    ],
+                voided = order.capture_refused(self._clock())
+                await self._record(
+                    order,
+                    voided,
+                    messages.payment_voided(voided, voided.paid_by),
+                    messages.order_failed(voided, domain.CAPTURE_FAILED),
                 )
                 return
-            await self._store.change_payment(
-                order.id,
-                PaymentStatus.AUTHORIZED,
-                PaymentChange(PaymentStatus.CAPTURED),
-                now=self._clock(),
-                events=[messages.payment_captured(order, payment)],
-            )
+            captured = order.captured()
+            async with self._store.unit_of_work() as uow:
+                if await uow.save_payment(
+                    captured, expected=PaymentStatus.AUTHORIZED, now=self._clock()
+                ):
+                    await uow.emit(messages.payment_captured(captured, captured.paid_by))
             self.fault("captured")
             return  # re-read: the next round commits
         try:
@@ -234,18 +225,12 @@ class CheckoutSaga:
             await self._refund_unsold(order)
             return
         self.fault("committed_remote")
-        await self._store.transition(
-            order.id,
-            OrderStatus.PAYMENT_AUTHORIZED,
-            OrderStatus.CONFIRMED,
-            now=self._clock(),
-            events=[messages.order_confirmed(order, payment)],
-        )
+        confirmed = order.confirmed(self._clock())
+        await self._record(order, confirmed, messages.order_confirmed(confirmed, payment))
 
     async def _refund_unsold(self, order: Order) -> None:
         # The reservation expired while the card was charged: the money goes back in full.
-        payment = order.payment
-        assert payment is not None
+        payment = order.paid_by
         assert order.total is not None
         result = await self._provider.refund(
             f"{payment.id}:unsold", payment.authorization_id or "", order.total
@@ -259,17 +244,12 @@ class CheckoutSaga:
             domain.RefundStatus.SUCCEEDED,
             self._clock(),
         )
-        await self._store.transition(
-            order.id,
-            OrderStatus.PAYMENT_AUTHORIZED,
-            OrderStatus.FAILED,
-            now=self._clock(),
-            failure_reason=domain.RESERVATION_LOST,
-            payment=PaymentChange(PaymentStatus.REFUNDED),
-            events=[
-                messages.payment_refunded(order, payment, refund),
-                messages.order_failed(order, domain.RESERVATION_LOST),
-            ],
+        unsold = order.unsold(self._clock())
+        await self._record(
+            order,
+            unsold,
+            messages.payment_refunded(unsold, unsold.paid_by, refund),
+            messages.order_failed(unsold, domain.RESERVATION_LOST),
         )
 
     async def _release(self, order: Order) -> None:
@@ -282,14 +262,8 @@ class CheckoutSaga:
             ) from error
 
     async def _fail(self, order: Order, reason: str) -> None:
-        await self._store.transition(
-            order.id,
-            order.status,
-            OrderStatus.FAILED,
-            now=self._clock(),
-            failure_reason=reason,
-            events=[messages.order_failed(order, reason)],
-        )
+        failed = order.failed(reason, self._clock())
+        await self._record(order, failed, messages.order_failed(failed, reason))
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(1, self._attempts + 1):
@@ -301,8 +275,3 @@ class CheckoutSaga:
                 _log.warning("inventory_retrying", attempt=attempt)
                 await asyncio.sleep(self._backoff_s * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
-
-
-def _replace_payment(order: Order, status: PaymentStatus) -> domain.Payment:
-    assert order.payment is not None
-    return replace(order.payment, status=status)

@@ -9,42 +9,43 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from common.clock import from_micros, to_micros
 from common.clock import now as _now
 from common.errors import (
     Aborted,
     DomainError,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     Unavailable,
 )
 from common.logging import get_logger
 from common.money import Money
 from common.outbox import OutgoingEvent
+from common.pagination import PageTokens, fingerprint, page_size
 from common.reasons import Reason
 from payment_svc import domain, messages
 from payment_svc.domain import (
+    Caller,
     CardInput,
     CardOnFile,
+    CheckoutReply,
+    IdempotencyKey,
     Order,
     OrderStatus,
     Payment,
     Refund,
+    RefundKind,
+    RefundStatus,
     RequestedItem,
 )
 from payment_svc.provider import PaymentProvider
 from payment_svc.saga import CheckoutSaga
-from payment_svc.store import KIND_CANCEL, KIND_REFUND, PaymentStore, RefundWork
+from payment_svc.store import PaymentStore
 
 _log = get_logger(__name__)
 
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is asking: a user id and whether they administer the shop."""
-
-    user_id: str
-    is_admin: bool = False
+# Serializes a placed order as the caller answers it (the servicer's response bytes).
+Render = Callable[[Order], bytes]
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,17 @@ class Payments:
         *,
         policy: PaymentPolicy | None = None,
         clock: Callable[[], datetime] = _now,
+        page_tokens: PageTokens | None = None,
     ) -> None:
         self._store = store
         self._saga = saga
         self._provider = provider
         self._policy = policy or PaymentPolicy()
         self._clock = clock
-        self._running: set[asyncio.Task[Order]] = set()
+        # main.py passes the deployment's key (MC_PAGE_TOKEN_KEY); without one the tokens of
+        # this process are refused by other replicas and after a restart.
+        self._page_tokens = page_tokens or PageTokens.for_service(None, "payment")
+        self._running: set[asyncio.Task[CheckoutReply]] = set()
 
     async def database_reachable(self) -> bool:
         """The health stream's check: can this instance reach its own data?"""
@@ -93,12 +98,20 @@ class Payments:
         return self._provider.tokenize(valid)
 
     async def checkout(
-        self, caller: Caller, key: str, items: Sequence[RequestedItem], card: CardOnFile
-    ) -> Order:
-        """Place and pay for an order once per (user, idempotency key).
+        self,
+        caller: Caller,
+        key: str,
+        items: Sequence[RequestedItem],
+        card: CardOnFile,
+        render: Render,
+    ) -> CheckoutReply:
+        """Place and pay for an order once per (user, idempotency key); its first answer.
 
-        The same key with the same body answers the first checkout's outcome (its order, or
-        the same error); with a different body FAILED_PRECONDITION / IDEMPOTENCY_KEY_REUSED.
+        ``render`` is the caller's serialization of a placed order (the servicer's response
+        bytes). The first answer, success or error, is kept with the key: the same key with
+        the same body answers it again for the key's retention, whatever happened to the order
+        since; with a different body FAILED_PRECONDITION / IDEMPOTENCY_KEY_REUSED. A failed
+        checkout raises its error, first time and replayed alike.
         """
         if not key:
             raise InvalidArgument(
@@ -106,39 +119,69 @@ class Payments:
             )
         requested = domain.validate_items(list(items))
         fingerprint = domain.checkout_fingerprint(requested, card)
-        start = await self._store.begin_checkout(
-            user_id=caller.user_id,
-            key=key,
-            fingerprint=fingerprint,
-            items=requested,
-            card=card,
-            order_id=str(uuid.uuid4()),
-            payment_id=str(uuid.uuid4()),
-            now=self._clock(),
-            key_ttl=self._policy.key_ttl,
+        now = self._clock()
+        claim = IdempotencyKey(
+            caller.user_id, key, fingerprint, str(uuid.uuid4()), now, now + self._policy.key_ttl
         )
-        if not start.same_body:
-            raise domain.IdempotencyKeyReused(
-                "this Idempotency-Key was used with a different request"
-            )
-        if start.created:
+        async with self._store.unit_of_work() as uow:
+            # A key past its retention starts a new checkout, as if never used.
+            await uow.forget_keys(expired_before=now, user_id=caller.user_id, key=key)
+            created = await uow.claim_key(claim)
+            if created:
+                order = domain.new_order(
+                    claim.order_id, str(uuid.uuid4()), caller.user_id, requested, card, now
+                )
+                await uow.add_order(order, card.token)
+                found = claim
+            else:
+                first = await uow.idempotency_key(caller.user_id, key)
+                assert first is not None  # the claim lost to it: it exists in this transaction
+                first.same_body(fingerprint)
+                found = first
+        if found.reply is not None:
+            return found.reply.answer()
+        if created:
             self._saga.fault("order_created")
-            order = await self._finish_even_if_abandoned(start.order_id)
+            reply = await self._finish_even_if_abandoned(caller, key, found.order_id, render)
         else:
-            order = await self._outcome_of(start.order_id)
-        if order.status is OrderStatus.FAILED:
-            raise domain.checkout_error(order)
-        return order
+            reply = await self._reply_of(caller, key, found.order_id, render)
+        return reply.answer()
 
-    async def _finish_even_if_abandoned(self, order_id: str) -> Order:
+    async def _finish_even_if_abandoned(
+        self, caller: Caller, key: str, order_id: str, render: Render
+    ) -> CheckoutReply:
         # A client that gives up (deadline, disconnect) cancels its RPC; the saga must not stop
-        # half-way because of that, so it runs as its own task and the RPC only waits for it.
-        task = asyncio.create_task(self._saga.drive(order_id), name=f"checkout-{order_id}")
+        # half-way because of that, and its answer must still be kept for the client's retry,
+        # so both run as their own task and the RPC only waits for it.
+        task = asyncio.create_task(
+            self._drive_and_keep_reply(caller, key, order_id, render), name=f"checkout-{order_id}"
+        )
         self._running.add(task)
         task.add_done_callback(self._settled)
         return await asyncio.shield(task)
 
-    def _settled(self, task: asyncio.Task[Order]) -> None:
+    async def _drive_and_keep_reply(
+        self, caller: Caller, key: str, order_id: str, render: Render
+    ) -> CheckoutReply:
+        order = await self._saga.drive(order_id)
+        return await self._keep_reply(caller, key, order, render)
+
+    async def _keep_reply(
+        self, caller: Caller, key: str, order: Order, render: Render
+    ) -> CheckoutReply:
+        """Keep the answer the order gives now, unless one was kept first; the kept one."""
+        reply = domain.first_reply(order, render)
+        async with self._store.unit_of_work() as uow:
+            if await uow.keep_reply(caller.user_id, key, reply):
+                return reply
+            first = await uow.idempotency_key(caller.user_id, key)
+        # Another request kept its answer first; or the key expired and was claimed again
+        # meanwhile, and this answer is still the caller's.
+        if first is None or first.reply is None or first.order_id != order.id:
+            return reply
+        return first.reply
+
+    def _settled(self, task: asyncio.Task[CheckoutReply]) -> None:
         self._running.discard(task)
         # Retrieved here so an abandoned checkout's error is logged once, not as "never
         # retrieved"; the recovery loop picks the order up if the saga stopped early.
@@ -146,14 +189,25 @@ class Payments:
             error = task.exception()
             _log.info("checkout_ended_with_error", error=type(error).__name__)
 
-    async def _outcome_of(self, order_id: str) -> Order:
+    async def _reply_of(
+        self, caller: Caller, key: str, order_id: str, render: Render
+    ) -> CheckoutReply:
+        """The first answer of a key's checkout, waiting while that checkout still runs.
+
+        When the checkout ended without an answer kept (its request died with the process and
+        the recovery loop finished the order), the order as it is now becomes the first answer.
+        """
         deadline = time.monotonic() + self._policy.replay_wait_s
         while True:
-            order = await self._store.order(order_id)
+            async with self._store.reading() as uow:
+                found = await uow.idempotency_key(caller.user_id, key)
+                order = await uow.order(order_id)
+            if found is not None and found.reply is not None:
+                return found.reply
             if order is None:
                 raise NotFound(f"order {order_id} not found")
             if not order.status.in_checkout:
-                return order
+                return await self._keep_reply(caller, key, order, render)
             if time.monotonic() >= deadline:
                 raise Aborted(
                     "a checkout with this Idempotency-Key is still in progress",
@@ -165,52 +219,56 @@ class Payments:
     # ---- reads ---------------------------------------------------------------------------
 
     async def get_order(self, caller: Caller, order_id: str) -> Order:
-        order = await self._store.order(order_id) if order_id else None
-        if order is None or not (caller.is_admin or order.user_id == caller.user_id):
-            # Someone else's order looks exactly like a missing one: ids reveal nothing.
-            raise NotFound(f"order {order_id} not found", field="id")
-        return order
+        async with self._store.reading() as uow:
+            order = await uow.order(order_id) if order_id else None
+        return _visible(caller, order, order_id)
 
     async def list_orders(
-        self,
-        caller: Caller,
-        user_filter: str,
-        page_size: int,
-        after: tuple[datetime, str] | None,
-    ) -> tuple[list[Order], bool]:
-        """A page of orders, newest first, and whether more follow."""
-        if user_filter in ("", caller.user_id):
-            owner: str | None = caller.user_id
-        elif not caller.is_admin:
-            raise PermissionDenied("only administrators may list other users' orders")
-        else:
-            owner = None if user_filter == "-" else user_filter
-        found = await self._store.list_orders(owner, page_size + 1, after)
-        return found[:page_size], len(found) > page_size
+        self, caller: Caller, user_filter: str, requested_size: int | None, page_token: str
+    ) -> tuple[list[Order], str]:
+        """A page of orders, newest first, and the token of the next page ("" on the last).
+
+        ``user_filter``: empty for the caller's own, another user's id or ``-`` for everyone's
+        (administrators only).
+        """
+        owner = domain.orders_listed_for(caller, user_filter)
+        limit = page_size(requested_size)
+        bound_to = fingerprint("ListOrders", {"user_id": user_filter, "order_by": "-create_time"})
+        after = self._page_tokens.read(page_token, bound_to, key_length=2)
+        cursor = (from_micros(int(after[0])), after[1]) if after else None
+        async with self._store.reading() as uow:
+            listed = await uow.list_orders(owner, limit + 1, cursor)
+        page = listed[:limit]
+        last = page[-1] if len(listed) > limit else None
+        token = (
+            self._page_tokens.issue(bound_to, [str(to_micros(last.create_time)), last.id])
+            if last is not None
+            else ""
+        )
+        return page, token
 
     async def get_payment(self, caller: Caller, payment_id: str) -> Payment:
-        found = await self._store.payment(payment_id) if payment_id else None
-        if found is None or not (caller.is_admin or found[1] == caller.user_id):
+        async with self._store.reading() as uow:
+            order = await uow.order_of_payment(payment_id) if payment_id else None
+        if order is None or not order.visible_to(caller):
             raise NotFound(f"payment {payment_id} not found", field="id")
-        return found[0]
+        return order.paid_by
 
     # ---- after checkout ------------------------------------------------------------------
 
     async def cancel(self, caller: Caller, order_id: str) -> Order:
         """Refund everything captured and restock; a cancelled order is returned as it is."""
-        await self.get_order(caller, order_id)
-        work = await self._store.start_refund(
-            order_id,
-            kind=KIND_CANCEL,
-            requested=None,
-            reason="order cancelled",
-            refund_id=str(uuid.uuid4()),
-            requested_by=caller.user_id,
-            now=self._clock(),
-        )
-        if isinstance(work, Order):
-            return work
-        return await self._complete_refund(work)
+        async with self._store.unit_of_work() as uow:
+            # Locked: concurrent cancels and refunds see each other's amounts set aside.
+            order = _visible(caller, await uow.order(order_id, for_update=True), order_id)
+            refund = domain.start_cancel(
+                order, refund_id=str(uuid.uuid4()), requested_by=caller.user_id, now=self._clock()
+            )
+            if refund is None:
+                return order
+            if refund.id not in {r.id for r in order.paid_by.refunds}:
+                await uow.add_refund(order, refund)
+        return await self._complete_refund(order, refund)
 
     async def refund(
         self, caller: Caller, order_id: str, amount: Money | None, reason: str
@@ -220,58 +278,76 @@ class Payments:
             raise InvalidArgument("a refund needs a reason", field="reason")
         if len(reason) > 500:
             raise InvalidArgument("the reason is longer than 500 characters", field="reason")
-        await self.get_order(caller, order_id)
-        refund_id = str(uuid.uuid4())
-        work = await self._store.start_refund(
-            order_id,
-            kind=KIND_REFUND,
-            requested=amount,
-            reason=reason.strip(),
-            refund_id=refund_id,
-            requested_by=caller.user_id,
-            now=self._clock(),
-        )
-        assert isinstance(work, RefundWork)
-        order = await self._complete_refund(work)
-        assert order.payment is not None
-        return next(r for r in order.payment.refunds if r.id == refund_id)
+        async with self._store.unit_of_work() as uow:
+            order = _visible(caller, await uow.order(order_id, for_update=True), order_id)
+            refund = domain.start_refund(
+                order,
+                amount,
+                reason=reason.strip(),
+                refund_id=str(uuid.uuid4()),
+                requested_by=caller.user_id,
+                now=self._clock(),
+            )
+            await uow.add_refund(order, refund)
+        settled = await self._complete_refund(order, refund)
+        return next(r for r in settled.paid_by.refunds if r.id == refund.id)
 
-    async def _complete_refund(self, work: RefundWork) -> Order:
+    async def _complete_refund(self, order: Order, refund: Refund) -> Order:
+        """Ask the provider for a refund set aside, then record its answer (one unit of work)."""
         result = await self._provider.refund(
-            work.refund.id, work.authorization_id, work.refund.amount
+            refund.id, order.paid_by.authorization_id or "", refund.amount
         )
-        if result.approved and work.kind == KIND_CANCEL:
-            await self._saga.restock(work.order.id)
-        order = await self._store.finish_refund(
-            work.refund.id, succeeded=result.approved, now=self._clock(), events_for=_refund_events
-        )
+        if result.approved and refund.kind is RefundKind.CANCEL:
+            await self._saga.restock(order.id)
+        async with self._store.unit_of_work() as uow:
+            current = await uow.order_of_refund(refund.id)
+            if current is None:
+                raise NotFound(f"refund {refund.id} not found")
+            settled = current.refund_settled(refund.id, result.approved, self._clock())
+            if settled is not current:
+                kept = next(r for r in settled.paid_by.refunds if r.id == refund.id)
+                await uow.save_refund(kept, expected=RefundStatus.PENDING, now=self._clock())
+                if result.approved:
+                    await uow.save_order(settled, expected=current.status)
+                    await uow.emit(*_refund_events(settled, kept))
         if not result.approved:
             raise Unavailable("the payment provider did not refund; nothing was given back")
-        return order
+        return settled
 
     # ---- recovery ------------------------------------------------------------------------
 
     async def recover_once(self) -> int:
         """Finish or compensate every saga and refund that stalled; how many were handled."""
-        before = self._clock() - timedelta(seconds=self._policy.recovery_grace_s)
+        now = self._clock()
+        before = now - timedelta(seconds=self._policy.recovery_grace_s)
+        async with self._store.reading() as uow:
+            stalled = await uow.orders_in(domain.SAGA_STATUSES, before, limit=100)
+            pending = await uow.refunds_in(RefundStatus.PENDING, before)
         handled = 0
-        for order_id in await self._store.unfinished_orders(before):
+        for order_id in stalled:
             try:
                 order = await self._saga.drive(order_id)
                 _log.info("order_recovered", order_id=order_id, status=order.status.value)
                 handled += 1
             except DomainError as error:
                 _log.warning("order_recovery_deferred", order_id=order_id, detail=error.message)
-        for work in await self._store.pending_refunds(before):
+        for refund_id in pending:
             try:
-                await self._complete_refund(work)
+                await self._redo_refund(refund_id)
                 handled += 1
             except DomainError as error:
-                _log.warning(
-                    "refund_recovery_deferred", refund_id=work.refund.id, detail=error.message
-                )
-        await self._store.prune_idempotency_keys(self._clock())
+                _log.warning("refund_recovery_deferred", refund_id=refund_id, detail=error.message)
+        async with self._store.unit_of_work() as uow:
+            await uow.forget_keys(expired_before=now)
         return handled
+
+    async def _redo_refund(self, refund_id: str) -> None:
+        async with self._store.unit_of_work() as uow:
+            order = await uow.order_of_refund(refund_id)
+        if order is None:
+            return
+        refund = next(r for r in order.paid_by.refunds if r.id == refund_id)
+        await self._complete_refund(order, refund)
 
     async def run_recovery(self) -> None:
         """The background task: recover at start-up, then every ``recovery_interval_s``."""
@@ -283,6 +359,13 @@ class Payments:
             except Exception:  # a database blip must not end recovery for good
                 _log.exception("recovery_failed")
             await asyncio.sleep(self._policy.recovery_interval_s)
+
+
+def _visible(caller: Caller, order: Order | None, order_id: str) -> Order:
+    if order is None or not order.visible_to(caller):
+        # Someone else's order looks exactly like a missing one: ids reveal nothing.
+        raise NotFound(f"order {order_id} not found", field="id")
+    return order
 
 
 def _refund_events(order: Order, refund: Refund) -> Sequence[OutgoingEvent]:

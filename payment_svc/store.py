@@ -1,24 +1,28 @@
-"""Persistence of the payment service: its own database, one unit of work per use case.
+"""Persistence of the payment service: its tables and one unit of work per use case.
 
-Every saga step is a compare-and-set on the order's status (``UPDATE ... WHERE status =
-expected``) committed together with its outbox events, so two drivers of one order (a request
-and the recovery loop, or two replicas) can repeat the idempotent remote calls but never apply
-a step twice.
+Stores load and save; the rules are the domain's. Where concurrency could break an invariant
+the store offers the mechanism and the domain the values: a saga step is a compare-and-set on
+the status the step started from (``UPDATE ... WHERE status = expected``), committed with its
+outbox events, so two drivers of one order (a request and the recovery loop, or two replicas)
+can repeat the idempotent remote calls but never apply a step twice; refunds lock the order row
+so concurrent ones see each other's amounts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -34,24 +38,23 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common import errors
-from common.db import Database, UtcDateTime
+from common.db import SQLITE_BEGIN_OPTION, Database, UtcDateTime
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
-from common.reasons import Reason
-from payment_svc import domain
 from payment_svc.domain import (
     CardBrand,
-    CardOnFile,
+    CheckoutReply,
     FailureReason,
+    IdempotencyKey,
     Order,
     OrderLine,
     OrderStatus,
     Payment,
     PaymentStatus,
+    RecordedError,
     Refund,
+    RefundKind,
     RefundStatus,
-    RequestedItem,
 )
 
 # Every table as the migrations create it (tests/integration/common/test_schema_drift.py).
@@ -140,42 +143,16 @@ idempotency_keys = Table(
     Column("create_time", _TIME, nullable=False),
     Column("expire_time", _TIME, nullable=False),
     Index("ix_payment_idempotency_keys_expire", "expire_time"),
+    # The checkout's first answer (domain.CheckoutReply); reply_status is NULL until then.
+    Column("reply_status", String(32)),
+    Column("reply_body", LargeBinary()),
+    Column("reply_message", String(1000)),
+    Column("reply_reason", String(64)),
+    Column("reply_field", String(128)),
+    Column("reply_retry_after_s", Float()),
 )
 
-KIND_REFUND = "refund"
-KIND_CANCEL = "cancel"
-
-
-@dataclass(frozen=True)
-class CheckoutStart:
-    """What ``begin_checkout`` found or created for an idempotency key."""
-
-    order_id: str
-    created: bool  # False: the key was used before; replay that order's outcome
-    same_body: bool
-
-
-@dataclass(frozen=True)
-class PaymentChange:
-    """Columns of the payment row a saga step sets along with the order's status."""
-
-    status: PaymentStatus
-    amount: Money | None = None
-    authorization_id: str | None = None
-    failure_reason: FailureReason | None = None
-
-
-@dataclass(frozen=True)
-class RefundWork:
-    """A refund set aside and waiting for the provider (and, for a cancel, the restock)."""
-
-    refund: Refund
-    order: Order
-    kind: str
-    authorization_id: str
-
-
-EventsFor = Callable[[Order, Refund], Sequence[OutgoingEvent]]
+_REPLIED_OK = "OK"
 
 
 def _insert_ignoring_duplicates(session: AsyncSession, table: Table) -> Any:
@@ -184,241 +161,164 @@ def _insert_ignoring_duplicates(session: AsyncSession, table: Table) -> Any:
     return insert_(table).on_conflict_do_nothing()
 
 
-class PaymentStore:
-    """The payment service's tables, reached only through units of work on its own database."""
+class UnitOfWork:
+    """The reads and writes of one use case, committed together with its events."""
 
-    def __init__(self, database: Database, outbox: Outbox) -> None:
-        self._database = database
+    def __init__(self, session: AsyncSession, outbox: Outbox) -> None:
+        self._session = session
         self._outbox = outbox
 
-    @property
-    def database(self) -> Database:
-        return self._database
+    async def emit(self, *events: OutgoingEvent) -> None:
+        await self._outbox.add(self._session, *events)
 
-    async def reachable(self) -> bool:
-        return await self._database.ping()
+    # ---- idempotency keys ----------------------------------------------------------------
 
-    # ---- checkout ------------------------------------------------------------------------
+    async def claim_key(self, key: IdempotencyKey) -> bool:
+        """Store the key unless it exists; True when this call stored it.
 
-    async def begin_checkout(
-        self,
-        *,
-        user_id: str,
-        key: str,
-        fingerprint: str,
-        items: Sequence[RequestedItem],
-        card: CardOnFile,
-        order_id: str,
-        payment_id: str,
-        now: datetime,
-        key_ttl: timedelta,
-    ) -> CheckoutStart:
-        """Claim ``key`` for a new PENDING order, or find the order it already belongs to.
-
-        The key is claimed with an insert that ignores a duplicate, so of two concurrent
-        requests exactly one creates the order (PostgreSQL makes the second wait for the first
-        to commit; SQLite's write lock queues them).
+        An insert that ignores a duplicate: of two concurrent claims exactly one wins
+        (PostgreSQL makes the second wait for the first to commit; SQLite's write lock queues
+        them).
         """
-        async with self._database.session() as session:
-            await session.execute(
-                delete(idempotency_keys).where(
-                    idempotency_keys.c.user_id == user_id,
-                    idempotency_keys.c.key == key,
-                    idempotency_keys.c.expire_time < now,
-                )
+        claimed = await self._session.execute(
+            _insert_ignoring_duplicates(self._session, idempotency_keys).values(
+                user_id=key.user_id,
+                key=key.key,
+                fingerprint=key.fingerprint,
+                order_id=key.order_id,
+                create_time=key.create_time,
+                expire_time=key.expire_time,
             )
-            claimed = await session.execute(
-                _insert_ignoring_duplicates(session, idempotency_keys).values(
-                    user_id=user_id,
-                    key=key,
-                    fingerprint=fingerprint,
-                    order_id=order_id,
-                    create_time=now,
-                    expire_time=now + key_ttl,
-                )
-            )
-            if not claimed.rowcount:  # type: ignore[attr-defined]
-                row = (
-                    await session.execute(
-                        select(idempotency_keys).where(
-                            idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
-                        )
-                    )
-                ).one()
-                return CheckoutStart(row.order_id, False, row.fingerprint == fingerprint)
-            await session.execute(
-                insert(orders).values(
-                    id=order_id,
-                    user_id=user_id,
-                    status=OrderStatus.PENDING.value,
-                    create_time=now,
-                    update_time=now,
-                )
-            )
-            await session.execute(
-                insert(order_items),
-                [
-                    {
-                        "order_id": order_id,
-                        "position": position,
-                        "product_id": item.product_id,
-                        "quantity": item.quantity,
-                        "sku": "",
-                        "name": "",
-                    }
-                    for position, item in enumerate(items)
-                ],
-            )
-            await session.execute(
-                insert(payments).values(
-                    id=payment_id,
-                    order_id=order_id,
-                    status=PaymentStatus.PENDING.value,
-                    card_token=card.token,
-                    card_brand=card.brand.value,
-                    card_last4=card.last4,
-                    create_time=now,
-                    update_time=now,
-                )
-            )
-        return CheckoutStart(order_id, True, True)
-
-    async def card_token(self, order_id: str) -> str:
-        async with self._database.session() as session:
-            token = await session.scalar(
-                select(payments.c.card_token).where(payments.c.order_id == order_id)
-            )
-        if token is None:
-            raise errors.NotFound(f"order {order_id} has no payment")
-        return str(token)
-
-    async def transition(
-        self,
-        order_id: str,
-        expected: OrderStatus,
-        target: OrderStatus,
-        *,
-        now: datetime,
-        lines: Sequence[OrderLine] | None = None,
-        payment: PaymentChange | None = None,
-        failure_reason: str | None = None,
-        events: Sequence[OutgoingEvent] = (),
-    ) -> bool:
-        """Move the order ``expected -> target`` with its changes and events; False if it moved.
-
-        False means another driver applied this step (or another) first: nothing was written.
-        """
-        domain.check_transition(expected, target)
-        async with self._database.session() as session:
-            values: dict[str, Any] = {"status": target.value, "update_time": now}
-            if failure_reason is not None:
-                values["failure_reason"] = failure_reason
-            if lines is not None:
-                total = domain.order_total(list(lines))
-                values.update(total_amount=total.amount, currency=total.currency)
-            moved = await session.execute(
-                update(orders)
-                .where(orders.c.id == order_id, orders.c.status == expected.value)
-                .values(**values)
-            )
-            if not moved.rowcount:  # type: ignore[attr-defined]
-                return False
-            if lines is not None:
-                for position, line in enumerate(lines):
-                    price = line.unit_price
-                    await session.execute(
-                        update(order_items)
-                        .where(
-                            order_items.c.order_id == order_id,
-                            order_items.c.position == position,
-                        )
-                        .values(
-                            sku=line.sku,
-                            name=line.name,
-                            unit_amount=price.amount if price else None,
-                            currency=price.currency if price else None,
-                        )
-                    )
-            if payment is not None:
-                await self._change_payment(session, order_id, payment, now)
-            await self._outbox.add(session, *events)
-        return True
-
-    async def change_payment(
-        self,
-        order_id: str,
-        expected: PaymentStatus,
-        change: PaymentChange,
-        *,
-        now: datetime,
-        events: Sequence[OutgoingEvent] = (),
-    ) -> bool:
-        """Compare-and-set of the payment's status alone (the capture, within an order step)."""
-        async with self._database.session() as session:
-            moved = await session.execute(
-                update(payments)
-                .where(payments.c.order_id == order_id, payments.c.status == expected.value)
-                .values(status=change.status.value, update_time=now)
-            )
-            if not moved.rowcount:  # type: ignore[attr-defined]
-                return False
-            await self._change_payment(session, order_id, change, now)
-            await self._outbox.add(session, *events)
-        return True
-
-    async def _change_payment(
-        self, session: AsyncSession, order_id: str, change: PaymentChange, now: datetime
-    ) -> None:
-        values: dict[str, Any] = {"status": change.status.value, "update_time": now}
-        if change.amount is not None:
-            values.update(amount=change.amount.amount, currency=change.amount.currency)
-        if change.authorization_id is not None:
-            values["authorization_id"] = change.authorization_id
-        if change.failure_reason is not None:
-            values["failure_reason"] = change.failure_reason.value
-        await session.execute(
-            update(payments).where(payments.c.order_id == order_id).values(values)
         )
+        return bool(claimed.rowcount)  # type: ignore[attr-defined]
 
-    async def unfinished_orders(self, updated_before: datetime, limit: int = 100) -> list[str]:
-        """Orders whose saga has not moved since ``updated_before``: the recovery loop's work."""
-        async with self._database.session() as session:
-            rows = await session.scalars(
-                select(orders.c.id)
-                .where(
-                    orders.c.status.in_([s.value for s in domain.SAGA_STATUSES]),
-                    orders.c.update_time < updated_before,
+    async def idempotency_key(self, user_id: str, key: str) -> IdempotencyKey | None:
+        row = (
+            await self._session.execute(
+                select(idempotency_keys).where(
+                    idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
                 )
-                .order_by(orders.c.update_time)
-                .limit(limit)
             )
-            return list(rows)
+        ).first()
+        return None if row is None else _idempotency_key(row)
 
-    async def prune_idempotency_keys(self, now: datetime) -> int:
-        async with self._database.session() as session:
-            result = await session.execute(
-                delete(idempotency_keys).where(idempotency_keys.c.expire_time < now)
+    async def forget_keys(
+        self, *, expired_before: datetime, user_id: str | None = None, key: str | None = None
+    ) -> int:
+        """Delete keys whose retention ended before the given time (one key's, or all)."""
+        query = delete(idempotency_keys).where(idempotency_keys.c.expire_time < expired_before)
+        if user_id is not None and key is not None:
+            query = query.where(
+                idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
             )
+        result = await self._session.execute(query)
         return int(result.rowcount)  # type: ignore[attr-defined]
 
-    # ---- reads ---------------------------------------------------------------------------
+    async def keep_reply(self, user_id: str, key: str, reply: CheckoutReply) -> bool:
+        """Keep ``reply`` with the key unless one is kept already (first writer wins)."""
+        error = reply.error
+        result = await self._session.execute(
+            update(idempotency_keys)
+            .where(
+                idempotency_keys.c.user_id == user_id,
+                idempotency_keys.c.key == key,
+                idempotency_keys.c.order_id == reply.order_id,
+                idempotency_keys.c.reply_status.is_(None),
+            )
+            .values(
+                reply_status=_REPLIED_OK if error is None else error.status,
+                reply_body=reply.body if error is None else None,
+                reply_message=None if error is None else error.message,
+                reply_reason=None if error is None else error.reason,
+                reply_field=None if error is None else error.field,
+                reply_retry_after_s=None if error is None else error.retry_after_s,
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def order(self, order_id: str) -> Order | None:
-        async with self._database.session() as session:
-            found = await self._orders(session, orders.c.id == order_id)
+    # ---- orders and payments -------------------------------------------------------------
+
+    async def add_order(self, order: Order, card_token: str) -> None:
+        """A new order with its lines and payment; ``card_token`` is the provider's token."""
+        payment = order.paid_by
+        await self._session.execute(insert(orders).values({**_order_values(order), "id": order.id}))
+        await self._session.execute(
+            insert(order_items),
+            [
+                {"order_id": order.id, "position": position, **_line_values(line)}
+                for position, line in enumerate(order.lines)
+            ],
+        )
+        await self._session.execute(
+            insert(payments).values(
+                {
+                    **_payment_values(order),
+                    "id": payment.id,
+                    "order_id": order.id,
+                    "card_token": card_token,
+                    "card_brand": payment.card_brand.value,
+                    "card_last4": payment.card_last4,
+                    "create_time": payment.create_time,
+                }
+            )
+        )
+
+    async def save_order(self, order: Order, *, expected: OrderStatus) -> bool:
+        """Write the order, its lines and payment if it is still ``expected``; else nothing.
+
+        False means another driver moved the order first (a lost compare-and-set).
+        """
+        moved = await self._session.execute(
+            update(orders)
+            .where(orders.c.id == order.id, orders.c.status == expected.value)
+            .values(_order_values(order))
+        )
+        if not moved.rowcount:  # type: ignore[attr-defined]
+            return False
+        for position, line in enumerate(order.lines):
+            await self._session.execute(
+                update(order_items)
+                .where(order_items.c.order_id == order.id, order_items.c.position == position)
+                .values(_line_values(line))
+            )
+        await self._session.execute(
+            update(payments).where(payments.c.order_id == order.id).values(_payment_values(order))
+        )
+        return True
+
+    async def save_payment(self, order: Order, *, expected: PaymentStatus, now: datetime) -> bool:
+        """Write the order's payment alone if it is still ``expected``; else nothing."""
+        moved = await self._session.execute(
+            update(payments)
+            .where(payments.c.order_id == order.id, payments.c.status == expected.value)
+            .values({**_payment_values(order), "update_time": now})
+        )
+        return bool(moved.rowcount)  # type: ignore[attr-defined]
+
+    async def card_token(self, order_id: str) -> str | None:
+        token = await self._session.scalar(
+            select(payments.c.card_token).where(payments.c.order_id == order_id)
+        )
+        return None if token is None else str(token)
+
+    async def order(self, order_id: str, *, for_update: bool = False) -> Order | None:
+        """The order; ``for_update`` locks its row until the unit of work ends.
+
+        The lock is PostgreSQL's ``FOR UPDATE``; SQLite's write lock covers the whole unit of
+        work already.
+        """
+        if for_update:
+            await self._session.execute(
+                select(orders.c.id).where(orders.c.id == order_id).with_for_update()
+            )
+        found = await self._orders(orders.c.id == order_id)
         return found[0] if found else None
 
-    async def payment(self, payment_id: str) -> tuple[Payment, str] | None:
-        """The payment and the id of the user whose order it pays for."""
-        async with self._database.session() as session:
-            order_id = await session.scalar(
-                select(payments.c.order_id).where(payments.c.id == payment_id)
-            )
-            if order_id is None:
-                return None
-            [order] = await self._orders(session, orders.c.id == order_id)
-        assert order.payment is not None
-        return order.payment, order.user_id
+    async def order_of_payment(self, payment_id: str) -> Order | None:
+        order_id = await self._session.scalar(
+            select(payments.c.order_id).where(payments.c.id == payment_id)
+        )
+        return None if order_id is None else await self.order(order_id)
 
     async def list_orders(
         self, user_id: str | None, limit: int, after: tuple[datetime, str] | None
@@ -429,10 +329,77 @@ class PaymentStore:
             conditions.append(orders.c.user_id == user_id)
         if after is not None:
             conditions.append(tuple_(orders.c.create_time, orders.c.id) < tuple_(*after))
-        async with self._database.session() as session:
-            return await self._orders(session, and_(true(), *conditions), limit=limit)
+        return await self._orders(and_(true(), *conditions), limit=limit)
 
-    async def _orders(self, session: AsyncSession, where: Any, limit: int = 1) -> list[Order]:
+    async def orders_in(
+        self, statuses: Iterable[OrderStatus], updated_before: datetime, limit: int
+    ) -> list[str]:
+        """Ids of orders in ``statuses`` not changed since ``updated_before``, oldest first."""
+        rows = await self._session.scalars(
+            select(orders.c.id)
+            .where(
+                orders.c.status.in_([s.value for s in statuses]),
+                orders.c.update_time < updated_before,
+            )
+            .order_by(orders.c.update_time)
+            .limit(limit)
+        )
+        return list(rows)
+
+    async def count_orders(self, status: OrderStatus | None = None) -> int:
+        query = select(func.count()).select_from(orders)
+        if status is not None:
+            query = query.where(orders.c.status == status.value)
+        return int(await self._session.scalar(query) or 0)
+
+    # ---- refunds -------------------------------------------------------------------------
+
+    async def add_refund(self, order: Order, refund: Refund) -> None:
+        await self._session.execute(
+            insert(refunds).values(
+                id=refund.id,
+                payment_id=order.paid_by.id,
+                order_id=order.id,
+                amount=refund.amount.amount,
+                currency=refund.amount.currency,
+                reason=refund.reason,
+                kind=refund.kind.value,
+                status=refund.status.value,
+                requested_by=refund.requested_by,
+                create_time=refund.create_time,
+                update_time=refund.create_time,
+            )
+        )
+
+    async def save_refund(self, refund: Refund, *, expected: RefundStatus, now: datetime) -> bool:
+        """Write the refund's status if it is still ``expected``; else nothing."""
+        moved = await self._session.execute(
+            update(refunds)
+            .where(refunds.c.id == refund.id, refunds.c.status == expected.value)
+            .values(status=refund.status.value, update_time=now)
+        )
+        return bool(moved.rowcount)  # type: ignore[attr-defined]
+
+    async def order_of_refund(self, refund_id: str) -> Order | None:
+        """The order a refund belongs to, its row locked (see ``order``)."""
+        order_id = await self._session.scalar(
+            select(refunds.c.order_id).where(refunds.c.id == refund_id)
+        )
+        return None if order_id is None else await self.order(order_id, for_update=True)
+
+    async def refunds_in(self, status: RefundStatus, updated_before: datetime) -> list[str]:
+        """Ids of refunds in ``status`` not changed since ``updated_before``."""
+        rows = await self._session.scalars(
+            select(refunds.c.id).where(
+                refunds.c.status == status.value, refunds.c.update_time < updated_before
+            )
+        )
+        return list(rows)
+
+    # ---- row mapping ---------------------------------------------------------------------
+
+    async def _orders(self, where: Any, limit: int = 1) -> list[Order]:
+        session = self._session
         order_rows = (
             await session.execute(
                 select(orders)
@@ -490,149 +457,109 @@ class PaymentStore:
             for row in order_rows
         ]
 
-    # ---- refunds and cancellation --------------------------------------------------------
 
-    async def start_refund(
-        self,
-        order_id: str,
-        *,
-        kind: str,
-        requested: Money | None,
-        reason: str,
-        refund_id: str,
-        requested_by: str,
-        now: datetime,
-    ) -> RefundWork | Order:
-        """Set a refund's amount aside, serialized per order; an Order when nothing is to do.
+class PaymentStore:
+    """The payment service's tables, reached only through units of work on its own database."""
 
-        The order row is locked (PostgreSQL ``FOR UPDATE``; SQLite's write lock covers the whole
-        unit of work) so concurrent refunds see each other's amounts and never exceed the
-        captured total. A cancel that is already under way is returned again (idempotent).
+    def __init__(self, database: Database, outbox: Outbox) -> None:
+        self._database = database
+        self._outbox = outbox
+
+    @property
+    def database(self) -> Database:
+        return self._database
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        """Commits when the block ends normally, rolls back (events included) if it raises."""
+        async with self._database.session() as session:
+            yield UnitOfWork(session, self._outbox)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[UnitOfWork]:
+        """A unit of work that only reads, so on SQLite it never queues for the write lock.
+
+        Every other unit of work takes SQLite's write lock when it begins (common.db): reads
+        that took it too would stretch the queue of checkouts under load past the busy timeout.
         """
         async with self._database.session() as session:
-            await session.execute(
-                select(orders.c.id).where(orders.c.id == order_id).with_for_update()
-            )
-            found = await self._orders(session, orders.c.id == order_id)
-            if not found:
-                raise errors.NotFound(f"order {order_id} not found")
-            order = found[0]
-            payment = order.payment
-            assert payment is not None
-            if kind == KIND_CANCEL:
-                if order.status is OrderStatus.CANCELLED:
-                    return order
-                under_way = await session.scalar(
-                    select(refunds.c.id).where(
-                        refunds.c.order_id == order_id,
-                        refunds.c.kind == KIND_CANCEL,
-                        refunds.c.status == RefundStatus.PENDING.value,
-                    )
-                )
-                if under_way is not None:
-                    refund = next(r for r in payment.refunds if r.id == under_way)
-                    return RefundWork(refund, order, kind, payment.authorization_id or "")
-                domain.check_cancellable(order)
-            elif order.status not in (OrderStatus.CONFIRMED, OrderStatus.PARTIALLY_REFUNDED):
-                raise errors.FailedPrecondition(
-                    f"an order that is {order.status.value} cannot be refunded",
-                    reason=Reason.NOT_REFUNDABLE,
-                )
-            amount = domain.refund_amount(payment, requested)
-            refund = Refund(refund_id, amount, reason, RefundStatus.PENDING, now)
-            await session.execute(
-                insert(refunds).values(
-                    id=refund_id,
-                    payment_id=payment.id,
-                    order_id=order_id,
-                    amount=amount.amount,
-                    currency=amount.currency,
-                    reason=reason,
-                    kind=kind,
-                    status=RefundStatus.PENDING.value,
-                    requested_by=requested_by,
-                    create_time=now,
-                    update_time=now,
-                )
-            )
-        return RefundWork(refund, order, kind, payment.authorization_id or "")
+            await session.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
+            yield UnitOfWork(session, self._outbox)
 
-    async def finish_refund(
-        self, refund_id: str, *, succeeded: bool, now: datetime, events_for: EventsFor
-    ) -> Order:
-        """Record the provider's answer to a refund, with the order's new status and events."""
-        async with self._database.session() as session:
-            row = (
-                await session.execute(
-                    select(refunds).where(refunds.c.id == refund_id).with_for_update()
-                )
-            ).one()
-            if row.status == RefundStatus.PENDING.value:
-                status = RefundStatus.SUCCEEDED if succeeded else RefundStatus.FAILED
-                await session.execute(
-                    update(refunds)
-                    .where(refunds.c.id == refund_id)
-                    .values(status=status.value, update_time=now)
-                )
-                if succeeded:
-                    await self._apply_refund(session, row, now, events_for)
-            [order] = await self._orders(session, orders.c.id == row.order_id)
-        return order
-
-    async def _apply_refund(
-        self, session: AsyncSession, row: Any, now: datetime, events_for: EventsFor
-    ) -> None:
-        [order] = await self._orders(session, orders.c.id == row.order_id)
-        payment = order.payment
-        assert payment is not None
-        done = sum(
-            (r.amount for r in payment.refunds if r.status is RefundStatus.SUCCEEDED),
-            Money(0, payment.amount.currency),
-        )
-        order_status, payment_status = domain.status_after_refunds(payment.amount, done)
-        if row.kind == KIND_CANCEL:
-            order_status = OrderStatus.CANCELLED
-        domain.check_transition(order.status, order_status)
-        await session.execute(
-            update(orders)
-            .where(orders.c.id == order.id)
-            .values(status=order_status.value, update_time=now)
-        )
-        await session.execute(
-            update(payments)
-            .where(payments.c.id == payment.id)
-            .values(status=payment_status.value, update_time=now)
-        )
-        [after] = await self._orders(session, orders.c.id == order.id)
-        await self._outbox.add(session, *events_for(after, _refund(row)))
-
-    async def pending_refunds(self, updated_before: datetime) -> list[RefundWork]:
-        """Refunds set aside whose provider call never finished (a crash): recovery redoes them."""
-        async with self._database.session() as session:
-            rows = (
-                await session.execute(
-                    select(refunds).where(
-                        refunds.c.status == RefundStatus.PENDING.value,
-                        refunds.c.update_time < updated_before,
-                    )
-                )
-            ).all()
-            work = []
-            for row in rows:
-                [order] = await self._orders(session, orders.c.id == row.order_id)
-                assert order.payment is not None
-                work.append(
-                    RefundWork(_refund(row), order, row.kind, order.payment.authorization_id or "")
-                )
-        return work
+    async def reachable(self) -> bool:
+        return await self._database.ping()
 
     async def count_orders(self, status: OrderStatus | None = None) -> int:
         """For tests and the benchmark's anomaly count."""
-        query = select(func.count()).select_from(orders)
-        if status is not None:
-            query = query.where(orders.c.status == status.value)
-        async with self._database.session() as session:
-            return int(await session.scalar(query) or 0)
+        async with self.reading() as uow:
+            return await uow.count_orders(status)
+
+
+def _order_values(order: Order) -> dict[str, Any]:
+    total = order.total
+    return {
+        "user_id": order.user_id,
+        "status": order.status.value,
+        "currency": None if total is None else total.currency,
+        "total_amount": None if total is None else total.amount,
+        "failure_reason": order.failure_reason,
+        "create_time": order.create_time,
+        "update_time": order.update_time,
+    }
+
+
+def _line_values(line: OrderLine) -> dict[str, Any]:
+    price = line.unit_price
+    return {
+        "product_id": line.product_id,
+        "quantity": line.quantity,
+        "sku": line.sku,
+        "name": line.name,
+        "unit_amount": None if price is None else price.amount,
+        "currency": None if price is None else price.currency,
+    }
+
+
+def _payment_values(order: Order) -> dict[str, Any]:
+    payment = order.paid_by
+    # The payment's amount exists once the order is priced; until then the columns stay NULL.
+    priced = order.total is not None
+    failure = payment.failure_reason
+    return {
+        "status": payment.status.value,
+        "amount": payment.amount.amount if priced else None,
+        "currency": payment.amount.currency if priced else None,
+        "authorization_id": payment.authorization_id,
+        "failure_reason": None if failure is None else failure.value,
+        "update_time": order.update_time,
+    }
+
+
+def _idempotency_key(row: Any) -> IdempotencyKey:
+    return IdempotencyKey(
+        user_id=row.user_id,
+        key=row.key,
+        fingerprint=row.fingerprint,
+        order_id=row.order_id,
+        create_time=row.create_time,
+        expire_time=row.expire_time,
+        reply=_reply(row),
+    )
+
+
+def _reply(row: Any) -> CheckoutReply | None:
+    if row.reply_status is None:
+        return None
+    if row.reply_status == _REPLIED_OK:
+        return CheckoutReply(row.order_id, body=bytes(row.reply_body or b""))
+    error = RecordedError(
+        row.reply_status,
+        row.reply_message or "",
+        row.reply_reason,
+        row.reply_field,
+        row.reply_retry_after_s,
+    )
+    return CheckoutReply(row.order_id, error=error)
 
 
 def _refund(row: Any) -> Refund:
@@ -642,6 +569,8 @@ def _refund(row: Any) -> Refund:
         reason=row.reason,
         status=RefundStatus(row.status),
         create_time=row.create_time,
+        requested_by=row.requested_by,
+        kind=RefundKind(row.kind),
     )
 
 

@@ -26,7 +26,9 @@ from common.errors import (
 from common.money import Money
 from common.outbox import Outbox, outbox_table
 from payment_svc.domain import (
+    Caller,
     CardInput,
+    CheckoutReply,
     Order,
     OrderStatus,
     Payment,
@@ -35,7 +37,7 @@ from payment_svc.domain import (
 )
 from payment_svc.provider import ResilientProvider, SandboxProvider, sandbox_ledger
 from payment_svc.saga import FAULT_POINTS, CheckoutSaga, no_faults
-from payment_svc.service import Caller, PaymentPolicy, Payments
+from payment_svc.service import PaymentPolicy, Payments
 from payment_svc.store import PaymentStore
 from tests.support.payment_fakes import FakeInventory
 
@@ -59,16 +61,28 @@ def product(inventory: FakeInventory, stock: int = 10, price: int = 1999) -> str
     return product_id
 
 
+def render(order: Order) -> bytes:
+    """Stands in for the servicer's response: the order as it was when the checkout answered."""
+    return json.dumps({"id": order.id, "status": order.status.value}).encode()
+
+
+def answered(reply: CheckoutReply) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(reply.body)
+    return decoded
+
+
 async def checkout(
     payments: Payments,
     caller: Caller,
     items: list[RequestedItem],
     number: str = APPROVED,
     key: str | None = None,
-) -> Any:
-    return await payments.checkout(
-        caller, key or uuid.uuid4().hex, items, payments.accept_card(card(number))
+) -> Order:
+    """Checks out and returns the order as it is now (the answer itself is opaque bytes)."""
+    reply = await payments.checkout(
+        caller, key or uuid.uuid4().hex, items, payments.accept_card(card(number)), render
     )
+    return await payments.get_order(caller, reply.order_id)
 
 
 def paid(order: Order) -> Payment:
@@ -93,6 +107,16 @@ async def events_of(database: Database, order_id: str) -> list[str]:
             select(table.c.payload).where(table.c.key == order_id).order_by(table.c.seq)
         )
         return [json.loads(payload)["type"] for payload in rows]
+
+
+async def last_event_data(database: Database, order_id: str) -> dict[str, Any]:
+    table = outbox_table("payment")
+    async with database.session() as session:
+        payload = await session.scalar(
+            select(table.c.payload).where(table.c.key == order_id).order_by(table.c.seq.desc())
+        )
+    data: dict[str, Any] = json.loads(payload or "{}")["data"]
+    return data
 
 
 async def test_an_approved_card_with_stock_confirms_the_order_at_the_catalog_price(
@@ -129,7 +153,7 @@ async def test_a_declined_card_fails_with_payment_declined_and_releases_the_stoc
 
     assert raised.value.reason == "PAYMENT_DECLINED"
     assert inventory.available[item] == 5
-    [order], _ = await payments.list_orders(caller, "", 10, None)
+    [order], _ = await payments.list_orders(caller, "", 10, "")
     assert order.status is OrderStatus.FAILED
     assert paid(order).status is PaymentStatus.FAILED
     assert inventory.status(order.id) == "RELEASED"
@@ -145,7 +169,7 @@ async def test_a_processor_error_is_retried_then_fails_unavailable_with_nothing_
         await checkout(payments, caller, [RequestedItem(item, 1)], PROCESSOR_ERROR)
 
     assert raised.value.reason == "PAYMENT_PROCESSOR_ERROR"
-    [order], _ = await payments.list_orders(caller, "", 10, None)
+    [order], _ = await payments.list_orders(caller, "", 10, "")
     assert order.status is OrderStatus.FAILED
     assert inventory.available[item] == 5
     assert await captures(payment_db, paid(order).id) == 0
@@ -161,7 +185,7 @@ async def test_not_enough_stock_aborts_with_out_of_stock_and_charges_nothing(
         await checkout(payments, caller, [RequestedItem(item, 2)])
 
     assert raised.value.reason == "OUT_OF_STOCK"
-    [order], _ = await payments.list_orders(caller, "", 10, None)
+    [order], _ = await payments.list_orders(caller, "", 10, "")
     assert order.status is OrderStatus.FAILED
     assert await captures(payment_db, paid(order).id) == 0
     assert inventory.available[item] == 1
@@ -190,6 +214,46 @@ async def test_the_same_key_and_body_replays_the_order_without_charging_again(
     assert again.status is OrderStatus.CONFIRMED
     assert inventory.available[item] == 4
     assert await captures(payment_db, paid(first).id) == 1
+
+
+async def test_a_replay_after_a_cancel_answers_the_first_confirmed_response(
+    payments: Payments, inventory: FakeInventory
+) -> None:
+    item = product(inventory, stock=5)
+    caller = new_user()
+    card_on_file = payments.accept_card(card())
+    first = await payments.checkout(caller, "k-c", [RequestedItem(item, 1)], card_on_file, render)
+    await payments.cancel(caller, first.order_id)
+
+    again = await payments.checkout(caller, "k-c", [RequestedItem(item, 1)], card_on_file, render)
+
+    assert again.body == first.body
+    assert answered(again)["status"] == OrderStatus.CONFIRMED.value
+    assert (await payments.get_order(caller, first.order_id)).status is OrderStatus.CANCELLED
+
+
+async def test_a_checkout_finished_by_recovery_keeps_the_first_answer_given(
+    payments: Payments, inventory: FakeInventory
+) -> None:
+    item = product(inventory, stock=5)
+    caller = new_user()
+    card_on_file = payments.accept_card(card())
+    inventory.commit_down = True  # the request ends with 503 before the order is confirmed
+    with pytest.raises(Unavailable):
+        await payments.checkout(caller, "k-r", [RequestedItem(item, 1)], card_on_file, render)
+    inventory.commit_down = False
+    await payments.recover_once()
+
+    replayed = await payments.checkout(
+        caller, "k-r", [RequestedItem(item, 1)], card_on_file, render
+    )
+    await payments.cancel(caller, replayed.order_id)
+    after_cancel = await payments.checkout(
+        caller, "k-r", [RequestedItem(item, 1)], card_on_file, render
+    )
+
+    assert answered(replayed)["status"] == OrderStatus.CONFIRMED.value
+    assert after_cancel.body == replayed.body
 
 
 async def test_the_same_key_with_another_body_is_refused_as_key_reuse(
@@ -226,6 +290,7 @@ async def test_a_replayed_failure_answers_the_same_error(
         await checkout(payments, caller, [RequestedItem(item, 1)], DECLINED, key="k-3")
 
     assert raised.value.reason == "PAYMENT_DECLINED"
+    assert raised.value.status_name == "FAILED_PRECONDITION"
 
 
 async def test_ten_concurrent_identical_requests_make_one_order_and_one_charge(
@@ -235,17 +300,18 @@ async def test_ten_concurrent_identical_requests_make_one_order_and_one_charge(
     caller = new_user()
     card_on_file = payments.accept_card(card())
 
-    orders = await asyncio.gather(
+    replies = await asyncio.gather(
         *(
-            payments.checkout(caller, "same-key", [RequestedItem(item, 1)], card_on_file)
+            payments.checkout(caller, "same-key", [RequestedItem(item, 1)], card_on_file, render)
             for _ in range(10)
         )
     )
 
-    assert len({order.id for order in orders}) == 1
-    assert {order.status for order in orders} == {OrderStatus.CONFIRMED}
+    assert len({reply.body for reply in replies}) == 1
+    assert answered(replies[0])["status"] == OrderStatus.CONFIRMED.value
     assert inventory.available[item] == 49
-    assert await captures(payment_db, paid(orders[0]).id) == 1
+    order = await payments.get_order(caller, replies[0].order_id)
+    assert await captures(payment_db, paid(order).id) == 1
 
 
 async def test_concurrent_buyers_never_get_more_than_the_stock(
@@ -284,13 +350,11 @@ async def test_order_history_is_newest_first_and_paginated(
     item = product(inventory, stock=10)
     placed = [(await checkout(payments, caller, [RequestedItem(item, 1)])).id for _ in range(3)]
 
-    first, more = await payments.list_orders(caller, "", 2, None)
-    rest, more_after = await payments.list_orders(
-        caller, "", 2, (first[-1].create_time, first[-1].id)
-    )
+    first, token = await payments.list_orders(caller, "", 2, "")
+    rest, last_token = await payments.list_orders(caller, "", 2, token)
 
     assert [o.id for o in first + rest] == placed[::-1]
-    assert (more, more_after) == (True, False)
+    assert (bool(token), last_token) == (True, "")
 
 
 async def test_only_an_admin_lists_another_users_orders(
@@ -300,8 +364,8 @@ async def test_only_an_admin_lists_another_users_orders(
     await checkout(payments, owner, [RequestedItem(product(inventory), 1)])
 
     with pytest.raises(PermissionDenied):
-        await payments.list_orders(new_user(), owner.user_id, 10, None)
-    found, _ = await payments.list_orders(Caller("admin", is_admin=True), owner.user_id, 10, None)
+        await payments.list_orders(new_user(), owner.user_id, 10, "")
+    found, _ = await payments.list_orders(Caller("admin", is_admin=True), owner.user_id, 10, "")
     assert [o.user_id for o in found] == [owner.user_id]
 
 
@@ -353,6 +417,7 @@ async def test_cancelling_refunds_everything_and_restocks(
     assert paid(cancelled).status is PaymentStatus.REFUNDED
     assert inventory.available[item] == 3
     assert (await events_of(payment_db, order.id))[-1] == "microcommerce.order.cancelled"
+    assert (await last_event_data(payment_db, order.id))["cancelled_by"] == caller.user_id
 
 
 async def test_an_order_stuck_after_the_capture_is_confirmed_by_recovery_without_a_second_charge(
@@ -364,7 +429,7 @@ async def test_an_order_stuck_after_the_capture_is_confirmed_by_recovery_without
 
     with pytest.raises(Unavailable):
         await checkout(payments, caller, [RequestedItem(item, 1)])
-    [stuck], _ = await payments.list_orders(caller, "", 10, None)
+    [stuck], _ = await payments.list_orders(caller, "", 10, "")
     assert stuck.status is OrderStatus.PAYMENT_AUTHORIZED
     inventory.commit_down = False
     await payments.recover_once()
@@ -404,7 +469,7 @@ async def test_a_crash_at_any_step_is_recovered_to_a_clean_end_charged_at_most_o
     restarted = use_cases(no_faults)
     await restarted.recover_once()
 
-    [order], _ = await restarted.list_orders(caller, "", 10, None)
+    [order], _ = await restarted.list_orders(caller, "", 10, "")
     assert order.status in (OrderStatus.CONFIRMED, OrderStatus.FAILED)
     charged = await captures(payment_db, paid(order).id)
     if order.status is OrderStatus.CONFIRMED:

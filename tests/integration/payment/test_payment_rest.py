@@ -202,6 +202,42 @@ async def test_the_same_key_replays_and_another_body_answers_422(
     assert inventory.available[item] == 4
 
 
+async def test_a_replay_after_a_cancel_answers_the_first_201_body(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    item = stocked(inventory, stock=5)
+    first = await place(client, body(item), user=user, key="replay-after-cancel")
+    cancelled = await client.post(
+        f"/api/v1/orders/{first[1]['id']}:cancel", json={}, headers=bearer(customer_token(user))
+    )
+    assert cancelled.status == 200, await cancelled.text()
+
+    again = await place(client, body(item), user=user, key="replay-after-cancel")
+
+    assert again == first
+    assert again[0] == 201
+    assert again[1]["status"] == "ORDER_STATUS_CONFIRMED"
+    assert again[1]["payment"]["status"] == "PAYMENT_STATUS_CAPTURED"
+
+
+async def test_a_replayed_declined_card_answers_the_same_402_problem(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    item = stocked(inventory, stock=5)
+
+    first = await place(client, body(item, "4000000000000002"), key="declined-replay")
+    again = await place(client, body(item, "4000000000000002"), key="declined-replay")
+
+    assert first[0] == again[0] == 402
+    # Everything but the request id, which names each request itself.
+    assert {**again[1], "request_id": None} == {**first[1], "request_id": None}
+    assert first[1]["reason"] == "PAYMENT_DECLINED"
+    assert inventory.available[item] == 5
+
+
 async def test_ten_concurrent_identical_requests_answer_one_order(
     rest: tuple[Client, FakeInventory, Path],
 ) -> None:
@@ -261,6 +297,46 @@ async def test_history_payment_cancel_and_refund_over_rest(
     assert cancelled.status == 200, await cancelled.text()
     assert (await cancelled.json())["status"] == "ORDER_STATUS_CANCELLED"
     assert inventory.available[item] == 4
+
+
+async def test_a_negative_page_size_is_a_400_naming_page_size(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, _, _ = rest
+
+    response = await client.get(
+        "/api/v1/orders", params={"page_size": "-1"}, headers=bearer(customer_token())
+    )
+    problem = await response.json()
+
+    assert response.status == 400, problem
+    assert "page_size" in str(problem)
+
+
+async def test_a_token_replayed_with_another_user_id_is_a_400_naming_page_token(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    item = stocked(inventory, stock=5)
+    for _ in range(2):
+        await place(client, body(item), user=user)
+    admin = bearer(admin_token())
+    listed = await (
+        await client.get(
+            "/api/v1/orders", params={"page_size": "1", "user_id": user}, headers=admin
+        )
+    ).json()
+
+    response = await client.get(
+        "/api/v1/orders",
+        params={"page_size": "1", "user_id": "-", "page_token": listed["next_page_token"]},
+        headers=admin,
+    )
+    problem = await response.json()
+
+    assert response.status == 400, problem
+    assert "page_token" in str(problem)
 
 
 async def test_no_card_number_reaches_the_database_file(

@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pytest
 
-from common.errors import FailedPrecondition, InvalidArgument, OutOfRange
+from common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    OutOfRange,
+    PermissionDenied,
+    Unavailable,
+)
 from common.money import Money
+from common.reasons import Reason
 from payment_svc.domain import (
-    ILLEGAL_TRANSITION,
     ORDER_TRANSITIONS,
+    Caller,
     CardBrand,
     CardInput,
     CardOnFile,
+    CheckoutReply,
+    FailureReason,
     Order,
+    OrderLine,
     OrderStatus,
     Payment,
     PaymentStatus,
+    RecordedError,
     Refund,
+    RefundKind,
     RefundStatus,
     RequestedItem,
     check_cancellable,
@@ -27,8 +40,13 @@ from payment_svc.domain import (
     checkout_error,
     checkout_fingerprint,
     detect_brand,
+    first_reply,
     luhn_valid,
+    new_order,
+    orders_listed_for,
     refund_amount,
+    start_cancel,
+    start_refund,
     status_after_refunds,
     validate_card,
     validate_items,
@@ -66,7 +84,7 @@ def test_the_saga_and_after_sale_moves_are_allowed(current: str, target: str) ->
 def test_every_other_move_is_refused(current: OrderStatus, target: OrderStatus) -> None:
     with pytest.raises(FailedPrecondition) as raised:
         check_transition(current, target)
-    assert raised.value.reason == ILLEGAL_TRANSITION
+    assert raised.value.reason == Reason.ILLEGAL_TRANSITION
 
 
 @pytest.mark.parametrize("final", ["CANCELLED", "FAILED", "REFUNDED"])
@@ -276,3 +294,187 @@ def test_a_failed_checkout_answers_the_error_of_its_cause(
 ) -> None:
     error = checkout_error(order(OrderStatus.FAILED, failure))
     assert (error.status_name, error.reason) == (status_name, reason)
+
+
+def test_a_confirmed_checkout_answers_the_rendered_order() -> None:
+    reply = first_reply(order(OrderStatus.CONFIRMED), lambda o: o.status.value.encode())
+
+    assert reply.answer() == CheckoutReply("o", body=b"CONFIRMED")
+
+
+def test_a_failed_checkout_answers_its_error_again_with_every_detail() -> None:
+    reply = first_reply(order(OrderStatus.FAILED, "PROCESSOR_ERROR"), lambda o: b"unused")
+
+    with pytest.raises(Unavailable) as raised:
+        reply.answer()
+
+    assert reply.body == b""
+    assert (raised.value.status_name, raised.value.reason) == (
+        "UNAVAILABLE",
+        "PAYMENT_PROCESSOR_ERROR",
+    )
+
+
+def test_a_recorded_error_rebuilds_the_same_status_field_and_retry_time() -> None:
+    recorded = RecordedError("INVALID_ARGUMENT", "bad", "OUT_OF_STOCK", "items[0]", 2.5)
+
+    error = recorded.rebuild()
+
+    assert isinstance(error, InvalidArgument)
+    assert RecordedError.of(error) == recorded
+
+
+def test_a_checkout_still_running_has_no_answer_to_keep() -> None:
+    with pytest.raises(FailedPrecondition):
+        first_reply(order(OrderStatus.STOCK_RESERVED), lambda o: b"")
+
+
+def checked_out(status: OrderStatus = OrderStatus.CONFIRMED, refunded: int = 0) -> Order:
+    return Order(
+        "o",
+        "u",
+        status,
+        (),
+        Money(1000, "USD"),
+        payment(
+            PaymentStatus.CAPTURED if not refunded else PaymentStatus.PARTIALLY_REFUNDED, refunded
+        ),
+        NOW,
+        NOW,
+    )
+
+
+def new() -> Order:
+    card = CardOnFile("tok", CardBrand.VISA, "4242", 12, 2099, "Ada")
+    return new_order("o", "pay", "u", [RequestedItem("p", 2)], card, NOW)
+
+
+def test_a_checkout_moves_order_and_payment_together_through_the_saga() -> None:
+    line = OrderLine("p", 2, "SKU", "Name", Money(500, "USD"))
+
+    priced = new().priced([line], NOW)
+    authorized = priced.authorized("auth-1", NOW)
+    captured = authorized.captured()
+    confirmed = captured.confirmed(NOW)
+
+    assert (priced.status, priced.total, priced.paid_by.amount) == (
+        OrderStatus.STOCK_RESERVED,
+        Money(1000, "USD"),
+        Money(1000, "USD"),
+    )
+    assert (authorized.paid_by.status, authorized.paid_by.authorization_id) == (
+        PaymentStatus.AUTHORIZED,
+        "auth-1",
+    )
+    assert (captured.status, captured.paid_by.status) == (
+        OrderStatus.PAYMENT_AUTHORIZED,
+        PaymentStatus.CAPTURED,
+    )
+    assert confirmed.status is OrderStatus.CONFIRMED
+
+
+def test_a_declined_card_fails_order_and_payment_with_the_providers_reason() -> None:
+    line = OrderLine("p", 2, "SKU", "Name", Money(500, "USD"))
+    declined = new().priced([line], NOW).declined(FailureReason.CARD_DECLINED, NOW)
+
+    assert (declined.status, declined.failure_reason) == (OrderStatus.FAILED, "CARD_DECLINED")
+    assert declined.paid_by.status is PaymentStatus.FAILED
+
+
+def test_a_step_out_of_order_is_refused() -> None:
+    with pytest.raises(FailedPrecondition):
+        new().confirmed(NOW)
+    with pytest.raises(FailedPrecondition):
+        new().captured()
+
+
+def test_a_refund_is_set_aside_only_on_a_confirmed_or_partly_refunded_order() -> None:
+    refund = start_refund(
+        checked_out(), Money(300, "USD"), reason="r", refund_id="r1", requested_by="a", now=NOW
+    )
+
+    assert (refund.amount, refund.status, refund.kind) == (
+        Money(300, "USD"),
+        RefundStatus.PENDING,
+        RefundKind.REFUND,
+    )
+    with pytest.raises(FailedPrecondition):
+        start_refund(
+            checked_out(OrderStatus.CANCELLED),
+            None,
+            reason="r",
+            refund_id="r",
+            requested_by="a",
+            now=NOW,
+        )
+
+
+def test_a_cancel_refunds_the_rest_and_reuses_one_under_way() -> None:
+    order = checked_out()
+    refund = start_cancel(order, refund_id="c1", requested_by="u", now=NOW)
+    assert refund is not None
+    under_way = replace(order, payment=replace(order.paid_by, refunds=(refund,)))
+
+    again = start_cancel(under_way, refund_id="c2", requested_by="u", now=NOW)
+
+    assert (refund.amount, refund.kind) == (Money(1000, "USD"), RefundKind.CANCEL)
+    assert again == refund
+    assert (
+        start_cancel(checked_out(OrderStatus.CANCELLED), refund_id="x", requested_by="u", now=NOW)
+        is None
+    )
+
+
+def with_refund(order: Order, refund: Refund) -> Order:
+    refunds = (*order.paid_by.refunds, refund)
+    return replace(order, payment=replace(order.paid_by, refunds=refunds))
+
+
+def test_a_settled_refund_moves_order_and_payment_to_partly_then_fully_refunded() -> None:
+    first = Refund("r1", Money(300, "USD"), "x", RefundStatus.PENDING, NOW)
+    partly = with_refund(checked_out(), first).refund_settled("r1", True, NOW)
+    second = Refund("r2", Money(700, "USD"), "x", RefundStatus.PENDING, NOW)
+    fully = with_refund(partly, second).refund_settled("r2", True, NOW)
+
+    assert (partly.status, partly.paid_by.status) == (
+        OrderStatus.PARTIALLY_REFUNDED,
+        PaymentStatus.PARTIALLY_REFUNDED,
+    )
+    assert (fully.status, fully.paid_by.status) == (OrderStatus.REFUNDED, PaymentStatus.REFUNDED)
+
+
+def test_a_settled_cancel_cancels_and_a_refused_refund_changes_no_status() -> None:
+    cancel = Refund("c", Money(1000, "USD"), "x", RefundStatus.PENDING, NOW, "u", RefundKind.CANCEL)
+    pending = with_refund(checked_out(), cancel)
+
+    cancelled = pending.refund_settled("c", True, NOW)
+    refused = pending.refund_settled("c", False, NOW)
+
+    assert (cancelled.status, cancelled.paid_by.status) == (
+        OrderStatus.CANCELLED,
+        PaymentStatus.REFUNDED,
+    )
+    assert (refused.status, refused.paid_by.refunds[-1].status) == (
+        OrderStatus.CONFIRMED,
+        RefundStatus.FAILED,
+    )
+    assert cancelled.refund_settled("c", True, NOW) is cancelled
+
+
+def test_only_an_admin_lists_another_users_orders_or_everyones() -> None:
+    admin = Caller("a", is_admin=True)
+
+    assert orders_listed_for(Caller("u"), "") == "u"
+    assert orders_listed_for(Caller("u"), "u") == "u"
+    assert orders_listed_for(admin, "other") == "other"
+    assert orders_listed_for(admin, "-") is None
+    with pytest.raises(PermissionDenied):
+        orders_listed_for(Caller("u"), "other")
+
+
+def test_an_order_is_visible_to_its_owner_and_admins_only() -> None:
+    mine = order(OrderStatus.CONFIRMED)
+
+    assert mine.visible_to(Caller("u"))
+    assert mine.visible_to(Caller("a", is_admin=True))
+    assert not mine.visible_to(Caller("someone else"))
