@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import URL, BigInteger, Connection, DateTime, Dialect, event, make_url, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.schema import Table
 from sqlalchemy.types import TypeDecorator
 
 from common.clock import from_micros, to_micros
@@ -175,6 +177,17 @@ def create_engine(
         pool_recycle=1800,
         connect_args={"timeout": 5, "command_timeout": 30, "server_settings": server_settings},
     )
+
+
+def insert_on_conflict(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` that takes ``on_conflict_do_nothing``/``_do_update``.
+
+    Both backends speak ``INSERT ... ON CONFLICT``, but SQLAlchemy builds it from each
+    dialect's own ``insert``; this picks the one of the session's database.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 class Database:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from common.background import run_every
 from common.clock import now as _now
 from common.errors import (
     Aborted,
@@ -275,14 +276,9 @@ class Payments:
 
     async def run_recovery(self) -> None:
         """The background task: recover at start-up, then every ``recovery_interval_s``."""
-        while True:
-            try:
-                await self.recover_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a database blip must not end recovery for good
-                _log.exception("recovery_failed")
-            await asyncio.sleep(self._policy.recovery_interval_s)
+        await run_every(
+            self._policy.recovery_interval_s, self.recover_once, name="checkout-recovery"
+        )
 
 
 def _refund_events(order: Order, refund: Refund) -> Sequence[OutgoingEvent]:

@@ -30,11 +30,10 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import errors
-from common.db import Database, UtcDateTime
+from common.db import Database, UtcDateTime, insert_on_conflict
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
 from common.reasons import Reason
@@ -159,9 +158,7 @@ EventsFor = Callable[[Order, Refund], Sequence[OutgoingEvent]]
 
 
 def _insert_ignoring_duplicates(session: AsyncSession, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert_(table).on_conflict_do_nothing()
+    return insert_on_conflict(session, table).on_conflict_do_nothing()
 
 
 class PaymentStore:

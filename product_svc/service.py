@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
+from common.background import run_every
 from common.errors import AlreadyExists, DomainError, InvalidArgument
 from common.logging import get_logger
 from common.money import Money
@@ -251,12 +250,8 @@ class Catalog:
 
     async def sweep_expired(self, interval_s: float) -> None:
         """Expire due reservations every ``interval_s`` until cancelled."""
-        while True:
-            try:
-                while await self.expire_due() > 0:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # the database may be briefly away; try again later
-                _log.warning("reservation_sweep_failed", error=type(error).__name__)
-            await asyncio.sleep(interval_s)
+        await run_every(interval_s, self._expire_all_due, name="reservation-sweep")
+
+    async def _expire_all_due(self) -> None:
+        while await self.expire_due() > 0:
+            pass
