@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from common.background import periodic
 from common.db import Database
 from common.grpc_server import Service
 from common.logging import get_logger
@@ -93,18 +94,13 @@ def wire(runtime: Runtime[UserSettings]) -> Wiring:
             else:
                 _log.info("admin_bootstrapped", user_id=admin.id)
 
-    async def prune_sessions() -> None:
-        while True:
-            try:
-                await use_cases.prune_sessions()
-            except Exception as error:  # the database may be away for a while; try next time
-                _log.warning("session_pruning_failed", error=type(error).__name__)
-            await asyncio.sleep(PRUNE_INTERVAL_S)
-
     return Wiring(
         services=[user_service(use_cases)],
         checks={"database": use_cases.database_reachable},
-        background=[bootstrap_admin, prune_sessions],
+        background=[
+            bootstrap_admin,
+            periodic(PRUNE_INTERVAL_S, use_cases.prune_sessions, name="session-pruning"),
+        ],
         key_source=ring,
     )
 
