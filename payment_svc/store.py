@@ -10,8 +10,7 @@ so concurrent ones see each other's amounts.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -37,9 +36,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import SQLITE_BEGIN_OPTION, Database, UtcDateTime, insert_on_conflict
+from common import unit_of_work
+from common.db import Database, UtcDateTime, insert_on_conflict
 from common.money import Money
-from common.outbox import Outbox, OutgoingEvent
+from common.outbox import Outbox
 from payment_svc.domain import (
     CardBrand,
     CheckoutReply,
@@ -158,15 +158,8 @@ def _insert_ignoring_duplicates(session: AsyncSession, table: Table) -> Any:
     return insert_on_conflict(session, table).on_conflict_do_nothing()
 
 
-class UnitOfWork:
+class UnitOfWork(unit_of_work.UnitOfWork):
     """The reads and writes of one use case, committed together with its events."""
-
-    def __init__(self, session: AsyncSession, outbox: Outbox) -> None:
-        self._session = session
-        self._outbox = outbox
-
-    async def emit(self, *events: OutgoingEvent) -> None:
-        await self._outbox.add(self._session, *events)
 
     # ---- idempotency keys ----------------------------------------------------------------
 
@@ -455,36 +448,11 @@ class UnitOfWork:
         ]
 
 
-class PaymentStore:
+class PaymentStore(unit_of_work.Store[UnitOfWork]):
     """The payment service's tables, reached only through units of work on its own database."""
 
     def __init__(self, database: Database, outbox: Outbox) -> None:
-        self._database = database
-        self._outbox = outbox
-
-    @property
-    def database(self) -> Database:
-        return self._database
-
-    @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        """Commits when the block ends normally, rolls back (events included) if it raises."""
-        async with self._database.session() as session:
-            yield UnitOfWork(session, self._outbox)
-
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[UnitOfWork]:
-        """A unit of work that only reads, so on SQLite it never queues for the write lock.
-
-        Every other unit of work takes SQLite's write lock when it begins (common.db): reads
-        that took it too would stretch the queue of checkouts under load past the busy timeout.
-        """
-        async with self._database.session() as session:
-            await session.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
-            yield UnitOfWork(session, self._outbox)
-
-    async def reachable(self) -> bool:
-        return await self._database.ping()
+        super().__init__(database, outbox, UnitOfWork)
 
     async def count_orders(self, status: OrderStatus | None = None) -> int:
         """For tests and the benchmark's anomaly count."""

@@ -9,8 +9,7 @@ database's CHECK constraints, so no interleaving on SQLite or PostgreSQL sells a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -42,10 +41,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common import unit_of_work
 from common.db import Database, UtcDateTime
 from common.errors import Aborted, AlreadyExists
 from common.money import Money
-from common.outbox import Outbox, OutgoingEvent
+from common.outbox import Outbox
 from product_svc.domain import (
     Adjustment,
     Category,
@@ -216,16 +216,12 @@ def _category(row: Row[Any]) -> Category:
     return Category(row.id, row.name, row.slug, row.parent_id or "", row.create_time)
 
 
-class UnitOfWork:
+class UnitOfWork(unit_of_work.UnitOfWork):
     """The reads and writes of one use case, committed together with its events."""
 
     def __init__(self, session: AsyncSession, outbox: Outbox) -> None:
-        self._session = session
-        self._outbox = outbox
+        super().__init__(session, outbox)
         self._postgres = session.get_bind().dialect.name == "postgresql"
-
-    async def emit(self, *events: OutgoingEvent) -> None:
-        await self._outbox.add(self._session, *events)
 
     # Categories -------------------------------------------------------------------------
 
@@ -553,21 +549,11 @@ class UnitOfWork:
         return list(rows)
 
 
-class CatalogStore:
+class CatalogStore(unit_of_work.Store[UnitOfWork]):
     """The product service's tables, reached only through units of work on its own database."""
 
     def __init__(self, database: Database, outbox: Outbox) -> None:
-        self._database = database
-        self._outbox = outbox
-
-    @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        """Commits when the block ends normally, rolls back (events included) if it raises."""
-        async with self._database.session() as session:
-            yield UnitOfWork(session, self._outbox)
-
-    async def reachable(self) -> bool:
-        return await self._database.ping()
+        super().__init__(database, outbox, UnitOfWork)
 
     async def insert_products(self, batch: Sequence[Product]) -> None:
         """Bulk load without per-row checks, for benchmarks and fixtures (category must exist)."""

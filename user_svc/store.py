@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,10 +23,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from common import unit_of_work
 from common.db import Database, UtcDateTime, insert_on_conflict
-from common.outbox import Outbox, OutgoingEvent
+from common.outbox import Outbox
 from user_svc.domain import FailureCount, Preferences, Session, User
 
 # Every table as the migrations create it (tests/integration/common/test_schema_drift.py).
@@ -143,15 +142,8 @@ def _session_values(session: Session) -> dict[str, Any]:
     }
 
 
-class UnitOfWork:
+class UnitOfWork(unit_of_work.UnitOfWork):
     """The reads and writes of one use case, committed together with its events."""
-
-    def __init__(self, session: AsyncSession, outbox: Outbox) -> None:
-        self._session = session
-        self._outbox = outbox
-
-    async def emit(self, *events: OutgoingEvent) -> None:
-        await self._outbox.add(self._session, *events)
 
     # Users
 
@@ -318,18 +310,8 @@ class UnitOfWork:
         await self._session.execute(delete(login_failures).where(login_failures.c.key == key))
 
 
-class AccountStore:
+class AccountStore(unit_of_work.Store[UnitOfWork]):
     """The user service's tables, reached only through units of work on its own database."""
 
     def __init__(self, database: Database, outbox: Outbox) -> None:
-        self._database = database
-        self._outbox = outbox
-
-    @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        """Commits when the block ends normally, rolls back (events included) if it raises."""
-        async with self._database.session() as session:
-            yield UnitOfWork(session, self._outbox)
-
-    async def reachable(self) -> bool:
-        return await self._database.ping()
+        super().__init__(database, outbox, UnitOfWork)

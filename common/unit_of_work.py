@@ -1,0 +1,71 @@
+"""The unit of work every store hands its use cases: one transaction, its events committed with it.
+
+Each service's store subclasses ``UnitOfWork`` with its own load and save methods and
+``Store`` to open it; what they share (the session, the outbox, ``emit`` and how a unit of work
+begins and ends) lives here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.db import SQLITE_BEGIN_OPTION, Database
+from common.outbox import Outbox, OutgoingEvent
+
+
+class UnitOfWork:
+    """The reads and writes of one use case, committed together with its events."""
+
+    def __init__(self, session: AsyncSession, outbox: Outbox) -> None:
+        self._session = session
+        self._outbox = outbox
+
+    async def emit(self, *events: OutgoingEvent) -> None:
+        """Record events in this transaction: they are published only if it commits."""
+        await self._outbox.add(self._session, *events)
+
+
+UnitT = TypeVar("UnitT", bound=UnitOfWork)
+
+
+class Store(Generic[UnitT]):
+    """A service's tables, reached only through units of work on its own database."""
+
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        unit: Callable[[AsyncSession, Outbox], UnitT],
+    ) -> None:
+        self._database = database
+        self._outbox = outbox
+        self._unit = unit
+
+    @property
+    def database(self) -> Database:
+        return self._database
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitT]:
+        """Commits when the block ends normally, rolls back (events included) if it raises."""
+        async with self._database.session() as session:
+            yield self._unit(session, self._outbox)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[UnitT]:
+        """A unit of work that only reads, so on SQLite it never queues for the write lock.
+
+        Every other unit of work takes SQLite's write lock when it begins (common.db): reads
+        that took it too would stretch the queue of writers under load past the busy timeout.
+        """
+        async with self._database.session() as session:
+            await session.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
+            yield self._unit(session, self._outbox)
+
+    async def reachable(self) -> bool:
+        """The health stream's check: can this instance reach its own data?"""
+        return await self._database.ping()
