@@ -28,6 +28,7 @@ from common.errors import (
 )
 from common.money import Money
 from common.reasons import Reason
+from common.transitions import Transitions
 
 
 class OrderStatus(StrEnum):
@@ -53,29 +54,28 @@ SAGA_STATUSES = frozenset(
 )
 
 # Every legal move; anything else is a bug or a lost race, refused by ``check_transition``.
-ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    OrderStatus.PENDING: frozenset({OrderStatus.STOCK_RESERVED, OrderStatus.FAILED}),
-    OrderStatus.STOCK_RESERVED: frozenset({OrderStatus.PAYMENT_AUTHORIZED, OrderStatus.FAILED}),
-    OrderStatus.PAYMENT_AUTHORIZED: frozenset({OrderStatus.CONFIRMED, OrderStatus.FAILED}),
-    OrderStatus.CONFIRMED: frozenset(
-        {OrderStatus.CANCELLED, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
-    ),
-    OrderStatus.PARTIALLY_REFUNDED: frozenset(
-        {OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
-    ),
-    OrderStatus.CANCELLED: frozenset(),
-    OrderStatus.FAILED: frozenset(),
-    OrderStatus.REFUNDED: frozenset(),
-}
+ORDER_TRANSITIONS = Transitions[OrderStatus](
+    "order",
+    {
+        OrderStatus.PENDING: frozenset({OrderStatus.STOCK_RESERVED, OrderStatus.FAILED}),
+        OrderStatus.STOCK_RESERVED: frozenset({OrderStatus.PAYMENT_AUTHORIZED, OrderStatus.FAILED}),
+        OrderStatus.PAYMENT_AUTHORIZED: frozenset({OrderStatus.CONFIRMED, OrderStatus.FAILED}),
+        OrderStatus.CONFIRMED: frozenset(
+            {OrderStatus.CANCELLED, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
+        ),
+        OrderStatus.PARTIALLY_REFUNDED: frozenset(
+            {OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
+        ),
+        OrderStatus.CANCELLED: frozenset(),
+        OrderStatus.FAILED: frozenset(),
+        OrderStatus.REFUNDED: frozenset(),
+    },
+)
 
 
 def check_transition(current: OrderStatus, target: OrderStatus) -> None:
     """FailedPrecondition (ILLEGAL_TRANSITION) unless ``current -> target`` is a legal move."""
-    if target not in ORDER_TRANSITIONS[current]:
-        raise FailedPrecondition(
-            f"an order cannot go from {current.value} to {target.value}",
-            reason=Reason.ILLEGAL_TRANSITION,
-        )
+    ORDER_TRANSITIONS.check(current, target)
 
 
 class PaymentStatus(StrEnum):
@@ -91,29 +91,30 @@ class PaymentStatus(StrEnum):
 
 
 # Every legal move of a payment; the saga and refunds ask ``check_payment_transition`` first.
-PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
-    PaymentStatus.PENDING: frozenset(
-        {PaymentStatus.PENDING, PaymentStatus.AUTHORIZED, PaymentStatus.FAILED}
-    ),
-    PaymentStatus.AUTHORIZED: frozenset({PaymentStatus.CAPTURED, PaymentStatus.VOIDED}),
-    # REFUNDED straight from CAPTURED also covers an unsold order's full refund.
-    PaymentStatus.CAPTURED: frozenset({PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}),
-    PaymentStatus.PARTIALLY_REFUNDED: frozenset(
-        {PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}
-    ),
-    PaymentStatus.FAILED: frozenset(),
-    PaymentStatus.VOIDED: frozenset(),
-    PaymentStatus.REFUNDED: frozenset(),
-}
+PAYMENT_TRANSITIONS = Transitions[PaymentStatus](
+    "payment",
+    {
+        PaymentStatus.PENDING: frozenset(
+            {PaymentStatus.PENDING, PaymentStatus.AUTHORIZED, PaymentStatus.FAILED}
+        ),
+        PaymentStatus.AUTHORIZED: frozenset({PaymentStatus.CAPTURED, PaymentStatus.VOIDED}),
+        # REFUNDED straight from CAPTURED also covers an unsold order's full refund.
+        PaymentStatus.CAPTURED: frozenset(
+            {PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}
+        ),
+        PaymentStatus.PARTIALLY_REFUNDED: frozenset(
+            {PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}
+        ),
+        PaymentStatus.FAILED: frozenset(),
+        PaymentStatus.VOIDED: frozenset(),
+        PaymentStatus.REFUNDED: frozenset(),
+    },
+)
 
 
 def check_payment_transition(current: PaymentStatus, target: PaymentStatus) -> None:
     """FailedPrecondition (ILLEGAL_TRANSITION) unless ``current -> target`` is a legal move."""
-    if target not in PAYMENT_TRANSITIONS[current]:
-        raise FailedPrecondition(
-            f"a payment cannot go from {current.value} to {target.value}",
-            reason=Reason.ILLEGAL_TRANSITION,
-        )
+    PAYMENT_TRANSITIONS.check(current, target)
 
 
 class FailureReason(StrEnum):

@@ -15,6 +15,7 @@ from enum import Enum, StrEnum
 from common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from common.money import Money
 from common.reasons import Reason
+from common.transitions import Transitions
 
 MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 10_000
@@ -55,14 +56,17 @@ class ReservationStatus(StrEnum):
 
 # Every legal move of a reservation. COMMITTED -> RELEASED is a cancelled sale: the sold units
 # go back on the shelf (a restock). RELEASED and EXPIRED are final.
-RESERVATION_TRANSITIONS: dict[ReservationStatus, frozenset[ReservationStatus]] = {
-    ReservationStatus.ACTIVE: frozenset(
-        {ReservationStatus.COMMITTED, ReservationStatus.RELEASED, ReservationStatus.EXPIRED}
-    ),
-    ReservationStatus.COMMITTED: frozenset({ReservationStatus.RELEASED}),
-    ReservationStatus.RELEASED: frozenset(),
-    ReservationStatus.EXPIRED: frozenset(),
-}
+RESERVATION_TRANSITIONS = Transitions[ReservationStatus](
+    "reservation",
+    {
+        ReservationStatus.ACTIVE: frozenset(
+            {ReservationStatus.COMMITTED, ReservationStatus.RELEASED, ReservationStatus.EXPIRED}
+        ),
+        ReservationStatus.COMMITTED: frozenset({ReservationStatus.RELEASED}),
+        ReservationStatus.RELEASED: frozenset(),
+        ReservationStatus.EXPIRED: frozenset(),
+    },
+)
 
 # Requests that find the reservation already where they would take it: answered with the
 # reservation as it is (checkout retries its calls), never refused. An expired hold has
@@ -77,7 +81,7 @@ _ALREADY_THERE: dict[ReservationStatus, frozenset[ReservationStatus]] = {
 
 def can_move(source: ReservationStatus, target: ReservationStatus) -> bool:
     """Whether a reservation may go from ``source`` to ``target``."""
-    return target in RESERVATION_TRANSITIONS[source]
+    return RESERVATION_TRANSITIONS.allows(source, target)
 
 
 def new_id() -> str:
