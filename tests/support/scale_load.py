@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +153,7 @@ class Checkout:
     product: str
     quantity: int
     card: str
+    started_at: float  # time.monotonic()
     answers: list[str] = field(default_factory=list)
     final: Answer | None = None
 
@@ -208,7 +209,7 @@ async def register(shop: Shop, gateway: int) -> Customer:
 
 
 async def make_world(
-    shop: Shop, *, customers: int, browse_products: int, scarce_products: int, stock: int
+    shop: Shop, *, customers: int, browse_products: int, stocks: Sequence[int]
 ) -> World:
     admin = Customer(ADMIN_EMAIL, shop.stack.admin_password)
     assert (await sign_in(shop, admin, 0)).status == 200
@@ -239,7 +240,7 @@ async def make_world(
         return str(made["id"])
 
     browse = [await product(categories[0], 100) for _ in range(browse_products)]
-    scarce = {await product(categories[1], stock): stock for _ in range(scarce_products)}
+    scarce = {await product(categories[1], stock): stock for stock in stocks}
     shoppers = [await register(shop, index) for index in range(customers)]
     return World(str(categories[0]["id"]), frozenset(browse), scarce, shoppers)
 
@@ -270,7 +271,12 @@ class Shopper:
         product = self.random.choice(sorted(self.world.scarce))
         card = DECLINED if self.random.random() < 0.15 else APPROVED
         record = Checkout(
-            uuid.uuid4().hex, self.index, product, self.random.choice((1, 1, 2)), card
+            uuid.uuid4().hex,
+            self.index,
+            product,
+            self.random.choice((1, 1, 2)),
+            card,
+            time.monotonic(),
         )
         self.world.checkouts.append(record)
         for attempt in range(ATTEMPTS):
@@ -358,7 +364,7 @@ async def ledger_captures(payment_database_url: str) -> Counter[str]:
             rows = (
                 await session.execute(
                     select(sandbox_ledger.c.key).where(
-                        sandbox_ledger.c.operation == "capture", sandbox_ledger.c.approved
+                        sandbox_ledger.c.operation == "capture", sandbox_ledger.c.approved != 0
                     )
                 )
             ).all()

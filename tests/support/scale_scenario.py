@@ -12,13 +12,23 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from tests.support.processes import wait_for
-from tests.support.scale_load import Audit, Sent, Shop, Shopper, World, audit, make_world
+from tests.support.scale_load import (
+    Audit,
+    Checkout,
+    Sent,
+    Shop,
+    Shopper,
+    World,
+    audit,
+    make_world,
+)
 from tests.support.scale_stack import REPLICAS, SERVICES, ScaleStack, up_instances
 
 VICTIMS = ("payment-0", "product-0", "user-0", "gateway-0")
@@ -114,17 +124,22 @@ class Scenario:
     audit: Audit
     client_crashes: list[str]
 
-    def during_kills(self, sent: Sent) -> bool:
-        # An answer to a request sent just before the kill may arrive inside the window; one
-        # the breaker or the health view refuses just after it is also the kill's doing.
+    def during_kills(self, at: float) -> bool:
+        # A request the breaker or a stale health view refuses just after the replacements
+        # are UP is still the kills' doing.
         start, end = self.kill_window
-        return start <= sent.at <= end + 3.0
+        return start <= at <= end + 3.0
+
+    def checkouts_across_kills(self) -> list[Checkout]:
+        """Checkouts whose client was still asking while members were down."""
+        start, end = self.kill_window
+        return [c for c in self.world.checkouts if start - 5.0 <= c.started_at <= end]
 
     def errors(self, *, during_kills: bool) -> Counter[str]:
         return Counter(
             f"{s.kind} {s.label}"
             for s in self.sent
-            if not s.expected and s.kind != "setup" and self.during_kills(s) == during_kills
+            if not s.expected and s.kind != "setup" and self.during_kills(s.at) == during_kills
         )
 
     def walk_errors(self) -> list[str]:
@@ -151,6 +166,9 @@ class Scenario:
                 "started": len(self.world.checkouts),
                 "final_answers": dict(finals),
                 "retried": sum(len(c.answers) > 1 for c in self.world.checkouts),
+                "across_the_kills": dict(
+                    Counter(" ".join(c.answers) for c in self.checkouts_across_kills())
+                ),
             },
             "catalog_walks": {
                 "completed": len(self.world.walks),
@@ -176,15 +194,13 @@ async def run_scenario(
     clients: int,
     warmup_s: float,
     after_s: float,
-    stock: int,
+    stocks: Sequence[int],
     settle_within: float = 60.0,
     seed: int = 11,
 ) -> Scenario:
     """Make the world, run the shoppers around ``kill_and_replace``, then audit."""
     shop = Shop(stack)
-    world = await make_world(
-        shop, customers=clients, browse_products=12, scarce_products=3, stock=stock
-    )
+    world = await make_world(shop, customers=clients, browse_products=12, stocks=stocks)
     stop = asyncio.Event()
     began = time.monotonic()
     shoppers = [
