@@ -84,6 +84,8 @@ def _transport_label(error: BaseException) -> str:
         return "disconnected"
     if isinstance(error, TimeoutError):
         return "timeout"
+    if isinstance(error, aiohttp.ClientOSError):
+        return "connection-reset"
     return type(error).__name__
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -25,7 +27,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from localrun.broker import free_port
-from tests.support.processes import FAST_KAFKA, Process, start_process, wait_for
+from localrun.child_process import die_with_parent
+from tests.support.processes import FAST_KAFKA, ROOT, Process, wait_for
 from user_svc.keys import rotate
 
 SERVICES = ("payment", "product", "user")
@@ -162,7 +165,19 @@ class ScaleStack:
         )
         env = {**self.env, "MC_DATA_DIR": str(self.root / run), port_variable: str(member.port)}
         module = "gateway" if member.role == "gateway" else f"{member.role}_svc"
-        member.process = start_process(module, env, self.log_dir, run)
+        log_path = self.log_dir / f"{run}.log"
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", module],
+                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Eight processes left running by a runner killed outright would eat the
+                # shared machine: the kernel stops them with it.
+                preexec_fn=die_with_parent(signal.SIGKILL),
+            )
+        member.process = Process(run, popen, log_path)
         return member
 
     def kill(self, name: str) -> None:
