@@ -60,8 +60,17 @@ async def kill_and_replace(stack: ScaleStack) -> tuple[HealthTimeline, float, fl
     """Kill the victims together, watch the loss and the replacement; (timeline, kill, whole)."""
     timeline = HealthTimeline()
     survivor = stack.members[SURVIVOR]
-    seen = await stack.health(survivor)
-    assert seen is not None, "the surviving gateway does not answer /health"
+
+    async def whole() -> dict[str, Any] | None:
+        # A replica under load may report itself DOWN for a moment (a slow database check):
+        # kill only once the survivor sees every replica UP, so the loss it shows is the kill's.
+        body = await stack.health(survivor)
+        complete = body is not None and all(
+            len(up_instances(body, s)) == REPLICAS for s in SERVICES
+        )
+        return body if complete else None
+
+    seen = await wait_for(whole, within=30, interval=0.1)
     timeline.before = {s: sorted(up_instances(seen, s)) for s in SERVICES}
     old_ids = {s: up_instances(seen, s) for s in SERVICES}
     victims = {stack.members[name].role: stack.members[name] for name in VICTIMS}
@@ -89,22 +98,19 @@ async def kill_and_replace(stack: ScaleStack) -> tuple[HealthTimeline, float, fl
     async def replaced() -> bool:
         if "gateway" not in timeline.replaced_s and await _ready(stack, VICTIMS[-1]):
             timeline.replaced_s["gateway"] = round(time.monotonic() - restarted_at, 2)
-        for gateway in stack.gateways:
+        # The survivor first: it times each service's replacement, whatever the other does.
+        for gateway in sorted(stack.gateways, key=lambda g: g.name != SURVIVOR):
             body = await stack.health(gateway)
             if body is None:
                 return False
             for service in SERVICES:
                 up = up_instances(body, service)
                 address = victims[service].address
-                if (
-                    address in up
-                    and gateway.name == SURVIVOR
-                    and service not in timeline.replaced_s
-                ):
+                if gateway.name == SURVIVOR and address in up and service not in timeline.new_ids:
                     timeline.replaced_s[service] = round(time.monotonic() - restarted_at, 2)
                     timeline.new_ids[service] = up[address] != old_ids[service].get(address)
-                if len(up) < REPLICAS:
-                    return False
+            if any(len(up_instances(body, s)) < REPLICAS for s in SERVICES):
+                return False
             timeline.after[gateway.name] = {s: sorted(up_instances(body, s)) for s in SERVICES}
         return "gateway" in timeline.replaced_s
 
