@@ -5,18 +5,18 @@ from __future__ import annotations
 import ipaddress
 
 
-def _host_of(address: str) -> str:
+def _literal(address: str) -> tuple[int, str] | None:
+    """(IP version, address) for an IP literal with a port (``localhost`` as 127.0.0.1)."""
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        return ""
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
-
-
-def _ip_version(address: str) -> int | None:
+    if not port.isdigit():
+        return None
+    if host == "localhost":
+        host = "127.0.0.1"
     try:
-        return ipaddress.ip_address(_host_of(address)).version
+        version = ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).version
     except ValueError:
         return None
+    return version, f"{host}:{port}"
 
 
 def channel_target(address: str) -> str:
@@ -27,13 +27,14 @@ def channel_target(address: str) -> str:
     connects. gRPC's ``ipv4:``/``ipv6:`` schemes take such a list of IP literals (the channel
     then fails over between them), so a list of those is rewritten to one; anything else (a
     single address, a Kubernetes service name, a ``scheme:`` target) is returned unchanged.
+    ``gateway.upstreams`` applies the same rule to the live subset of its addresses.
     """
     parts = [part.strip() for part in address.split(",") if part.strip()]
     if len(parts) < 2 or "://" in address:
         return address
-    versions = {_ip_version(part) for part in parts}
-    if versions == {4}:
-        return "ipv4:" + ",".join(parts)
-    if versions == {6}:
-        return "ipv6:" + ",".join(parts)
-    return address
+    literals = [_literal(part) for part in parts]
+    versions = {literal[0] if literal else None for literal in literals}
+    if versions not in ({4}, {6}):
+        return address
+    scheme = "ipv4:" if versions == {4} else "ipv6:"
+    return scheme + ",".join(literal[1] for literal in literals if literal)
