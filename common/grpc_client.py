@@ -7,6 +7,8 @@ from typing import Generic, TypeVar
 
 import grpc
 
+from common.grpc_target import channel_target
+
 StubT = TypeVar("StubT")
 
 
@@ -22,7 +24,7 @@ class LazyStub(Generic[StubT]):
     def __call__(self) -> StubT:
         """The stub, on a channel opened now if none is open."""
         if self._channel is None or self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self._address)
+            self._channel = grpc.aio.insecure_channel(channel_target(self._address))
             self._stub = self._stub_class(self._channel)
         return self._stub
 
