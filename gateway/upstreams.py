@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import re
@@ -19,6 +18,7 @@ from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from common.grpc_target import channel_target
 from common.logging import get_logger
 from common.reasons import Reason
 from common.settings import SERVICE_NAMES
@@ -268,7 +268,7 @@ class Upstreams:
         if self._health is not None and len(live) > 1:
             down = self._health.down_instances(upstream.key) if self._health.broker_up() else ()
             live = tuple(a for a in upstream.addresses if a not in down) or upstream.addresses
-        target = _channel_target(live)
+        target = channel_target(",".join(live))
         channel = upstream.channels.get(target)
         if channel is None:
             channel = grpc.aio.insecure_channel(target, options=self._options)
@@ -375,29 +375,6 @@ def _backend_of_name(service_full_name: str) -> str | None:
     if match is None or match["backend"] not in SERVICE_NAMES:
         return None
     return match["backend"]
-
-
-def _channel_target(addresses: tuple[str, ...]) -> str:
-    """One gRPC target for the addresses: as is when one, else an ``ipv4:``/``ipv6:`` list
-    (gRPC resolves no comma-separated host names; give those as ``dns:///name:port``)."""
-    if len(addresses) == 1:
-        return addresses[0]
-    if all(a.startswith("[") for a in addresses):
-        return "ipv6:" + ",".join(addresses)
-    return "ipv4:" + ",".join(_ipv4(a) for a in addresses)
-
-
-def _ipv4(address: str) -> str:
-    host, _, port = address.rpartition(":")
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        raise ValueError(
-            f"{address}: several addresses must be IP literals; use dns:///{address} for a name"
-        ) from None
-    return f"{host}:{port}"
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,13 @@ from common.grpc_target import channel_target
         ("127.0.0.1:1, 127.0.0.1:2", "ipv4:127.0.0.1:1,127.0.0.1:2"),
         ("[::1]:1,[::1]:2", "ipv6:[::1]:1,[::1]:2"),
         ("localhost:1,127.0.0.1:2", "ipv4:127.0.0.1:1,127.0.0.1:2"),
-        # Host names (or a mix) have no list scheme: left for gRPC to report.
-        ("a:1,b:2", "a:1,b:2"),
-        ("127.0.0.1:1,[::1]:2", "127.0.0.1:1,[::1]:2"),
     ],
 )
 def test_a_list_of_ip_literals_gets_the_scheme_that_takes_a_list(address: str, target: str) -> None:
     assert channel_target(address) == target
+
+
+@pytest.mark.parametrize("address", ["a:1,b:2", "127.0.0.1:1,[::1]:2"])
+def test_a_list_that_no_channel_can_resolve_is_refused_naming_the_dns_form(address: str) -> None:
+    with pytest.raises(ValueError, match="dns:///"):
+        channel_target(address)
