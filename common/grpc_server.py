@@ -30,11 +30,11 @@ if TYPE_CHECKING:
     # grpc-stubs declares these generic; at run time they are plain classes and cannot be
     # subscripted, hence the split.
     _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Context = grpc.aio.ServicerContext[Any, Any]
+    ServicerContext = grpc.aio.ServicerContext[Any, Any]
     _Handler = grpc.RpcMethodHandler[Any, Any]
 else:
     _ServerInterceptor = grpc.aio.ServerInterceptor
-    _Context = grpc.aio.ServicerContext
+    ServicerContext = grpc.aio.ServicerContext
     _Handler = grpc.RpcMethodHandler
 
 _log = get_logger(__name__)
@@ -145,7 +145,7 @@ class BoundaryInterceptor(_ServerInterceptor):
         return handler
 
     def _wrap_unary(self, behavior: _Behavior, method: str, request_id: str) -> _Behavior:
-        async def unary(request: Any, context: _Context) -> Any:
+        async def unary(request: Any, context: ServicerContext) -> Any:
             async with self._boundary(context, method, request_id):
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
@@ -155,13 +155,13 @@ class BoundaryInterceptor(_ServerInterceptor):
     def _wrap_streaming(self, behavior: _Behavior, method: str, request_id: str) -> _Behavior:
         if inspect.iscoroutinefunction(behavior):
             # Writes its responses with context.write(); gRPC awaits it.
-            async def writer(request: Any, context: _Context) -> None:
+            async def writer(request: Any, context: ServicerContext) -> None:
                 async with self._boundary(context, method, request_id):
                     await behavior(request, context)
 
             return writer
 
-        async def generator(request: Any, context: _Context) -> AsyncIterator[Any]:
+        async def generator(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
             async with self._boundary(context, method, request_id):
                 responses = behavior(request, context)
                 if inspect.isasyncgen(responses):
@@ -175,7 +175,7 @@ class BoundaryInterceptor(_ServerInterceptor):
 
     @asynccontextmanager
     async def _boundary(
-        self, context: _Context, method: str, request_id: str
+        self, context: ServicerContext, method: str, request_id: str
     ) -> AsyncIterator[None]:
         # Set without resetting: every RPC runs in its own asyncio task with its own copy of
         # the context, and a reset from a response generator finalised elsewhere would fail.
@@ -196,7 +196,7 @@ class BoundaryInterceptor(_ServerInterceptor):
                 grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
             )
 
-    async def _abort_domain_error(self, context: _Context, error: DomainError) -> NoReturn:
+    async def _abort_domain_error(self, context: ServicerContext, error: DomainError) -> NoReturn:
         try:
             code = status_code_of(error)
         except KeyError:

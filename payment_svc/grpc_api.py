@@ -6,12 +6,9 @@ sees the request, and wiped from the request message.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-import grpc
-
 from common.access import require_principal
 from common.errors import InvalidArgument
+from common.grpc_server import ServicerContext
 from common.proto_values import money_message, money_of, timestamp
 from microcommerce.payment.v1 import order_service_pb2 as pb
 from microcommerce.payment.v1 import order_service_pb2_grpc
@@ -27,18 +24,13 @@ from payment_svc.service import Payments
 
 IDEMPOTENCY_KEY_METADATA = "idempotency-key"
 
-if TYPE_CHECKING:
-    _Context = grpc.aio.ServicerContext[Any, Any]
-else:
-    _Context = grpc.aio.ServicerContext
-
 
 def _caller() -> Caller:
     principal = require_principal()
     return Caller(principal.user_id, principal.is_admin)
 
 
-def _metadata(context: _Context, key: str) -> str:
+def _metadata(context: ServicerContext, key: str) -> str:
     for name, value in context.invocation_metadata() or ():
         if name == key:
             return value if isinstance(value, str) else value.decode()
@@ -107,7 +99,9 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
     def __init__(self, use_cases: Payments) -> None:
         self._use_cases = use_cases
 
-    async def CreateOrder(self, request: pb.CreateOrderRequest, context: _Context) -> pb.Order:
+    async def CreateOrder(
+        self, request: pb.CreateOrderRequest, context: ServicerContext
+    ) -> pb.Order:
         caller = _caller()
         if not request.payment_method.HasField("card"):
             raise InvalidArgument("a card is required", field="payment_method.card")
@@ -131,7 +125,7 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         return pb.Order.FromString(reply.body)
 
     async def ListOrders(
-        self, request: pb.ListOrdersRequest, context: _Context
+        self, request: pb.ListOrdersRequest, context: ServicerContext
     ) -> pb.ListOrdersResponse:
         page_size = request.page_size if request.HasField("page_size") else None
         found, token = await self._use_cases.list_orders(
@@ -141,13 +135,17 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
             orders=[order_message(order) for order in found], next_page_token=token
         )
 
-    async def GetOrder(self, request: pb.GetOrderRequest, context: _Context) -> pb.Order:
+    async def GetOrder(self, request: pb.GetOrderRequest, context: ServicerContext) -> pb.Order:
         return order_message(await self._use_cases.get_order(_caller(), request.id))
 
-    async def CancelOrder(self, request: pb.CancelOrderRequest, context: _Context) -> pb.Order:
+    async def CancelOrder(
+        self, request: pb.CancelOrderRequest, context: ServicerContext
+    ) -> pb.Order:
         return order_message(await self._use_cases.cancel(_caller(), request.id))
 
-    async def CreateRefund(self, request: pb.CreateRefundRequest, context: _Context) -> pb.Refund:
+    async def CreateRefund(
+        self, request: pb.CreateRefundRequest, context: ServicerContext
+    ) -> pb.Refund:
         caller = _caller()
         amount = money_of(request.amount, field="amount") if request.HasField("amount") else None
         refund = await self._use_cases.refund(caller, request.id, amount, request.reason)
@@ -160,5 +158,7 @@ class PaymentApi(order_service_pb2_grpc.PaymentServiceServicer):
     def __init__(self, use_cases: Payments) -> None:
         self._use_cases = use_cases
 
-    async def GetPayment(self, request: pb.GetPaymentRequest, context: _Context) -> pb.Payment:
+    async def GetPayment(
+        self, request: pb.GetPaymentRequest, context: ServicerContext
+    ) -> pb.Payment:
         return payment_message(await self._use_cases.get_payment(_caller(), request.id))

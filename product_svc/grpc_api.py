@@ -8,6 +8,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from common.access import current_principal, require_principal
 from common.errors import InvalidArgument
+from common.grpc_server import ServicerContext
 from common.money import Money
 from common.proto_values import money_message, timestamp
 from microcommerce.product.v1 import (
@@ -22,8 +23,6 @@ from microcommerce.product.v1 import (
 )
 from product_svc import domain
 from product_svc.service import Catalog
-
-Context = Any  # grpc.aio.ServicerContext; unused by these servicers
 
 # The fields UpdateProduct may change; price and stock have their own audited methods.
 _UPDATABLE = ("sku", "name", "description", "category_id", "low_stock_threshold")
@@ -115,7 +114,7 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
         self._use_cases = use_cases
 
     async def ListCategories(
-        self, request: pb.ListCategoriesRequest, context: Context
+        self, request: pb.ListCategoriesRequest, context: ServicerContext
     ) -> pb.ListCategoriesResponse:
         page_size = request.page_size if request.HasField("page_size") else None
         found, token = await self._use_cases.list_categories(page_size, request.page_token)
@@ -124,7 +123,7 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
         )
 
     async def CreateCategory(
-        self, request: pb.CreateCategoryRequest, context: Context
+        self, request: pb.CreateCategoryRequest, context: ServicerContext
     ) -> pb.Category:
         category = await self._use_cases.create_category(
             request.name, request.slug, request.parent_id
@@ -132,7 +131,7 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
         return category_message(category)
 
     async def ListProducts(
-        self, request: pb.ListProductsRequest, context: Context
+        self, request: pb.ListProductsRequest, context: ServicerContext
     ) -> pb.ListProductsResponse:
         found, token = await self._use_cases.search(
             q=request.q,
@@ -148,10 +147,14 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
             products=[product_message(p) for p in found], next_page_token=token
         )
 
-    async def GetProduct(self, request: pb.GetProductRequest, context: Context) -> pb.Product:
+    async def GetProduct(
+        self, request: pb.GetProductRequest, context: ServicerContext
+    ) -> pb.Product:
         return product_message(await self._use_cases.get_product(request.id))
 
-    async def CreateProduct(self, request: pb.CreateProductRequest, context: Context) -> pb.Product:
+    async def CreateProduct(
+        self, request: pb.CreateProductRequest, context: ServicerContext
+    ) -> pb.Product:
         product = await self._use_cases.create_product(
             sku=request.sku,
             name=request.name,
@@ -166,18 +169,22 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
         )
         return product_message(product)
 
-    async def UpdateProduct(self, request: pb.UpdateProductRequest, context: Context) -> pb.Product:
+    async def UpdateProduct(
+        self, request: pb.UpdateProductRequest, context: ServicerContext
+    ) -> pb.Product:
         product = await self._use_cases.update_product(
             request.id, product_changes(request), request.product.etag
         )
         return product_message(product)
 
-    async def DeleteProduct(self, request: pb.DeleteProductRequest, context: Context) -> Empty:
+    async def DeleteProduct(
+        self, request: pb.DeleteProductRequest, context: ServicerContext
+    ) -> Empty:
         await self._use_cases.archive_product(request.id, request.etag)
         return Empty()
 
     async def SetProductPrice(
-        self, request: pb.SetProductPriceRequest, context: Context
+        self, request: pb.SetProductPriceRequest, context: ServicerContext
     ) -> pb.Product:
         product = await self._use_cases.set_price(
             request.id,
@@ -187,7 +194,7 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
         return product_message(product)
 
     async def ListPriceHistory(
-        self, request: pb.ListPriceHistoryRequest, context: Context
+        self, request: pb.ListPriceHistoryRequest, context: ServicerContext
     ) -> pb.ListPriceHistoryResponse:
         page_size = request.page_size if request.HasField("page_size") else None
         changes, token = await self._use_cases.price_history(
@@ -208,7 +215,9 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
             next_page_token=token,
         )
 
-    async def AdjustStock(self, request: pb.AdjustStockRequest, context: Context) -> pb.StockLevel:
+    async def AdjustStock(
+        self, request: pb.AdjustStockRequest, context: ServicerContext
+    ) -> pb.StockLevel:
         product = await self._use_cases.adjust_stock(
             request.id, request.delta, request.reason, require_principal().subject
         )
@@ -222,17 +231,17 @@ class InventoryApi(inventory_service_pb2_grpc.InventoryServiceServicer):
         self._use_cases = use_cases
 
     async def ReserveStock(
-        self, request: inv.ReserveStockRequest, context: Context
+        self, request: inv.ReserveStockRequest, context: ServicerContext
     ) -> inv.Reservation:
         items = [(item.product_id, item.quantity) for item in request.items]
         return reservation_message(await self._use_cases.reserve(request.order_id, items))
 
     async def CommitReservation(
-        self, request: inv.CommitReservationRequest, context: Context
+        self, request: inv.CommitReservationRequest, context: ServicerContext
     ) -> inv.Reservation:
         return reservation_message(await self._use_cases.commit(request.order_id))
 
     async def ReleaseReservation(
-        self, request: inv.ReleaseReservationRequest, context: Context
+        self, request: inv.ReleaseReservationRequest, context: ServicerContext
     ) -> inv.Reservation:
         return reservation_message(await self._use_cases.release(request.order_id))

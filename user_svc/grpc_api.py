@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-import grpc
 from google.protobuf import empty_pb2
 
 from common.access import require_principal
+from common.grpc_server import ServicerContext
 from common.proto_values import timestamp
 from common.request_context import CLIENT_ADDRESS_METADATA_KEY, CLIENT_USER_AGENT_METADATA_KEY
 from microcommerce.user.v1 import user_service_pb2 as pb
 from microcommerce.user.v1 import user_service_pb2_grpc
 from user_svc.domain import Preferences, Session, User
 from user_svc.service import Accounts, Client, IssuedTokens
-
-if TYPE_CHECKING:
-    Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def _user(user: User) -> pb.User:
@@ -57,7 +52,7 @@ def _session(session: Session, current_id: str) -> pb.Session:
     )
 
 
-def _client(context: Context) -> Client:
+def _client(context: ServicerContext) -> Client:
     # Set by the gateway from the REST connection; a direct gRPC caller leaves them empty
     # and is then throttled per account only.
     metadata = {key: value for key, value in context.invocation_metadata() or ()}
@@ -76,40 +71,46 @@ class UserApi(user_service_pb2_grpc.UserServiceServicer):
         self._use_cases = use_cases
 
     async def IssueServiceToken(
-        self, request: pb.IssueServiceTokenRequest, context: Context
+        self, request: pb.IssueServiceTokenRequest, context: ServicerContext
     ) -> pb.TokenPair:
         return _pair(self._use_cases.issue_service_token(request.service, request.credential))
 
-    async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.TokenPair:
+    async def IssueToken(
+        self, request: pb.IssueTokenRequest, context: ServicerContext
+    ) -> pb.TokenPair:
         tokens = await self._use_cases.issue_token(
             request.email, request.password, _client(context)
         )
         return _pair(tokens)
 
-    async def RefreshToken(self, request: pb.RefreshTokenRequest, context: Context) -> pb.TokenPair:
+    async def RefreshToken(
+        self, request: pb.RefreshTokenRequest, context: ServicerContext
+    ) -> pb.TokenPair:
         return _pair(await self._use_cases.refresh(request.refresh_token, _client(context)))
 
-    async def Logout(self, request: pb.LogoutRequest, context: Context) -> empty_pb2.Empty:
+    async def Logout(self, request: pb.LogoutRequest, context: ServicerContext) -> empty_pb2.Empty:
         await self._use_cases.logout(require_principal().user_id, request.refresh_token)
         return empty_pb2.Empty()
 
-    async def CreateUser(self, request: pb.CreateUserRequest, context: Context) -> pb.User:
+    async def CreateUser(self, request: pb.CreateUserRequest, context: ServicerContext) -> pb.User:
         user = await self._use_cases.register(request.email, request.password, request.name)
         return _user(user)
 
-    async def GetMe(self, request: pb.GetMeRequest, context: Context) -> pb.User:
+    async def GetMe(self, request: pb.GetMeRequest, context: ServicerContext) -> pb.User:
         return _user(await self._use_cases.me(require_principal().user_id))
 
-    async def UpdateMe(self, request: pb.UpdateMeRequest, context: Context) -> pb.User:
+    async def UpdateMe(self, request: pb.UpdateMeRequest, context: ServicerContext) -> pb.User:
         name = request.name if request.HasField("name") else None
         return _user(await self._use_cases.update_me(require_principal().user_id, name=name))
 
-    async def DeleteMe(self, request: pb.DeleteMeRequest, context: Context) -> empty_pb2.Empty:
+    async def DeleteMe(
+        self, request: pb.DeleteMeRequest, context: ServicerContext
+    ) -> empty_pb2.Empty:
         await self._use_cases.delete_me(require_principal().user_id)
         return empty_pb2.Empty()
 
     async def ListSessions(
-        self, request: pb.ListSessionsRequest, context: Context
+        self, request: pb.ListSessionsRequest, context: ServicerContext
     ) -> pb.ListSessionsResponse:
         principal = require_principal()
         found, next_token = await self._use_cases.sessions(
@@ -123,18 +124,18 @@ class UserApi(user_service_pb2_grpc.UserServiceServicer):
         )
 
     async def RevokeSession(
-        self, request: pb.RevokeSessionRequest, context: Context
+        self, request: pb.RevokeSessionRequest, context: ServicerContext
     ) -> empty_pb2.Empty:
         await self._use_cases.revoke_session(require_principal().user_id, request.id)
         return empty_pb2.Empty()
 
     async def GetPreferences(
-        self, request: pb.GetPreferencesRequest, context: Context
+        self, request: pb.GetPreferencesRequest, context: ServicerContext
     ) -> pb.Preferences:
         return _preferences(await self._use_cases.preferences(require_principal().user_id))
 
     async def UpdatePreferences(
-        self, request: pb.UpdatePreferencesRequest, context: Context
+        self, request: pb.UpdatePreferencesRequest, context: ServicerContext
     ) -> pb.Preferences:
         given = request.preferences
         preferences = Preferences.parse(given.currency, given.language, given.marketing_emails)
@@ -142,7 +143,7 @@ class UserApi(user_service_pb2_grpc.UserServiceServicer):
         return _preferences(updated)
 
     async def ListUsers(
-        self, request: pb.ListUsersRequest, context: Context
+        self, request: pb.ListUsersRequest, context: ServicerContext
     ) -> pb.ListUsersResponse:
         found, next_token = await self._use_cases.list_users(
             page_size=request.page_size if request.HasField("page_size") else None,
@@ -153,10 +154,14 @@ class UserApi(user_service_pb2_grpc.UserServiceServicer):
             users=[_user(user) for user in found], next_page_token=next_token
         )
 
-    async def SetUserRoles(self, request: pb.SetUserRolesRequest, context: Context) -> pb.User:
+    async def SetUserRoles(
+        self, request: pb.SetUserRolesRequest, context: ServicerContext
+    ) -> pb.User:
         admin = require_principal()
         user = await self._use_cases.set_roles(admin.subject, request.id, list(request.roles))
         return _user(user)
 
-    async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.JsonWebKeySet:
+    async def GetJwks(
+        self, request: pb.GetJwksRequest, context: ServicerContext
+    ) -> pb.JsonWebKeySet:
         return pb.JsonWebKeySet(keys=[pb.JsonWebKey(**jwk) for jwk in self._use_cases.jwks()])
