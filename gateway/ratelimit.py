@@ -21,6 +21,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from common.logging import get_logger
+from common.reasons import Reason
 from gateway.auth import PRINCIPAL_KEY
 from gateway.client_address import client_address
 from gateway.metrics import GatewayMetrics
@@ -283,7 +284,7 @@ class RateLimiter:
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"Too many requests; retry in {max(1, math.ceil(decision.retry_after_s))} s.",
                 headers=decision.headers(),
-                reason="RATE_LIMITED",
+                reason=Reason.RATE_LIMITED,
             )
         previous = request.get(_DECISION_KEY)
         # The tighter of the budgets spent is the one the client should pace itself by (one
