@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAMES = ("payment", "product", "user")
@@ -56,6 +56,16 @@ class CommonSettings(BaseSettings):
     # Production clusters want 3; a single local broker can hold only 1.
     kafka_replication_factor: int = Field(1, ge=1)
 
+    # How every Kafka client (producers, Faust apps, admin clients) reaches a secured cluster;
+    # common.kafka_security turns these into the clients' options. The embedded broker speaks
+    # PLAINTEXT only.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # The CA that signed the brokers' certificates; unset, TLS trusts the system's CA store.
+    kafka_ssl_cafile: FilePath | None = None
+
     health_ping_interval_s: float = Field(1.0, gt=0, description="Gateway ping period.")
 
     # MC_<SVC>_DATABASE_URL; unset means SQLite under data_dir (common.db.database_url). Secret
@@ -101,9 +111,49 @@ class CommonSettings(BaseSettings):
                 data[f"{service}_address"] = _connect_address(host, port)
         return data
 
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        problems = kafka_security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def service_address(self, service: str) -> str:
         """The gRPC target of one of ``common.settings.SERVICE_NAMES``."""
         if service not in SERVICE_NAMES:
             raise KeyError(f"unknown service {service!r}; expected one of {SERVICE_NAMES}")
         address: str = getattr(self, f"{service}_address")
         return address
+
+
+def kafka_security_problems(settings: CommonSettings) -> list[str]:
+    """What is missing or contradictory in the Kafka security settings (empty when sound)."""
+    protocol = settings.kafka_security_protocol
+    problems: list[str] = []
+    sasl = {
+        "MC_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "MC_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "MC_KAFKA_SASL_PASSWORD": (
+            settings.kafka_sasl_password.get_secret_value()
+            if settings.kafka_sasl_password is not None
+            else None
+        ),
+    }
+    if protocol.startswith("SASL_"):
+        problems += [
+            f"MC_KAFKA_SECURITY_PROTOCOL={protocol} needs {name}"
+            for name, value in sasl.items()
+            if not value
+        ]
+    else:
+        # Credentials that would silently go unused are a misconfiguration, not a default.
+        problems += [
+            f"{name} is set but MC_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL"
+            for name, value in sasl.items()
+            if value
+        ]
+    if settings.kafka_ssl_cafile is not None and not protocol.endswith("SSL"):
+        problems.append(
+            f"MC_KAFKA_SSL_CAFILE is set but MC_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS"
+        )
+    return problems
