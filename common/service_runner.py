@@ -22,9 +22,9 @@ from common.grpc_server import Service, create_server, stop_gracefully
 from common.health_stream import HealthCheck, InstanceIdentity, install_pong_responder
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
-from common.migrations import upgrade_to_head
+from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
-from common.settings import CommonSettings
+from common.settings import CommonSettings, load_settings
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 
@@ -34,6 +34,9 @@ class ServiceSettings(CommonSettings):
 
     port: int = Field(0, ge=0, le=65535)
     shutdown_grace_s: float = Field(10.0, ge=0, description="In-flight calls may finish.")
+    # False where a separate step migrates (the chart's hook Job runs `migrate`), so replicas
+    # never race on a schema change; the service then only checks the schema is at head.
+    migrate_on_start: bool = True
 
 
 # The settings class of one service (UserSettings, ...): the runner hands wire() the very
@@ -116,7 +119,15 @@ async def run_service(
     configure_logging(spec.name, settings.log_level)
     log = get_logger(__name__)
     database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
-    await upgrade_to_head(database.engine, spec.migrations)
+    try:
+        if settings.migrate_on_start:
+            await upgrade_to_head(database.engine, spec.migrations)
+        else:
+            await require_head(database.engine, spec.migrations, spec.name)
+    except SchemaNotAtHead as behind:
+        await database.dispose()
+        log.error("schema_not_at_head", detail=str(behind))
+        raise
 
     outbox = Outbox(spec.name)
     users = UserServiceClient(settings.user_address)
@@ -162,3 +173,16 @@ async def run_service(
         await users.close()
         await database.dispose()
         log.info("stopped")
+
+
+def serve(spec: ServiceSpec[S], settings_class: type[S]) -> None:
+    """A service process's ``main``: settings from the environment, then serve until stopped.
+
+    A refusal to start (unsafe production settings, a schema behind with migrating left to
+    another step) ends the process with status 1 and the reason, not a traceback.
+    """
+    settings = load_settings(settings_class)
+    try:
+        asyncio.run(run_service(spec, settings))
+    except SchemaNotAtHead as behind:
+        raise SystemExit(f"{spec.name}: refusing to start: {behind}") from None

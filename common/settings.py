@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import AliasChoices, Field, FilePath, SecretStr, model_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAMES = ("payment", "product", "user")
@@ -157,3 +157,25 @@ def kafka_security_problems(settings: CommonSettings) -> list[str]:
             f"MC_KAFKA_SSL_CAFILE is set but MC_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS"
         )
     return problems
+
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+
+
+def load_settings(settings_class: type[SettingsT]) -> SettingsT:
+    """A process's settings from the environment, or exit 1 with every reason they were refused.
+
+    The reasons alone: pydantic's own message quotes the input, which holds the secrets.
+    """
+    try:
+        return settings_class.model_validate({})
+    except ValidationError as refused:
+        reasons = []
+        for error in refused.errors(include_input=False, include_url=False):
+            field = ".".join(str(part) for part in error["loc"])
+            setting = field if field.startswith("MC_") else f"MC_{field.upper()}" if field else ""
+            message = str(error["msg"]).removeprefix("Value error, ")
+            reasons.append(f"{setting}: {message}" if setting else message)
+        raise SystemExit(
+            f"{settings_class.__name__}: refusing to start:\n- " + "\n- ".join(reasons)
+        ) from None

@@ -12,7 +12,7 @@ from common.grpc_server import Service
 from common.logging import get_logger
 from common.outbox import Outbox
 from common.pagination import PageTokens
-from common.service_runner import Runtime, ServiceSpec, Wiring, run_service
+from common.service_runner import Runtime, ServiceSpec, Wiring, serve
 from common.tokens import DEFAULT_LEEWAY_S
 from microcommerce.user.v1 import user_service_pb2, user_service_pb2_grpc
 from user_svc import grpc_api
@@ -117,4 +117,4 @@ SPEC = ServiceSpec[UserSettings](
 
 
 def main() -> None:
-    asyncio.run(run_service(SPEC, UserSettings()))
+    serve(SPEC, UserSettings)
