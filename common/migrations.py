@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import SQLITE_BEGIN_OPTION, create_engine, database_url
 from common.logging import configure_logging
-from common.settings import SERVICE_NAMES, CommonSettings
+from common.settings import SERVICE_NAMES, CommonSettings, load_settings
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,6 +187,13 @@ def new_revision(
     )
 
 
+class MigrationSettings(CommonSettings):
+    """What ``migrate`` reads: the databases. It never touches Kafka, so no Kafka rules."""
+
+    def production_problems(self) -> list[str]:
+        return [problem for service in SERVICE_NAMES for problem in self.database_problems(service)]
+
+
 def _service(name: str) -> str:
     if name not in SERVICE_NAMES:
         raise argparse.ArgumentTypeError(f"{name!r} is not one of {', '.join(SERVICE_NAMES)}")
@@ -209,9 +216,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     revision.add_argument("--autogenerate", action="store_true")
     args = parser.parse_args(argv)
 
-    # model_validate({}) reads the environment like CommonSettings() does; mypy, without the
-    # pydantic plugin, takes Field(default, ...) defaults for required arguments.
-    settings = CommonSettings.model_validate({})
+    settings = load_settings(MigrationSettings)
     configure_logging("migrations", settings.log_level)
 
     async def run() -> None:

@@ -11,7 +11,7 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import faust
 from pydantic import Field
@@ -24,7 +24,7 @@ from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
-from common.settings import CommonSettings, load_settings
+from common.settings import MIN_PAGE_TOKEN_KEY_CHARS, CommonSettings, load_settings
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 
@@ -37,6 +37,27 @@ class ServiceSettings(CommonSettings):
     # False where a separate step migrates (the chart's hook Job runs `migrate`), so replicas
     # never race on a schema change; the service then only checks the schema is at head.
     migrate_on_start: bool = True
+
+    # Which service's database these settings open ("payment", ...): its production rules.
+    service_name: ClassVar[str] = ""
+
+    def production_problems(self) -> list[str]:
+        problems = super().production_problems()
+        if self.service_credential is None or not self.service_credential.get_secret_value():
+            # Generated per run by `make run`; replicas must all hold the same one.
+            problems.append("MC_SERVICE_CREDENTIAL is unset")
+        key = self.page_token_key.get_secret_value() if self.page_token_key is not None else ""
+        if not key:
+            problems.append(
+                "MC_PAGE_TOKEN_KEY is unset (each replica would draw its own page-token key)"
+            )
+        elif len(key) < MIN_PAGE_TOKEN_KEY_CHARS:
+            problems.append(
+                f"MC_PAGE_TOKEN_KEY is shorter than {MIN_PAGE_TOKEN_KEY_CHARS} characters"
+            )
+        if self.service_name:
+            problems += self.database_problems(self.service_name)
+        return problems
 
 
 # The settings class of one service (UserSettings, ...): the runner hands wire() the very

@@ -9,6 +9,11 @@ from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAMES = ("payment", "product", "user")
+# Kafka's usual durability: a topic survives the loss of one broker while another is down.
+PRODUCTION_REPLICATION_FACTOR = 3
+# The page-token key's least length in production: 32 characters (at least 192 bits of a
+# base64 secret) before the per-service key is derived from it.
+MIN_PAGE_TOKEN_KEY_CHARS = 32
 DEFAULT_PORTS = {"gateway": 8080, "payment": 8081, "product": 8082, "user": 8083}
 
 
@@ -111,12 +116,57 @@ class CommonSettings(BaseSettings):
                 data[f"{service}_address"] = _connect_address(host, port)
         return data
 
+    # Production expects replicas, which cannot share a SQLite file; a single-replica install
+    # that accepts that says so explicitly.
+    allow_sqlite_in_production: bool = False
+
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Self:
         problems = kafka_security_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        # Checked where the settings are built, so a process refuses before opening anything,
+        # and every problem is listed at once rather than one per failed deployment.
+        if self.environment == "production":
+            problems = self.production_problems()
+            if problems:
+                raise ValueError(
+                    "MC_ENVIRONMENT=production refuses to start: " + "; ".join(problems)
+                )
+        return self
+
+    def production_problems(self) -> list[str]:
+        """What this process would do unsafely in production; each names its setting.
+
+        Every long-running process declares Kafka topics; processes add their own rules.
+        """
+        if self.kafka_replication_factor < PRODUCTION_REPLICATION_FACTOR:
+            return [
+                f"MC_KAFKA_REPLICATION_FACTOR is {self.kafka_replication_factor}, production "
+                f"topics need at least {PRODUCTION_REPLICATION_FACTOR} replicas"
+            ]
+        return []
+
+    def database_problems(self, service: str) -> list[str]:
+        """Why ``service``'s database is unfit for production (SQLite), unless allowed."""
+        if self.allow_sqlite_in_production:
+            return []
+        setting = f"MC_{service.upper()}_DATABASE_URL"
+        url: SecretStr | None = getattr(self, f"{service}_database_url")
+        value = url.get_secret_value() if url is not None else ""
+        advice = (
+            "production expects replicas sharing PostgreSQL (set "
+            "MC_ALLOW_SQLITE_IN_PRODUCTION=true for a single-replica install)"
+        )
+        if not value:
+            return [f"{setting} is unset, so SQLite under MC_DATA_DIR: {advice}"]
+        if value.split(":", 1)[0].split("+", 1)[0] == "sqlite":
+            return [f"{setting} points at SQLite: {advice}"]
+        return []
 
     def service_address(self, service: str) -> str:
         """The gRPC target of one of ``common.settings.SERVICE_NAMES``."""

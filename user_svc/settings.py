@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
@@ -11,6 +12,8 @@ from common.service_runner import ServiceSettings
 
 
 class UserSettings(ServiceSettings):
+    service_name: ClassVar[str] = "user"
+
     port: int = Field(8083, ge=0, le=65535, validation_alias="MC_USER_PORT")
 
     # Signing keys: MC_JWT_KEY_DIR (e.g. a mounted secret shared by every replica), else
@@ -39,6 +42,20 @@ class UserSettings(ServiceSettings):
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_cost_kib: int = Field(64 * 1024, ge=8 * 4)
     argon2_parallelism: int = Field(4, ge=1)
+
+    def production_problems(self) -> list[str]:
+        problems = super().production_problems()
+        if self.admin_email and not (
+            self.admin_password and self.admin_password.get_secret_value()
+        ):
+            # `make run` generates one locally; production never makes up a credential.
+            problems.append("MC_ADMIN_EMAIL is set but MC_ADMIN_PASSWORD is not")
+        if self.jwt_key_dir is None:
+            problems.append(
+                "MC_JWT_KEY_DIR is unset: signing keys would be generated in this replica's "
+                "data dir, unknown to the other replicas"
+            )
+        return problems
 
     def key_directory(self) -> Path:
         return (self.jwt_key_dir or self.data_dir / "keys").expanduser().resolve()

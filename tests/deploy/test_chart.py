@@ -256,9 +256,15 @@ def test_no_secret_value_appears_outside_a_secret(tools: Tools) -> None:
 def test_workloads_take_secrets_by_reference_and_only_those_they_use(default: Render) -> None:
     needs = {
         "gateway": {"MC_REDIS_URL"},
-        "payment": {"MC_PAYMENT_DATABASE_URL", "MC_SERVICE_CREDENTIAL"},
+        # Every service signs page tokens: its replicas must share the key.
+        "payment": {"MC_PAYMENT_DATABASE_URL", "MC_SERVICE_CREDENTIAL", "MC_PAGE_TOKEN_KEY"},
         "product": {"MC_PRODUCT_DATABASE_URL", "MC_SERVICE_CREDENTIAL", "MC_PAGE_TOKEN_KEY"},
-        "user": {"MC_USER_DATABASE_URL", "MC_SERVICE_CREDENTIAL", "MC_ADMIN_PASSWORD"},
+        "user": {
+            "MC_USER_DATABASE_URL",
+            "MC_SERVICE_CREDENTIAL",
+            "MC_PAGE_TOKEN_KEY",
+            "MC_ADMIN_PASSWORD",
+        },
     }
     for component, expected in needs.items():
         (container,) = containers(default.deployment_of(component))
