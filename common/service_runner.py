@@ -24,7 +24,7 @@ from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
-from common.settings import MIN_PAGE_TOKEN_KEY_CHARS, CommonSettings, load_settings
+from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 
@@ -51,10 +51,8 @@ class ServiceSettings(CommonSettings):
             problems.append(
                 "MC_PAGE_TOKEN_KEY is unset (each replica would draw its own page-token key)"
             )
-        elif len(key) < MIN_PAGE_TOKEN_KEY_CHARS:
-            problems.append(
-                f"MC_PAGE_TOKEN_KEY is shorter than {MIN_PAGE_TOKEN_KEY_CHARS} characters"
-            )
+        elif len(key) < MIN_SECRET_CHARS:
+            problems.append(f"MC_PAGE_TOKEN_KEY is shorter than {MIN_SECRET_CHARS} characters")
         if self.service_name:
             problems += self.database_problems(self.service_name)
         return problems
@@ -85,7 +83,7 @@ class Wiring:
     when it stops; ``cleanup`` callbacks (closing client channels, ...) run once gRPC has
     stopped and the background tasks have ended, each awaited in turn even if one fails;
     ``key_source`` replaces user_svc's JWKS for verifying tokens (user_svc verifies with its
-    own key ring).
+    own key ring); ``startup`` callbacks run before the gRPC server starts serving.
     """
 
     services: Sequence[Service[Any]]
@@ -93,6 +91,8 @@ class Wiring:
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     cleanup: Sequence[Callable[[], Awaitable[None]]] = ()
     key_source: KeySource | None = None
+    # Awaited in turn before the gRPC server starts (loading user_svc's key ring, ...).
+    startup: Sequence[Callable[[], Awaitable[None]]] = ()
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,8 @@ async def run_service(
     outbox = Outbox(spec.name)
     users = UserServiceClient(settings.user_address)
     wiring = spec.wire(Runtime(spec.name, settings, database, outbox, users))
+    for prepare in wiring.startup:
+        await prepare()
     verifier = TokenVerifier(wiring.key_source or jwks_cache(users))
     grpc_server = await create_server(
         services=wiring.services,

@@ -11,9 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SERVICE_NAMES = ("payment", "product", "user")
 # Kafka's usual durability: a topic survives the loss of one broker while another is down.
 PRODUCTION_REPLICATION_FACTOR = 3
-# The page-token key's least length in production: 32 characters (at least 192 bits of a
-# base64 secret) before the per-service key is derived from it.
-MIN_PAGE_TOKEN_KEY_CHARS = 32
+# The least length of a secret that keys are derived from (page tokens, the signing keys'
+# encryption): 32 characters, at least 192 bits of a base64 secret.
+MIN_SECRET_CHARS = 32
 DEFAULT_PORTS = {"gateway": 8080, "payment": 8081, "product": 8082, "user": 8083}
 
 

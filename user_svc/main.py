@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ from common.tokens import DEFAULT_LEEWAY_S
 from microcommerce.user.v1 import user_service_pb2, user_service_pb2_grpc
 from user_svc import grpc_api
 from user_svc.domain import ThrottlePolicy
-from user_svc.keys import KeyRing
+from user_svc.key_encryption import KeyEncryption
+from user_svc.keys import KeyRing, SigningKeys
 from user_svc.passwords import Passwords
 from user_svc.service import SERVICE_TOKEN_TTL, Accounts, Lifetimes, Throttling
 from user_svc.settings import UserSettings
+from user_svc.shared_keys import DatabaseKeyRing
 from user_svc.store import AccountStore
 
 _log = get_logger(__name__)
@@ -31,21 +34,44 @@ PRUNE_INTERVAL_S = 3600.0
 
 def key_ring(settings: UserSettings) -> KeyRing:
     """The ring in the configured directory, loaded (its first key created) now."""
-    longest_token = max(settings.access_token_ttl, SERVICE_TOKEN_TTL)
     ring = KeyRing(
         settings.key_directory(),
-        # A replaced key verifies until every token it signed has expired, leeway included.
-        retire_after=longest_token + timedelta(seconds=DEFAULT_LEEWAY_S * 2),
+        retire_after=_retire_after(settings),
         activate_after=timedelta(seconds=settings.jwt_key_activation_s),
-        rotate_every=(
-            timedelta(seconds=settings.jwt_key_rotation_s) if settings.jwt_key_rotation_s else None
-        ),
+        rotate_every=_rotate_every(settings),
     )
     ring.load()
     return ring
 
 
-def accounts(database: Database, outbox: Outbox, settings: UserSettings, ring: KeyRing) -> Accounts:
+def _retire_after(settings: UserSettings) -> timedelta:
+    # A replaced key verifies until every token it signed has expired, leeway included.
+    longest_token = max(settings.access_token_ttl, SERVICE_TOKEN_TTL)
+    return longest_token + timedelta(seconds=DEFAULT_LEEWAY_S * 2)
+
+
+def _rotate_every(settings: UserSettings) -> timedelta | None:
+    rotation = settings.jwt_key_rotation_s
+    return timedelta(seconds=rotation) if rotation else None
+
+
+def shared_key_ring(database: Database, settings: UserSettings) -> DatabaseKeyRing:
+    """The ring in the service's database (MC_JWT_KEY_ENCRYPTION_KEY set); load() it first."""
+    secret = settings.jwt_key_encryption_key
+    assert secret is not None, "only with MC_JWT_KEY_ENCRYPTION_KEY"
+    return DatabaseKeyRing(
+        database,
+        KeyEncryption(secret.get_secret_value()),
+        retire_after=_retire_after(settings),
+        activate_after=timedelta(seconds=settings.jwt_key_activation_s),
+        rotate_every=_rotate_every(settings),
+        reload_interval=timedelta(seconds=settings.jwt_key_reload_s),
+    )
+
+
+def accounts(
+    database: Database, outbox: Outbox, settings: UserSettings, ring: SigningKeys
+) -> Accounts:
     """The use cases over this database, signing with ``ring``."""
     window = timedelta(seconds=settings.login_failure_window_s)
     return Accounts(
@@ -79,7 +105,14 @@ def user_service(use_cases: Accounts) -> Service[Any]:
 
 def wire(runtime: Runtime[UserSettings]) -> Wiring:
     settings = runtime.settings
-    ring = key_ring(settings)
+    ring: SigningKeys
+    startup: list[Callable[[], Awaitable[None]]] = []
+    refresh: list[Callable[[], Coroutine[Any, Any, None]]] = []
+    if settings.jwt_key_encryption_key is not None:
+        shared = shared_key_ring(runtime.database, settings)
+        ring, startup, refresh = shared, [shared.load], [shared.refresh_forever]
+    else:
+        ring = key_ring(settings)
     use_cases = accounts(runtime.database, runtime.outbox, settings, ring)
 
     async def bootstrap_admin() -> None:
@@ -104,8 +137,9 @@ def wire(runtime: Runtime[UserSettings]) -> Wiring:
     return Wiring(
         services=[user_service(use_cases)],
         checks={"database": use_cases.database_reachable},
-        background=[bootstrap_admin, prune_sessions],
+        background=[bootstrap_admin, prune_sessions, *refresh],
         key_source=ring,
+        startup=startup,
     )
 
 

@@ -150,7 +150,27 @@ def test_the_user_service_refuses_a_bootstrap_admin_without_a_password() -> None
 
 
 def test_the_user_service_refuses_signing_keys_generated_in_its_own_data_dir() -> None:
-    assert "MC_JWT_KEY_DIR is unset" in refusal(UserSettings, jwt_key_dir=None)
+    message = refusal(UserSettings, jwt_key_dir=None)
+
+    assert "MC_JWT_KEY_ENCRYPTION_KEY (or a shared MC_JWT_KEY_DIR) is unset" in message
+
+
+def test_the_database_key_ring_satisfies_production() -> None:
+    settings = UserSettings.model_validate(
+        production(jwt_key_dir=None, jwt_key_encryption_key="e" * 32)
+    )
+
+    assert settings.jwt_key_encryption_key is not None
+
+
+def test_a_short_key_encryption_secret_is_refused_in_every_environment() -> None:
+    with pytest.raises(ValidationError, match="MC_JWT_KEY_ENCRYPTION_KEY must be at least 32"):
+        UserSettings.model_validate({"jwt_key_encryption_key": "e" * 31})
+
+
+def test_two_key_rings_at_once_are_refused() -> None:
+    with pytest.raises(ValidationError, match="choose one key ring"):
+        UserSettings.model_validate({"jwt_key_encryption_key": "e" * 32, "jwt_key_dir": "/keys"})
 
 
 def test_every_problem_is_named_in_one_message() -> None:
@@ -170,7 +190,7 @@ def test_every_problem_is_named_in_one_message() -> None:
         "MC_USER_DATABASE_URL",
         "MC_KAFKA_REPLICATION_FACTOR",
         "MC_ADMIN_PASSWORD",
-        "MC_JWT_KEY_DIR",
+        "MC_JWT_KEY_ENCRYPTION_KEY",
     ):
         assert setting in message
 
