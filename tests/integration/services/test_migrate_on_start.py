@@ -6,13 +6,18 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
-from common.migrations import SchemaNotAtHead, upgrade_to_head
+from common.db import Database
+from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.service_runner import run_service
 from localrun.broker import free_port
 from tests.support.processes import FAST_KAFKA, ROOT
@@ -107,3 +112,25 @@ def test_the_refusal_reaches_the_process_exit_status_and_stderr(tmp_path: Path) 
     assert result.returncode == 1
     assert "MC_MIGRATE_ON_START=false" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.postgres
+async def test_the_schema_check_reads_postgresql_version_tables_too(postgres_url: str) -> None:
+    server = make_url(postgres_url)
+    name = f"mc_head_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    database = Database.from_url(server.set(database=name))
+    try:
+        with pytest.raises(SchemaNotAtHead, match="no revision"):
+            await require_head(database.engine, USER.migrations, "user")
+
+        await upgrade_to_head(database.engine, USER.migrations)
+
+        await require_head(database.engine, USER.migrations, "user")
+    finally:
+        await database.dispose()
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
