@@ -8,16 +8,17 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import URL, BigInteger, Connection, DateTime, Dialect, event, make_url, text
+from sqlalchemy import URL, Connection, DateTime, Dialect, event, make_url, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.schema import Table
 from sqlalchemy.types import TypeDecorator
 
-from common.clock import from_micros, to_micros
 from common.logging import get_logger
 from common.settings import CommonSettings
 
@@ -97,27 +98,6 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class UtcMicros(TypeDecorator[datetime]):
-    """An aware UTC datetime kept as integer microseconds since the epoch (``BigInteger``).
-
-    For stores whose columns are ``*_time_us`` integers (exact keyset cursors, cheap sorting):
-    the domain still sees aware datetimes (``common.clock.to_micros``/``from_micros``).
-    """
-
-    impl = BigInteger
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: stores take aware UTC datetimes")
-        return to_micros(value)
-
-    def process_result_value(self, value: int | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else from_micros(value)
-
-
 def _connect_sqlite(dbapi_connection: Any, _connection_record: Any) -> None:
     # Let SQLAlchemy emit BEGIN itself (_begin_sqlite): the driver's own implicit BEGIN comes
     # too late for transactional DDL and cannot take the write lock up front.
@@ -175,6 +155,17 @@ def create_engine(
         pool_recycle=1800,
         connect_args={"timeout": 5, "command_timeout": 30, "server_settings": server_settings},
     )
+
+
+def insert_on_conflict(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` that takes ``on_conflict_do_nothing``/``_do_update``.
+
+    Both backends speak ``INSERT ... ON CONFLICT``, but SQLAlchemy builds it from each
+    dialect's own ``insert``; this picks the one of the session's database.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 class Database:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Column, MetaData, String, Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.clock import now
-from common.db import UtcDateTime
+from common.db import UtcDateTime, insert_on_conflict
 
 
 def _inbox_columns() -> list[Column[Any]]:
@@ -46,8 +45,6 @@ def drop_inbox_table(op: Any, service: str) -> None:
 async def first_delivery(session: AsyncSession, table: Table, consumer: str, event_id: str) -> bool:
     """Record ``event_id`` for ``consumer``; False when it was recorded before (a duplicate)."""
     values = {"consumer": consumer, "event_id": event_id, "received_at": now()}
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(values).on_conflict_do_nothing()
+    statement = insert_on_conflict(session, table).values(values).on_conflict_do_nothing()
     result = await session.execute(statement)
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import clock
+from common.background import run_every
 from common.db import SQLITE_BEGIN_OPTION, Database, UtcDateTime
 from common.kafka_security import kafka_security
 from common.logging import get_logger
@@ -210,29 +211,24 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until cancelled; broker and database errors are retried with back-off."""
-        backoff = 0.1
         try:
-            while True:
-                try:
-                    while await self.publish_pending():
-                        pass
-                    await self._prune()
-                    backoff = 0.1
-                    await self._outbox.wait_for_commit(self._poll_interval_s)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    _log.warning(
-                        "outbox_relay_retrying",
-                        error=type(error).__name__,
-                        detail=str(error),
-                        backoff_s=backoff,
-                    )
-                    await self._reset_producer()
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+            await run_every(
+                self._poll_interval_s,
+                self._relay_pending,
+                name="outbox-relay",
+                wait=self._outbox.wait_for_commit,  # a commit with events wakes it early
+            )
         finally:
             await self._reset_producer()
+
+    async def _relay_pending(self) -> None:
+        try:
+            while await self.publish_pending():
+                pass
+            await self._prune()
+        except Exception:
+            await self._reset_producer()  # a broken connection is not reused for the retry
+            raise
 
     async def publish_pending(self) -> int:
         """Publish one batch; the number of rows published (0 when nothing was pending)."""

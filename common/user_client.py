@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from common.access import AUTHORIZATION_METADATA_KEY
 from common.errors import Unavailable
+from common.grpc_client import LazyStub
 from common.request_context import outgoing_metadata
 from common.settings import CommonSettings
 from common.tokens import JwksCache
@@ -32,12 +33,9 @@ class UserServiceClient:
     def __init__(self, address: str, *, timeout_s: float = 5.0) -> None:
         self._address = address
         self._timeout_s = timeout_s
-        self._channel: grpc.aio.Channel | None = None
-
-    def _stub(self) -> user_service_pb2_grpc.UserServiceAsyncStub:
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._address)
-        return user_service_pb2_grpc.UserServiceStub(self._channel)
+        self._stub: LazyStub[user_service_pb2_grpc.UserServiceAsyncStub] = LazyStub(
+            address, user_service_pb2_grpc.UserServiceStub
+        )
 
     async def fetch_jwks(self) -> Mapping[str, Any]:
         """The JWKS document, as a dict (the shape served at /.well-known/jwks.json)."""
@@ -55,9 +53,7 @@ class UserServiceClient:
         return pair.access_token, pair.expires_in
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = None
+        await self._stub.close()
 
 
 def jwks_cache(client: UserServiceClient) -> JwksCache:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import grpc
 
 from common.errors import Unavailable
+from common.grpc_client import LazyStub
 from common.money import Money
 from common.user_client import ServiceTokens
 from microcommerce.product.v1 import inventory_service_pb2, inventory_service_pb2_grpc
@@ -50,12 +51,9 @@ class GrpcInventory:
         self._address = address
         self._tokens = tokens
         self._deadline_s = deadline_s
-        self._channel: grpc.aio.Channel | None = None
-
-    def _stub(self) -> inventory_service_pb2_grpc.InventoryServiceAsyncStub:
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._address)
-        return inventory_service_pb2_grpc.InventoryServiceStub(self._channel)
+        self._stub: LazyStub[inventory_service_pb2_grpc.InventoryServiceAsyncStub] = LazyStub(
+            address, inventory_service_pb2_grpc.InventoryServiceStub
+        )
 
     async def reserve(self, order_id: str, items: Sequence[RequestedItem]) -> list[ReservedLine]:
         request = inventory_service_pb2.ReserveStockRequest(
@@ -111,9 +109,7 @@ class GrpcInventory:
             raise InventoryUnavailable(error.message) from error
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = None
+        await self._stub.close()
 
 
 def _reserve_error(error: grpc.aio.AioRpcError) -> InventoryError:

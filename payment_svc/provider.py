@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from common.clock import now
-from common.db import Database, UtcDateTime
+from common.db import Database, UtcDateTime, insert_on_conflict
 from common.logging import get_logger
 from common.money import Money
 from payment_svc.domain import CardOnFile, FailureReason, ValidCard
@@ -186,10 +185,8 @@ class SandboxProvider(PaymentProvider):
         self, key: str, operation: str, amount: int, failure: FailureReason | None
     ) -> ProviderResult:
         async with self._database.session() as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             await session.execute(
-                insert(sandbox_ledger)
+                insert_on_conflict(session, sandbox_ledger)
                 .values(
                     key=key,
                     operation=operation,

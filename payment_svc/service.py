@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from common.background import run_every
 from common.clock import from_micros, to_micros
 from common.clock import now as _now
 from common.errors import (
@@ -351,14 +352,9 @@ class Payments:
 
     async def run_recovery(self) -> None:
         """The background task: recover at start-up, then every ``recovery_interval_s``."""
-        while True:
-            try:
-                await self.recover_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a database blip must not end recovery for good
-                _log.exception("recovery_failed")
-            await asyncio.sleep(self._policy.recovery_interval_s)
+        await run_every(
+            self._policy.recovery_interval_s, self.recover_once, name="checkout-recovery"
+        )
 
 
 def _visible(caller: Caller, order: Order | None, order_id: str) -> Order:

@@ -35,10 +35,9 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import SQLITE_BEGIN_OPTION, Database, UtcDateTime
+from common.db import SQLITE_BEGIN_OPTION, Database, UtcDateTime, insert_on_conflict
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
 from payment_svc.domain import (
@@ -156,9 +155,7 @@ _REPLIED_OK = "OK"
 
 
 def _insert_ignoring_duplicates(session: AsyncSession, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert_(table).on_conflict_do_nothing()
+    return insert_on_conflict(session, table).on_conflict_do_nothing()
 
 
 class UnitOfWork:

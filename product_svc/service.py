@@ -3,10 +3,10 @@ save, record events)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from common.background import run_every
 from common.clock import from_micros, now, to_micros
 from common.errors import AlreadyExists, DomainError, InvalidArgument, NotFound
 from common.logging import get_logger
@@ -373,15 +373,11 @@ class Catalog:
 
     async def sweep_expired(self, interval_s: float) -> None:
         """Expire due reservations every ``interval_s`` until cancelled."""
-        while True:
-            try:
-                while await self.expire_due() > 0:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # the database may be briefly away; try again later
-                _log.warning("reservation_sweep_failed", error=type(error).__name__)
-            await asyncio.sleep(interval_s)
+        await run_every(interval_s, self._expire_all_due, name="reservation-sweep")
+
+    async def _expire_all_due(self) -> None:
+        while await self.expire_due() > 0:
+            pass
 
 
 # The sort key of each order, as a page token carries it: the values, then the product id.

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from common.background import periodic
 from common.db import Database
 from common.grpc_server import Service
 from common.logging import get_logger
@@ -65,7 +65,6 @@ def shared_key_ring(database: Database, settings: UserSettings) -> DatabaseKeyRi
         retire_after=_retire_after(settings),
         activate_after=timedelta(seconds=settings.jwt_key_activation_s),
         rotate_every=_rotate_every(settings),
-        reload_interval=timedelta(seconds=settings.jwt_key_reload_s),
     )
 
 
@@ -110,7 +109,10 @@ def wire(runtime: Runtime[UserSettings]) -> Wiring:
     refresh: list[Callable[[], Coroutine[Any, Any, None]]] = []
     if settings.jwt_key_encryption_key is not None:
         shared = shared_key_ring(runtime.database, settings)
-        ring, startup, refresh = shared, [shared.load], [shared.refresh_forever]
+        # Reread often (well inside the activation delay), so every replica publishes a new
+        # key before any signs with it; a failed reload keeps the last ring.
+        reload = periodic(settings.jwt_key_reload_s, shared.load, name="signing-key-reload")
+        ring, startup, refresh = shared, [shared.load], [reload]
     else:
         ring = key_ring(settings)
     use_cases = accounts(runtime.database, runtime.outbox, settings, ring)
@@ -126,18 +128,14 @@ def wire(runtime: Runtime[UserSettings]) -> Wiring:
             else:
                 _log.info("admin_bootstrapped", user_id=admin.id)
 
-    async def prune_sessions() -> None:
-        while True:
-            try:
-                await use_cases.prune_sessions()
-            except Exception as error:  # the database may be away for a while; try next time
-                _log.warning("session_pruning_failed", error=type(error).__name__)
-            await asyncio.sleep(PRUNE_INTERVAL_S)
-
     return Wiring(
         services=[user_service(use_cases)],
         checks={"database": use_cases.database_reachable},
-        background=[bootstrap_admin, prune_sessions, *refresh],
+        background=[
+            bootstrap_admin,
+            periodic(PRUNE_INTERVAL_S, use_cases.prune_sessions, name="session-pruning"),
+            *refresh,
+        ],
         key_source=ring,
         startup=startup,
     )

@@ -4,14 +4,13 @@ Every replica reads the same ``user_signing_keys`` rows (private keys sealed wit
 ``MC_JWT_KEY_ENCRYPTION_KEY``), so they all sign with the same key and publish the same JWKS.
 Creating the first key, rotating by age and deleting retired keys happen under a database
 lock (a PostgreSQL advisory lock; on SQLite the unit of work's write lock), so two replicas
-never both rotate. Each replica reloads the ring every ``reload_interval``, which is shorter
+never both rotate. Each replica reloads the ring every ``MC_JWT_KEY_RELOAD_S``, which is shorter
 than the activation delay: a new key is published by every replica before any signs with it.
 The rules themselves (rotation age, activation, retirement) are ``user_svc.keys``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -37,9 +36,9 @@ _LOCK_KEY = zlib.crc32(b"mc-user-signing-keys")
 class DatabaseKeyRing:
     """The keys this replica signs and verifies with; a ``user_svc.keys.SigningKeys``.
 
-    ``load`` (awaited once before serving) brings the ring up to date; ``refresh_forever``
-    keeps doing so in the background. Signing reads the in-memory copy and never waits on
-    the database.
+    ``load`` (awaited once before serving, then every ``MC_JWT_KEY_RELOAD_S`` by the service's
+    background loop) brings the ring up to date. Signing reads the in-memory copy and never
+    waits on the database.
     """
 
     def __init__(
@@ -50,7 +49,6 @@ class DatabaseKeyRing:
         retire_after: timedelta,
         rotate_every: timedelta | None = None,
         activate_after: timedelta = timedelta(0),
-        reload_interval: timedelta = timedelta(seconds=3),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
@@ -58,7 +56,6 @@ class DatabaseKeyRing:
         self._retire_after = retire_after.total_seconds()
         self._rotate_every = rotate_every.total_seconds() if rotate_every else None
         self._activate_after = activate_after.total_seconds()
-        self._reload_interval = reload_interval.total_seconds()
         self._clock = clock
         self._keys: list[StoredKey] = []
         self._opened: dict[str, StoredKey] = {}  # decrypted once per kid
@@ -98,15 +95,6 @@ class DatabaseKeyRing:
             stored = await self._insert_new_key(session, self._clock())
         await self.load()
         return stored
-
-    async def refresh_forever(self) -> None:
-        """Reload every ``reload_interval`` until cancelled; a failed reload keeps the last ring."""
-        while True:
-            await asyncio.sleep(self._reload_interval)
-            try:
-                await self.load()
-            except Exception as error:  # the database may be away; signing goes on meanwhile
-                _log.warning("signing_keys_reload_failed", error=type(error).__name__)
 
     def signer(self) -> TokenSigner:
         chosen = signing_key(self._loaded(), self._clock(), self._activate_after)

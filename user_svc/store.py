@@ -24,11 +24,10 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import Database, UtcDateTime
+from common.db import Database, UtcDateTime, insert_on_conflict
 from common.outbox import Outbox, OutgoingEvent
 from user_svc.domain import FailureCount, Preferences, Session, User
 
@@ -293,9 +292,7 @@ class UnitOfWork:
 
     async def save_failure_count(self, key: str, count: FailureCount) -> None:
         values = {"key": key, "failures": count.failures, "window_start": count.window_start}
-        dialect = self._session.get_bind().dialect.name
-        upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = upsert(login_failures).values(values)
+        statement = insert_on_conflict(self._session, login_failures).values(values)
         await self._session.execute(
             statement.on_conflict_do_update(
                 index_elements=[login_failures.c.key],

@@ -97,12 +97,12 @@ async def test_every_contract_topic_is_declared_with_its_partitions(
 
 
 async def test_a_refused_request_answers_a_problem_with_its_request_id(up_stack: Stack) -> None:
-    # Was a 501 from the then-pending GET /api/v1/products; the catalog issue implemented it,
-    # so a request it refuses (page_size=0) shows the same error path through real processes.
+    # A request the catalog refuses (a negative page_size, AIP-158) shows the error path
+    # through real processes.
     async with (
         aiohttp.ClientSession(up_stack.gateway_url) as http,
         http.get(
-            "/api/v1/products?page_size=0", headers={"X-Request-Id": "e2e-request-1"}
+            "/api/v1/products?page_size=-1", headers={"X-Request-Id": "e2e-request-1"}
         ) as response,
     ):
         body = await response.json(content_type=None)
