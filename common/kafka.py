@@ -20,6 +20,7 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.errors import TopicAlreadyExistsError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from common.kafka_security import kafka_security
 from common.settings import CommonSettings
 from common.topics import TOPIC_PARTITIONS
 
@@ -100,6 +101,8 @@ def create_faust_app(app_id: str, settings: CommonSettings) -> faust.App:
         processing_guarantee="at_least_once",
         producer_acks=-1,
         store="memory://",
+        # Faust hands these to its producer, consumers and admin client alike.
+        broker_credentials=kafka_security(settings).faust_credentials(),
     )
     app.transport = Transport(
         app.conf.broker_consumer, app, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms
@@ -116,7 +119,10 @@ async def declare_topics(settings: CommonSettings) -> None:
     Every process does this before its consumers subscribe: a subscription or a send to a
     missing topic would have the broker auto-create it with its default partition count.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        **kafka_security(settings).aiokafka_options(),
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -17,13 +17,14 @@ from weakref import WeakKeyDictionary
 
 from alembic import command, context
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.db import create_engine, database_url
+from common.db import SQLITE_BEGIN_OPTION, create_engine, database_url
 from common.logging import configure_logging
-from common.settings import SERVICE_NAMES, CommonSettings
+from common.settings import SERVICE_NAMES, CommonSettings, load_settings
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,6 +76,38 @@ async def upgrade_to_head(engine_or_url: AsyncEngine | str | URL, script_locatio
     finally:
         if owned:
             await engine.dispose()
+
+
+class SchemaNotAtHead(RuntimeError):
+    """A service told not to migrate (MC_MIGRATE_ON_START=false) found its schema behind."""
+
+
+async def require_head(engine: AsyncEngine, script_location: Path, service: str) -> None:
+    """Raise ``SchemaNotAtHead`` unless ``service``'s schema is at its newest revision.
+
+    For replicas that leave migrating to a separate step (the chart's hook Job): serving on an
+    older schema would fail at the first query that meets a missing column, far from the cause.
+    """
+    heads = set(ScriptDirectory.from_config(alembic_config(script_location)).get_heads())
+
+    def read_current(connection: Connection) -> set[str]:
+        migration = MigrationContext.configure(
+            connection, opts={"version_table": version_table(service)}
+        )
+        return set(migration.get_current_heads())
+
+    # Only a read: on SQLite it must not queue behind writers for the write lock.
+    async with engine.connect() as connection:
+        connection = await connection.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+        current = await connection.run_sync(read_current)
+    if current != heads:
+        found = ", ".join(sorted(current)) or "no revision (empty schema)"
+        raise SchemaNotAtHead(
+            f"the {service} database is at {found}, not at head {', '.join(sorted(heads))}, "
+            f"and MC_MIGRATE_ON_START=false: run `python -m common.migrations upgrade {service}` "
+            f"(the image's `migrate {service}`, or the chart's migration Job) first, or set "
+            "MC_MIGRATE_ON_START=true"
+        )
 
 
 # Alembic keeps the running migration in module-level state (alembic.context): two upgrades
@@ -154,6 +187,13 @@ def new_revision(
     )
 
 
+class MigrationSettings(CommonSettings):
+    """What ``migrate`` reads: the databases. It never touches Kafka, so no Kafka rules."""
+
+    def production_problems(self) -> list[str]:
+        return [problem for service in SERVICE_NAMES for problem in self.database_problems(service)]
+
+
 def _service(name: str) -> str:
     if name not in SERVICE_NAMES:
         raise argparse.ArgumentTypeError(f"{name!r} is not one of {', '.join(SERVICE_NAMES)}")
@@ -176,9 +216,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     revision.add_argument("--autogenerate", action="store_true")
     args = parser.parse_args(argv)
 
-    # model_validate({}) reads the environment like CommonSettings() does; mypy, without the
-    # pydantic plugin, takes Field(default, ...) defaults for required arguments.
-    settings = CommonSettings.model_validate({})
+    settings = load_settings(MigrationSettings)
     configure_logging("migrations", settings.log_level)
 
     async def run() -> None:

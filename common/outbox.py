@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common import clock
 from common.background import run_every
 from common.db import SQLITE_BEGIN_OPTION, Database, UtcDateTime
+from common.kafka_security import kafka_security
 from common.logging import get_logger
 from common.proto_json import message_to_json
 from common.settings import CommonSettings
@@ -303,6 +304,7 @@ class OutboxRelay:
                 # because a batch is only marked after every record of it was acknowledged.
                 enable_idempotence=False,
                 request_timeout_ms=10_000,
+                **kafka_security(self._settings).aiokafka_options(),
             )
             try:
                 await producer.start()

@@ -11,7 +11,7 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import faust
 from pydantic import Field
@@ -22,9 +22,9 @@ from common.grpc_server import Service, create_server, stop_gracefully
 from common.health_stream import HealthCheck, InstanceIdentity, install_pong_responder
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
-from common.migrations import upgrade_to_head
+from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
-from common.settings import CommonSettings
+from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 
@@ -34,6 +34,28 @@ class ServiceSettings(CommonSettings):
 
     port: int = Field(0, ge=0, le=65535)
     shutdown_grace_s: float = Field(10.0, ge=0, description="In-flight calls may finish.")
+    # False where a separate step migrates (the chart's hook Job runs `migrate`), so replicas
+    # never race on a schema change; the service then only checks the schema is at head.
+    migrate_on_start: bool = True
+
+    # Which service's database these settings open ("payment", ...): its production rules.
+    service_name: ClassVar[str] = ""
+
+    def production_problems(self) -> list[str]:
+        problems = super().production_problems()
+        if self.service_credential is None or not self.service_credential.get_secret_value():
+            # Generated per run by `make run`; replicas must all hold the same one.
+            problems.append("MC_SERVICE_CREDENTIAL is unset")
+        key = self.page_token_key.get_secret_value() if self.page_token_key is not None else ""
+        if not key:
+            problems.append(
+                "MC_PAGE_TOKEN_KEY is unset (each replica would draw its own page-token key)"
+            )
+        elif len(key) < MIN_SECRET_CHARS:
+            problems.append(f"MC_PAGE_TOKEN_KEY is shorter than {MIN_SECRET_CHARS} characters")
+        if self.service_name:
+            problems += self.database_problems(self.service_name)
+        return problems
 
 
 # The settings class of one service (UserSettings, ...): the runner hands wire() the very
@@ -61,7 +83,7 @@ class Wiring:
     when it stops; ``cleanup`` callbacks (closing client channels, ...) run once gRPC has
     stopped and the background tasks have ended, each awaited in turn even if one fails;
     ``key_source`` replaces user_svc's JWKS for verifying tokens (user_svc verifies with its
-    own key ring).
+    own key ring); ``startup`` callbacks run before the gRPC server starts serving.
     """
 
     services: Sequence[Service[Any]]
@@ -69,6 +91,8 @@ class Wiring:
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     cleanup: Sequence[Callable[[], Awaitable[None]]] = ()
     key_source: KeySource | None = None
+    # Awaited in turn before the gRPC server starts (loading user_svc's key ring, ...).
+    startup: Sequence[Callable[[], Awaitable[None]]] = ()
 
 
 @dataclass(frozen=True)
@@ -116,11 +140,21 @@ async def run_service(
     configure_logging(spec.name, settings.log_level)
     log = get_logger(__name__)
     database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
-    await upgrade_to_head(database.engine, spec.migrations)
+    try:
+        if settings.migrate_on_start:
+            await upgrade_to_head(database.engine, spec.migrations)
+        else:
+            await require_head(database.engine, spec.migrations, spec.name)
+    except SchemaNotAtHead as behind:
+        await database.dispose()
+        log.error("schema_not_at_head", detail=str(behind))
+        raise
 
     outbox = Outbox(spec.name)
     users = UserServiceClient(settings.user_address)
     wiring = spec.wire(Runtime(spec.name, settings, database, outbox, users))
+    for prepare in wiring.startup:
+        await prepare()
     verifier = TokenVerifier(wiring.key_source or jwks_cache(users))
     grpc_server = await create_server(
         services=wiring.services,
@@ -162,3 +196,16 @@ async def run_service(
         await users.close()
         await database.dispose()
         log.info("stopped")
+
+
+def serve(spec: ServiceSpec[S], settings_class: type[S]) -> None:
+    """A service process's ``main``: settings from the environment, then serve until stopped.
+
+    A refusal to start (unsafe production settings, a schema behind with migrating left to
+    another step) ends the process with status 1 and the reason, not a traceback.
+    """
+    settings = load_settings(settings_class)
+    try:
+        asyncio.run(run_service(spec, settings))
+    except SchemaNotAtHead as behind:
+        raise SystemExit(f"{spec.name}: refusing to start: {behind}") from None

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAMES = ("payment", "product", "user")
+# Kafka's usual durability: a topic survives the loss of one broker while another is down.
+PRODUCTION_REPLICATION_FACTOR = 3
+# The least length of a secret that keys are derived from (page tokens, the signing keys'
+# encryption): 32 characters, at least 192 bits of a base64 secret.
+MIN_SECRET_CHARS = 32
 DEFAULT_PORTS = {"gateway": 8080, "payment": 8081, "product": 8082, "user": 8083}
 
 
@@ -56,6 +61,16 @@ class CommonSettings(BaseSettings):
     # Production clusters want 3; a single local broker can hold only 1.
     kafka_replication_factor: int = Field(1, ge=1)
 
+    # How every Kafka client (producers, Faust apps, admin clients) reaches a secured cluster;
+    # common.kafka_security turns these into the clients' options. The embedded broker speaks
+    # PLAINTEXT only.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # The CA that signed the brokers' certificates; unset, TLS trusts the system's CA store.
+    kafka_ssl_cafile: FilePath | None = None
+
     health_ping_interval_s: float = Field(1.0, gt=0, description="Gateway ping period.")
 
     # MC_<SVC>_DATABASE_URL; unset means SQLite under data_dir (common.db.database_url). Secret
@@ -101,9 +116,116 @@ class CommonSettings(BaseSettings):
                 data[f"{service}_address"] = _connect_address(host, port)
         return data
 
+    # Production expects replicas, which cannot share a SQLite file; a single-replica install
+    # that accepts that says so explicitly.
+    allow_sqlite_in_production: bool = False
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        problems = kafka_security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        # Checked where the settings are built, so a process refuses before opening anything,
+        # and every problem is listed at once rather than one per failed deployment.
+        if self.environment == "production":
+            problems = self.production_problems()
+            if problems:
+                raise ValueError(
+                    "MC_ENVIRONMENT=production refuses to start: " + "; ".join(problems)
+                )
+        return self
+
+    def production_problems(self) -> list[str]:
+        """What this process would do unsafely in production; each names its setting.
+
+        Every long-running process declares Kafka topics; processes add their own rules.
+        """
+        if self.kafka_replication_factor < PRODUCTION_REPLICATION_FACTOR:
+            return [
+                f"MC_KAFKA_REPLICATION_FACTOR is {self.kafka_replication_factor}, production "
+                f"topics need at least {PRODUCTION_REPLICATION_FACTOR} replicas"
+            ]
+        return []
+
+    def database_problems(self, service: str) -> list[str]:
+        """Why ``service``'s database is unfit for production (SQLite), unless allowed."""
+        if self.allow_sqlite_in_production:
+            return []
+        setting = f"MC_{service.upper()}_DATABASE_URL"
+        url: SecretStr | None = getattr(self, f"{service}_database_url")
+        value = url.get_secret_value() if url is not None else ""
+        advice = (
+            "production expects replicas sharing PostgreSQL (set "
+            "MC_ALLOW_SQLITE_IN_PRODUCTION=true for a single-replica install)"
+        )
+        if not value:
+            return [f"{setting} is unset, so SQLite under MC_DATA_DIR: {advice}"]
+        if value.split(":", 1)[0].split("+", 1)[0] == "sqlite":
+            return [f"{setting} points at SQLite: {advice}"]
+        return []
+
     def service_address(self, service: str) -> str:
         """The gRPC target of one of ``common.settings.SERVICE_NAMES``."""
         if service not in SERVICE_NAMES:
             raise KeyError(f"unknown service {service!r}; expected one of {SERVICE_NAMES}")
         address: str = getattr(self, f"{service}_address")
         return address
+
+
+def kafka_security_problems(settings: CommonSettings) -> list[str]:
+    """What is missing or contradictory in the Kafka security settings (empty when sound)."""
+    protocol = settings.kafka_security_protocol
+    problems: list[str] = []
+    sasl = {
+        "MC_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "MC_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "MC_KAFKA_SASL_PASSWORD": (
+            settings.kafka_sasl_password.get_secret_value()
+            if settings.kafka_sasl_password is not None
+            else None
+        ),
+    }
+    if protocol.startswith("SASL_"):
+        problems += [
+            f"MC_KAFKA_SECURITY_PROTOCOL={protocol} needs {name}"
+            for name, value in sasl.items()
+            if not value
+        ]
+    else:
+        # Credentials that would silently go unused are a misconfiguration, not a default.
+        problems += [
+            f"{name} is set but MC_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL"
+            for name, value in sasl.items()
+            if value
+        ]
+    if settings.kafka_ssl_cafile is not None and not protocol.endswith("SSL"):
+        problems.append(
+            f"MC_KAFKA_SSL_CAFILE is set but MC_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS"
+        )
+    return problems
+
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+
+
+def load_settings(settings_class: type[SettingsT]) -> SettingsT:
+    """A process's settings from the environment, or exit 1 with every reason they were refused.
+
+    The reasons alone: pydantic's own message quotes the input, which holds the secrets.
+    """
+    try:
+        return settings_class.model_validate({})
+    except ValidationError as refused:
+        reasons = []
+        for error in refused.errors(include_input=False, include_url=False):
+            field = ".".join(str(part) for part in error["loc"])
+            setting = field if field.startswith("MC_") else f"MC_{field.upper()}" if field else ""
+            message = str(error["msg"]).removeprefix("Value error, ")
+            reasons.append(f"{setting}: {message}" if setting else message)
+        raise SystemExit(
+            f"{settings_class.__name__}: refusing to start:\n- " + "\n- ".join(reasons)
+        ) from None

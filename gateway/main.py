@@ -11,7 +11,7 @@ from aiohttp import web
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.service_runner import wait_for_stop_signal
-from common.settings import SERVICE_NAMES
+from common.settings import SERVICE_NAMES, load_settings
 from gateway.app import create_app, drain, runner_options
 from gateway.health import HealthRegistry, install_health_stream
 from gateway.health_routes import health_routes
@@ -61,4 +61,4 @@ async def serve(
 
 
 def main() -> None:
-    asyncio.run(serve(GatewaySettings()))
+    asyncio.run(serve(load_settings(GatewaySettings)))

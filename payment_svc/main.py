@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 from common.grpc_server import Service
 from common.logging import get_logger
 from common.pagination import PageTokens
-from common.service_runner import Runtime, ServiceSpec, Wiring, run_service
+from common.service_runner import Runtime, ServiceSpec, Wiring, serve
 from common.user_client import ServiceTokens
 from microcommerce.payment.v1 import order_service_pb2, order_service_pb2_grpc
 from payment_svc import grpc_api
@@ -90,4 +89,4 @@ SPEC = ServiceSpec[PaymentSettings](
 
 
 def main() -> None:
-    asyncio.run(run_service(SPEC, PaymentSettings()))
+    serve(SPEC, PaymentSettings)

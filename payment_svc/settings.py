@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import ClassVar, Self
 
 from pydantic import Field, model_validator
 
@@ -12,6 +12,8 @@ from payment_svc.saga import FAULT_POINTS
 
 
 class PaymentSettings(ServiceSettings):
+    service_name: ClassVar[str] = "payment"
+
     port: int = Field(8081, ge=0, le=65535, validation_alias="MC_PAYMENT_PORT")
     # Which PaymentProvider class takes the money (payment_svc.provider.PROVIDERS).
     provider: str = Field("sandbox", validation_alias="MC_PAYMENT_PROVIDER")

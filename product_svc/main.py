@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from common.grpc_server import Service
 from common.pagination import PageTokens
-from common.service_runner import Runtime, ServiceSpec, Wiring, run_service
+from common.service_runner import Runtime, ServiceSpec, Wiring, serve
 from microcommerce.product.v1 import (
     inventory_service_pb2,
     inventory_service_pb2_grpc,
@@ -63,4 +62,4 @@ SPEC = ServiceSpec[ProductSettings](
 
 
 def main() -> None:
-    asyncio.run(run_service(SPEC, ProductSettings()))
+    serve(SPEC, ProductSettings)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from common.service_runner import ServiceSettings
 
 
 class ProductSettings(ServiceSettings):
+    service_name: ClassVar[str] = "product"
+
     port: int = Field(8082, ge=0, le=65535, validation_alias="MC_PRODUCT_PORT")
     # A reservation neither committed nor released within this is released by the sweeper.
     reservation_ttl_s: float = Field(900.0, gt=0, validation_alias="MC_RESERVATION_TTL_S")

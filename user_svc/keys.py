@@ -10,13 +10,17 @@ directory when they meet a kid they do not know or every ``reload_interval``. Cr
 takes an exclusive ``flock`` on ``.lock`` so two replicas starting together make one key.
 
 ``python -m user_svc.keys rotate [--dir DIR]`` adds a new key by hand (e.g. after a leak);
-with ``MC_JWT_KEY_ROTATION_S`` set, the service also rotates by age.
+with ``MC_JWT_KEY_ROTATION_S`` set, the service also rotates by age. The rules of the ring
+(when to rotate, which key signs, when one retires) are functions here, shared with the ring
+kept in the database for replicas that share no filesystem (``user_svc.shared_keys``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import fcntl
+import itertools
 import os
 import sys
 import time
@@ -25,12 +29,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.logging import get_logger
 from common.tokens import PrivateKey, PublicKey, TokenSigner, key_id, new_key, public_jwk
+
+if TYPE_CHECKING:
+    from user_svc.settings import UserSettings
 
 _log = get_logger(__name__)
 
@@ -49,6 +57,43 @@ class StoredKey:
     @property
     def public_key(self) -> PublicKey:
         return self.private_key.public_key()
+
+
+class SigningKeys(Protocol):
+    """What the use cases sign with and publish; also a ``common.tokens.KeySource``."""
+
+    def signer(self) -> TokenSigner: ...
+
+    def jwks(self) -> list[dict[str, str]]: ...
+
+    async def get(self, kid: str) -> PublicKey | None: ...
+
+
+def rotation_due(keys: Sequence[StoredKey], now: float, rotate_every: float | None) -> bool:
+    """Whether the ring needs a new key: it has none, or its newest is over age."""
+    return not keys or (rotate_every is not None and now - keys[-1].created >= rotate_every)
+
+
+def retired(
+    keys: Sequence[StoredKey], now: float, *, activate_after: float, retire_after: float
+) -> list[StoredKey]:
+    """The keys (oldest first) no still-valid token can be signed with any more.
+
+    A key retires ``retire_after`` past the moment its successor took over (the successor's
+    creation plus ``activate_after``).
+    """
+    return [
+        stored
+        for stored, successor in itertools.pairwise(keys)
+        if now - (successor.created + activate_after) > retire_after
+    ]
+
+
+def signing_key(keys: Sequence[StoredKey], now: float, activate_after: float) -> StoredKey:
+    """The newest active key; when none is active yet, the oldest (on first start the only key
+    signs at once)."""
+    active = [stored for stored in keys if now - stored.created >= activate_after]
+    return active[-1] if active else keys[0]
 
 
 def _file_name(created: float, kid: str) -> str:
@@ -159,26 +204,18 @@ class KeyRing:
         with _locked(self._directory):
             keys = read_keys(self._directory)
             now = self._clock()
-            if not keys or (
-                self._rotate_every is not None and now - keys[-1].created >= self._rotate_every
-            ):
+            if rotation_due(keys, now, self._rotate_every):
                 keys.append(write_new_key(self._directory, now=now))
-            keys = self._without_retired(keys, now)
+            gone = retired(
+                keys, now, activate_after=self._activate_after, retire_after=self._retire_after
+            )
+            for stored in gone:
+                (self._directory / _file_name(stored.created, stored.kid)).unlink(missing_ok=True)
+                _log.info("signing_key_retired", kid=stored.kid)
+            gone_kids = {stored.kid for stored in gone}
+            keys = [stored for stored in keys if stored.kid not in gone_kids]
         self._keys = keys
         self._loaded_at = self._clock()
-
-    def _without_retired(self, keys: list[StoredKey], now: float) -> list[StoredKey]:
-        kept: list[StoredKey] = []
-        for index, stored in enumerate(keys):
-            successor = keys[index + 1] if index + 1 < len(keys) else None
-            took_over = None if successor is None else successor.created + self._activate_after
-            if took_over is not None and now - took_over > self._retire_after:
-                path = self._directory / _file_name(stored.created, stored.kid)
-                path.unlink(missing_ok=True)
-                _log.info("signing_key_retired", kid=stored.kid)
-                continue
-            kept.append(stored)
-        return kept
 
     def _current_keys(self) -> list[StoredKey]:
         if not self._keys or self._clock() - self._loaded_at >= self._reload_interval:
@@ -188,10 +225,7 @@ class KeyRing:
     def signer(self) -> TokenSigner:
         """The signer of the newest active key; when none is active yet, the oldest (on first
         start the only key signs at once)."""
-        keys = self._current_keys()
-        now = self._clock()
-        active = [stored for stored in keys if now - stored.created >= self._activate_after]
-        chosen = active[-1] if active else keys[0]
+        chosen = signing_key(self._current_keys(), self._clock(), self._activate_after)
         return TokenSigner(chosen.private_key, chosen.kid)
 
     def published(self) -> Sequence[StoredKey]:
@@ -216,21 +250,51 @@ class KeyRing:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m user_svc.keys rotate|list [--dir DIR]``."""
+    """``python -m user_svc.keys rotate|list [--dir DIR]``.
+
+    Without ``--dir`` it acts on the ring the service uses: the database one when
+    MC_JWT_KEY_ENCRYPTION_KEY is set, else the key directory.
+    """
     # Imported here: the settings module pulls in the whole service, the CLI needs only this.
+    from common.settings import load_settings
     from user_svc.settings import UserSettings
 
     parser = argparse.ArgumentParser(prog="python -m user_svc.keys", description=__doc__)
     parser.add_argument("command", choices=("rotate", "list"))
     parser.add_argument("--dir", type=Path, help="key directory (default: from settings)")
     arguments = parser.parse_args(argv)
-    directory = arguments.dir or UserSettings().key_directory()
+    settings = load_settings(UserSettings)
+    if arguments.dir is None and settings.jwt_key_encryption_key is not None:
+        return asyncio.run(_in_database(arguments.command, settings))
+    directory = arguments.dir or settings.key_directory()
     if arguments.command == "rotate":
         stored = rotate(directory)
         sys.stdout.write(f"new signing key {stored.kid} in {directory}\n")
     else:
         for stored in read_keys(directory):
             sys.stdout.write(f"{stored.kid} created {int(stored.created)}\n")
+    return 0
+
+
+async def _in_database(command: str, settings: UserSettings) -> int:
+    from common.db import Database, database_url
+    from user_svc.main import shared_key_ring
+
+    database = Database.from_url(database_url("user", settings), application_name="user-keys")
+    try:
+        ring = shared_key_ring(database, settings)
+        await ring.load()
+        if command == "rotate":
+            stored = await ring.rotate(replacing=ring.published()[-1].kid)
+            if stored is None:
+                sys.stdout.write("another replica rotated at the same moment; nothing added\n")
+            else:
+                sys.stdout.write(f"new signing key {stored.kid} in the database\n")
+        else:
+            for key in ring.published():
+                sys.stdout.write(f"{key.kid} created {int(key.created)}\n")
+    finally:
+        await database.dispose()
     return 0
 
 

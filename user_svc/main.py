@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,15 +13,17 @@ from common.grpc_server import Service
 from common.logging import get_logger
 from common.outbox import Outbox
 from common.pagination import PageTokens
-from common.service_runner import Runtime, ServiceSpec, Wiring, run_service
+from common.service_runner import Runtime, ServiceSpec, Wiring, serve
 from common.tokens import DEFAULT_LEEWAY_S
 from microcommerce.user.v1 import user_service_pb2, user_service_pb2_grpc
 from user_svc import grpc_api
 from user_svc.domain import ThrottlePolicy
-from user_svc.keys import KeyRing
+from user_svc.key_encryption import KeyEncryption
+from user_svc.keys import KeyRing, SigningKeys
 from user_svc.passwords import Passwords
 from user_svc.service import SERVICE_TOKEN_TTL, Accounts, Lifetimes, Throttling
 from user_svc.settings import UserSettings
+from user_svc.shared_keys import DatabaseKeyRing
 from user_svc.store import AccountStore
 
 _log = get_logger(__name__)
@@ -32,21 +34,43 @@ PRUNE_INTERVAL_S = 3600.0
 
 def key_ring(settings: UserSettings) -> KeyRing:
     """The ring in the configured directory, loaded (its first key created) now."""
-    longest_token = max(settings.access_token_ttl, SERVICE_TOKEN_TTL)
     ring = KeyRing(
         settings.key_directory(),
-        # A replaced key verifies until every token it signed has expired, leeway included.
-        retire_after=longest_token + timedelta(seconds=DEFAULT_LEEWAY_S * 2),
+        retire_after=_retire_after(settings),
         activate_after=timedelta(seconds=settings.jwt_key_activation_s),
-        rotate_every=(
-            timedelta(seconds=settings.jwt_key_rotation_s) if settings.jwt_key_rotation_s else None
-        ),
+        rotate_every=_rotate_every(settings),
     )
     ring.load()
     return ring
 
 
-def accounts(database: Database, outbox: Outbox, settings: UserSettings, ring: KeyRing) -> Accounts:
+def _retire_after(settings: UserSettings) -> timedelta:
+    # A replaced key verifies until every token it signed has expired, leeway included.
+    longest_token = max(settings.access_token_ttl, SERVICE_TOKEN_TTL)
+    return longest_token + timedelta(seconds=DEFAULT_LEEWAY_S * 2)
+
+
+def _rotate_every(settings: UserSettings) -> timedelta | None:
+    rotation = settings.jwt_key_rotation_s
+    return timedelta(seconds=rotation) if rotation else None
+
+
+def shared_key_ring(database: Database, settings: UserSettings) -> DatabaseKeyRing:
+    """The ring in the service's database (MC_JWT_KEY_ENCRYPTION_KEY set); load() it first."""
+    secret = settings.jwt_key_encryption_key
+    assert secret is not None, "only with MC_JWT_KEY_ENCRYPTION_KEY"
+    return DatabaseKeyRing(
+        database,
+        KeyEncryption(secret.get_secret_value()),
+        retire_after=_retire_after(settings),
+        activate_after=timedelta(seconds=settings.jwt_key_activation_s),
+        rotate_every=_rotate_every(settings),
+    )
+
+
+def accounts(
+    database: Database, outbox: Outbox, settings: UserSettings, ring: SigningKeys
+) -> Accounts:
     """The use cases over this database, signing with ``ring``."""
     window = timedelta(seconds=settings.login_failure_window_s)
     return Accounts(
@@ -80,7 +104,17 @@ def user_service(use_cases: Accounts) -> Service[Any]:
 
 def wire(runtime: Runtime[UserSettings]) -> Wiring:
     settings = runtime.settings
-    ring = key_ring(settings)
+    ring: SigningKeys
+    startup: list[Callable[[], Awaitable[None]]] = []
+    refresh: list[Callable[[], Coroutine[Any, Any, None]]] = []
+    if settings.jwt_key_encryption_key is not None:
+        shared = shared_key_ring(runtime.database, settings)
+        # Reread often (well inside the activation delay), so every replica publishes a new
+        # key before any signs with it; a failed reload keeps the last ring.
+        reload = periodic(settings.jwt_key_reload_s, shared.load, name="signing-key-reload")
+        ring, startup, refresh = shared, [shared.load], [reload]
+    else:
+        ring = key_ring(settings)
     use_cases = accounts(runtime.database, runtime.outbox, settings, ring)
 
     async def bootstrap_admin() -> None:
@@ -100,8 +134,10 @@ def wire(runtime: Runtime[UserSettings]) -> Wiring:
         background=[
             bootstrap_admin,
             periodic(PRUNE_INTERVAL_S, use_cases.prune_sessions, name="session-pruning"),
+            *refresh,
         ],
         key_source=ring,
+        startup=startup,
     )
 
 
@@ -113,4 +149,4 @@ SPEC = ServiceSpec[UserSettings](
 
 
 def main() -> None:
-    asyncio.run(run_service(SPEC, UserSettings()))
+    serve(SPEC, UserSettings)

@@ -45,7 +45,7 @@ from user_svc.domain import (
     throttle_key,
     token_digest,
 )
-from user_svc.keys import KeyRing
+from user_svc.keys import SigningKeys
 from user_svc.passwords import Passwords
 from user_svc.store import AccountStore
 
@@ -88,7 +88,7 @@ class Accounts:
         self,
         store: AccountStore,
         *,
-        keys: KeyRing,
+        keys: SigningKeys,
         passwords: Passwords,
         throttling: Throttling,
         lifetimes: Lifetimes,

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Row,
     String,
@@ -85,6 +86,16 @@ login_failures = Table(
     Column("failures", Integer(), nullable=False),
     Column("window_start", UtcDateTime(), nullable=False),
     Index("ix_user_login_failures_window", "window_start"),
+)
+
+# The signing key ring shared by every replica (user_svc.shared_keys): private keys sealed
+# with MC_JWT_KEY_ENCRYPTION_KEY (user_svc.key_encryption), never stored in the clear.
+signing_keys = Table(
+    "user_signing_keys",
+    METADATA,
+    Column("kid", String(64), primary_key=True),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("sealed_private_key", LargeBinary(), nullable=False),
 )
 
 

@@ -231,6 +231,7 @@ SENTINELS = {
     "secrets.serviceCredential": "sentinel-credential-5b1c",
     "secrets.pageTokenKey": "sentinel-page-key-77aa",
     "secrets.adminPassword": "sentinel-admin-pw-90f2",
+    "secrets.jwtKeyEncryptionKey": "sentinel-jwt-sealing-4e6b",
     "secrets.kafkaSaslPassword": "sentinel-kafka-pw-31d0",
     "payment.databaseUrl": "postgresql://pay:sentinel-db-pw-a1@db/pay",
     "product.databaseUrl": "postgresql://prod:sentinel-db-pw-b2@db/prod",
@@ -256,9 +257,16 @@ def test_no_secret_value_appears_outside_a_secret(tools: Tools) -> None:
 def test_workloads_take_secrets_by_reference_and_only_those_they_use(default: Render) -> None:
     needs = {
         "gateway": {"MC_REDIS_URL"},
-        "payment": {"MC_PAYMENT_DATABASE_URL", "MC_SERVICE_CREDENTIAL"},
+        # Every service signs page tokens: its replicas must share the key.
+        "payment": {"MC_PAYMENT_DATABASE_URL", "MC_SERVICE_CREDENTIAL", "MC_PAGE_TOKEN_KEY"},
         "product": {"MC_PRODUCT_DATABASE_URL", "MC_SERVICE_CREDENTIAL", "MC_PAGE_TOKEN_KEY"},
-        "user": {"MC_USER_DATABASE_URL", "MC_SERVICE_CREDENTIAL", "MC_ADMIN_PASSWORD"},
+        "user": {
+            "MC_USER_DATABASE_URL",
+            "MC_SERVICE_CREDENTIAL",
+            "MC_PAGE_TOKEN_KEY",
+            "MC_ADMIN_PASSWORD",
+            "MC_JWT_KEY_ENCRYPTION_KEY",
+        },
     }
     for component, expected in needs.items():
         (container,) = containers(default.deployment_of(component))

@@ -27,7 +27,8 @@ EXTRA_MODULES = {
     "payment_svc": {"ports.py", "provider.py", "saga.py", "inventory_client.py"},
     # seed.py moves to the local-run tooling package (issue 10, another change).
     "product_svc": {"seed.py"},
-    "user_svc": {"keys.py", "passwords.py"},
+    # The signing key ring: its rules and file ring, the ring in the database, its encryption.
+    "user_svc": {"keys.py", "shared_keys.py", "key_encryption.py", "passwords.py"},
 }
 # The service's own event consumers, when it has some (run by the shared runner).
 OPTIONAL_MODULES = {"events.py"}
