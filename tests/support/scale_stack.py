@@ -2,7 +2,8 @@
 
 Every process gets the same settings, as one ConfigMap and one Secret would give them in a
 cluster, plus its own port and an empty data directory of its own (a pod's emptyDir: nothing
-is shared through files except the signing keys, see ``signing_keys``). The gateways and the
+is shared through files: user_svc's signing keys live in its database, sealed with a key from
+the Secret, see ``signing_keys``). The gateways and the
 services are given both addresses of every service (``MC_<SVC>_ADDRESS``, comma-separated).
 A killed member is replaced at the same port, as a new pod behind the same Service would be.
 """
@@ -29,7 +30,6 @@ from sqlalchemy.pool import NullPool
 from localrun.broker import free_port
 from localrun.child_process import die_with_parent
 from tests.support.processes import FAST_KAFKA, ROOT, Process, wait_for
-from user_svc.keys import rotate
 
 SERVICES = ("payment", "product", "user")
 REPLICAS = 2
@@ -77,22 +77,9 @@ async def drop_databases(server: str, urls: Mapping[str, str]) -> None:
     await _autocommit(server, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in names])
 
 
-def mounted_key_dir(root: Path) -> Path:
-    """A key ring made once before any replica starts, like a Secret mounted into each pod."""
-    directory = root / "jwt-keys"
-    stored = rotate(directory)
-    # A Secret volume is read-only to the pod; the replicas must only ever read these files.
-    for pem in directory.glob("*.pem"):
-        pem.chmod(0o400)
-    assert stored.kid, "no signing key was made"
-    return directory
-
-
-def signing_keys(root: Path) -> dict[str, str]:
-    """How both user_svc replicas sign with one key ring, with in-process rotation off."""
-    # ---- SWITCH HERE when issue11-prod's database key ring (user_svc) lands: replace the
-    # ---- next line with: return {"MC_JWT_KEY_ENCRYPTION_KEY": secrets.token_urlsafe(32)}
-    return {"MC_JWT_KEY_DIR": str(mounted_key_dir(root)), "MC_JWT_KEY_ROTATION_S": "0"}
+def signing_keys() -> dict[str, str]:
+    """Both user_svc replicas sign with the ring in their shared database (no shared files)."""
+    return {"MC_JWT_KEY_ENCRYPTION_KEY": secrets.token_urlsafe(32)}
 
 
 def rate_limit_env(group: str, *, burst: int) -> dict[str, str]:
@@ -275,7 +262,7 @@ def open_scale_stack(
         "MC_PAGE_TOKEN_KEY": secrets.token_urlsafe(32),
         "MC_ADMIN_EMAIL": ADMIN_EMAIL,
         "MC_ADMIN_PASSWORD": admin_password,
-        **signing_keys(root),
+        **signing_keys(),
         "MC_REDIS_URL": redis_url,
         **rate_limit_env(group, burst=burst),
         # Checkouts cut off by a kill are finished by the recovery loop within seconds.
