@@ -9,7 +9,6 @@ not create (or the reverse), which is exactly what goes unnoticed until producti
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,20 +23,18 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    event,
     inspect,
-    make_url,
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.db import create_engine
 from common.inbox import inbox_table
 from common.migrations import script_location_of, upgrade_to_head, version_table
 from common.outbox import outbox_table
 from payment_svc import store as payment_store
 from payment_svc.provider import sandbox_ledger
 from product_svc import store as product_store
+from tests.support.schemas import empty_database
 from user_svc import store as user_store
 
 # Every table each service's migrations create, beyond the outbox and inbox.
@@ -150,15 +147,6 @@ def schema_differences(
     return [describe(d) for d in compare_metadata(context, metadata)]
 
 
-async def _execute(url: str, statement: str) -> None:
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on a database that holds no other tables.
@@ -168,26 +156,8 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     their tables there and reflection (which reads what the search path makes visible) sees
     nothing else.
     """
-    schema = f"drift_{uuid.uuid4().hex[:12]}"
-    postgres = make_url(db_url).get_backend_name() == "postgresql"
-    if postgres:
-        await _execute(db_url, f'CREATE SCHEMA "{schema}"')
-    engine = create_engine(db_url)
-    if postgres:
-        # Before the dialect's first-connect initialisation, which reads current_schema().
-        @event.listens_for(engine.sync_engine, "connect", insert=True)
-        def use_schema(dbapi_connection: Any, _record: Any) -> None:
-            autocommit = dbapi_connection.autocommit
-            dbapi_connection.autocommit = True
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f'SET SESSION search_path TO "{schema}"')
-            cursor.close()
-            dbapi_connection.autocommit = autocommit
-
-    yield engine
-    await engine.dispose()
-    if postgres:
-        await _execute(db_url, f'DROP SCHEMA "{schema}" CASCADE')
+    async with empty_database(db_url, "drift") as engine:
+        yield engine
 
 
 async def migrated_differences(

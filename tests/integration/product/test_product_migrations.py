@@ -2,62 +2,35 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, event, make_url, text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.clock import from_micros, to_micros
-from common.db import Database, create_engine
+from common.db import Database
 from common.migrations import alembic_config, script_location_of
 from common.money import Money
 from common.outbox import Outbox
 from common.pagination import PageTokens
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
+from tests.support.schemas import empty_database
 
 # 2025-12-01T12:00:00.123457Z: a value a float of seconds could not carry exactly.
 CREATED_US = 1_764_590_400_123_457
 EXPIRES_US = CREATED_US + 900_000_001
 
 
-async def _execute(url: str, statement: str) -> None:
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on an empty database: on PostgreSQL, a schema of this test's own."""
-    schema = f"mig_{uuid.uuid4().hex[:12]}"
-    postgres = make_url(db_url).get_backend_name() == "postgresql"
-    if postgres:
-        await _execute(db_url, f'CREATE SCHEMA "{schema}"')
-    engine = create_engine(db_url)
-    if postgres:
-
-        @event.listens_for(engine.sync_engine, "connect", insert=True)
-        def use_schema(dbapi_connection: Any, _record: Any) -> None:
-            autocommit = dbapi_connection.autocommit
-            dbapi_connection.autocommit = True
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f'SET SESSION search_path TO "{schema}"')
-            cursor.close()
-            dbapi_connection.autocommit = autocommit
-
-    yield engine
-    await engine.dispose()
-    if postgres:
-        await _execute(db_url, f'DROP SCHEMA "{schema}" CASCADE')
+    async with empty_database(db_url, "mig") as engine:
+        yield engine
 
 
 async def migrate(engine: AsyncEngine, revision: str, *, down: bool = False) -> None:
