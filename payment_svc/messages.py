@@ -6,11 +6,13 @@ partition and stay in order for consumers. No event carries more of a card than 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from common.outbox import OutgoingEvent
 from common.proto_values import money_message
 from common.topics import Topic
 from microcommerce.payment.v1 import events_pb2, order_service_pb2
-from payment_svc.domain import Order, Payment, Refund
+from payment_svc.domain import Order, OrderStatus, Payment, Refund
 
 ORDER_EVENTS = Topic.ORDER_EVENTS
 PAYMENT_EVENTS = Topic.PAYMENT_EVENTS
@@ -132,3 +134,18 @@ def payment_refunded(order: Order, payment: Payment, refund: Refund) -> Outgoing
         total_refunded=money_message(payment.refunded_so_far),
     )
     return _payment_event("refunded", order, data)
+
+
+def refund_events(order: Order, refund: Refund) -> Sequence[OutgoingEvent]:
+    """A settled refund: the payment refunded, and the order cancelled or refunded."""
+    payment = order.payment
+    assert payment is not None
+    if order.status is OrderStatus.CANCELLED:
+        return [
+            payment_refunded(order, payment, refund),
+            order_cancelled(order, refund),
+        ]
+    return [
+        payment_refunded(order, payment, refund),
+        order_refunded(order, payment, refund),
+    ]

@@ -21,7 +21,6 @@ from common.errors import (
 )
 from common.logging import get_logger
 from common.money import Money
-from common.outbox import OutgoingEvent
 from common.pagination import PageTokens, fingerprint, page_size
 from common.reasons import Reason
 from payment_svc import domain, messages
@@ -32,7 +31,6 @@ from payment_svc.domain import (
     CheckoutReply,
     IdempotencyKey,
     Order,
-    OrderStatus,
     Payment,
     Refund,
     RefundKind,
@@ -310,7 +308,7 @@ class Payments:
                 await uow.save_refund(kept, expected=RefundStatus.PENDING, now=self._clock())
                 if result.approved:
                     await uow.save_order(settled, expected=current.status)
-                    await uow.emit(*_refund_events(settled, kept))
+                    await uow.emit(*messages.refund_events(settled, kept))
         if not result.approved:
             raise Unavailable("the payment provider did not refund; nothing was given back")
         return settled
@@ -362,17 +360,3 @@ def _visible(caller: Caller, order: Order | None, order_id: str) -> Order:
         # Someone else's order looks exactly like a missing one: ids reveal nothing.
         raise NotFound(f"order {order_id} not found", field="id")
     return order
-
-
-def _refund_events(order: Order, refund: Refund) -> Sequence[OutgoingEvent]:
-    payment = order.payment
-    assert payment is not None
-    if order.status is OrderStatus.CANCELLED:
-        return [
-            messages.payment_refunded(order, payment, refund),
-            messages.order_cancelled(order, refund),
-        ]
-    return [
-        messages.payment_refunded(order, payment, refund),
-        messages.order_refunded(order, payment, refund),
-    ]

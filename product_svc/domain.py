@@ -594,3 +594,15 @@ def valid_order_id(order_id: str) -> str:
 def crossed_low_stock(before: int, after: int, threshold: int) -> bool:
     """Whether available stock just fell to or below the threshold (announced once per fall)."""
     return after <= threshold < before
+
+
+def descendants(parents: dict[str, str], root: str) -> tuple[str, ...]:
+    """``root`` and every category below it in the tree."""
+    children: dict[str, list[str]] = {}
+    for child, parent in parents.items():
+        children.setdefault(parent, []).append(child)
+    subtree, frontier = [root], [root]
+    while frontier:
+        frontier = [child for node in frontier for child in children.get(node, [])]
+        subtree.extend(child for child in frontier if child not in subtree)
+    return tuple(subtree)

@@ -25,6 +25,7 @@ from product_svc.domain import (
     Reservation,
     ReservationStatus,
     Settlement,
+    descendants,
     found,
     new_id,
     new_product,
@@ -43,18 +44,6 @@ from product_svc.domain import (
 from product_svc.store import CatalogStore, UnitOfWork
 
 _log = get_logger(__name__)
-
-
-def descendants(parents: dict[str, str], root: str) -> tuple[str, ...]:
-    """``root`` and every category below it in the tree."""
-    children: dict[str, list[str]] = {}
-    for child, parent in parents.items():
-        children.setdefault(parent, []).append(child)
-    subtree, frontier = [root], [root]
-    while frontier:
-        frontier = [child for node in frontier for child in children.get(node, [])]
-        subtree.extend(child for child in frontier if child not in subtree)
-    return tuple(subtree)
 
 
 class Catalog:

@@ -10,7 +10,7 @@ import pytest
 from common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from common.money import Money
 from product_svc import domain
-from product_svc.service import descendants
+from product_svc.domain import descendants
 
 
 def field_of(error: pytest.ExceptionInfo[InvalidArgument]) -> str | None:
