@@ -62,17 +62,16 @@
     const line = $("#gateway");
     if (ok) {
       line.dataset.state = "live";
-      line.removeAttribute("role");
       $(".icon", line).textContent = "●";
       $("#gateway-text").textContent = `Live · updated ${formatTime(lastGood)}`;
     } else {
       line.dataset.state = "unreachable";
-      line.setAttribute("role", "alert");
       $(".icon", line).textContent = "⚠";
       const since = lastGood ? ` · data below is from ${formatTime(lastGood)}` : "";
       $("#gateway-text").textContent = `Gateway unreachable (${detail})${since}`;
     }
     document.body.classList.toggle("stale", !ok && lastGood !== null);
+    // Announced once per change through the live region (a role=alert here would repeat it).
     if (reachable !== ok) {
       announce("gateway", ok ? "Gateway reachable again" : "Gateway unreachable");
       reachable = ok;
@@ -106,8 +105,8 @@
     }
     const rtts = points.map((p) => p.rtt);
     const max = Math.max(...rtts, 1);
-    // The line spans what this page has seen (at least a minute), up to five minutes.
-    const span = Math.min(HISTORY_MS, Math.max(60 * 1000, now - points[0].t));
+    // The line spans what this page has seen (at least 30 s), up to five minutes.
+    const span = Math.min(HISTORY_MS, Math.max(30 * 1000, now - points[0].t));
     const line = document.createElementNS(SVG_NS, "polyline");
     line.setAttribute(
       "points",

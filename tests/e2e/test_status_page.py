@@ -106,6 +106,7 @@ async def test_the_page_shows_every_service_up_and_is_kept_as_a_screenshot(page:
         lambda: page.evaluate("document.querySelectorAll('.sparkline polyline').length === 3"),
         within=10,
     )
+    await page.set_viewport(1920, 1080)
     keep("status-wall.png", await page.screenshot())
     await page.set_viewport(390, 844, mobile=True)
     keep("status-phone.png", await page.screenshot())
