@@ -15,7 +15,7 @@ TEST_GENERATED := tests/gen/.generated
 
 PYTEST_ARGS ?=
 
-.PHONY: help install proto run migrate seed test lint format bench buf-lint clean tools chart-test hadolint
+.PHONY: help install proto run migrate seed test lint format bench buf-lint clean tools chart-test hadolint chromium
 
 help:
 	@echo "make run    start the broker, the three services and the gateway (Ctrl-C stops all)"
@@ -91,7 +91,7 @@ buf-lint: $(INSTALLED)
 	else echo "buf lint skipped: npx not found"; fi
 
 # tests/deploy runs in chart-test, with the tools it needs; the rest after it.
-test: lint chart-test
+test: lint chart-test chromium
 	$(PY) -m pytest --ignore=tests/deploy $(PYTEST_ARGS)
 
 # Deployment tools, pinned, in the git-ignored .tools/ (see ../shared/TOOLS.md for why these):
@@ -127,6 +127,15 @@ hadolint: $(TOOLS_VENV)
 # the image's entry point and the Tiltfile too (tests/deploy).
 chart-test: $(GENERATED) $(TEST_GENERATED) tools
 	$(PY) -m pytest tests/deploy -q
+
+# Debian's chromium runs the /status page tests (tests/e2e/test_status_page.py); installed
+# here when missing and we are root (CI), else they skip (and fail under CI=true).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
+	  else echo "status page tests skip without chromium: sudo apt-get install -y chromium" >&2; fi; }
 
 # wrk (Debian) loads the HTTP servers; installed here when missing and we are root, else the
 # command to run is printed. ARGS go to the benchmarks, e.g. ARGS="--duration 2".

@@ -12,6 +12,11 @@ DOCS_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
+# The status page: its own script, stylesheet and summary, nothing inline, nothing foreign.
+STATUS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 # JSON is never a document to render: nothing may load, nothing may frame it.
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
@@ -42,7 +47,8 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     headers.setdefault("Referrer-Policy", "no-referrer")
     headers.setdefault("X-Frame-Options", "DENY")
     docs = request.path == "/docs" or request.path.startswith("/docs/")
-    headers.setdefault("Content-Security-Policy", DOCS_CSP if docs else API_CSP)
+    policy = DOCS_CSP if docs else STATUS_CSP if request.path == "/status" else API_CSP
+    headers.setdefault("Content-Security-Policy", policy)
     # An answer to a bearer of a token is that user's: no shared or browser cache may keep it.
     if "Authorization" in request.headers:
         headers["Cache-Control"] = "no-store"

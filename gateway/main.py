@@ -16,6 +16,7 @@ from gateway.app import create_app, drain, runner_options
 from gateway.health import HealthRegistry, install_health_stream
 from gateway.health_routes import health_routes
 from gateway.settings import GatewaySettings
+from gateway.status_page import status_routes
 
 
 async def serve(
@@ -40,7 +41,9 @@ async def serve(
     stream.start()
 
     app = create_app(
-        settings, extra_routes=health_routes(registry, stream.running), health=registry
+        settings,
+        extra_routes=[*health_routes(registry, stream.running), *status_routes(registry)],
+        health=registry,
     )
     runner = web.AppRunner(app, access_log=None, **runner_options(settings))
     await runner.setup()
