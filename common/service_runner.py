@@ -22,7 +22,7 @@ from common.grpc_server import Service, create_server, stop_gracefully
 from common.health_stream import HealthCheck, InstanceIdentity, install_pong_responder
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
-from common.metrics import start_metrics_server
+from common.metrics import OUTBOX_PUBLISH_ERRORS, start_metrics_server
 from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
 from common.outbox_metrics import refresh_outbox_gauges
@@ -174,6 +174,8 @@ async def run_service(
             before_scrape=lambda: refresh_outbox_gauges(database, outbox),
         )
         log.info("metrics_serving", port=metrics_port)
+    # Zero from the start: rate() and the alerts see the series before the first failure.
+    OUTBOX_PUBLISH_ERRORS.labels(outbox.service)
     tasks = [
         asyncio.create_task(OutboxRelay(database, outbox, settings).run(), name="outbox-relay"),
         *(asyncio.create_task(task(), name=task.__name__) for task in wiring.background),

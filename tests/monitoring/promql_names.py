@@ -32,6 +32,7 @@ _NOT_METRICS = frozenset(
         "abs",
         "clamp_min",
         "absent",
+        "vector",
     }
 )
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
