@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -107,13 +108,18 @@ class ServerMetricsInterceptor(_ServerInterceptor):
     def _wrap_stream(
         self, behavior: Callable[..., Any], labels: tuple[str, str, str]
     ) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(behavior):
+            # Writes its responses with context.write(): it must stay a coroutine, since gRPC
+            # treats a handler that is a generator as the one producing the responses.
+            async def writer(request: Any, context: _Context) -> None:
+                async with self._observed(context, labels):
+                    await behavior(request, context)
+
+            return writer
+
         async def stream(request: Any, context: _Context) -> AsyncIterator[Any]:
             async with self._observed(context, labels):
-                responses = behavior(request, context)
-                if hasattr(responses, "__aiter__"):
-                    async for response in responses:
-                        yield response
-                else:
-                    await responses  # writes with context.write()
+                async for response in behavior(request, context):
+                    yield response
 
         return stream

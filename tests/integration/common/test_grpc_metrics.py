@@ -34,11 +34,17 @@ class MetricsProbe:
         yield request
         raise errors.FailedPrecondition("stream ended badly")
 
+    async def Written(self, request: bytes, context: Context) -> None:
+        # The other way to stream (grpc_health's Watch does it): context.write, no yield.
+        await context.write(request)
+        await context.write(request)
+
 
 def add_probe(servicer: MetricsProbe, server: grpc.aio.Server) -> None:
     handlers = {
         "Call": grpc.unary_unary_rpc_method_handler(servicer.Call),
         "Stream": grpc.unary_stream_rpc_method_handler(servicer.Stream),
+        "Written": grpc.unary_stream_rpc_method_handler(servicer.Written),
     }
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(PROBE, handlers)])
 
@@ -101,6 +107,18 @@ async def test_a_stream_that_fails_is_counted_with_its_final_code(
             pass
 
     assert handled("Stream", "FAILED_PRECONDITION", "server_stream") == before + 1
+
+
+async def test_a_stream_written_with_context_write_still_streams_and_is_counted(
+    channel: grpc.aio.Channel,
+) -> None:
+    before = handled("Written", "OK", "server_stream")
+
+    stream = channel.unary_stream(f"/{PROBE}/Written", None, None)(b"w", timeout=5)
+    received = [response async for response in stream]
+
+    assert received == [b"w", b"w"]
+    assert handled("Written", "OK", "server_stream") == before + 1
 
 
 async def test_the_metrics_endpoint_serves_rpc_and_process_series(
