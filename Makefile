@@ -15,13 +15,14 @@ TEST_GENERATED := tests/gen/.generated
 
 PYTEST_ARGS ?=
 
-.PHONY: help install proto run migrate seed test lint format bench buf-lint clean tools chart-test hadolint chromium
+.PHONY: help install proto run migrate seed test lint format bench buf-lint clean tools chart-test hadolint chromium monitoring-test promtool
 
 help:
 	@echo "make run    start the broker, the three services and the gateway (Ctrl-C stops all)"
 	@echo "make test   install what is missing and run lint and the whole test suite"
 	@echo "make lint   ruff check, ruff format --check, mypy --strict, buf lint, hadolint"
 	@echo "make chart-test  lint, render and validate the image and the Helm chart (tools in .tools/)"
+	@echo "make monitoring-test  promtool over the alerts and dashboard queries, alert unit tests"
 	@echo "make proto  regenerate gen/ from protos/"
 	@echo "make migrate  apply every service's pending migrations (the services also do at start)"
 	@echo "make bench  run the benchmarks under bench/"
@@ -90,9 +91,25 @@ buf-lint: $(INSTALLED)
 	    --config protos/buf.yaml --path microcommerce && echo "buf lint: OK"; \
 	else echo "buf lint skipped: npx not found"; fi
 
-# tests/deploy runs in chart-test, with the tools it needs; the rest after it.
-test: lint chart-test chromium
-	$(PY) -m pytest --ignore=tests/deploy $(PYTEST_ARGS)
+# tests/deploy runs in chart-test and tests/monitoring in monitoring-test, with the tools they
+# need; the rest after them.
+test: lint chart-test monitoring-test chromium
+	$(PY) -m pytest --ignore=tests/deploy --ignore=tests/monitoring $(PYTEST_ARGS)
+
+# promtool and the Prometheus server come from Debian's `prometheus` package (no daemon is
+# started); installed here when missing and we are root, else the command to run is printed.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y --no-install-recommends prometheus || { apt-get update && \
+	      apt-get install -y --no-install-recommends prometheus; }; \
+	  else echo "make monitoring-test needs promtool: run 'sudo apt-get install -y prometheus'" >&2; \
+	    exit 1; fi; }
+
+# Alerts and dashboard checked by promtool, alert unit tests, metric names against our
+# registries, and a real Prometheus scraping a running stack (tests/monitoring).
+monitoring-test: $(GENERATED) $(TEST_GENERATED) promtool
+	$(PY) -m pytest tests/monitoring -q
 
 # Deployment tools, pinned, in the git-ignored .tools/ (see ../shared/TOOLS.md for why these):
 # a venv of their own from a hashed lock (checkov alone brings ~100 packages the app must not

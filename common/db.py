@@ -20,6 +20,7 @@ from sqlalchemy.sql.schema import Table
 from sqlalchemy.types import TypeDecorator
 
 from common.logging import get_logger
+from common.metrics import timed_unit_of_work
 from common.settings import CommonSettings
 
 _log = get_logger(__name__)
@@ -171,8 +172,11 @@ def insert_on_conflict(session: AsyncSession, table: Table) -> postgresql.Insert
 class Database:
     """One service's database: its engine, units of work and a health ping."""
 
-    def __init__(self, engine: AsyncEngine, *, ping_timeout: float = 2.0) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, ping_timeout: float = 2.0, name: str = "default"
+    ) -> None:
         self._engine = engine
+        self.name = name  # labels its unit-of-work metrics
         # Health checks call ping every second or so: an answer later than this counts as down.
         self._ping_timeout = ping_timeout
         # expire_on_commit=False: objects stay readable after the commit without an implicit
@@ -184,7 +188,11 @@ class Database:
         cls, url: str | URL, *, application_name: str | None = None, ping_timeout: float = 2.0
     ) -> Database:
         """A Database on a new engine for ``url`` (see ``create_engine``)."""
-        return cls(create_engine(url, application_name=application_name), ping_timeout=ping_timeout)
+        return cls(
+            create_engine(url, application_name=application_name),
+            ping_timeout=ping_timeout,
+            name=application_name or "default",
+        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -197,7 +205,11 @@ class Database:
 
         Call ``flush()`` inside the block when generated keys are needed; do not commit.
         """
-        async with self._sessions() as session, session.begin():
+        async with (
+            timed_unit_of_work(self.name),
+            self._sessions() as session,
+            session.begin(),
+        ):
             yield session
 
     async def ping(self) -> bool:

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from common.errors import DomainError
+from common.grpc_metrics import ServerMetricsInterceptor
 from common.logging import get_logger
 from common.reasons import ERROR_DOMAIN
 from common.request_context import REQUEST_ID_METADATA_KEY, accept_request_id, request_id_var
@@ -239,7 +240,9 @@ async def create_server(
     (``await result.server.start()``) and stops it with ``stop_gracefully``.
     """
     server = grpc.aio.server(
-        interceptors=[BoundaryInterceptor(), *interceptors], options=list(options)
+        # Metrics outermost: they see the status the boundary turned every error into.
+        interceptors=[ServerMetricsInterceptor(), BoundaryInterceptor(), *interceptors],
+        options=list(options),
     )
     for service in services:
         service.add_to_server(service.servicer, server)

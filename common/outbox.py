@@ -44,6 +44,7 @@ from common.background import run_every
 from common.db import SQLITE_BEGIN_OPTION, Database, UtcDateTime
 from common.kafka_security import kafka_security
 from common.logging import get_logger
+from common.metrics import OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
 from common.proto_json import message_to_json
 from common.settings import CommonSettings
 
@@ -223,10 +224,11 @@ class OutboxRelay:
 
     async def _relay_pending(self) -> None:
         try:
-            while await self.publish_pending():
-                pass
+            while published := await self.publish_pending():
+                OUTBOX_PUBLISHED.labels(self._outbox.service).inc(published)
             await self._prune()
         except Exception:
+            OUTBOX_PUBLISH_ERRORS.labels(self._outbox.service).inc()
             await self._reset_producer()  # a broken connection is not reused for the retry
             raise
 

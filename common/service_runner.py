@@ -22,8 +22,10 @@ from common.grpc_server import Service, create_server, stop_gracefully
 from common.health_stream import HealthCheck, InstanceIdentity, install_pong_responder
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
+from common.metrics import OUTBOX_PUBLISH_ERRORS, start_metrics_server
 from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
+from common.outbox_metrics import refresh_outbox_gauges
 from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
@@ -37,6 +39,8 @@ class ServiceSettings(CommonSettings):
     # False where a separate step migrates (the chart's hook Job runs `migrate`), so replicas
     # never race on a schema change; the service then only checks the schema is at head.
     migrate_on_start: bool = True
+    # MC_METRICS_PORT: where GET /metrics is served (0 picks a free port); unset, nowhere.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
 
     # Which service's database these settings open ("payment", ...): its production rules.
     service_name: ClassVar[str] = ""
@@ -162,6 +166,16 @@ async def run_service(
         interceptors=[AccessInterceptor(verifier)],
     )
     await grpc_server.server.start()
+    metrics_runner = None
+    if settings.metrics_port is not None:
+        metrics_runner, metrics_port = await start_metrics_server(
+            settings.host,
+            settings.metrics_port,
+            before_scrape=lambda: refresh_outbox_gauges(database, outbox),
+        )
+        log.info("metrics_serving", port=metrics_port)
+    # Zero from the start: rate() and the alerts see the series before the first failure.
+    OUTBOX_PUBLISH_ERRORS.labels(outbox.service)
     tasks = [
         asyncio.create_task(OutboxRelay(database, outbox, settings).run(), name="outbox-relay"),
         *(asyncio.create_task(task(), name=task.__name__) for task in wiring.background),
@@ -193,6 +207,8 @@ async def run_service(
         await asyncio.gather(*tasks, return_exceptions=True)
         await close_all(wiring.cleanup)
         await asyncio.gather(*(stream.stop() for stream in streams))
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await users.close()
         await database.dispose()
         log.info("stopped")

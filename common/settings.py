@@ -15,6 +15,9 @@ PRODUCTION_REPLICATION_FACTOR = 3
 # encryption): 32 characters, at least 192 bits of a base64 secret.
 MIN_SECRET_CHARS = 32
 DEFAULT_PORTS = {"gateway": 8080, "payment": 8081, "product": 8082, "user": 8083}
+# `make run`'s metrics ports (MC_<SVC>_METRICS_PORT overrides); the gateway serves /metrics on
+# its HTTP port.
+DEFAULT_METRICS_PORTS = {"payment": 9181, "product": 9182, "user": 9183}
 
 
 def port_setting(service: str) -> int:

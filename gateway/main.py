@@ -12,7 +12,7 @@ from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.service_runner import wait_for_stop_signal
 from common.settings import SERVICE_NAMES, load_settings
-from gateway.app import create_app, drain, runner_options
+from gateway.app import METRICS_KEY, create_app, drain, runner_options
 from gateway.health import HealthRegistry, install_health_stream
 from gateway.health_routes import health_routes
 from gateway.settings import GatewaySettings
@@ -45,6 +45,8 @@ async def serve(
         extra_routes=[*health_routes(registry, stream.running), *status_routes(registry)],
         health=registry,
     )
+    metrics = app[METRICS_KEY]
+    metrics.on_scrape(lambda: metrics.observe_health(registry.snapshot()))
     runner = web.AppRunner(app, access_log=None, **runner_options(settings))
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.gateway_port).start()

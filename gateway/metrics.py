@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -14,6 +15,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -80,12 +83,48 @@ class GatewayMetrics:
             "Rate-limit checks the shared backend (Redis) could not answer; let through.",
             registry=self.registry,
         )
+        self.broker_up = Gauge(
+            "gateway_health_broker_up",
+            "1 while the health stream reaches the Kafka broker, else 0.",
+            registry=self.registry,
+        )
+        self.health_instances = Gauge(
+            "gateway_health_instances",
+            "Instances of each service the health stream knows, by status (UP, DOWN, UNKNOWN).",
+            ("service", "status"),
+            registry=self.registry,
+        )
+        self.health_rtt = Gauge(
+            "gateway_health_rtt_seconds",
+            "Round trip of the last health ping each instance answered, by service and address.",
+            ("service", "instance"),
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self._route_templates: dict[AbstractRoute, str] = {}
         self._on_scrape: list[Callable[[], None]] = []
 
     def on_scrape(self, update: Callable[[], None]) -> None:
         """Run ``update`` before each scrape, for gauges read from live state."""
         self._on_scrape.append(update)
+
+    def observe_health(self, snapshot: Mapping[str, Any]) -> None:
+        """Set the health gauges from a ``GET /health`` body (``HealthRegistry.snapshot``)."""
+        self.broker_up.set(1 if snapshot["broker"]["status"] == "UP" else 0)
+        # Departed instances must vanish, not keep their last RTT forever.
+        self.health_rtt.clear()
+        self.health_instances.clear()
+        for service, state in snapshot["services"].items():
+            # Zeros rather than absent series, so "no instance UP" is a value alerts can test.
+            counts = {"UP": 0, "DOWN": 0, "UNKNOWN": 0}
+            for instance in state["instances"]:
+                counts[instance["status"]] = counts.get(instance["status"], 0) + 1
+                if instance["rtt_ms"] is not None:
+                    rtt = instance["rtt_ms"] / 1000
+                    self.health_rtt.labels(service, instance["address"]).set(rtt)
+            for status, count in counts.items():
+                self.health_instances.labels(service, status).set(count)
 
     def name_route(self, route: AbstractRoute, template: str) -> None:
         """Label the route's series with ``template`` (the proto path template) instead of the

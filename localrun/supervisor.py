@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.settings import DEFAULT_PORTS, SERVICE_NAMES
+from common.settings import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, SERVICE_NAMES
 from localrun.broker import EmbeddedBroker
 from localrun.child_process import die_with_parent
 
@@ -45,6 +45,13 @@ class Child:
 
 def _port(name: str) -> int:
     return int(os.environ.get(f"MC_{name.upper()}_PORT", DEFAULT_PORTS[name]))
+
+
+def _metrics_env(name: str, env: dict[str, str]) -> dict[str, str]:
+    """The service's env with its own MC_METRICS_PORT: one variable per process, as in the
+    chart, but three services on one machine each need a port of their own."""
+    port = env.get(f"MC_{name.upper()}_METRICS_PORT", str(DEFAULT_METRICS_PORTS[name]))
+    return {**env, "MC_METRICS_PORT": port}
 
 
 def _say(line: str) -> None:
@@ -170,7 +177,7 @@ async def supervise(*, seed: bool = False) -> int:
     exit_code = 0
     try:
         for service in SERVICE_NAMES:
-            children.append(await _start(service, f"{service}_svc", env))
+            children.append(await _start(service, f"{service}_svc", _metrics_env(service, env)))
         children.append(await _start("gateway", "gateway", env))
         relays = [asyncio.create_task(_relay_output(c)) for c in children]
 

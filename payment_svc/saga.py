@@ -20,6 +20,7 @@ from typing import TypeVar
 from common.clock import now as _now
 from common.errors import NotFound, Unavailable
 from common.logging import get_logger
+from common.metrics import CHECKOUT_OUTCOMES, timed_saga_step
 from common.outbox import OutgoingEvent
 from payment_svc import domain, messages
 from payment_svc.domain import Order, OrderLine, OrderStatus, PaymentStatus, RequestedItem
@@ -96,11 +97,14 @@ class CheckoutSaga:
         while True:
             order = await self._load(order_id)
             if order.status is OrderStatus.PENDING:
-                await self._reserve(order)
+                async with timed_saga_step("reserve"):
+                    await self._reserve(order)
             elif order.status is OrderStatus.STOCK_RESERVED:
-                await self._authorize(order)
+                async with timed_saga_step("authorize"):
+                    await self._authorize(order)
             elif order.status is OrderStatus.PAYMENT_AUTHORIZED:
-                await self._capture_and_commit(order)
+                async with timed_saga_step("capture_and_commit"):
+                    await self._capture_and_commit(order)
             else:
                 return order
 
@@ -120,6 +124,11 @@ class CheckoutSaga:
             if not await uow.save_order(moved, expected=order.status):
                 return False
             await uow.emit(*events)
+        # Counted by the driver that recorded the end, so a replay or recovery never recounts.
+        if moved.status is OrderStatus.CONFIRMED:
+            CHECKOUT_OUTCOMES.labels("confirmed", "").inc()
+        elif moved.status is OrderStatus.FAILED:
+            CHECKOUT_OUTCOMES.labels("failed", moved.failure_reason or "unknown").inc()
         return True
 
     async def _reserve(self, order: Order) -> None:

@@ -63,10 +63,13 @@ def copy(tmp_path: Path) -> Iterator[Path]:
 
 async def test_make_run_starts_everything_and_sigterm_stops_it_all(copy: Path) -> None:
     ports = {name: free_port() for name in ("GATEWAY", "PAYMENT", "PRODUCT", "USER")}
+    # make run's metrics ports are fixed (9181-9183) like its service ports.
+    metrics_ports = {name: free_port() for name in ("PAYMENT", "PRODUCT", "USER")}
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MC_", "VIRTUAL_ENV"))},
         **{f"MC_{name}_PORT": str(port) for name, port in ports.items()},
         "MC_EMBEDDED_KAFKA_PORT": str(free_port()),
+        **{f"MC_{name}_METRICS_PORT": str(port) for name, port in metrics_ports.items()},
     }
     output = copy / "make-run.log"
     with output.open("wb") as log:
@@ -89,6 +92,13 @@ async def test_make_run_starts_everything_and_sigterm_stops_it_all(copy: Path) -
                 assert docs.status == 200
             async with http.get("/api/v1/products") as products:
                 assert products.status == 200  # the catalog (issue 3) answers from a fresh clone
+        for name, port in metrics_ports.items():
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{port}/metrics") as metrics,
+            ):
+                assert metrics.status == 200, name
+                assert "grpc_server_handled_total" in await metrics.text(), name
         printed = output.read_text()
         for name, port in ports.items():
             assert f"127.0.0.1:{port}" in printed, f"{name} missing from the start-up table"

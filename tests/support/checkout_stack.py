@@ -229,11 +229,14 @@ def checkout_body(items: list[tuple[str, int]], number: str = APPROVED) -> dict[
 
 
 async def open_checkout_stack(
-    bootstrap: str, data_dir: Path, extra_env: Mapping[str, str] | None = None
+    bootstrap: str,
+    data_dir: Path,
+    extra_env: Mapping[str, str] | None = None,
+    service_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> CheckoutStack:
     password = secrets.token_urlsafe(16)
     env = {**CHECKOUT_ENV, "MC_ADMIN_PASSWORD": password, **(extra_env or {})}
-    stack = start_stack(bootstrap, data_dir, env)
+    stack = start_stack(bootstrap, data_dir, env, service_env)
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=90))
     return CheckoutStack(stack, http, password)
 

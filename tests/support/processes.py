@@ -122,8 +122,12 @@ class Stack:
 
 
 def start_stack(
-    bootstrap: str, data_dir: Path, extra_env: Mapping[str, str] | None = None
+    bootstrap: str,
+    data_dir: Path,
+    extra_env: Mapping[str, str] | None = None,
+    service_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Stack:
+    """``service_env`` adds settings to one service only (its MC_METRICS_PORT, ...)."""
     ports = {name: free_port() for name in ("gateway", "payment", "product", "user")}
     env = {
         **FAST_KAFKA,
@@ -138,6 +142,6 @@ def start_stack(
     log_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(env, log_dir, {}, f"http://127.0.0.1:{ports['gateway']}")
     for service in ("payment", "product", "user"):
-        stack.start_service(service)
+        stack.start_service(service, env=(service_env or {}).get(service))
     stack.processes["gateway"] = start_process("gateway", env, log_dir, "gateway")
     return stack
