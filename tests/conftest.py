@@ -12,6 +12,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+
+# schemathesis is a pytest plugin, so pytest's assertion rewriter parses every module of it on
+# first import. The OpenAPI ones are imported lazily, from deep inside a test's stack, where
+# CPython 3.11's AST conversion can fail with "SystemError: AST constructor recursion depth
+# mismatch". Imported here, at collection's shallow stack, they are parsed safely once.
+import schemathesis.specs.openapi.schemas  # noqa: F401
 from sqlalchemy import URL, make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
