@@ -25,6 +25,7 @@ from common.logging import configure_logging, get_logger
 from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
 from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
+from common.telemetry import configure_tracing, shutdown_tracing
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 
@@ -138,6 +139,7 @@ async def run_service(
 ) -> None:
     """Run the service until ``until()`` returns (by default SIGTERM or SIGINT)."""
     configure_logging(spec.name, settings.log_level)
+    configure_tracing(spec.name)  # before anything it instruments is opened
     log = get_logger(__name__)
     database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
     try:
@@ -195,6 +197,7 @@ async def run_service(
         await asyncio.gather(*(stream.stop() for stream in streams))
         await users.close()
         await database.dispose()
+        shutdown_tracing()
         log.info("stopped")
 
 
