@@ -167,6 +167,11 @@ def mark_error(current: Span, description: str) -> None:
     current.set_status(Status(StatusCode.ERROR, description))
 
 
+def mark_current_error(description: str) -> None:
+    """Mark the current span failed for a reason that is an answer, not an exception."""
+    mark_error(trace.get_current_span(), description)
+
+
 def mark_failed(current: Span, error: BaseException) -> None:
     """Record ``error`` on ``current`` and mark it failed."""
     current.record_exception(error)
