@@ -32,10 +32,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, Status, StatusCode
 
-from common.logging import get_logger
-
-_log = get_logger(__name__)
-
 TRACER_NAME = "microcommerce"
 _configured: list[str] = []  # the name this process configured tracing under, once
 
@@ -106,7 +102,6 @@ def configure_tracing(service: str) -> None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _instrument_libraries()
-    _log.info("tracing_configured", exporting=exporter is not None)
 
 
 def _instrument_libraries() -> None:
