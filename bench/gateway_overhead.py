@@ -34,6 +34,7 @@ from google.protobuf import timestamp_pb2
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.logging import configure_logging
 from common.service_runner import wait_for_stop_signal
+from common.telemetry import configure_tracing
 from gateway.app import create_app
 from gateway.routes import discover_services
 from gateway.settings import GatewaySettings
@@ -765,6 +766,8 @@ def _child_main(argv: Sequence[str]) -> int:
     if args.role == "serve-grpc":
         asyncio.run(serve_grpc())
     elif args.role == "serve-gateway":
+        # As gateway.main does: the OTEL_* variables of the run decide whether it traces.
+        configure_tracing("gateway")
         asyncio.run(serve_http(gateway_app(args.upstream), "bench-gateway"))
     elif args.role == "serve-bare":
         asyncio.run(serve_http(bare_app(args.body.encode()), "bench-bare"))

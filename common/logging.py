@@ -8,12 +8,22 @@ import sys
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from common.request_context import request_id_var
 
 # Fields every reader looks for first; the rest follow in the order they were added.
-_LEADING_KEYS = ("timestamp", "level", "service", "event", "request_id", "logger")
+_LEADING_KEYS = (
+    "timestamp",
+    "level",
+    "service",
+    "event",
+    "request_id",
+    "trace_id",
+    "span_id",
+    "logger",
+)
 
 
 class _StderrHandler(logging.Handler):
@@ -51,6 +61,16 @@ def _add_request_id(_logger: WrappedLogger, _method: str, event_dict: EventDict)
     request_id = request_id_var.get()
     if request_id is not None:
         event_dict.setdefault("request_id", request_id)
+    return event_dict
+
+
+def _add_trace_ids(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    # The ids of the current OpenTelemetry span, in the W3C hex form trace back-ends show, so
+    # a log line leads to its trace and back.
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(context.span_id, "016x"))
     return event_dict
 
 
@@ -143,6 +163,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         _add_request_id,
+        _add_trace_ids,
         _AddService(service),
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
     ]

@@ -261,3 +261,18 @@ def messaging_revision(service: str) -> tuple[Callable[[], None], Callable[[], N
         drop_outbox_table(op, service)
 
     return upgrade, downgrade
+
+
+def outbox_trace_context_revision(service: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(upgrade, downgrade)`` of the revision adding the trace context to a service's outbox."""
+    from alembic import op
+
+    from common.outbox import add_trace_context_column, drop_trace_context_column
+
+    def upgrade() -> None:
+        add_trace_context_column(op, service)
+
+    def downgrade() -> None:
+        drop_trace_context_column(op, service)
+
+    return upgrade, downgrade

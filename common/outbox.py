@@ -5,7 +5,12 @@ state change and its events commit (or roll back) together. ``OutboxRelay`` publ
 rows to Kafka in commit order and marks them published; a crash or a broker outage only delays
 them. Delivery is at least once: consumers drop duplicates by the CloudEvents ``id``
 (``common.inbox``). Every service's schema gets the table from ``create_outbox_table`` in one of
-its own migrations.
+its own migrations, and its ``trace_context`` column from ``add_trace_context_column`` in a
+later one.
+
+Each row keeps the trace context of the change that wrote it (W3C ``traceparent`` and
+``tracestate``, also in the envelope as the CloudEvents distributed-tracing extension), so the
+relay's publish continues that trace, and the Kafka record carries it in its headers.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -47,6 +54,13 @@ from common.logging import get_logger
 from common.metrics import OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
 from common.proto_json import message_to_json
 from common.settings import CommonSettings
+from common.telemetry import (
+    extract_context,
+    inject_context,
+    kafka_send_headers,
+    mark_failed,
+    tracer,
+)
 
 _log = get_logger(__name__)
 
@@ -75,9 +89,20 @@ def outbox_table_name(service: str) -> str:
     return f"{service}_outbox"
 
 
+# Added by a later revision than the table (add_trace_context_column): W3C trace headers as
+# JSON, null for rows written before it or outside any trace.
+TRACE_CONTEXT_COLUMN = "trace_context"
+
+
+def _trace_context_column() -> Column[Any]:
+    return Column(TRACE_CONTEXT_COLUMN, Text, nullable=True)
+
+
 def outbox_table(service: str) -> Table:
     """The outbox of ``service`` (``<service>_outbox``)."""
-    table = Table(outbox_table_name(service), MetaData(), *_outbox_columns())
+    table = Table(
+        outbox_table_name(service), MetaData(), *_outbox_columns(), _trace_context_column()
+    )
     Index(f"ix_{table.name}_pending", table.c.published_at, table.c.seq)
     return table
 
@@ -87,6 +112,17 @@ def create_outbox_table(op: Any, service: str) -> None:
     name = outbox_table_name(service)
     op.create_table(name, *_outbox_columns())
     op.create_index(f"ix_{name}_pending", name, ["published_at", "seq"])
+
+
+def add_trace_context_column(op: Any, service: str) -> None:
+    """Add the trace context column in a service's migration (``op`` is ``alembic.op``)."""
+    op.add_column(outbox_table_name(service), _trace_context_column())
+
+
+def drop_trace_context_column(op: Any, service: str) -> None:
+    # batch mode: SQLite before 3.35 cannot drop a column in place.
+    with op.batch_alter_table(outbox_table_name(service)) as batch:
+        batch.drop_column(TRACE_CONTEXT_COLUMN)
 
 
 def drop_outbox_table(op: Any, service: str) -> None:
@@ -108,12 +144,28 @@ class OutgoingEvent:
     data: Message | Mapping[str, Any]
 
 
+# CloudEvents distributed-tracing extension attributes: the W3C headers of the same names.
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
 def cloud_event(
-    source: str, outgoing: OutgoingEvent, *, event_id: str, time: datetime
+    source: str,
+    outgoing: OutgoingEvent,
+    *,
+    event_id: str,
+    time: datetime,
+    trace_context: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The CloudEvents 1.0 structured-mode envelope of an event (CONTRACT.md)."""
+    """The CloudEvents 1.0 structured-mode envelope of an event (CONTRACT.md).
+
+    ``trace_context`` (W3C headers of the change that caused the event) becomes the
+    distributed-tracing extension's ``traceparent`` / ``tracestate`` attributes.
+    """
     data = outgoing.data
+    context = trace_context or {}
+    tracing = {name: context[name] for name in TRACE_HEADERS if name in context}
     return {
+        **tracing,
         "specversion": "1.0",
         "id": event_id,
         "source": source,
@@ -139,10 +191,14 @@ class Outbox:
         if not events:
             return []
         now = clock.now()
+        trace_context = inject_context()  # empty outside a (sampled or not) span
+        stored_context = json.dumps(trace_context) if trace_context else None
         rows: list[dict[str, Any]] = []
         for outgoing in events:
             event_id = str(uuid.uuid4())
-            envelope = cloud_event(self.source, outgoing, event_id=event_id, time=now)
+            envelope = cloud_event(
+                self.source, outgoing, event_id=event_id, time=now, trace_context=trace_context
+            )
             rows.append(
                 {
                     "event_id": event_id,
@@ -150,6 +206,7 @@ class Outbox:
                     "key": outgoing.subject,
                     "payload": json.dumps(envelope, separators=(",", ":")),
                     "created_at": now,
+                    TRACE_CONTEXT_COLUMN: stored_context,
                 }
             )
         await session.execute(insert(self.table), rows)
@@ -178,6 +235,19 @@ class _Pending:
     topic: str
     key: str
     payload: str
+    trace_context: str | None
+
+    def headers(self) -> dict[str, str]:
+        """The W3C trace headers stored with the row (none when it was written untraced)."""
+        if not self.trace_context:
+            return {}
+        try:
+            stored = json.loads(self.trace_context)
+        except ValueError:
+            return {}  # a damaged context must not stop the event from being published
+        if not isinstance(stored, dict):
+            return {}
+        return {str(name): str(value) for name, value in stored.items()}
 
 
 class OutboxRelay:
@@ -258,7 +328,13 @@ class OutboxRelay:
 
     async def _read_pending(self, session: AsyncSession | None) -> list[_Pending]:
         query = (
-            select(self._table.c.seq, self._table.c.topic, self._table.c.key, self._table.c.payload)
+            select(
+                self._table.c.seq,
+                self._table.c.topic,
+                self._table.c.key,
+                self._table.c.payload,
+                self._table.c.trace_context,
+            )
             .where(self._table.c.published_at.is_(None))
             .order_by(self._table.c.seq)
             .limit(self._batch_size)
@@ -269,15 +345,57 @@ class OutboxRelay:
             async with self._database.engine.connect() as connection:
                 connection = await connection.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
                 rows = (await connection.execute(query)).all()
-        return [_Pending(row.seq, row.topic, row.key, row.payload) for row in rows]
+        return [
+            _Pending(row.seq, row.topic, row.key, row.payload, row.trace_context) for row in rows
+        ]
 
     async def _send(self, pending: Sequence[_Pending]) -> None:
         producer = await self._producer_started()
-        deliveries = [
-            await producer.send(row.topic, value=row.payload.encode(), key=row.key.encode())
-            for row in pending
-        ]
-        await asyncio.gather(*deliveries)
+        spans: list[Span] = []
+        try:
+            deliveries = []
+            for row in pending:
+                publish = self._publish_span(row)
+                spans.append(publish)
+                with trace.use_span(publish, end_on_exit=False):
+                    deliveries.append(
+                        await producer.send(
+                            row.topic,
+                            value=row.payload.encode(),
+                            key=row.key.encode(),
+                            headers=kafka_send_headers(),
+                        )
+                    )
+            results = await asyncio.gather(*deliveries, return_exceptions=True)
+        except BaseException as error:
+            for publish in spans:
+                mark_failed(publish, error)
+                publish.end()
+            raise
+        failures = [result for result in results if isinstance(result, BaseException)]
+        for publish, result in zip(spans, results, strict=True):
+            if isinstance(result, BaseException):
+                mark_failed(publish, result)
+            publish.end()
+        if failures:
+            raise failures[0]
+
+    def _publish_span(self, row: _Pending) -> Span:
+        # A child of the change that wrote the row, however long ago that was: the publish
+        # belongs to that trace, not to the relay's polling loop.
+        return tracer().start_span(
+            f"outbox publish {row.topic}",
+            context=extract_context(row.headers()),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "publish",
+                "messaging.destination.name": row.topic,
+                "messaging.kafka.message.key": row.key,
+                "microcommerce.outbox.service": self._outbox.service,
+                "microcommerce.outbox.seq": row.seq,
+            },
+        )
 
     async def _mark_published(self, session: AsyncSession, pending: Sequence[_Pending]) -> None:
         await session.execute(

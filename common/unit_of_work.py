@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import SQLITE_BEGIN_OPTION, Database
 from common.outbox import Outbox, OutgoingEvent
+from common.telemetry import span
 
 
 class UnitOfWork:
@@ -52,8 +53,11 @@ class Store(Generic[UnitT]):
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitT]:
         """Commits when the block ends normally, rolls back (events included) if it raises."""
-        async with self._database.session() as session:
-            yield self._unit(session, self._outbox)
+        # Our span: SQLite (aiosqlite) has no instrumentation, and on PostgreSQL it groups the
+        # asyncpg statement spans of one transaction, its commit included.
+        with span("unit_of_work", **{"db.system.name": self._database.engine.dialect.name}):
+            async with self._database.session() as session:
+                yield self._unit(session, self._outbox)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[UnitT]:
@@ -62,9 +66,10 @@ class Store(Generic[UnitT]):
         Every other unit of work takes SQLite's write lock when it begins (common.db): reads
         that took it too would stretch the queue of writers under load past the busy timeout.
         """
-        async with self._database.session() as session:
-            await session.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
-            yield self._unit(session, self._outbox)
+        with span("unit_of_work read", **{"db.system.name": self._database.engine.dialect.name}):
+            async with self._database.session() as session:
+                await session.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
+                yield self._unit(session, self._outbox)
 
     async def reachable(self) -> bool:
         """The health stream's check: can this instance reach its own data?"""

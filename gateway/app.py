@@ -13,6 +13,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
+from gateway.access_log import access_log_middleware
 from gateway.auth import Authenticator
 from gateway.client_address import CLIENT_ADDRESSES_KEY, ClientAddresses
 from gateway.docs import docs_routes
@@ -110,6 +111,7 @@ def create_app(
         # problem answers included; the size check runs before any handler reads the body.
         middlewares=[
             request_id_middleware,
+            access_log_middleware,
             metrics.middleware(),
             problem_middleware,
             cors.middleware(),

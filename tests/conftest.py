@@ -24,6 +24,12 @@ from sqlalchemy.pool import NullPool
 
 from localrun.broker import EmbeddedBroker
 
+# Tracing off unless a test turns it on (the trace e2e test sets OTEL_SDK_DISABLED=false for
+# the processes it starts): tests run services and gateways inside this process, and the
+# OpenTelemetry instrumentations patch aiohttp, grpc, asyncpg, redis and aiokafka for the rest
+# of the session, which would make later tests depend on the order they run in.
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+
 # The PostgreSQL server (not database) tests may use; each session creates its own database.
 DEFAULT_TEST_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 

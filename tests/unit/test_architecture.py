@@ -38,6 +38,8 @@ PLUMBING = ("grpc", "sqlalchemy", "faust", "aiohttp", "aiokafka", "google", "mic
 ENVIRONMENT_READERS = {
     "localrun",
     "common/settings.py",
+    # The standard OTEL_* variables, read as the OpenTelemetry SDK itself reads them.
+    "common/telemetry.py",
 }
 CHECKED_PACKAGES = ("common", "gateway", *SERVICES)
 

@@ -10,6 +10,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 
 from common.db import Database
@@ -52,6 +56,7 @@ class Received:
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
         self.records: list[tuple[str, dict[str, Any]]] = []
+        self.headers: list[dict[str, bytes]] = []
 
     async def at_least(self, count: int) -> list[tuple[str, dict[str, Any]]]:
         async def enough() -> bool:
@@ -61,6 +66,7 @@ class Received:
                     assert record.key is not None
                     assert record.value is not None
                     self.records.append((record.key.decode(), json.loads(record.value)))
+                    self.headers.append(dict(record.headers))
             return len(self.records) >= count
 
         await wait_for(enough, within=30)
@@ -203,3 +209,45 @@ async def test_a_rolled_back_delivery_can_be_handled_again(database: Database) -
         assert await first_delivery(session, table, "restock", "event-1")
         count = await session.scalar(text(f"SELECT count(*) FROM {table.name}"))
     assert count == 1
+
+
+async def test_the_publish_continues_the_trace_of_the_change_that_wrote_the_event(
+    database: Database,
+    outbox: Outbox,
+    relay: OutboxRelay,
+    received: Received,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # else the SDK makes no-op spans
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("test")
+    monkeypatch.setattr("common.outbox.tracer", lambda: tracer)
+
+    with tracer.start_as_current_span("place order") as change:
+        async with database.session() as session:
+            await outbox.add(session, _event(topic, "order-1", 1))
+    [(_key, envelope)] = await received.at_least(1)
+
+    written = change.get_span_context()
+    trace_id = format(written.trace_id, "032x")
+    # The CloudEvents distributed-tracing extension names the change that wrote the event.
+    # (The flags byte is the SDK's to choose: sampled, and possibly "random trace id".)
+    assert envelope["traceparent"].startswith(f"00-{trace_id}-{format(written.span_id, '016x')}-")
+
+    async def published() -> bool:
+        return any(span.kind is SpanKind.PRODUCER for span in spans.get_finished_spans())
+
+    await wait_for(published, within=10)
+    [publish] = [span for span in spans.get_finished_spans() if span.kind is SpanKind.PRODUCER]
+    assert publish.parent is not None
+    assert publish.parent.span_id == written.span_id
+    assert publish.context.trace_id == written.trace_id
+    assert publish.attributes is not None
+    assert publish.attributes["messaging.destination.name"] == topic
+    # The record's header continues the publish span, for the consumer to pick up.
+    [headers] = received.headers
+    publish_id = format(publish.context.span_id, "016x")
+    assert headers["traceparent"].decode().startswith(f"00-{trace_id}-{publish_id}-")

@@ -1,0 +1,199 @@
+"""OpenTelemetry tracing for every process: configured by the standard OTEL_* variables.
+
+``configure_tracing(name)`` is called once at the start of each process (gateway, payment,
+product, user). It installs the SDK's tracer provider and the maintained instrumentations
+(aiohttp server, grpc.aio server and client, asyncpg, redis, aiokafka); our own spans (saga
+steps, outbox publishes, units of work) come from ``tracer()``.
+
+- ``OTEL_SDK_DISABLED=true``: nothing is installed (the API's no-op tracer remains).
+- No ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (or
+  ``OTEL_TRACES_EXPORTER=none``): spans are made, so log lines carry trace ids and context is
+  propagated, but nothing is exported.
+- ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or ``..._TRACES_PROTOCOL``): ``grpc`` or ``http/protobuf``
+  (the specification's default).
+- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` and ``OTEL_RESOURCE_ATTRIBUTES`` are
+  read by the SDK itself.
+- ``service.name`` is always the process's own name, so processes sharing one environment
+  (``make run``) stay apart; an ``OTEL_SERVICE_NAME`` set there names the deployment instead,
+  as ``service.namespace``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_NAMESPACE, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import Span, Status, StatusCode
+
+TRACER_NAME = "microcommerce"
+_configured: list[str] = []  # the name this process configured tracing under, once
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
+def tracing_disabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """True when ``OTEL_SDK_DISABLED`` turns the SDK off."""
+    return _truthy(environ.get("OTEL_SDK_DISABLED"))
+
+
+def _protocol(environ: Mapping[str, str]) -> str:
+    return (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+
+
+def span_exporter(environ: Mapping[str, str] = os.environ) -> SpanExporter | None:
+    """The OTLP exporter the variables ask for, or None when they name no endpoint."""
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return None
+    if not (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    ):
+        return None
+    protocol = _protocol(environ)
+    # The exporters read the endpoint, headers, timeout and TLS settings from the same
+    # variables themselves; imported here so a process without an endpoint loads neither.
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpExporter,
+        )
+
+        return HttpExporter()
+    raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r}: use grpc or http/protobuf")
+
+
+def resource_for(service: str, environ: Mapping[str, str] = os.environ) -> Resource:
+    """The process's resource: OTEL_RESOURCE_ATTRIBUTES, then our own ``service.name``."""
+    attributes: dict[str, str] = {}
+    shared_name = environ.get("OTEL_SERVICE_NAME", "").strip()
+    if shared_name and shared_name != service:
+        attributes[SERVICE_NAMESPACE] = shared_name
+    # Resource.create lets OTEL_SERVICE_NAME override service.name; merging ours after it is
+    # what keeps four processes in one environment distinguishable.
+    return Resource.create(attributes).merge(Resource({SERVICE_NAME: service}))
+
+
+def configure_tracing(service: str) -> None:
+    """Install tracing for this process under ``service`` (idempotent for one process)."""
+    if tracing_disabled() or _configured:
+        return
+    _configured.append(service)
+    provider = TracerProvider(resource=resource_for(service))
+    exporter = span_exporter()
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    _instrument_libraries()
+
+
+def _instrument_libraries() -> None:
+    # Each patches its library's entry points (web.Application, grpc.aio.server and channels,
+    # asyncpg.connect, redis commands, aiokafka send/getone), so it runs before any of them
+    # is used. asyncpg, not SQLAlchemy: that instrumentation does not support SQLAlchemy 2.1.
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+    from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.grpc import (
+        GrpcAioInstrumentorClient,
+        GrpcAioInstrumentorServer,
+        filters,
+    )
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    # Health and reflection calls are probes, not work: untraced. It also keeps the
+    # instrumentation's streaming interceptor off the long-lived health Watch streams, which
+    # crashed the process when the server stopped under them.
+    not_probes = filters.negate(
+        filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
+    )
+    # Three of the constructors lack annotations upstream.
+    for instrumentor in (
+        AioHttpServerInstrumentor(),
+        GrpcAioInstrumentorServer(filter_=not_probes),  # type: ignore[no-untyped-call]
+        GrpcAioInstrumentorClient(filter_=not_probes),  # type: ignore[no-untyped-call]
+        AsyncPGInstrumentor(),  # type: ignore[no-untyped-call]
+        RedisInstrumentor(),
+        AIOKafkaInstrumentor(),
+    ):
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
+
+
+def shutdown_tracing() -> None:
+    """Flush spans still queued for export (a process's last step)."""
+    provider = trace.get_tracer_provider()
+    shutdown = getattr(provider, "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+
+
+def tracer() -> trace.Tracer:
+    """Our own spans' tracer (the global provider's, so tests may swap it)."""
+    return trace.get_tracer(TRACER_NAME)
+
+
+@contextmanager
+def span(name: str, **attributes: Any) -> Iterator[Span]:
+    """A span of ours around a block; an exception marks it as an error and propagates."""
+    with tracer().start_as_current_span(name, attributes=attributes) as current:
+        yield current
+
+
+def mark_error(current: Span, description: str) -> None:
+    """Mark ``current`` failed for a reason that is an answer, not an exception (a decline)."""
+    current.set_status(Status(StatusCode.ERROR, description))
+
+
+def mark_current_error(description: str) -> None:
+    """Mark the current span failed for a reason that is an answer, not an exception."""
+    mark_error(trace.get_current_span(), description)
+
+
+def mark_failed(current: Span, error: BaseException) -> None:
+    """Record ``error`` on ``current`` and mark it failed."""
+    current.record_exception(error)
+    current.set_status(Status(StatusCode.ERROR, type(error).__name__))
+
+
+def kafka_send_headers() -> list[tuple[str, bytes]]:
+    """Record headers for an ``AIOKafkaProducer.send`` carrying the current trace context.
+
+    Empty (but a list the instrumentation can append to) when the aiokafka instrumentation
+    is active: its send span injects its own ``traceparent``, and it appends, so ours would
+    be a second one.
+    """
+    from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
+
+    if AIOKafkaInstrumentor().is_instrumented_by_opentelemetry:
+        return []
+    return [(name, value.encode()) for name, value in inject_context().items()]
+
+
+def inject_context(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """The current context as W3C headers (``traceparent``, ``tracestate``)."""
+    headers: dict[str, str] = dict(carrier or {})
+    propagate.inject(headers)
+    return headers
+
+
+def extract_context(headers: Mapping[str, str]) -> Context:
+    """The context W3C headers carry (an empty one when they carry none)."""
+    return propagate.extract(dict(headers))
