@@ -6,20 +6,14 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
+from common.grpc_types import RpcMethodHandler as _Handler
+from common.grpc_types import ServerInterceptor as _ServerInterceptor
+from common.grpc_types import ServicerContext as _Context
 from common.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS, GRPC_STARTED
-
-if TYPE_CHECKING:
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Context = grpc.aio.ServicerContext[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    _ServerInterceptor = grpc.aio.ServerInterceptor
-    _Context = grpc.aio.ServicerContext
-    _Handler = grpc.RpcMethodHandler
 
 
 def split_method(full_method: str) -> tuple[str, str]:

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, TypeVar
+from typing import Any, Generic, NamedTuple, NoReturn, TypeVar
 
 import grpc
 import structlog
@@ -23,20 +23,12 @@ from grpc_status import rpc_status
 
 from common.errors import DomainError
 from common.grpc_metrics import ServerMetricsInterceptor
+from common.grpc_types import RpcMethodHandler as _Handler
+from common.grpc_types import ServerInterceptor as _ServerInterceptor
+from common.grpc_types import ServicerContext
 from common.logging import get_logger
 from common.reasons import ERROR_DOMAIN
 from common.request_context import REQUEST_ID_METADATA_KEY, accept_request_id, request_id_var
-
-if TYPE_CHECKING:
-    # grpc-stubs declares these generic; at run time they are plain classes and cannot be
-    # subscripted, hence the split.
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-    ServicerContext = grpc.aio.ServicerContext[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    _ServerInterceptor = grpc.aio.ServerInterceptor
-    ServicerContext = grpc.aio.ServicerContext
-    _Handler = grpc.RpcMethodHandler
 
 _log = get_logger(__name__)
 

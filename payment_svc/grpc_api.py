@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from common.access import require_principal
 from common.errors import InvalidArgument
-from common.grpc_server import ServicerContext
+from common.grpc_types import ServicerContext
 from common.proto_values import money_message, money_of, timestamp
 from microcommerce.payment.v1 import order_service_pb2 as pb
 from microcommerce.payment.v1 import order_service_pb2_grpc

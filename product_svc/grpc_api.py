@@ -8,7 +8,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from common.access import current_principal, require_principal
 from common.errors import InvalidArgument
-from common.grpc_server import ServicerContext
+from common.grpc_types import ServicerContext
 from common.money import Money
 from common.proto_values import money_message, timestamp
 from microcommerce.product.v1 import (

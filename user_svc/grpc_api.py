@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from common.access import require_principal
-from common.grpc_server import ServicerContext
+from common.grpc_types import ServicerContext
 from common.proto_values import timestamp
 from common.request_context import CLIENT_ADDRESS_METADATA_KEY, CLIENT_USER_AGENT_METADATA_KEY
 from microcommerce.user.v1 import user_service_pb2 as pb
