@@ -143,7 +143,11 @@ async def serve_grpc() -> None:
 
 def gateway_app(upstream: str) -> web.Application:
     """The real gateway app, without the health stream (the RPC path needs no Kafka)."""
-    settings = GatewaySettings(host=LOOPBACK, gateway_port=0, upstream_timeout_s=UPSTREAM_TIMEOUT_S)
+    # Rate limits off: one client hammering one route would be refused (429), and a cell of
+    # refusals measures the limiter, not the gateway's transcoding path.
+    settings = GatewaySettings(
+        host=LOOPBACK, gateway_port=0, upstream_timeout_s=UPSTREAM_TIMEOUT_S, rate_limits={}
+    )
     # Every service at the bench upstream: the full production route table behind one channel,
     # and no connection attempts to default ports that someone's `make run` may own.
     addresses = {service.full_name: upstream for service in discover_services()}
