@@ -17,12 +17,15 @@ import aiokafka
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from common.kafka_security import kafka_security
+from common.logging import get_logger
 from common.settings import CommonSettings
 from common.topics import TOPIC_PARTITIONS
+
+_log = get_logger(__name__)
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -150,6 +153,10 @@ class BackgroundStream:
     # flush, so stopping does not wait on it longer than this.
     STOP_TIMEOUT_S = 3.0
 
+    # A broker that is not up yet (a pod scheduled before Kafka, `make run` racing the embedded
+    # broker) is retried at this pace rather than given up on.
+    RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
+
     def __init__(self, app: faust.App, settings: CommonSettings) -> None:
         self.app = app
         self._settings = settings
@@ -159,7 +166,25 @@ class BackgroundStream:
         self._started = asyncio.create_task(self._declare_and_start())
 
     async def _declare_and_start(self) -> None:
-        await declare_topics(self._settings)
+        attempt = 0
+        while True:
+            try:
+                await declare_topics(self._settings)
+                break
+            except (KafkaError, OSError) as error:
+                # One line per attempt, no traceback: the cause is the broker, not this code.
+                # (An unretrieved task exception would also be logged with a traceback from a
+                # garbage collector's finaliser, at an arbitrary moment.)
+                delay = self.RETRY_DELAYS_S[min(attempt, len(self.RETRY_DELAYS_S) - 1)]
+                _log.warning(
+                    "kafka_unreachable",
+                    app=self.app.conf.id,
+                    bootstrap=self._settings.kafka_bootstrap,
+                    error=str(error),
+                    retry_in_s=delay,
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
         await self.app.start()
 
     def running(self) -> bool:
@@ -173,7 +198,13 @@ class BackgroundStream:
         )
 
     async def stop(self) -> None:
-        if self._started is not None and not self._started.done():
-            self._started.cancel()
+        started = self._started
+        if started is not None:
+            if not started.done():
+                started.cancel()
+            # Retrieved here, so a start that failed is not reported again by the collector.
+            await asyncio.wait({started}, timeout=self.STOP_TIMEOUT_S)
+            if started.done() and not started.cancelled():
+                started.exception()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
             await asyncio.wait_for(self.app.stop(), self.STOP_TIMEOUT_S)

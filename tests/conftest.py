@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import traceback
 import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,15 +16,22 @@ import pytest
 import redis.asyncio as aioredis
 
 # schemathesis is a pytest plugin, so pytest's assertion rewriter parses every module of it on
-# first import. The OpenAPI ones are imported lazily, from deep inside a test's stack, where
-# CPython 3.11's AST conversion can fail with "SystemError: AST constructor recursion depth
-# mismatch". Imported here, at collection's shallow stack, they are parsed safely once.
+# first import; imported here, at collection, rather than lazily in the middle of a test.
 import schemathesis.specs.openapi.schemas  # noqa: F401
 from sqlalchemy import URL, make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from localrun.broker import EmbeddedBroker
+
+# CPython 3.11 keeps the AST converter's recursion depth in state that every call shares
+# (gh-106905). A parse nested inside another one resets it, and the outer parse then fails with
+# "SystemError: AST constructor recursion depth mismatch". In tests the nested parse comes from a
+# finaliser the garbage collector runs mid-parse (an object of an earlier test that logs an
+# error with its traceback): 3.11's traceback formatting parses each source line to place its
+# ^^^ markers. Without the markers no traceback parses anything; they are all it costs.
+if sys.version_info < (3, 12) and hasattr(traceback, "_extract_caret_anchors_from_line_segment"):
+    traceback._extract_caret_anchors_from_line_segment = lambda segment: None
 
 # Tracing off unless a test turns it on (the trace e2e test sets OTEL_SDK_DISABLED=false for
 # the processes it starts): tests run services and gateways inside this process, and the
