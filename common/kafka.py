@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, ClassVar
 
 import aiokafka
@@ -78,6 +83,19 @@ class Transport(faust_aiokafka.Transport):
         self.fetch_max_wait_ms = fetch_max_wait_ms
 
 
+def scratch_directory(app_id: str) -> Path:
+    """Where a Faust app may write: a fresh folder under the system's temporary directory.
+
+    Faust creates ``<datadir>/v1/tables`` at start even with in-memory tables, by default as
+    ``<app id>-data`` in the working directory: with per-instance ids (the health stream) that
+    left a new folder in the repository root on every run. Ours keep nothing there, so the
+    folder is temporary (writable under a read-only root file system too) and
+    ``BackgroundStream.stop`` removes it. Not created here: Faust makes it when it starts.
+    """
+    unique = f"{app_id}-{os.getpid()}-{secrets.token_hex(4)}"
+    return Path(tempfile.gettempdir()) / f"microcommerce-faust-{unique}"
+
+
 def create_faust_app(app_id: str, settings: CommonSettings) -> faust.App:
     """A Faust app for embedding in one of our asyncio processes.
 
@@ -86,6 +104,7 @@ def create_faust_app(app_id: str, settings: CommonSettings) -> faust.App:
     """
     app = faust.App(
         app_id,
+        datadir=scratch_directory(app_id),
         broker=f"kafka://{settings.kafka_bootstrap.replace(',', ';kafka://')}",
         autodiscover=False,
         # Faust's web server would bind 0.0.0.0:6066 in every process; our metrics are
@@ -208,3 +227,4 @@ class BackgroundStream:
                 started.exception()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
             await asyncio.wait_for(self.app.stop(), self.STOP_TIMEOUT_S)
+        shutil.rmtree(self.app.conf.datadir, ignore_errors=True)

@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from localrun.broker import EmbeddedBroker
+from tests.support.clean_tree import left_behind, untracked
+from tests.support.processes import ROOT
 
 # CPython 3.11 keeps the AST converter's recursion depth in state that every call shares
 # (gh-106905). A parse nested inside another one resets it, and the outer parse then fails with
@@ -41,6 +43,21 @@ os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
 # The PostgreSQL server (not database) tests may use; each session creates its own database.
 DEFAULT_TEST_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
+
+_UNTRACKED_AT_START = pytest.StashKey[set[str] | None]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.stash[_UNTRACKED_AT_START] = untracked(ROOT)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when it left files in the repository (they belong in a temp or data dir)."""
+    stray = left_behind(session.stash.get(_UNTRACKED_AT_START, None), untracked(ROOT))
+    if stray:
+        sys.stderr.write("\nthe test run left files in the repository: " + ", ".join(stray) + "\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _run_in_thread(coroutine: Coroutine[Any, Any, None]) -> None:
