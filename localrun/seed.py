@@ -1,7 +1,8 @@
 """Demo catalog: ~200 products in a small category tree, loaded through the public REST API.
 
 ``python -m localrun.seed [--base-url URL] [--token TOKEN]``. Without ``--token`` it signs in
-with ``MC_ADMIN_EMAIL`` / ``MC_ADMIN_PASSWORD`` (``POST /api/v1/auth/token``). Running it again
+(``POST /api/v1/auth/token``) with ``MC_ADMIN_EMAIL`` / ``MC_ADMIN_PASSWORD``, or else as the
+local admin whose password `make run` wrote to ``MC_DATA_DIR/admin-password``. Running it again
 adds nothing twice: an existing slug or sku (409) is skipped.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from common.logging import configure_logging, get_logger
+from localrun.local_stack import ADMIN_PASSWORD_FILE, admin_credentials, data_dir
 
 _log = get_logger(__name__)
 
@@ -175,14 +177,20 @@ async def _problem(response: aiohttp.ClientResponse) -> str:
 
 
 async def admin_token(session: aiohttp.ClientSession, base_url: str) -> str:
-    email, password = os.environ.get("MC_ADMIN_EMAIL"), os.environ.get("MC_ADMIN_PASSWORD")
-    if not email or not password:
-        raise SeedError("pass --token, or set MC_ADMIN_EMAIL and MC_ADMIN_PASSWORD")
+    admin = admin_credentials(os.environ)
+    if admin is None:
+        raise SeedError(
+            "no admin to sign in as: start the stack with `make run` (it writes "
+            f"{data_dir(os.environ) / ADMIN_PASSWORD_FILE}), set MC_ADMIN_EMAIL and "
+            "MC_ADMIN_PASSWORD, or pass --token"
+        )
     async with session.post(
-        f"{base_url}/api/v1/auth/token", json={"email": email, "password": password}
+        f"{base_url}/api/v1/auth/token", json={"email": admin.email, "password": admin.password}
     ) as response:
         if response.status != 200:
-            raise SeedError(f"sign-in failed: {await _problem(response)}")
+            raise SeedError(
+                f"sign-in as {admin.email} (from {admin.source}) failed: {await _problem(response)}"
+            )
         body: dict[str, Any] = await response.json()
         return str(body["access_token"])
 

@@ -16,12 +16,13 @@ import signal
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.settings import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, SERVICE_NAMES
 from localrun.broker import EmbeddedBroker
 from localrun.child_process import die_with_parent
+from localrun.local_stack import AlreadyRunning, check_free, ensure_local_admin, hold_run_lock
 
 # Local runs want a health stream that is UP within seconds (KAFKA.md); explicit settings win.
 LOCAL_KAFKA_DEFAULTS = {
@@ -29,10 +30,6 @@ LOCAL_KAFKA_DEFAULTS = {
     "MC_KAFKA_SESSION_TIMEOUT_S": "2",
     "MC_KAFKA_HEARTBEAT_INTERVAL_S": "0.5",
 }
-# The admin user_svc creates on a local run when MC_ADMIN_EMAIL is not set; its password is
-# generated once into the data directory (readable by the owner only), never printed.
-LOCAL_ADMIN_EMAIL = "admin@example.com"
-ADMIN_PASSWORD_FILE = "admin-password"
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 90.0
 
@@ -41,6 +38,10 @@ READY_TIMEOUT_S = 90.0
 class Child:
     name: str
     process: asyncio.subprocess.Process
+    # The last line it printed: a process that cannot start says why in it (one line).
+    last_line: str = ""
+    # Set once all it printed has been relayed (its output closed).
+    relayed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _port(name: str) -> int:
@@ -64,8 +65,12 @@ async def _relay_output(child: Child) -> None:
     assert child.process.stdout is not None
     width = max(len(n) for n in ("gateway", *SERVICE_NAMES))
     async for raw in child.process.stdout:
-        sys.stdout.write(f"{child.name:<{width}} | {raw.decode(errors='replace')}")
+        line = raw.decode(errors="replace")
+        if line.strip():
+            child.last_line = line.strip()
+        sys.stdout.write(f"{child.name:<{width}} | {line}")
         sys.stdout.flush()
+    child.relayed.set()
 
 
 async def _start(name: str, module: str, env: dict[str, str]) -> Child:
@@ -95,8 +100,14 @@ def _health(url: str) -> dict[str, object] | None:
 async def _wait_until_up(url: str, children: list[Child]) -> float:
     started = time.monotonic()
     while time.monotonic() - started < READY_TIMEOUT_S:
-        if any(c.process.returncode is not None for c in children):
-            raise RuntimeError("a process exited during start-up")
+        for child in children:
+            if child.process.returncode is not None:
+                with contextlib.suppress(TimeoutError):  # its last words may be in the pipe
+                    await asyncio.wait_for(child.relayed.wait(), 2)
+                reason = child.last_line or "it printed nothing"
+                raise RuntimeError(
+                    f"{child.name} exited with status {child.process.returncode}: {reason}"
+                )
         body = await asyncio.to_thread(_health, url)
         if body is not None and body.get("status") == "UP":
             return time.monotonic() - started
@@ -122,19 +133,6 @@ async def _stop(children: list[Child]) -> None:
                 await child.process.wait()
 
 
-def _local_admin(env: dict[str, str], data_dir: Path) -> str | None:
-    """Fill in the local admin's credentials unless given; the password's file, if generated."""
-    if env.get("MC_ADMIN_EMAIL"):
-        return None
-    password_file = data_dir / ADMIN_PASSWORD_FILE
-    if not password_file.exists():
-        password_file.touch(mode=0o600)
-        password_file.write_text(secrets.token_urlsafe(18))
-    env["MC_ADMIN_EMAIL"] = LOCAL_ADMIN_EMAIL
-    env["MC_ADMIN_PASSWORD"] = password_file.read_text().strip()
-    return str(password_file)
-
-
 async def _seed(gateway_url: str, env: dict[str, str]) -> None:
     """Load the demo catalog through the public API, as a shop's admin would."""
     process = await asyncio.create_subprocess_exec(
@@ -153,12 +151,25 @@ async def _seed(gateway_url: str, env: dict[str, str]) -> None:
 async def supervise(*, seed: bool = False) -> int:
     host = os.environ.get("MC_HOST", "127.0.0.1")
     data_dir = Path(os.environ.get("MC_DATA_DIR", "var"))
+    # Before anything is written or started: a second run must leave the first one (its
+    # processes, its data, its logs) exactly as they were.
+    try:
+        run_lock = hold_run_lock(data_dir)
+        check_free(host, os.environ)
+    except AlreadyRunning as refused:
+        _say(f"make run: refusing to start: {refused}")
+        return 1
+    with run_lock:
+        return await _supervise(host, data_dir, seed=seed)
+
+
+async def _supervise(host: str, data_dir: Path, *, seed: bool) -> int:
     (data_dir / "log").mkdir(parents=True, exist_ok=True)
     env = {**LOCAL_KAFKA_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1"}
     # The services prove themselves to user_svc with a shared credential; a local run makes
     # a fresh one unless the environment brings its own (production: a Kubernetes Secret).
     env.setdefault("MC_SERVICE_CREDENTIAL", secrets.token_urlsafe(32))
-    admin_password_file = _local_admin(env, data_dir)
+    admin_password_file = ensure_local_admin(env)
 
     broker: EmbeddedBroker | None = None
     if not os.environ.get("MC_KAFKA_BOOTSTRAP"):
