@@ -27,6 +27,7 @@ from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
 from common.outbox_metrics import refresh_outbox_gauges
 from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
+from common.startup import exit_line
 from common.telemetry import configure_tracing, shutdown_tracing
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
@@ -221,10 +222,24 @@ def serve(spec: ServiceSpec[S], settings_class: type[S]) -> None:
     """A service process's ``main``: settings from the environment, then serve until stopped.
 
     A refusal to start (unsafe production settings, a schema behind with migrating left to
-    another step) ends the process with status 1 and the reason, not a traceback.
+    another step, a port in use, a database down or missing) ends the process with status 1
+    and the reason in one line, not a traceback (``common.startup``).
     """
     settings = load_settings(settings_class)
     try:
         asyncio.run(run_service(spec, settings))
     except SchemaNotAtHead as behind:
         raise SystemExit(f"{spec.name}: refusing to start: {behind}") from None
+    except Exception as error:
+        ports = {settings.port: f"MC_{spec.name.upper()}_PORT (or MC_HOST)"}
+        if settings.metrics_port:
+            ports[settings.metrics_port] = "MC_METRICS_PORT"
+        line = exit_line(
+            spec.name,
+            error,
+            ports=ports,
+            database_setting=f"MC_{spec.name.upper()}_DATABASE_URL (unset: SQLite in MC_DATA_DIR)",
+        )
+        if line is None:
+            raise
+        raise SystemExit(line) from None

@@ -115,7 +115,10 @@ class CommonSettings(BaseSettings):
         host = str(data.get("host") or cls.model_fields["host"].default)
         for service in SERVICE_NAMES:
             if not data.get(f"{service}_address"):
-                port = int(data.get(f"{service}_port") or port_setting(service))
+                try:
+                    port = int(data.get(f"{service}_port") or port_setting(service))
+                except ValueError:
+                    continue  # the port's own validation names MC_<SVC>_PORT and its value
                 data[f"{service}_address"] = _connect_address(host, port)
         return data
 
@@ -229,6 +232,7 @@ def load_settings(settings_class: type[SettingsT]) -> SettingsT:
             setting = field if field.startswith("MC_") else f"MC_{field.upper()}" if field else ""
             message = str(error["msg"]).removeprefix("Value error, ")
             reasons.append(f"{setting}: {message}" if setting else message)
+        # One line, like every other start-up failure (common.startup).
         raise SystemExit(
-            f"{settings_class.__name__}: refusing to start:\n- " + "\n- ".join(reasons)
+            f"{settings_class.__name__}: refusing to start: " + "; ".join(dict.fromkeys(reasons))
         ) from None

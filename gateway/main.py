@@ -12,6 +12,7 @@ from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.service_runner import wait_for_stop_signal
 from common.settings import SERVICE_NAMES, load_settings
+from common.startup import exit_line
 from common.telemetry import configure_tracing, shutdown_tracing
 from gateway.app import METRICS_KEY, create_app, drain, runner_options
 from gateway.health import HealthRegistry, install_health_stream
@@ -69,4 +70,11 @@ async def serve(
 
 
 def main() -> None:
-    asyncio.run(serve(load_settings(GatewaySettings)))
+    settings = load_settings(GatewaySettings)
+    try:
+        asyncio.run(serve(settings))
+    except Exception as error:
+        line = exit_line("gateway", error, ports={settings.gateway_port: "MC_GATEWAY_PORT"})
+        if line is None:
+            raise
+        raise SystemExit(line) from None
