@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from alembic import command, context
@@ -59,8 +61,12 @@ def alembic_config(script_location: Path) -> Config:
     return config
 
 
-async def upgrade_to_head(engine_or_url: AsyncEngine | str | URL, script_location: Path) -> None:
+async def upgrade_to_head(
+    engine_or_url: AsyncEngine | str | URL, script_location: Path
+) -> list[str]:
     """Apply every migration of ``script_location`` not yet applied; a no-op when at head.
+
+    Returns the revisions applied, oldest first ("0003_add_orders"), for the command line to say.
 
     The whole upgrade is one transaction (PostgreSQL and SQLite both have transactional DDL):
     a failing revision leaves the schema as it was. An engine passed in stays open; one made
@@ -72,7 +78,9 @@ async def upgrade_to_head(engine_or_url: AsyncEngine | str | URL, script_locatio
         engine, owned = create_engine(engine_or_url), True
     try:
         async with _alembic_lock():
-            await _run(engine, script_location, lambda config: command.upgrade(config, "head"))
+            return await _run(
+                engine, script_location, lambda config: command.upgrade(config, "head")
+            )
     finally:
         if owned:
             await engine.dispose()
@@ -126,15 +134,20 @@ def _alembic_lock() -> asyncio.Lock:
 
 async def _run(
     engine: AsyncEngine, script_location: Path, alembic_command: Callable[[Config], object]
-) -> None:
+) -> list[str]:
+    """Run ``alembic_command`` in one transaction; the revisions it applied (see run_env)."""
+    applied: list[str] = []
+
     def in_transaction(connection: Connection) -> None:
         config = alembic_config(script_location)
         # run_env picks the connection up from here instead of opening its own.
         config.attributes["connection"] = connection
+        config.attributes["applied"] = applied
         alembic_command(config)
 
     async with engine.begin() as connection:
         await connection.run_sync(in_transaction)
+    return applied
 
 
 def run_env(*, version_table: str, target_metadata: MetaData | None = None) -> None:
@@ -143,6 +156,7 @@ def run_env(*, version_table: str, target_metadata: MetaData | None = None) -> N
     ``target_metadata`` (the service's tables) is only needed for ``--autogenerate``.
     """
     connection: Connection | None = context.config.attributes.get("connection")
+    applied: list[str] = context.config.attributes.get("applied", [])
     if connection is None:
         raise RuntimeError(
             "run migrations through common.migrations (upgrade_to_head or "
@@ -161,9 +175,19 @@ def run_env(*, version_table: str, target_metadata: MetaData | None = None) -> N
         render_as_batch=connection.dialect.name == "sqlite",
         # We BEGIN on SQLite ourselves (common.db), so its DDL is transactional as well.
         transactional_ddl=True,
+        # Each applied step's file name (revision and slug), for `migrate` to report.
+        on_version_apply=lambda *, step, **_: applied.append(_step_name(step)),
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _step_name(step: Any) -> str:
+    # A MigrationInfo: its revision's module file name says what it does ("0002_messaging").
+    revision = step.revision_map.get_revision(step.up_revision_id)
+    module = getattr(revision, "module", None)
+    path = getattr(module, "__file__", None)
+    return Path(path).stem if path else str(step.up_revision_id)
 
 
 def next_revision_id(script_location: Path) -> str:
@@ -222,7 +246,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def run() -> None:
         if args.command == "upgrade":
             for service in args.services or SERVICE_NAMES:
-                await upgrade_to_head(database_url(service, settings), script_location_of(service))
+                location = script_location_of(service)
+                applied = await upgrade_to_head(database_url(service, settings), location)
+                heads = ", ".join(ScriptDirectory.from_config(alembic_config(location)).get_heads())
+                if applied:
+                    report = f"applied {', '.join(applied)}; now at {heads}"
+                else:
+                    report = f"already at {heads}, nothing to apply"
+                sys.stdout.write(f"{service}: {report}\n")
             return
         location = script_location_of(args.service)
         if not args.autogenerate:

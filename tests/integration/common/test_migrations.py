@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import create_engine
 from common.migrations import alembic_config, script_location_of, upgrade_to_head, version_table
+from common.migrations import main as migrate
 from common.settings import SERVICE_NAMES
 
 REVISION = '''"""{message}"""
@@ -108,11 +109,11 @@ async def test_an_upgrade_applies_pending_revisions_once(
 ) -> None:
     scripts = Scripts(tmp_path)
     first = scripts.add("orders")
-    await upgrade_to_head(engine, scripts.location)
+    assert await upgrade_to_head(engine, scripts.location) == ["0001_orders"]
     second = scripts.add("payments")
 
-    await upgrade_to_head(engine, scripts.location)
-    await upgrade_to_head(engine, scripts.location)
+    assert await upgrade_to_head(engine, scripts.location) == ["0002_payments"]
+    assert await upgrade_to_head(engine, scripts.location) == []
 
     assert await has_table(engine, first)
     assert await has_table(engine, second)
@@ -178,3 +179,22 @@ async def test_replicas_starting_together_apply_each_revision_once(
     assert [r.returncode for r in replicas] == [0, 0, 0], [err.decode() for _, err in results]
     assert await has_table(engine, table)
     assert await versions(engine, scripts.version_table) == ["0001"]
+
+
+def test_the_migrate_command_says_what_it_applied_per_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MC_DATA_DIR", str(tmp_path))
+    for name in SERVICE_NAMES:
+        monkeypatch.delenv(f"MC_{name.upper()}_DATABASE_URL", raising=False)
+
+    migrate(["upgrade"])
+    first = capsys.readouterr().out.splitlines()
+    migrate(["upgrade", "product"])
+    again = capsys.readouterr().out.splitlines()
+
+    assert [line.split(":")[0] for line in first] == list(SERVICE_NAMES)
+    for line in first:
+        assert "applied 0001_baseline, 0002_outbox" in line
+    head = ScriptDirectory.from_config(alembic_config(script_location_of("product"))).get_heads()
+    assert again == [f"product: already at {head[0]}, nothing to apply"]
