@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
@@ -350,6 +350,16 @@ class OrderLine:
     unit_price: Money | None = None
 
 
+@dataclass(frozen=True)
+class ProductFacts:
+    """What the catalog says about a product now: for showing the lines of a failed checkout."""
+
+    product_id: str
+    sku: str
+    name: str
+    unit_price: Money | None
+
+
 def order_total(lines: list[OrderLine]) -> Money:
     """Sum of quantity x unit price; every line priced, all in one currency."""
     total: Money | None = None
@@ -494,9 +504,22 @@ class Order:
     def confirmed(self, now: datetime) -> Order:
         return self._moved(OrderStatus.CONFIRMED, now)
 
-    def failed(self, reason: str, now: datetime) -> Order:
-        """The checkout failed before any money moved."""
-        return self._moved(OrderStatus.FAILED, now, failure_reason=reason)
+    def failed(self, reason: str, now: datetime, described: Sequence[ProductFacts] = ()) -> Order:
+        """The checkout failed before any money moved. ``described``: what the catalog said
+        about the products meanwhile, so the failed order still shows what was asked for."""
+        by_product = {facts.product_id: facts for facts in described}
+        lines = tuple(
+            line
+            if line.sku or line.product_id not in by_product
+            else replace(
+                line,
+                sku=by_product[line.product_id].sku,
+                name=by_product[line.product_id].name,
+                unit_price=by_product[line.product_id].unit_price,
+            )
+            for line in self.lines
+        )
+        return self._moved(OrderStatus.FAILED, now, failure_reason=reason, lines=lines)
 
     # After the sale.
 

@@ -6,6 +6,7 @@ status codes become the port's exceptions, so the saga never looks at gRPC codes
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import grpc
@@ -14,8 +15,13 @@ from common.errors import Unavailable
 from common.grpc_client import LazyStub
 from common.money import Money
 from common.user_client import ServiceTokens
-from microcommerce.product.v1 import inventory_service_pb2, inventory_service_pb2_grpc
-from payment_svc.domain import RequestedItem
+from microcommerce.product.v1 import (
+    inventory_service_pb2,
+    inventory_service_pb2_grpc,
+    product_service_pb2,
+    product_service_pb2_grpc,
+)
+from payment_svc.domain import ProductFacts, RequestedItem
 from payment_svc.ports import (
     InventoryError,
     InventoryUnavailable,
@@ -53,6 +59,9 @@ class GrpcInventory:
         self._deadline_s = deadline_s
         self._stub: LazyStub[inventory_service_pb2_grpc.InventoryServiceAsyncStub] = LazyStub(
             address, inventory_service_pb2_grpc.InventoryServiceStub
+        )
+        self._catalog: LazyStub[product_service_pb2_grpc.ProductServiceAsyncStub] = LazyStub(
+            address, product_service_pb2_grpc.ProductServiceStub
         )
 
     async def reserve(self, order_id: str, items: Sequence[RequestedItem]) -> list[ReservedLine]:
@@ -102,6 +111,32 @@ class GrpcInventory:
         except grpc.aio.AioRpcError as error:
             raise _generic_error(error) from error
 
+    async def describe(self, product_ids: Sequence[str]) -> list[ProductFacts]:
+        """Each product as the catalog has it now (GetProduct, public); one that cannot be read
+        is left out: the facts only decorate a failed order, they decide nothing."""
+
+        async def one(product_id: str) -> ProductFacts | None:
+            try:
+                product = await self._catalog().GetProduct(
+                    product_service_pb2.GetProductRequest(id=product_id), timeout=self._deadline_s
+                )
+            except grpc.aio.AioRpcError:
+                return None
+            price = product.price if product.HasField("price") else None
+            return ProductFacts(
+                product_id=product_id,
+                sku=product.sku,
+                name=product.name,
+                unit_price=Money(price.amount, price.currency)
+                if price and price.currency
+                else None,
+            )
+
+        found = await asyncio.gather(
+            *(one(product_id) for product_id in dict.fromkeys(product_ids))
+        )
+        return [facts for facts in found if facts is not None]
+
     async def _metadata(self) -> tuple[tuple[str, str], ...]:
         try:
             return await self._tokens.metadata()
@@ -110,6 +145,7 @@ class GrpcInventory:
 
     async def close(self) -> None:
         await self._stub.close()
+        await self._catalog.close()
 
 
 def _reserve_error(error: grpc.aio.AioRpcError) -> InventoryError:

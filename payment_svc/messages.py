@@ -12,7 +12,7 @@ from common.outbox import OutgoingEvent
 from common.proto_values import money_message
 from common.topics import Topic
 from microcommerce.payment.v1 import events_pb2, order_service_pb2
-from payment_svc.domain import Order, OrderStatus, Payment, Refund
+from payment_svc.domain import Order, OrderLine, OrderStatus, Payment, Refund
 
 ORDER_EVENTS = Topic.ORDER_EVENTS
 PAYMENT_EVENTS = Topic.PAYMENT_EVENTS
@@ -23,16 +23,19 @@ def card_summary(payment: Payment) -> order_service_pb2.CardSummary:
 
 
 def order_items(order: Order) -> list[order_service_pb2.OrderItem]:
-    return [
-        order_service_pb2.OrderItem(
-            product_id=line.product_id,
-            sku=line.sku,
-            name=line.name,
-            quantity=line.quantity,
-            unit_price=money_message(line.unit_price),
-        )
-        for line in order.lines
-    ]
+    return [_order_item(line) for line in order.lines]
+
+
+def _order_item(line: OrderLine) -> order_service_pb2.OrderItem:
+    """A line as the contract shows it: what is not known is absent, never "" or a zero price."""
+    item = order_service_pb2.OrderItem(product_id=line.product_id, quantity=line.quantity)
+    if line.sku:
+        item.sku = line.sku
+    if line.name:
+        item.name = line.name
+    if line.unit_price is not None:
+        item.unit_price.CopyFrom(money_message(line.unit_price))
+    return item
 
 
 def _order_event(kind: str, order: Order, data: object) -> OutgoingEvent:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from common.money import Money
-from payment_svc.domain import RequestedItem
+from payment_svc.domain import ProductFacts, RequestedItem
 
 
 @dataclass(frozen=True)
@@ -62,4 +62,8 @@ class Inventory(Protocol):
 
     async def release(self, order_id: str) -> None:
         """Give the order's units back (also blocks a late reserve for the order)."""
+        ...
+
+    async def describe(self, product_ids: Sequence[str]) -> list[ProductFacts]:
+        """What the catalog knows of these products; the unknown (or unreachable) left out."""
         ...

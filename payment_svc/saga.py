@@ -151,7 +151,7 @@ class CheckoutSaga:
             # The reserve may have happened after all: releasing settles it either way (and
             # product_svc then refuses a late reserve for this order).
             await self._release(order)
-            await self._fail(order, domain.INVENTORY_UNAVAILABLE)
+            await self._fail(order, domain.INVENTORY_UNAVAILABLE, describe=False)
             return
         self.fault("stock_reserved_remote")
         by_product = {line.product_id: line for line in reserved}
@@ -273,9 +273,16 @@ class CheckoutSaga:
                 retry_after_s=5,
             ) from error
 
-    async def _fail(self, order: Order, reason: str) -> None:
+    async def _fail(self, order: Order, reason: str, *, describe: bool = True) -> None:
         mark_current_error(f"checkout failed: {reason}")
-        failed = order.failed(reason, self._clock())
+        # The lines were never priced: what the catalog says now shows what was asked for
+        # (not asked when product_svc is unreachable: the answer would only wait and fail).
+        described = (
+            await self._inventory.describe([line.product_id for line in order.lines])
+            if describe
+            else []
+        )
+        failed = order.failed(reason, self._clock(), described)
         await self._record(order, failed, messages.order_failed(failed, reason))
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:

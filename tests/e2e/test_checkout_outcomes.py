@@ -72,13 +72,20 @@ async def test_a_declined_card_answers_402_and_the_stock_is_released(
 
 async def test_not_enough_stock_answers_409_and_nothing_is_charged(shop: CheckoutStack) -> None:
     buyer = await shop.new_customer()
-    product = await shop.new_product(stock=1)
+    product = await shop.new_product(stock=1, price=1234)
 
     answer = await shop.checkout(buyer, [(product, 2)])
 
     assert answer.status == 409, answer
     [order] = await shop.my_orders(buyer)
     assert order["status"] == "ORDER_STATUS_FAILED"
+    # The failed order still shows what was asked for, as the catalog describes it.
+    [line] = order["items"]
+    assert line["product_id"] == product
+    assert line["quantity"] == 2
+    assert line["sku"].startswith("SKU-")
+    assert line["name"] == "Checkout test item"
+    assert line["unit_price"] == {"amount": 1234, "currency": "USD"}
     assert await shop.stock(product) == (1, 0)
     assert not any(
         key.startswith(order.get("payment", {}).get("id", "-"))

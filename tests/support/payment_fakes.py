@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from common.money import Money
-from payment_svc.domain import RequestedItem
+from payment_svc.domain import ProductFacts, RequestedItem
 from payment_svc.ports import (
     InventoryUnavailable,
     OutOfStock,
@@ -72,6 +72,16 @@ class FakeInventory:
                 )
             self.reservations[order_id] = ("ACTIVE", lines)
             return lines
+
+    async def describe(self, product_ids: Sequence[str]) -> list[ProductFacts]:
+        self.calls.append("describe")
+        return [
+            ProductFacts(
+                product_id, f"SKU-{product_id}", f"Product {product_id}", self.prices[product_id]
+            )
+            for product_id in product_ids
+            if product_id in self.prices and not self.down
+        ]
 
     async def commit(self, order_id: str) -> None:
         self.calls.append(f"commit:{order_id}")

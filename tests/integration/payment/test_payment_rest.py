@@ -152,6 +152,50 @@ async def test_not_enough_stock_answers_409(rest: tuple[Client, FakeInventory, P
     assert problem["code"] == "ABORTED"
 
 
+async def my_orders(client: Client, user: str) -> list[dict[str, Any]]:
+    response = await client.get("/api/v1/orders", headers=bearer(customer_token(user)))
+    assert response.status == 200
+    orders: list[dict[str, Any]] = (await response.json())["orders"]
+    return orders
+
+
+async def test_a_failed_order_shows_its_lines_as_the_catalog_describes_them(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    item = stocked(inventory, stock=1, price=1500)
+    user = f"user-{uuid.uuid4().hex[:8]}"
+
+    status, _ = await place(client, body(item, quantity=2), user=user)
+
+    assert status == 409
+    [order] = await my_orders(client, user)
+    assert order["status"] == "ORDER_STATUS_FAILED"
+    assert order["items"] == [
+        {
+            "product_id": item,
+            "sku": f"SKU-{item}",
+            "name": f"Product {item}",
+            "quantity": 2,
+            "unit_price": {"amount": 1500, "currency": "USD"},
+        }
+    ]
+
+
+async def test_a_failed_order_omits_what_is_not_known_rather_than_showing_zeros(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, _, _ = rest
+    user = f"user-{uuid.uuid4().hex[:8]}"
+
+    status, _ = await place(client, body("p-nobody-sells-this"), user=user)
+
+    assert status == 404
+    [order] = await my_orders(client, user)
+    assert order["status"] == "ORDER_STATUS_FAILED"
+    assert order["items"] == [{"product_id": "p-nobody-sells-this", "quantity": 1}]
+
+
 @pytest.mark.parametrize(
     ("card_change", "field"),
     [
