@@ -45,13 +45,21 @@ class _StderrHandler(logging.Handler):
 
 
 class _AddService:
-    """Names the process in every record, so merged logs of all services stay attributable."""
+    """Names the process in every record, so merged logs of all services stay attributable.
+
+    ``service`` is always this process: a value a call logs under that name (another service's
+    name, one a caller claimed) moves to ``logged_service`` rather than disguising the line as
+    another process's. Call sites should name such values themselves (``claimed_service``).
+    """
 
     def __init__(self, service: str) -> None:
         self._service = service
 
     def __call__(self, _logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-        event_dict.setdefault("service", self._service)
+        logged = event_dict.get("service")
+        if logged is not None and logged != self._service:
+            event_dict["logged_service"] = logged
+        event_dict["service"] = self._service
         return event_dict
 
 

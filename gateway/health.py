@@ -92,7 +92,7 @@ class HealthRegistry:
 
     def pong_received(self, pong: Pong) -> None:
         if pong.service not in self._instances:
-            log.warning("pong from an unknown service", service=pong.service)
+            log.warning("pong from an unknown service", pong_service=pong.service)
             return
         now = self._clock()
         sent = self._pending_pings.get(pong.ping_id)

@@ -400,7 +400,7 @@ class Accounts:
         if service not in SERVICE_NAMES:
             raise InvalidArgument(f"service must be one of {list(SERVICE_NAMES)}", field="service")
         if not hmac.compare_digest(credential.encode(), expected.get_secret_value().encode()):
-            _log.warning("service_credential_refused", service=service)
+            _log.warning("service_credential_refused", claimed_service=service)
             raise Unauthenticated("service credential is wrong")
         token = self._keys.signer().mint(
             f"{SERVICE_SUBJECT_PREFIX}{service}", [ROLE_SERVICE], ttl=SERVICE_TOKEN_TTL

@@ -42,6 +42,21 @@ def test_a_structlog_event_is_one_json_line_with_timestamp_level_event_and_servi
     assert "request_id" not in record
 
 
+def test_a_logged_service_value_never_replaces_the_process_own_service_field(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("user", "INFO")
+
+    get_logger("test").warning("credential_refused", service="payment")
+    logging.getLogger("lib").warning("refused", extra={"service": "product"})
+
+    structlog_record, stdlib_record = records(capsys)
+    assert structlog_record["service"] == "user"
+    assert structlog_record["logged_service"] == "payment"
+    assert stdlib_record["service"] == "user"
+    assert stdlib_record["logged_service"] == "product"
+
+
 def test_standard_library_records_are_rendered_by_the_same_json_renderer(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
