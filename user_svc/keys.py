@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from common.logging import get_logger
+from common.logging import configure_logging, get_logger
 from common.tokens import PrivateKey, PublicKey, TokenSigner, key_id, new_key, public_jwk
 
 if TYPE_CHECKING:
@@ -264,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, help="key directory (default: from settings)")
     arguments = parser.parse_args(argv)
     settings = load_settings(UserSettings)
+    # Its log lines to stderr as the service's are; stdout carries only the answer.
+    configure_logging("user", settings.log_level)
     if arguments.dir is None and settings.jwt_key_encryption_key is not None:
         return asyncio.run(_in_database(arguments.command, settings))
     directory = arguments.dir or settings.key_directory()

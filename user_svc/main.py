@@ -39,6 +39,9 @@ def key_ring(settings: UserSettings) -> KeyRing:
         retire_after=_retire_after(settings),
         activate_after=timedelta(seconds=settings.jwt_key_activation_s),
         rotate_every=_rotate_every(settings),
+        # Reread as often as the database ring: a key another process added (`python -m
+        # user_svc.keys rotate`) must be published well before it starts to sign.
+        reload_interval=timedelta(seconds=settings.jwt_key_reload_s),
     )
     ring.load()
     return ring

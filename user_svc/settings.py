@@ -23,8 +23,9 @@ class UserSettings(ServiceSettings):
     # created with a first key on first start (one process: development).
     jwt_key_encryption_key: SecretStr | None = None
     jwt_key_dir: Path | None = None
-    # How often a replica rereads the database ring. Below MC_JWT_KEY_ACTIVATION_S less the
-    # verifiers' 5 s JWKS refetch interval, so every replica publishes a new key before it signs.
+    # How often a replica rereads its key ring (database or directory). Below
+    # MC_JWT_KEY_ACTIVATION_S less the verifiers' 5 s JWKS refetch interval, so every replica
+    # publishes a new key before it signs.
     jwt_key_reload_s: float = Field(3.0, gt=0)
     # Rotate the signing key when it is this old; 0 leaves rotation to `python -m user_svc.keys`.
     jwt_key_rotation_s: int = Field(30 * 24 * 3600, ge=0)
