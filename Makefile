@@ -52,7 +52,7 @@ $(TEST_GENERATED): $(INSTALLED) $(GENERATED) $(TEST_PROTOS)
 	touch $@
 
 run: $(GENERATED) ## start the broker, the three services and the gateway; Ctrl-C stops all (ARGS=--seed loads the demo catalog)
-	$(PY) -m localrun.supervisor $(ARGS)
+	@$(PY) -m localrun.supervisor $(ARGS)
 
 # The services migrate at start-up; this is for applying a release's schema ahead of it.
 migrate: $(GENERATED) ## apply every service's pending migrations and say what was applied (SERVICES="user" for some)
