@@ -26,7 +26,16 @@ def untracked(root: Path) -> set[str] | None:
 
 
 # Written by the tooling a run needs, not by the code under test.
-EXPECTED = (".venv/", "gen/", "tests/gen/", ".tools/", ".mypy_cache/", ".ruff_cache/", "var/")
+EXPECTED = (
+    ".venv/",
+    "gen/",
+    "tests/gen/",
+    ".tools/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".pytest_cache/",
+    "var/",
+)
 
 
 def left_behind(before: set[str] | None, after: set[str] | None) -> list[str]:
