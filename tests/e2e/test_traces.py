@@ -101,6 +101,8 @@ async def traced_checkout(shop: CheckoutStack, number: str) -> tuple[Answer, str
 def rpc(span: ReceivedSpan) -> str:
     """``Service/Method`` of a gRPC span, "" for any other."""
     service = str(span.attributes.get("rpc.service", ""))
+    if not service:
+        return ""
     return f"{service.rsplit('.', 1)[-1]}/{span.attributes.get('rpc.method', '')}"
 
 
