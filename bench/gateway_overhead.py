@@ -1,4 +1,5 @@
-"""What the REST gateway costs: GetProduct by direct gRPC, via the gateway, and bare aiohttp."""
+"""What the REST gateway costs: GetProduct by direct gRPC, via the gateway, and bare aiohttp;
+and what tracing costs the gateway: off, on without an exporter, on exporting over OTLP."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import google.protobuf
 import grpc
 from aiohttp import web
 from google.protobuf import timestamp_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.logging import configure_logging
@@ -75,11 +77,28 @@ end
 MODES = {
     "grpc": "(a) gRPC direct",
     "gateway": "(b) REST via gateway",
+    "gateway-traced": "(b1) b, traced",
+    "gateway-exported": "(b2) b, traced+exported",
     "bare": "(c) bare aiohttp",
+}
+GATEWAY_MODES = ("gateway", "gateway-traced", "gateway-exported")
+
+# The gateway's OTEL_* variables in each of its modes (tracing is what differs, nothing else).
+# Every request is sampled (wrk sends no traceparent): the worst case of tracing's cost.
+_SAMPLE_ALL = {"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+TRACING_ENV: dict[str, dict[str, str]] = {
+    "gateway": {"OTEL_SDK_DISABLED": "true"},
+    "gateway-traced": {**_SAMPLE_ALL, "OTEL_TRACES_EXPORTER": "none"},
+    # The endpoint (the sink child's) is added when the sink is up.
+    "gateway-exported": {
+        **_SAMPLE_ALL,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    },
 }
 
 # The processes of the CPU table, in column order; "load" is the load generator.
-CPU_COLUMNS = ("load", "service", "gateway", "bare")
+CPU_COLUMNS = ("load", "service", "gateway", "sink", "bare")
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -136,6 +155,50 @@ async def serve_grpc() -> None:
         await wait_for_stop_signal()
     finally:
         await stop_gracefully(bound.server, bound.health, grace=1.0)
+
+
+# --- The OTLP sink: where the exporting gateway sends its spans -----------------------------
+
+
+class SpanCounter(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace receiver that only counts: a collector's cheapest possible stand-in
+    (no collector installs here, TOOLS.md), so the gateway's export cost is what is measured."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+        self.exports = 0
+
+    async def Export(
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self.exports += 1
+        self.spans += sum(
+            len(scope.spans)
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+        )
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+async def serve_sink() -> None:
+    """The sink process; when stopped it writes what it received as its last stdout line."""
+    configure_logging("bench-otlp-sink")
+    counter = SpanCounter()
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        counter, server
+    )
+    port = server.add_insecure_port(f"{LOOPBACK}:0")
+    await server.start()
+    _announce(port)
+    try:
+        await wait_for_stop_signal()
+    finally:
+        await server.stop(grace=1.0)
+        sys.stdout.write(json.dumps({"spans": counter.spans, "exports": counter.exports}) + "\n")
+        sys.stdout.flush()
 
 
 # --- The two HTTP servers ------------------------------------------------------------------
@@ -313,6 +376,7 @@ class Child:
     popen: subprocess.Popen[bytes]
     log_path: Path
     port: int = 0
+    last_words: bytes = b""  # what it wrote to stdout after its port, read once it stopped
 
     def log_tail(self, lines: int = 20) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -330,12 +394,12 @@ def _child_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "bench.gateway_overhead", "child", *args]
 
 
-def _popen_options() -> dict[str, Any]:
+def _popen_options(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     # A session of its own: Ctrl-C reaches only the parent, which then stops every child in
     # order (and reports) instead of each child dying mid-measurement on its own.
     return {
         "cwd": ROOT,
-        "env": {**os.environ, "PYTHONUNBUFFERED": "1"},
+        "env": {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         "stdin": subprocess.DEVNULL,
         "start_new_session": True,
         "preexec_fn": _stop_with_parent,
@@ -343,19 +407,19 @@ def _popen_options() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def child_server(name: str, *args: str) -> Iterator[Child]:
+def child_server(name: str, *args: str, env: Mapping[str, str] | None = None) -> Iterator[Child]:
     """Start a server child, wait for its port, and stop it on exit whatever happens."""
     log_path = RESULTS_DIR / f"gateway_overhead.{name}.log"
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
-            _child_command(*args), stdout=subprocess.PIPE, stderr=log, **_popen_options()
+            _child_command(*args), stdout=subprocess.PIPE, stderr=log, **_popen_options(env)
         )
     child = Child(name, popen, log_path)
     try:
         child.port = _wait_for_port(child)
         yield child
     finally:
-        _stop(child.popen)
+        child.last_words = _stop(child.popen)
 
 
 def _wait_for_port(child: Child) -> int:
@@ -371,7 +435,8 @@ def _wait_for_port(child: Child) -> int:
     return int(json.loads(line)["port"])
 
 
-def _stop(popen: subprocess.Popen[bytes]) -> None:
+def _stop(popen: subprocess.Popen[bytes]) -> bytes:
+    """Stop the child; what it wrote to stdout since its port line."""
     if popen.poll() is None:
         popen.terminate()
         try:
@@ -379,8 +444,11 @@ def _stop(popen: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             popen.kill()
             popen.wait()
+    rest = b""
     if popen.stdout is not None:
+        rest = popen.stdout.read()
         popen.stdout.close()
+    return rest
 
 
 # --- Measurements --------------------------------------------------------------------------
@@ -408,6 +476,7 @@ class Cell:
     errors: int
     cpu_percent: dict[str, float | None]  # of one core, by process; "load" is the generator
     cpu_us_per_request: dict[str, float | None]  # the same CPU divided among the requests
+    warmup_requests: int = 0  # answered during the warm-up (wrk modes)
 
     @classmethod
     def build(
@@ -419,6 +488,7 @@ class Cell:
         latency_ms: tuple[float, float],
         errors: int,
         cpu_percent: dict[str, float | None],
+        warmup_requests: int = 0,
     ) -> Cell:
         """A cell from what was measured; the rates are derived here."""
         rps = requests / seconds
@@ -428,7 +498,17 @@ class Cell:
         }
         p50, p99 = latency_ms
         return cls(
-            mode, concurrency, requests, seconds, rps, p50, p99, errors, cpu_percent, per_request
+            mode,
+            concurrency,
+            requests,
+            seconds,
+            rps,
+            p50,
+            p99,
+            errors,
+            cpu_percent,
+            per_request,
+            warmup_requests,
         )
 
 
@@ -477,8 +557,10 @@ def measure_wrk(
     """Modes (b) and (c): wrk against ``server``, CPU of the ``watched`` processes."""
     url = f"http://{LOOPBACK}:{server.port}{REST_PATH}"
     threads = max(1, min(options.wrk_threads, concurrency))  # wrk needs -c >= -t
+    warmup_requests = 0
     if options.warmup > 0:
-        _run_wrk(url, threads, concurrency, options.warmup)
+        warmup = _run_wrk(url, threads, concurrency, options.warmup, "-s", str(script))
+        warmup_requests = int(_wrk_report(warmup)["requests"])
     before = _CpuSample.take(watched, own=False)
     output = _run_wrk(url, threads, concurrency, options.duration, "--latency", "-s", str(script))
     cpu = before.percent_until(_CpuSample.take(watched, own=False), load_key="load")
@@ -491,6 +573,7 @@ def measure_wrk(
         (report["p50_us"] / 1e3, report["p99_us"] / 1e3),
         int(report["errors"] + report["non_2xx"]),
         cpu,
+        warmup_requests,
     )
 
 
@@ -543,33 +626,69 @@ def fetch(port: int) -> bytes:
         time.sleep(0.1)
 
 
-def run_cells(options: Options) -> tuple[list[Cell], int]:
-    """Start the three servers, measure every cell, stop them; the cells and the body size."""
+@dataclass(frozen=True)
+class Export:
+    """What the OTLP sink received from the exporting gateway over the whole run."""
+
+    spans: int
+    exports: int
+    requests: int  # answered by the exporting gateway, warm-ups included
+
+    @property
+    def spans_per_request(self) -> float:
+        return self.spans / self.requests if self.requests else math.nan
+
+
+def run_cells(options: Options) -> tuple[list[Cell], int, Export]:
+    """Start the servers, measure every cell, stop them; the cells, the body size, the export."""
     script = RESULTS_DIR / "gateway_overhead.wrk.lua"
     script.write_text(WRK_SCRIPT)
+    cells: list[Cell] = []
     with contextlib.ExitStack() as stack:
         service = stack.enter_context(child_server("service", "serve-grpc"))
         upstream = f"{LOOPBACK}:{service.port}"
-        gateway = stack.enter_context(child_server("gateway", "serve-gateway", upstream))
-        body = fetch(gateway.port)
+        # Entered before the exporting gateway, so it stops after it and gets its last spans.
+        sink = stack.enter_context(child_server("sink", "serve-sink"))
+        endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{LOOPBACK}:{sink.port}"}
+        gateways: dict[str, Child] = {}
+        for mode in GATEWAY_MODES:
+            env = {**TRACING_ENV[mode], **(endpoint if mode == "gateway-exported" else {})}
+            gateways[mode] = stack.enter_context(
+                child_server(mode, "serve-gateway", upstream, env=env)
+            )
+        body = fetch(gateways["gateway"].port)
+        for mode in GATEWAY_MODES[1:]:
+            if fetch(gateways[mode].port) != body:
+                raise RuntimeError(f"the {mode} gateway does not answer the same bytes")
         bare = stack.enter_context(child_server("bare", "serve-bare", body.decode()))
         if fetch(bare.port) != body:
             raise RuntimeError("the bare server does not answer the gateway's bytes")
-        gateway_watch = {"gateway": gateway.popen.pid, "service": service.popen.pid}
-        cells: list[Cell] = []
-        # Concurrency outermost: the three cells of a ratio run back to back, so a drift of the
+        # Concurrency outermost: the cells of a ratio run back to back, so a drift of the
         # machine (a neighbour's load, CPU frequency) skews the ratios less than the rows.
         for concurrency in options.concurrencies:
             cells.append(measure_grpc(service, concurrency, options))
             _progress(cells[-1])
-            cells.append(
-                measure_wrk("gateway", gateway, gateway_watch, concurrency, options, script)
-            )
-            _progress(cells[-1])
+            for mode, gateway in gateways.items():
+                watch = {"gateway": gateway.popen.pid, "service": service.popen.pid}
+                if mode == "gateway-exported":
+                    watch["sink"] = sink.popen.pid
+                cells.append(measure_wrk(mode, gateway, watch, concurrency, options, script))
+                _progress(cells[-1])
             bare_watch = {"bare": bare.popen.pid}
             cells.append(measure_wrk("bare", bare, bare_watch, concurrency, options, script))
             _progress(cells[-1])
-    return cells, len(body)
+    # Every child has stopped: the exporting gateway flushed its queue, then the sink reported.
+    report = sink.last_words.decode().strip().splitlines()
+    if not report:
+        raise RuntimeError(
+            f"the OTLP sink reported nothing; its log ({sink.log_path}):\n" + sink.log_tail()
+        )
+    received = json.loads(report[-1])
+    # +1: the fetch that checked its answer.
+    answered = 1 + sum(
+        cell.requests + cell.warmup_requests for cell in cells if cell.mode == "gateway-exported"
+    )
+    return cells, len(body), Export(received["spans"], received["exports"], answered)
 
 
 def _progress(cell: Cell) -> None:
@@ -600,15 +719,76 @@ def ratios(cells: Sequence[Cell]) -> list[dict[str, float | int]]:
     return rows
 
 
-def format_table(cells: Sequence[Cell], options: Options, body_size: int) -> str:
-    """The human-readable report: speed per cell, the ratios, CPU per cell, caveats."""
+def tracing_costs(cells: Sequence[Cell]) -> list[dict[str, float | int]]:
+    """Per concurrency: the gateway traced (no export, export) against the gateway untraced."""
+    by_key = {(cell.mode, cell.concurrency): cell for cell in cells}
+    rows: list[dict[str, float | int]] = []
+    for concurrency in sorted({cell.concurrency for cell in cells}):
+        off, traced, exported = (by_key[(mode, concurrency)] for mode in GATEWAY_MODES)
+        row: dict[str, float | int] = {"concurrency": concurrency}
+        for name, cell in (("off", off), ("traced", traced), ("exported", exported)):
+            row[f"rps_{name}"] = cell.rps
+            row[f"p50_ms_{name}"] = cell.p50_ms
+            row[f"gateway_cpu_us_{name}"] = cell.cpu_us_per_request.get("gateway") or math.nan
+        for name, cell in (("traced", traced), ("exported", exported)):
+            row[f"rps_change_{name}_percent"] = 100 * (cell.rps / off.rps - 1)
+        rows.append(row)
+    return rows
+
+
+def _tracing_lines(cells: Sequence[Cell], export: Export) -> list[str]:
     lines = [
+        "what tracing costs the gateway: off (b), on without exporter (b1), exporting (b2)",
+        f"{'conc':>4} {'b req/s':>9} {'b1 req/s':>9} {'b2 req/s':>9} {'b1/b':>7} {'b2/b':>7}"
+        "   gateway CPU us/req b / b1 / b2",
+    ]
+    for row in tracing_costs(cells):
+        lines.append(
+            f"{row['concurrency']:>4} {row['rps_off']:>9,.0f} {row['rps_traced']:>9,.0f} "
+            f"{row['rps_exported']:>9,.0f} {row['rps_change_traced_percent']:>+6.1f}% "
+            f"{row['rps_change_exported_percent']:>+6.1f}%   "
+            f"{row['gateway_cpu_us_off']:.0f} / {row['gateway_cpu_us_traced']:.0f} / "
+            f"{row['gateway_cpu_us_exported']:.0f}"
+        )
+    lines.append(
+        f"the sink received {export.spans:,} spans in {export.exports:,} exports for "
+        f"{export.requests:,} requests answered by (b2): {export.spans_per_request:.2f} per request"
+    )
+    return lines
+
+
+def _warnings(cells: Sequence[Cell], export: Export) -> list[str]:
+    """Loud lines for what makes figures invalid: errors in a cell, spans that never arrived."""
+    lines = [
+        f"!!! {MODES[cell.mode]} c={cell.concurrency}: {cell.errors} errors: "
+        "this cell's figures are NOT valid"
+        for cell in cells
+        if cell.errors
+    ]
+    if export.spans == 0:
+        lines.append('!!! the exporting gateway delivered no spans: (b") did NOT export')
+    elif export.spans_per_request < 1:
+        lines.append(
+            f"!!! fewer spans than requests reached the sink ({export.spans_per_request:.2f} "
+            'per request): the exporter dropped spans, (b") exported only part of them'
+        )
+    return lines
+
+
+def format_table(cells: Sequence[Cell], options: Options, body_size: int, export: Export) -> str:
+    """The human-readable report: speed per cell, the ratios, CPU per cell, caveats."""
+    warnings = _warnings(cells, export)
+    lines = [
+        *warnings,
+        *([""] if warnings else []),
         f"GetProduct ({body_size} B of JSON), {options.duration} s per cell after "
         f"{options.warmup} s warm-up, {os.cpu_count()} CPUs",
         "",
         *_speed_lines(cells),
         "",
         *_ratio_lines(cells),
+        "",
+        *_tracing_lines(cells, export),
         "",
         *_cpu_lines(cells),
         "",
@@ -672,7 +852,7 @@ def _load_saturated(cell: Cell) -> bool:
     return load is not None and load >= SATURATED_CPU_PERCENT
 
 
-def write_json(cells: Sequence[Cell], options: Options, body_size: int) -> None:
+def write_json(cells: Sequence[Cell], options: Options, body_size: int, export: Export) -> None:
     """The results for machines, with what is needed to compare runs across commits."""
     document = {
         "benchmark": "gateway_overhead",
@@ -691,6 +871,12 @@ def write_json(cells: Sequence[Cell], options: Options, body_size: int) -> None:
         "response_bytes": body_size,
         "cells": [asdict(cell) for cell in cells],
         "ratios": ratios(cells),
+        "tracing": {
+            "gateway_env": TRACING_ENV,
+            "costs": tracing_costs(cells),
+            "export": {**asdict(export), "spans_per_request": export.spans_per_request},
+        },
+        "warnings": _warnings(cells, export),
     }
     RESULTS_FILE.write_text(json.dumps(document, indent=2) + "\n")
 
@@ -737,15 +923,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (make interrupted, CI cancelling) unwinds like Ctrl-C, so the children stop.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        cells, body_size = run_cells(options)
+        cells, body_size, export = run_cells(options)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; every process of the benchmark is stopped\n")
         return 130
     except RuntimeError as error:  # ours, with the child's log or wrk's output in the text
         sys.stderr.write(f"gateway_overhead failed: {error}\n")
         return 1
-    sys.stdout.write("\n" + format_table(cells, options, body_size))
-    write_json(cells, options, body_size)
+    sys.stdout.write("\n" + format_table(cells, options, body_size, export))
+    write_json(cells, options, body_size, export)
     sys.stdout.write(f"\nwritten: {RESULTS_FILE.relative_to(ROOT)}\n")
     return 0
 
@@ -760,6 +946,7 @@ def _child_main(argv: Sequence[str]) -> int:
     roles.add_parser("serve-grpc")
     roles.add_parser("serve-gateway").add_argument("upstream")
     roles.add_parser("serve-bare").add_argument("body")
+    roles.add_parser("serve-sink")
     load = roles.add_parser("grpc-load")
     load.add_argument("--target", required=True)
     load.add_argument("--concurrency", type=int, required=True)
@@ -773,6 +960,8 @@ def _child_main(argv: Sequence[str]) -> int:
         # As gateway.main does: the OTEL_* variables of the run decide whether it traces.
         configure_tracing("gateway")
         asyncio.run(serve_http(gateway_app(args.upstream), "bench-gateway"))
+    elif args.role == "serve-sink":
+        asyncio.run(serve_sink())
     elif args.role == "serve-bare":
         asyncio.run(serve_http(bare_app(args.body.encode()), "bench-bare"))
     else:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -13,6 +11,8 @@ import faust
 import structlog
 
 from common.clock import now, parse_rfc3339, rfc3339
+from common.instance import new_instance_id
+from common.telemetry import consumer_span
 from common.topics import Topic
 
 PING_TOPIC = Topic.SERVICE_PING
@@ -69,9 +69,7 @@ class InstanceIdentity:
     service: str
     address: str
     version: str
-    instance_id: str = field(
-        default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-    )
+    instance_id: str = field(default_factory=new_instance_id)
 
 
 async def run_checks(checks: Mapping[str, HealthCheck]) -> dict[str, str]:
@@ -100,20 +98,25 @@ def install_pong_responder(
 
     @app.agent(pings, name=f"{identity.service}-pong-responder")
     async def answer_pings(stream: faust.StreamT[Ping]) -> None:
-        async for ping in stream:
-            if not is_fresh(ping.sent_at):
-                continue
-            results = await run_checks(checks)
-            await pongs.send(
-                key=identity.instance_id,
-                value=Pong(
-                    ping_id=ping.ping_id,
-                    service=identity.service,
-                    instance_id=identity.instance_id,
-                    address=identity.address,
-                    version=identity.version,
-                    status="UP" if all(r == "UP" for r in results.values()) else "DOWN",
-                    checks=results,
-                    sent_at=now_rfc3339(),
-                ),
-            )
+        async for event in stream.events():
+            ping = event.value
+            # The pong is sent inside the span, so it carries the ping's trace back.
+            with consumer_span(PING_TOPIC, event.headers):
+                if is_fresh(ping.sent_at):
+                    await _answer(ping)
+
+    async def _answer(ping: Ping) -> None:
+        results = await run_checks(checks)
+        await pongs.send(
+            key=identity.instance_id,
+            value=Pong(
+                ping_id=ping.ping_id,
+                service=identity.service,
+                instance_id=identity.instance_id,
+                address=identity.address,
+                version=identity.version,
+                status="UP" if all(r == "UP" for r in results.values()) else "DOWN",
+                checks=results,
+                sent_at=now_rfc3339(),
+            ),
+        )

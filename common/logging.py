@@ -11,6 +11,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from common.instance import new_instance_id
 from common.request_context import request_id_var
 
 # Fields every reader looks for first; the rest follow in the order they were added.
@@ -18,6 +19,7 @@ _LEADING_KEYS = (
     "timestamp",
     "level",
     "service",
+    "instance",
     "event",
     "request_id",
     "trace_id",
@@ -45,21 +47,25 @@ class _StderrHandler(logging.Handler):
 
 
 class _AddService:
-    """Names the process in every record, so merged logs of all services stay attributable.
+    """Names the process in every record, so merged logs of all services stay attributable:
+    the service, and the instance (the id the health stream and the traces know it by), so
+    the lines of one replica can be told from another's.
 
     ``service`` is always this process: a value a call logs under that name (another service's
     name, one a caller claimed) moves to ``logged_service`` rather than disguising the line as
     another process's. Call sites should name such values themselves (``claimed_service``).
     """
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, instance: str) -> None:
         self._service = service
+        self._instance = instance
 
     def __call__(self, _logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
         logged = event_dict.get("service")
         if logged is not None and logged != self._service:
             event_dict["logged_service"] = logged
         event_dict["service"] = self._service
+        event_dict.setdefault("instance", self._instance)
         return event_dict
 
 
@@ -157,8 +163,11 @@ def _level(level: str) -> int:
         raise ValueError(f"unknown log level {level!r}; use one of {sorted(levels)}") from None
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
+def configure_logging(service: str, level: str = "INFO", *, instance: str | None = None) -> None:
     """Send every log record of this process to stderr as one JSON object per line.
+
+    ``instance`` is the process's instance id (``common.instance``); a process that has none
+    of its own (a migration, the seed script) gets a new one.
 
     Safe to call again (tests, re-configuration): it replaces what an earlier call installed
     and leaves other handlers (pytest's caplog, for one) alone.
@@ -172,7 +181,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         structlog.stdlib.add_logger_name,
         _add_request_id,
         _add_trace_ids,
-        _AddService(service),
+        _AddService(service, instance or new_instance_id()),
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
     ]
 

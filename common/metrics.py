@@ -1,4 +1,5 @@
-"""Prometheus metrics of a service process: RPCs, units of work, checkout, saga, outbox, process.
+"""Prometheus metrics of a service process: RPCs, units of work, checkout, saga, outbox, Kafka
+consumer lag, process.
 
 One registry per process (``REGISTRY``): a service process serves one service, and tests that
 run several in one process only see their counts add up. The names of gRPC series follow the
@@ -22,6 +23,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+
+from common.consumer_lag import ConsumerLag
 
 # From a sub-millisecond cached read to a checkout waiting on the card provider's retries.
 LATENCY_BUCKETS = (
@@ -77,6 +80,12 @@ UNIT_OF_WORK_FAILURES = Counter(
     ("database", "error"),
     registry=REGISTRY,
 )
+CHECKOUT_PLACED = Counter(
+    "mc_checkout_placed",
+    "Checkouts accepted: an order stored with its idempotency key (the funnel's entry; each "
+    "ends once in mc_checkout_outcomes_total).",
+    registry=REGISTRY,
+)
 CHECKOUT_OUTCOMES = Counter(
     "mc_checkout_outcomes",
     "Checkouts that ended, by outcome (confirmed or failed) and failure reason.",
@@ -114,6 +123,9 @@ OUTBOX_PUBLISH_ERRORS = Counter(
     ("service",),
     registry=REGISTRY,
 )
+
+# Every consumer group of the process (health stream, event consumers) registers here.
+CONSUMER_LAG = ConsumerLag(registry=REGISTRY)
 
 
 @asynccontextmanager

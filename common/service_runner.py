@@ -20,9 +20,10 @@ from common.access import AccessInterceptor
 from common.db import Database, database_url
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.health_stream import HealthCheck, InstanceIdentity, install_pong_responder
+from common.instance import new_instance_id
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
-from common.metrics import OUTBOX_PUBLISH_ERRORS, start_metrics_server
+from common.metrics import CONSUMER_LAG, OUTBOX_PUBLISH_ERRORS, start_metrics_server
 from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
 from common.outbox_metrics import refresh_outbox_gauges
@@ -143,8 +144,10 @@ async def run_service(
     until: Callable[[], Any] = wait_for_stop_signal,
 ) -> None:
     """Run the service until ``until()`` returns (by default SIGTERM or SIGINT)."""
-    configure_logging(spec.name, settings.log_level)
-    configure_tracing(spec.name)  # before anything it instruments is opened
+    # One id names this process in its log lines, its spans and its health-stream answers.
+    instance_id = new_instance_id()
+    configure_logging(spec.name, settings.log_level, instance=instance_id)
+    configure_tracing(spec.name, instance=instance_id)  # before anything it instruments opens
     log = get_logger(__name__)
     database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
     try:
@@ -184,7 +187,10 @@ async def run_service(
         *(asyncio.create_task(task(), name=task.__name__) for task in wiring.background),
     ]
     identity = InstanceIdentity(
-        service=spec.name, address=f"{settings.host}:{grpc_server.port}", version=settings.version
+        service=spec.name,
+        address=f"{settings.host}:{grpc_server.port}",
+        version=settings.version,
+        instance_id=instance_id,
     )
     # Its own consumer group: every instance must hear every ping, not a share of them.
     health_stream = BackgroundStream(
@@ -197,6 +203,7 @@ async def run_service(
         spec.install_agents(events.app, wiring)
         streams.append(events)
     for stream in streams:
+        CONSUMER_LAG.track(stream)
         stream.start()
     log.info("serving", address=identity.address, instance_id=identity.instance_id)
 
@@ -209,6 +216,8 @@ async def run_service(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await close_all(wiring.cleanup)
+        for stream in streams:
+            CONSUMER_LAG.forget(stream)
         await asyncio.gather(*(stream.stop() for stream in streams))
         if metrics_runner is not None:
             await metrics_runner.cleanup()

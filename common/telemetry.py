@@ -3,7 +3,8 @@
 ``configure_tracing(name)`` is called once at the start of each process (gateway, payment,
 product, user). It installs the SDK's tracer provider and the maintained instrumentations
 (aiohttp server, grpc.aio server and client, asyncpg, redis, aiokafka); our own spans (saga
-steps, outbox publishes, units of work) come from ``tracer()``.
+steps, outbox publishes, units of work) come from ``tracer()``, and every Kafka consumer
+handles each record inside ``consumer_span(topic, headers)``.
 
 - ``OTEL_SDK_DISABLED=true``: nothing is installed (the API's no-op tracer remains).
 - No ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (or
@@ -21,16 +22,21 @@ steps, outbox publishes, units of work) come from ``tracer()``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_NAMESPACE, Resource
+from opentelemetry.sdk.resources import (
+    SERVICE_INSTANCE_ID,
+    SERVICE_NAME,
+    SERVICE_NAMESPACE,
+    Resource,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 TRACER_NAME = "microcommerce"
 _configured: list[str] = []  # the name this process configured tracing under, once
@@ -80,23 +86,29 @@ def span_exporter(environ: Mapping[str, str] = os.environ) -> SpanExporter | Non
     raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r}: use grpc or http/protobuf")
 
 
-def resource_for(service: str, environ: Mapping[str, str] = os.environ) -> Resource:
-    """The process's resource: OTEL_RESOURCE_ATTRIBUTES, then our own ``service.name``."""
+def resource_for(
+    service: str, environ: Mapping[str, str] = os.environ, *, instance: str | None = None
+) -> Resource:
+    """The process's resource: OTEL_RESOURCE_ATTRIBUTES, then our own ``service.name`` (and
+    ``service.instance.id``, the id its log lines and health-stream answers carry)."""
     attributes: dict[str, str] = {}
     shared_name = environ.get("OTEL_SERVICE_NAME", "").strip()
     if shared_name and shared_name != service:
         attributes[SERVICE_NAMESPACE] = shared_name
     # Resource.create lets OTEL_SERVICE_NAME override service.name; merging ours after it is
     # what keeps four processes in one environment distinguishable.
-    return Resource.create(attributes).merge(Resource({SERVICE_NAME: service}))
+    ours = {SERVICE_NAME: service}
+    if instance:
+        ours[SERVICE_INSTANCE_ID] = instance
+    return Resource.create(attributes).merge(Resource(ours))
 
 
-def configure_tracing(service: str) -> None:
+def configure_tracing(service: str, *, instance: str | None = None) -> None:
     """Install tracing for this process under ``service`` (idempotent for one process)."""
     if tracing_disabled() or _configured:
         return
     _configured.append(service)
-    provider = TracerProvider(resource=resource_for(service))
+    provider = TracerProvider(resource=resource_for(service, instance=instance))
     exporter = span_exporter()
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -197,3 +209,60 @@ def inject_context(carrier: MutableMapping[str, str] | None = None) -> dict[str,
 def extract_context(headers: Mapping[str, str]) -> Context:
     """The context W3C headers carry (an empty one when they carry none)."""
     return propagate.extract(dict(headers))
+
+
+# Record headers as the clients hand them over: aiokafka's (name, bytes) pairs, Faust's dict.
+KafkaHeaders = Mapping[str, bytes | str] | Iterable[tuple[str, bytes | str]]
+
+# The W3C headers (also the CloudEvents distributed-tracing extension's attribute names).
+_TRACE_FIELDS = ("traceparent", "tracestate")
+
+
+def _trace_carrier(
+    headers: KafkaHeaders | None, envelope: Mapping[str, Any] | None
+) -> dict[str, str]:
+    pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    carrier: dict[str, str] = {}
+    for name, value in pairs:
+        if name.lower() in _TRACE_FIELDS:
+            text = value.decode("latin-1") if isinstance(value, bytes) else value
+            carrier[name.lower()] = text
+    if "traceparent" not in carrier and envelope is not None:
+        # A record without the header (a producer that is not instrumented, a replay tool)
+        # may still carry the context in its CloudEvents envelope.
+        carrier = {name: str(envelope[name]) for name in _TRACE_FIELDS if envelope.get(name)}
+    return carrier
+
+
+@contextmanager
+def consumer_span(
+    topic: str,
+    headers: KafkaHeaders | None,
+    *,
+    envelope: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, str | int] | None = None,
+) -> Iterator[Span]:
+    """Handle one Kafka record inside a CONSUMER span that continues its producer's trace.
+
+    The context comes from the record's ``traceparent`` header (or, failing that, from the
+    CloudEvents ``traceparent`` attribute of ``envelope``). The span is a child of the
+    producer's span and also links to it, as the messaging conventions ask, so back-ends that
+    show either see where the record came from. A record without context starts a new trace,
+    never a child of whatever span the consuming loop happens to run in. An exception marks
+    the span failed and propagates.
+    """
+    parent = extract_context(_trace_carrier(headers, envelope))
+    producer = trace.get_current_span(parent).get_span_context()
+    with tracer().start_as_current_span(
+        f"{topic} process",
+        context=parent,  # an empty context when the record carries none: a new root
+        kind=SpanKind.CONSUMER,
+        links=[Link(producer)] if producer.is_valid else None,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": str(topic),
+            **(attributes or {}),
+        },
+    ) as current:
+        yield current

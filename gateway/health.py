@@ -28,6 +28,7 @@ from common.health_stream import (
     is_fresh,
     now_rfc3339,
 )
+from common.telemetry import consumer_span
 
 log = structlog.get_logger(__name__)
 
@@ -205,6 +206,9 @@ def install_health_stream(app: faust.App, registry: HealthRegistry, interval_s: 
 
     @app.agent(pongs, name="gateway-pong-collector")
     async def collect_pongs(stream: faust.StreamT[Pong]) -> None:
-        async for pong in stream:
-            if is_fresh(pong.sent_at):
-                registry.pong_received(pong)
+        async for event in stream.events():
+            pong = event.value
+            service = {"microcommerce.service": pong.service}
+            with consumer_span(PONG_TOPIC, event.headers, attributes=service):
+                if is_fresh(pong.sent_at):
+                    registry.pong_received(pong)

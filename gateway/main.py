@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from common.instance import new_instance_id
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.service_runner import wait_for_stop_signal
@@ -27,8 +27,10 @@ async def serve(
     until: Callable[[], Awaitable[None]] = wait_for_stop_signal,
 ) -> None:
     """Serve REST until ``until()`` returns (by default SIGTERM or SIGINT), then stop gracefully."""
-    configure_logging("gateway", settings.log_level)
-    configure_tracing("gateway")  # before create_app: it instruments web.Application
+    instance_id = new_instance_id()  # in its log lines, its spans and its consumer group
+    configure_logging("gateway", settings.log_level, instance=instance_id)
+    # Before create_app: it instruments web.Application.
+    configure_tracing("gateway", instance=instance_id)
     log = get_logger(__name__)
     registry = HealthRegistry(
         SERVICE_NAMES,
@@ -36,9 +38,7 @@ async def serve(
         broker_down_after_s=settings.health_broker_down_after_s,
     )
     # Its own consumer group, so every gateway replica hears every pong.
-    stream = BackgroundStream(
-        create_faust_app(f"gateway-health-{uuid.uuid4().hex[:8]}", settings), settings
-    )
+    stream = BackgroundStream(create_faust_app(f"gateway-health-{instance_id}", settings), settings)
     install_health_stream(stream.app, registry, settings.health_ping_interval_s)
     # REST must answer (and /health say the broker is DOWN) even while Kafka is unreachable.
     stream.start()
@@ -50,6 +50,7 @@ async def serve(
     )
     metrics = app[METRICS_KEY]
     metrics.on_scrape(lambda: metrics.observe_health(registry.snapshot()))
+    metrics.consumer_lag.track(stream)
     runner = web.AppRunner(app, access_log=None, **runner_options(settings))
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.gateway_port).start()
@@ -64,6 +65,7 @@ async def serve(
         await asyncio.sleep(settings.shutdown_drain_s)
         log.info("stopping", grace_s=settings.shutdown_grace_s)
         await runner.cleanup()
+        metrics.consumer_lag.forget(stream)
         await stream.stop()
         shutdown_tracing()
         log.info("stopped")

@@ -20,6 +20,7 @@ from common.errors import (
     Unavailable,
 )
 from common.logging import get_logger
+from common.metrics import CHECKOUT_PLACED
 from common.money import Money
 from common.pagination import PageTokens, fingerprint, page_size
 from common.reasons import Reason
@@ -137,6 +138,8 @@ class Payments:
                 assert first is not None  # the claim lost to it: it exists in this transaction
                 first.same_body(fingerprint)
                 found = first
+        if created:
+            CHECKOUT_PLACED.inc()  # committed: the funnel's entry, counted once per order
         if found.reply is not None:
             return found.reply.answer()
         if created:

@@ -23,6 +23,7 @@ def alert_rules() -> dict[str, dict[str, Any]]:
 # Per alert: input series (1-minute samples, promtool's expanding notation), then the label sets
 # expected firing at an evaluation time ([] = quiet). Each alert has a firing and a quiet case.
 Case = tuple[dict[str, str], str, list[dict[str, str]]]
+ORDERS_LAG = "group='payment-events',topic='order-events'"
 CASES: dict[str, list[Case]] = {
     "MicroCommerceServiceInstanceMissing": [
         (
@@ -136,6 +137,18 @@ CASES: dict[str, list[Case]] = {
         ),
         # A backlog that keeps being published stays young.
         ({'mc_outbox_oldest_unpublished_age_seconds{service="user"}': "30 5 40 2x20"}, "15m", []),
+    ],
+    "MicroCommerceConsumerLagHigh": [
+        (
+            {
+                f"mc_kafka_consumer_lag{{{ORDERS_LAG},partition='0'}}": "0+200x25",
+                f"mc_kafka_consumer_lag{{{ORDERS_LAG},partition='1'}}": "0x25",
+            },
+            "17m",
+            [{"group": "payment-events", "topic": "order-events"}],
+        ),
+        # Bursts the group works off are no alert.
+        ({f"mc_kafka_consumer_lag{{{ORDERS_LAG},partition='2'}}": "0 1500 20 900x20"}, "17m", []),
     ],
     "MicroCommerceCheckoutFailureRatioHigh": [
         (

@@ -23,6 +23,7 @@ from common.errors import (
     PermissionDenied,
     Unavailable,
 )
+from common.metrics import REGISTRY
 from common.money import Money
 from common.outbox import Outbox, outbox_table
 from payment_svc.domain import (
@@ -503,3 +504,33 @@ async def test_a_key_past_its_retention_starts_a_new_checkout(
 
     assert within.id == first.id
     assert after.id != first.id
+
+
+def funnel() -> tuple[float, float, float]:
+    """(placed, confirmed, failed as CARD_DECLINED) so far in this process."""
+
+    def sample(name: str, labels: dict[str, str] | None = None) -> float:
+        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+    return (
+        sample("mc_checkout_placed_total"),
+        sample("mc_checkout_outcomes_total", {"outcome": "confirmed", "reason": ""}),
+        sample("mc_checkout_outcomes_total", {"outcome": "failed", "reason": "CARD_DECLINED"}),
+    )
+
+
+async def test_the_funnel_counts_each_placed_order_once_and_each_end_once(
+    payments: Payments, inventory: FakeInventory
+) -> None:
+    item = product(inventory, stock=5)
+    caller = new_user()
+    placed, confirmed, declined = funnel()
+
+    await checkout(payments, caller, [RequestedItem(item, 1)], key="funnel-1")
+    await checkout(payments, caller, [RequestedItem(item, 1)], key="funnel-1")  # a replay
+    with pytest.raises(FailedPrecondition):
+        await checkout(payments, caller, [RequestedItem(item, 1)], DECLINED)
+    with pytest.raises(InvalidArgument):  # refused before any order exists
+        await checkout(payments, caller, [RequestedItem(item, 1)], "4242424242424241")
+
+    assert funnel() == (placed + 2, confirmed + 1, declined + 1)

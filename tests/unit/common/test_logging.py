@@ -131,3 +131,30 @@ def test_an_exception_is_logged_with_its_traceback(capsys: pytest.CaptureFixture
 def test_an_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging("payment", "LOUD")
+
+
+def test_every_line_names_the_process_instance_it_was_given(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("payment", "INFO", instance="pod-7-1a2b3c4d")
+
+    get_logger("test").info("structlog_event")
+    logging.getLogger("grpc").warning("a library's record")
+
+    lines = records(capsys)
+    assert [line["instance"] for line in lines] == ["pod-7-1a2b3c4d", "pod-7-1a2b3c4d"]
+    assert all(line["service"] == "payment" for line in lines)
+
+
+def test_a_process_without_an_instance_id_gets_one_of_its_own(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("migrations", "INFO")
+    get_logger("test").info("first")
+    configure_logging("migrations", "INFO")
+    get_logger("test").info("second")
+
+    first, second = (line["instance"] for line in records(capsys))
+    assert first
+    assert second
+    assert first != second

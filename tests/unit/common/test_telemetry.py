@@ -53,6 +53,12 @@ def test_each_process_keeps_its_own_service_name_in_a_shared_environment(
     assert payment["team"] == "shop"
 
 
+def test_the_resource_names_the_process_instance_its_log_lines_name() -> None:
+    resource = resource_for("product", {}, instance="pod-3-0badf00d")
+
+    assert resource.attributes["service.instance.id"] == "pod-3-0badf00d"
+
+
 def test_the_sdk_can_be_switched_off() -> None:
     assert tracing_disabled({"OTEL_SDK_DISABLED": "true"})
     assert not tracing_disabled({})
