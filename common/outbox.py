@@ -161,7 +161,6 @@ def cloud_event(
     ``trace_context`` (W3C headers of the change that caused the event) becomes the
     distributed-tracing extension's ``traceparent`` / ``tracestate`` attributes.
     """
-    data = outgoing.data
     context = trace_context or {}
     tracing = {name: context[name] for name in TRACE_HEADERS if name in context}
     return {
@@ -173,8 +172,14 @@ def cloud_event(
         "time": clock.rfc3339(time),
         "subject": outgoing.subject,
         "datacontenttype": "application/json",
-        "data": message_to_json(data) if isinstance(data, Message) else dict(data),
+        "data": event_data(outgoing),
     }
+
+
+def event_data(outgoing: OutgoingEvent) -> Any:
+    """The event's ``data`` as it is published: the contract's proto3 JSON of its message."""
+    data = outgoing.data
+    return message_to_json(data) if isinstance(data, Message) else dict(data)
 
 
 class Outbox:
@@ -186,11 +191,17 @@ class Outbox:
         self.table = outbox_table(service)
         self._committed = asyncio.Event()
 
-    async def add(self, session: AsyncSession, *events: OutgoingEvent) -> list[str]:
-        """Store ``events`` in the session's transaction; returns their event ids."""
+    async def add(
+        self, session: AsyncSession, *events: OutgoingEvent, now: datetime | None = None
+    ) -> list[str]:
+        """Store ``events`` in the session's transaction; returns their event ids.
+
+        ``now`` is their CloudEvents ``time`` (default: the clock's), for a caller that records
+        the same time elsewhere in the transaction.
+        """
         if not events:
             return []
-        now = clock.now()
+        now = now or clock.now()
         trace_context = inject_context()  # empty outside a (sampled or not) span
         stored_context = json.dumps(trace_context) if trace_context else None
         rows: list[dict[str, Any]] = []
