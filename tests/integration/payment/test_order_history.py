@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Callable
 
+import jsonschema_rs
 import pytest
 from sqlalchemy import select
 
@@ -14,6 +15,7 @@ from common.db import Database
 from common.errors import FailedPrecondition, InvalidArgument, NotFound
 from common.money import Money
 from common.outbox import Outbox, outbox_table
+from gateway.asyncapi import build_asyncapi
 from payment_svc.domain import (
     ActorKind,
     Caller,
@@ -106,6 +108,29 @@ async def test_a_confirmed_order_tells_each_step_of_its_checkout_in_order(
     assert trail[3].amount == Money(1250, "USD")
     times = [change.time for change in trail]
     assert times == sorted(times)
+
+
+async def test_every_event_a_checkout_and_refund_publish_matches_the_asyncapi_document(
+    payments: Payments, inventory: FakeInventory, payment_db: Database
+) -> None:
+    caller = new_user()
+    order_id = await checkout(payments, caller, product(inventory))
+    await payments.refund(Caller("admin", is_admin=True), order_id, None, "lost in transit")
+    declined_id = await checkout(payments, caller, product(inventory), DECLINED)
+    document = build_asyncapi(title="events", version="test")
+    table = outbox_table("payment")
+    async with payment_db.session() as session:
+        payloads = await session.scalars(
+            select(table.c.payload).where(table.c.key.in_([order_id, declined_id]))
+        )
+        published = [json.loads(payload) for payload in payloads]
+
+    for envelope in published:
+        message = document["components"]["messages"][envelope["type"]]
+        schema = {**message["payload"], "components": document["components"]}
+        errors = [str(e) for e in jsonschema_rs.validator_for(schema).iter_errors(envelope)]
+        assert errors == [], envelope["type"]
+    assert len({envelope["type"] for envelope in published}) >= 8
 
 
 async def test_a_declined_order_tells_why_it_failed(
