@@ -1,7 +1,7 @@
 """The AsyncAPI document of the topics: valid AsyncAPI 3.0, and complete for what services emit.
 
 The AsyncAPI 3.0 JSON schema comes from the npm package @asyncapi/specs, installed pinned into
-.tools/ by `make asyncapi-specs` (a prerequisite of `make test`); without npm the schema test
+.tools/ by `make asyncapi-tools` (a prerequisite of `make test`); without npm the schema test
 skips, and fails under CI=true where npm must be present.
 """
 
@@ -41,7 +41,7 @@ DOCUMENT = build_asyncapi(title="MicroCommerce API events", version="test")
 @pytest.fixture(scope="module")
 def asyncapi_schema() -> jsonschema_rs.Validator:
     if not SPEC.exists():
-        message = "the AsyncAPI 3.0 schema is not installed: run `make asyncapi-specs` (npm)"
+        message = "the AsyncAPI 3.0 schema is not installed: run `make asyncapi-tools` (npm)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
