@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run    start the broker, the three services and the gateway (Ctrl-C stops all)"
 	@echo "make test   install what is missing and run lint and the whole test suite"
-	@echo "make lint   ruff check, ruff format --check, mypy --strict, buf lint, hadolint"
+	@echo "make lint   ruff check, ruff format --check, mypy --strict, buf lint, buf breaking, hadolint"
 	@echo "make chart-test  lint, render and validate the image and the Helm chart (tools in .tools/)"
 	@echo "make monitoring-test  promtool over the alerts and dashboard queries, alert unit tests"
 	@echo "make proto  regenerate gen/ from protos/"
