@@ -159,7 +159,10 @@ idempotency_keys = Table(
     Column("reply_retry_after_s", Float()),
 )
 
-# The audit trail of each order (see the module's docstring); ``seq`` orders it.
+# The audit trail of each order (see the module's docstring). ``seq`` orders one order's
+# changes because the units of work that change an order are serialized by its rows (the
+# status compare-and-set, refunds' FOR UPDATE): a later change inserts after an earlier one
+# committed, so it never gets the smaller number, and a page token (the last seq) never skips.
 order_changes = Table(
     "payment_order_changes",
     METADATA,
