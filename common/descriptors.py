@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
+
+from microcommerce.common.v1 import annotations_pb2
 
 WRAPPER_TYPES = frozenset(
     f"google.protobuf.{name}Value"
@@ -78,3 +81,21 @@ def enum_type(field: FieldDescriptor) -> EnumDescriptor:
     if field.enum_type is None:
         raise TypeError(f"{field.full_name} is not an enum field")
     return field.enum_type
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """How an event message is published (the ``microcommerce.common.v1.event`` option)."""
+
+    type: str
+    topic: str
+    key: str
+
+
+def event_spec(descriptor: Descriptor) -> EventSpec | None:
+    """The message's event option; None for a message that is no event's ``data``."""
+    options = descriptor.GetOptions()
+    if not options.HasExtension(annotations_pb2.event):
+        return None
+    declared = options.Extensions[annotations_pb2.event]
+    return EventSpec(declared.type, declared.topic, declared.key)

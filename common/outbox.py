@@ -49,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common import clock
 from common.background import run_every
 from common.db import SQLITE_BEGIN_OPTION, Database, UtcDateTime
+from common.descriptors import descriptor_of, event_spec
 from common.kafka_security import kafka_security
 from common.logging import get_logger
 from common.metrics import OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
@@ -143,6 +144,25 @@ class OutgoingEvent:
     subject: str
     data: Message | Mapping[str, Any]
 
+    def __post_init__(self) -> None:
+        # The published contract (/asyncapi.json) is generated from the messages' event
+        # option: an event that disagrees with it, or whose message declares none, would be
+        # undocumented traffic, so it is refused where it is built.
+        if not isinstance(self.data, Message):
+            return
+        descriptor = descriptor_of(self.data)
+        spec = event_spec(descriptor)
+        if spec is None:
+            raise ValueError(
+                f"{descriptor.full_name} declares no (microcommerce.common.v1.event) option:"
+                " declare its CloudEvents type, topic and key in its .proto"
+            )
+        if (spec.type, spec.topic) != (self.type, self.topic):
+            raise ValueError(
+                f"{self.type} on {self.topic} disagrees with {descriptor.full_name}'s event"
+                f" option ({spec.type} on {spec.topic})"
+            )
+
 
 # CloudEvents distributed-tracing extension attributes: the W3C headers of the same names.
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -161,7 +181,6 @@ def cloud_event(
     ``trace_context`` (W3C headers of the change that caused the event) becomes the
     distributed-tracing extension's ``traceparent`` / ``tracestate`` attributes.
     """
-    data = outgoing.data
     context = trace_context or {}
     tracing = {name: context[name] for name in TRACE_HEADERS if name in context}
     return {
@@ -173,8 +192,14 @@ def cloud_event(
         "time": clock.rfc3339(time),
         "subject": outgoing.subject,
         "datacontenttype": "application/json",
-        "data": message_to_json(data) if isinstance(data, Message) else dict(data),
+        "data": event_data(outgoing),
     }
+
+
+def event_data(outgoing: OutgoingEvent) -> Any:
+    """The event's ``data`` as it is published: the contract's proto3 JSON of its message."""
+    data = outgoing.data
+    return message_to_json(data) if isinstance(data, Message) else dict(data)
 
 
 class Outbox:
@@ -186,11 +211,17 @@ class Outbox:
         self.table = outbox_table(service)
         self._committed = asyncio.Event()
 
-    async def add(self, session: AsyncSession, *events: OutgoingEvent) -> list[str]:
-        """Store ``events`` in the session's transaction; returns their event ids."""
+    async def add(
+        self, session: AsyncSession, *events: OutgoingEvent, now: datetime | None = None
+    ) -> list[str]:
+        """Store ``events`` in the session's transaction; returns their event ids.
+
+        ``now`` is their CloudEvents ``time`` (default: the clock's), for a caller that records
+        the same time elsewhere in the transaction.
+        """
         if not events:
             return []
-        now = clock.now()
+        now = now or clock.now()
         trace_context = inject_context()  # empty outside a (sampled or not) span
         stored_context = json.dumps(trace_context) if trace_context else None
         rows: list[dict[str, Any]] = []

@@ -14,6 +14,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 from gateway.access_log import access_log_middleware
+from gateway.asyncapi import build_asyncapi
 from gateway.auth import Authenticator
 from gateway.client_address import CLIENT_ADDRESSES_KEY, ClientAddresses
 from gateway.docs import docs_routes
@@ -34,6 +35,7 @@ from gateway.upstreams import HealthView, Upstreams, idempotent_methods, resolve
 
 API_TITLE = "MicroCommerce API"
 OPENAPI_PATH = "/openapi.json"
+ASYNCAPI_PATH = "/asyncapi.json"
 METRICS_PATH = "/metrics"
 
 SETTINGS_KEY = web.AppKey("gateway_settings", GatewaySettings)
@@ -143,6 +145,8 @@ def create_app(
     )
     app.router.add_routes(extra_routes)
     app.router.add_get(OPENAPI_PATH, _json_handler(document), allow_head=False)
+    events = build_asyncapi(title=f"{API_TITLE} events", version=settings.version)
+    app.router.add_get(ASYNCAPI_PATH, _json_handler(events), allow_head=False)
     app.router.add_routes(docs_routes(API_TITLE, as_openapi_30(document)))
     app.router.add_get(METRICS_PATH, metrics.handle_metrics, allow_head=False)
     add_rpc_routes(
@@ -174,11 +178,11 @@ async def _upstream_channels(app: web.Application) -> AsyncIterator[None]:
 def _json_handler(document: object) -> Handler:
     body = json.dumps(document).encode()  # built once: the routes never change while running
 
-    async def openapi_document(_request: web.Request) -> web.Response:
-        """The OpenAPI 3.1 document of the REST API."""
+    async def json_document(_request: web.Request) -> web.Response:
+        """A generated document: OpenAPI of the REST API, AsyncAPI of the topics."""
         return web.Response(body=body, content_type="application/json")
 
-    return openapi_document
+    return json_document
 
 
 def route_table(app: web.Application) -> RouteTable:

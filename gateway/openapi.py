@@ -134,7 +134,7 @@ def build_openapi(
     A create's success response links to the operations on what it created
     (``gateway.openapi_links``); ``declared_links`` adds those the descriptors cannot imply.
     """
-    schemas = _Schemas()
+    schemas = ProtoSchemas()
     comments = {s.full_name: service_comments(s) for s in table.services}
     paths: dict[str, dict[str, Any]] = {}
     # Same-shape templates share one OpenAPI path, whose parameter names come from the first
@@ -203,7 +203,7 @@ def as_openapi_30(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def _operation(
-    route: Route, names: tuple[str, ...], schemas: _Schemas, comment: str
+    route: Route, names: tuple[str, ...], schemas: ProtoSchemas, comment: str
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": route.operation_id,
@@ -262,7 +262,7 @@ def _description(route: Route) -> str:
     return f"gRPC `{route.rpc_path}`. {who}"
 
 
-def _path_parameters(route: Route, names: tuple[str, ...], schemas: _Schemas) -> list[Any]:
+def _path_parameters(route: Route, names: tuple[str, ...], schemas: ProtoSchemas) -> list[Any]:
     parameters: list[Any] = []
     variables = iter(zip(route.template.variables, route.path_fields, strict=True))
     placeholders = [s for s in route.template.segments if not isinstance(s, LiteralSegment)]
@@ -285,7 +285,7 @@ def _path_parameters(route: Route, names: tuple[str, ...], schemas: _Schemas) ->
     return parameters
 
 
-def _query_parameters(route: Route, schemas: _Schemas) -> list[Any]:
+def _query_parameters(route: Route, schemas: ProtoSchemas) -> list[Any]:
     parameters: list[Any] = []
 
     def visit(descriptor: Descriptor, prefix: str, depth: int, seen: frozenset[str]) -> None:
@@ -318,7 +318,7 @@ def _query_parameters(route: Route, schemas: _Schemas) -> list[Any]:
     return parameters
 
 
-def _request_body(route: Route, schemas: _Schemas) -> dict[str, Any]:
+def _request_body(route: Route, schemas: ProtoSchemas) -> dict[str, Any]:
     request_type = route.method.input_type
     if route.body == "*":
         in_path = {fields[0].name for fields in route.path_fields if len(fields) == 1}
@@ -335,7 +335,7 @@ def _request_body(route: Route, schemas: _Schemas) -> dict[str, Any]:
     return {"required": required, "content": {JSON_CONTENT_TYPE: {"schema": schema}}}
 
 
-def _responses(route: Route, schemas: _Schemas) -> dict[str, Any]:
+def _responses(route: Route, schemas: ProtoSchemas) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success."}
     if route.has_body:
         response_type = route.method.output_type
@@ -383,7 +383,7 @@ def _add_extra_route(
     paths.setdefault(path, {})[method] = operation
 
 
-class _Schemas:
+class ProtoSchemas:
     """components/schemas, filled as operations refer to message and enum types."""
 
     def __init__(self) -> None:

@@ -161,6 +161,54 @@ def orders_listed_for(caller: Caller, user_filter: str) -> str | None:
     return None if user_filter == "-" else user_filter
 
 
+# ---- audit trail -------------------------------------------------------------------------
+
+
+class ChangeKind(StrEnum):
+    """What happened to an order, as its audit trail tells it."""
+
+    PLACED = "PLACED"
+    STOCK_RESERVED = "STOCK_RESERVED"
+    PAYMENT_AUTHORIZED = "PAYMENT_AUTHORIZED"
+    PAYMENT_CAPTURED = "PAYMENT_CAPTURED"
+    PAYMENT_FAILED = "PAYMENT_FAILED"
+    PAYMENT_VOIDED = "PAYMENT_VOIDED"
+    PAYMENT_REFUNDED = "PAYMENT_REFUNDED"
+    CONFIRMED = "CONFIRMED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    REFUNDED = "REFUNDED"
+    UNKNOWN = "UNKNOWN"
+
+
+class ActorKind(StrEnum):
+    USER = "USER"
+    ADMIN = "ADMIN"
+    SYSTEM = "SYSTEM"
+
+
+def actor_of(acting_user: str, owner: str) -> ActorKind:
+    """Who made a change: nobody named is the system, the owner is the user, anyone else an
+    administrator (only administrators may act on another user's order)."""
+    if not acting_user:
+        return ActorKind.SYSTEM
+    return ActorKind.USER if acting_user == owner else ActorKind.ADMIN
+
+
+@dataclass(frozen=True)
+class OrderChange:
+    """One entry of an order's audit trail, read back from the event recorded with it."""
+
+    id: str
+    kind: ChangeKind
+    time: datetime
+    actor: ActorKind
+    actor_id: str = ""
+    reason: str = ""
+    amount: Money | None = None
+    event_type: str = ""
+
+
 # ---- cards -------------------------------------------------------------------------------
 
 

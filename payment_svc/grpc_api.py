@@ -93,6 +93,24 @@ def payment_message(payment: Payment) -> pb.Payment:
     return message
 
 
+def change_message(change: domain.OrderChange) -> pb.OrderChange:
+    message = pb.OrderChange(
+        id=change.id,
+        # UNKNOWN (an event type newer than this replica) has no value of its own.
+        kind=pb.OrderChangeKind.Value(f"ORDER_CHANGE_KIND_{change.kind.value}")
+        if change.kind is not domain.ChangeKind.UNKNOWN
+        else pb.ORDER_CHANGE_KIND_UNSPECIFIED,
+        time=timestamp(change.time),
+        actor=pb.ActorKind.Value(f"ACTOR_KIND_{change.actor.value}"),
+        actor_id=change.actor_id,
+        reason=change.reason,
+        event_type=change.event_type,
+    )
+    if change.amount is not None:
+        message.amount.CopyFrom(money_message(change.amount))
+    return message
+
+
 class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
     """Checkout, order history, cancellation and refunds."""
 
@@ -137,6 +155,17 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: ServicerContext) -> pb.Order:
         return order_message(await self._use_cases.get_order(_caller(), request.id))
+
+    async def ListOrderHistory(
+        self, request: pb.ListOrderHistoryRequest, context: ServicerContext
+    ) -> pb.ListOrderHistoryResponse:
+        page_size = request.page_size if request.HasField("page_size") else None
+        changes, token = await self._use_cases.order_history(
+            _caller(), request.id, page_size, request.page_token
+        )
+        return pb.ListOrderHistoryResponse(
+            changes=[change_message(change) for change in changes], next_page_token=token
+        )
 
     async def CancelOrder(
         self, request: pb.CancelOrderRequest, context: ServicerContext

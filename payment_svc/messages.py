@@ -6,13 +6,26 @@ partition and stay in order for consumers. No event carries more of a card than 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
+from common.money import Money
 from common.outbox import OutgoingEvent
 from common.proto_values import money_message
 from common.topics import Topic
 from microcommerce.payment.v1 import events_pb2, order_service_pb2
-from payment_svc.domain import Order, OrderLine, OrderStatus, Payment, Refund
+from payment_svc.domain import (
+    ActorKind,
+    ChangeKind,
+    Order,
+    OrderChange,
+    OrderLine,
+    OrderStatus,
+    Payment,
+    Refund,
+    actor_of,
+)
 
 ORDER_EVENTS = Topic.ORDER_EVENTS
 PAYMENT_EVENTS = Topic.PAYMENT_EVENTS
@@ -89,6 +102,8 @@ def order_refunded(order: Order, payment: Payment, refund: Refund) -> OutgoingEv
         amount=money_message(refund.amount),
         total_refunded=money_message(payment.refunded_so_far),
         fully_refunded=payment.refunded_so_far.amount >= payment.amount.amount,
+        requested_by=refund.requested_by,
+        reason=refund.reason,
     )
     return _order_event("refunded", order, data)
 
@@ -135,6 +150,8 @@ def payment_refunded(order: Order, payment: Payment, refund: Refund) -> Outgoing
         refund_id=refund.id,
         amount=money_message(refund.amount),
         total_refunded=money_message(payment.refunded_so_far),
+        reason=refund.reason,
+        requested_by=refund.requested_by,
     )
     return _payment_event("refunded", order, data)
 
@@ -152,3 +169,58 @@ def refund_events(order: Order, refund: Refund) -> Sequence[OutgoingEvent]:
         payment_refunded(order, payment, refund),
         order_refunded(order, payment, refund),
     ]
+
+
+# ---- the audit trail, read back from the recorded events --------------------------------
+
+_CHANGE_OF_TYPE = {
+    "microcommerce.order.placed": ChangeKind.STOCK_RESERVED,
+    "microcommerce.order.confirmed": ChangeKind.CONFIRMED,
+    "microcommerce.order.failed": ChangeKind.FAILED,
+    "microcommerce.order.cancelled": ChangeKind.CANCELLED,
+    "microcommerce.order.refunded": ChangeKind.REFUNDED,
+    "microcommerce.payment.authorized": ChangeKind.PAYMENT_AUTHORIZED,
+    "microcommerce.payment.captured": ChangeKind.PAYMENT_CAPTURED,
+    "microcommerce.payment.failed": ChangeKind.PAYMENT_FAILED,
+    "microcommerce.payment.voided": ChangeKind.PAYMENT_VOIDED,
+    "microcommerce.payment.refunded": ChangeKind.PAYMENT_REFUNDED,
+}
+_AMOUNT_FIELDS = ("amount", "refunded_amount", "total")
+_FAILURE_PREFIX = "PAYMENT_FAILURE_REASON_"
+
+
+def order_change(
+    change_id: str, event_type: str, time: datetime, data: Mapping[str, Any], owner: str
+) -> OrderChange:
+    """The trail entry of a recorded event of the order owned by ``owner``.
+
+    The placement (recorded with the order, ``event_type`` empty) is the owner's; a cancel is
+    whoever ``cancelled_by`` names, a refund whoever asked for it; the saga's steps are the
+    system's. An event type this version does not know (a newer replica wrote it) is kept as a
+    change of unknown kind rather than hidden.
+    """
+    if not event_type:
+        return OrderChange(change_id, ChangeKind.PLACED, time, ActorKind.USER, owner)
+    kind = _CHANGE_OF_TYPE.get(event_type)
+    acting = str(data.get("cancelled_by") or data.get("requested_by") or "")
+    reason = str(data.get("reason") or "")
+    if reason.startswith(_FAILURE_PREFIX):
+        reason = reason.removeprefix(_FAILURE_PREFIX)
+    return OrderChange(
+        change_id,
+        kind or ChangeKind.UNKNOWN,
+        time,
+        actor_of(acting, owner),
+        acting,
+        reason,
+        _amount(data),
+        event_type,
+    )
+
+
+def _amount(data: Mapping[str, Any]) -> Money | None:
+    for name in _AMOUNT_FIELDS:
+        value = data.get(name)
+        if isinstance(value, Mapping) and value.get("currency"):
+            return Money(int(value.get("amount", 0)), str(value["currency"]))
+    return None

@@ -32,6 +32,7 @@ from payment_svc.domain import (
     CheckoutReply,
     IdempotencyKey,
     Order,
+    OrderChange,
     Payment,
     Refund,
     RefundKind,
@@ -248,6 +249,26 @@ class Payments:
             else ""
         )
         return page, token
+
+    async def order_history(
+        self, caller: Caller, order_id: str, requested_size: int | None, page_token: str
+    ) -> tuple[list[OrderChange], str]:
+        """A page of the order's audit trail, oldest first, and the next page's token."""
+        limit = page_size(requested_size)
+        bound_to = fingerprint("ListOrderHistory", {"id": order_id})
+        after = self._page_tokens.read(page_token, bound_to, key_length=1)
+        async with self._store.reading() as uow:
+            order = _visible(caller, await uow.order(order_id) if order_id else None, order_id)
+            entries = await uow.order_trail(order.id, int(after[0]) if after else 0, limit + 1)
+        page = entries[:limit]
+        token = (
+            self._page_tokens.issue(bound_to, [str(page[-1].seq)]) if len(entries) > limit else ""
+        )
+        changes = [
+            messages.order_change(entry.id, entry.type, entry.time, entry.data, order.user_id)
+            for entry in page
+        ]
+        return changes, token
 
     async def get_payment(self, caller: Caller, payment_id: str) -> Payment:
         async with self._store.reading() as uow:

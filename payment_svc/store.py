@@ -6,11 +6,18 @@ the status the step started from (``UPDATE ... WHERE status = expected``), commi
 outbox events, so two drivers of one order (a request and the recovery loop, or two replicas)
 can repeat the idempotent remote calls but never apply a step twice; refunds lock the order row
 so concurrent ones see each other's amounts.
+
+Every order and payment event a unit of work emits is also appended to the order's audit trail
+(``payment_order_changes``) in the same transaction, and ``add_order`` appends the order's
+placement: whoever drives the saga, a change and its trail entry commit or vanish together, so
+the trail has no gap and no duplicate. Unlike the outbox, the trail is never pruned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +32,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     and_,
     delete,
     func,
@@ -36,10 +44,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common import unit_of_work
+from common import clock, unit_of_work
 from common.db import Database, UtcDateTime, insert_on_conflict
 from common.money import Money
-from common.outbox import Outbox
+from common.outbox import Outbox, OutgoingEvent, event_data
 from payment_svc.domain import (
     CardBrand,
     CheckoutReply,
@@ -151,7 +159,48 @@ idempotency_keys = Table(
     Column("reply_retry_after_s", Float()),
 )
 
+# The audit trail of each order (see the module's docstring). ``seq`` orders one order's
+# changes because the units of work that change an order are serialized by its rows (the
+# status compare-and-set, refunds' FOR UPDATE): a later change inserts after an earlier one
+# committed, so it never gets the smaller number, and a page token (the last seq) never skips.
+order_changes = Table(
+    "payment_order_changes",
+    METADATA,
+    Column(
+        "seq",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("order_id", String(64), nullable=False),
+    # The CloudEvents type; empty for the placement, recorded with the order row itself.
+    Column("type", String(128), nullable=False),
+    Column("time", _TIME, nullable=False),
+    # The event's ``data`` as published (JSON).
+    Column("data", Text, nullable=False),
+    Index("ix_payment_order_changes_order", "order_id", "seq"),
+)
+
 _REPLIED_OK = "OK"
+# Every order and payment event is keyed by its order (messages.py): these are the order's trail.
+_TRAIL_TYPES = ("microcommerce.order.", "microcommerce.payment.")
+
+
+@dataclass(frozen=True)
+class TrailEntry:
+    """One recorded change of an order: the event's id, type, time and data."""
+
+    seq: int
+    id: str
+    type: str
+    time: datetime
+    data: Mapping[str, Any]
+
+
+def placement_id(order_id: str) -> str:
+    """The trail id of an order's placement, the one change published as no event."""
+    return f"{order_id}:placed"
 
 
 def _insert_ignoring_duplicates(session: AsyncSession, table: Table) -> Any:
@@ -160,6 +209,38 @@ def _insert_ignoring_duplicates(session: AsyncSession, table: Table) -> Any:
 
 class UnitOfWork(unit_of_work.UnitOfWork):
     """The reads and writes of one use case, committed together with its events."""
+
+    async def emit(self, *events: OutgoingEvent) -> None:
+        """Record events in this transaction, and each order's events in its audit trail."""
+        now = clock.now()
+        ids = await self._outbox.add(self._session, *events, now=now)
+        trail = [
+            {
+                "id": event_id,
+                "order_id": event.subject,
+                "type": event.type,
+                "time": now,
+                "data": json.dumps(event_data(event), separators=(",", ":")),
+            }
+            for event_id, event in zip(ids, events, strict=True)
+            if event.type.startswith(_TRAIL_TYPES)
+        ]
+        if trail:
+            await self._session.execute(insert(order_changes), trail)
+
+    async def order_trail(self, order_id: str, after_seq: int, limit: int) -> list[TrailEntry]:
+        """Up to ``limit`` recorded changes of the order after ``after_seq``, oldest first."""
+        rows = (
+            await self._session.execute(
+                select(order_changes)
+                .where(order_changes.c.order_id == order_id, order_changes.c.seq > after_seq)
+                .order_by(order_changes.c.seq)
+                .limit(limit)
+            )
+        ).all()
+        return [
+            TrailEntry(row.seq, row.id, row.type, row.time, json.loads(row.data)) for row in rows
+        ]
 
     # ---- idempotency keys ----------------------------------------------------------------
 
@@ -250,6 +331,15 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                     "card_last4": payment.card_last4,
                     "create_time": payment.create_time,
                 }
+            )
+        )
+        await self._session.execute(
+            insert(order_changes).values(
+                id=placement_id(order.id),
+                order_id=order.id,
+                type="",
+                time=order.create_time,
+                data="{}",
             )
         )
 

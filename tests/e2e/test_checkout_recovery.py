@@ -30,6 +30,14 @@ from tests.support.processes import wait_for
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 FINAL = {"ORDER_STATUS_CONFIRMED", "ORDER_STATUS_FAILED"}
+TRAIL_CONFIRMED = [
+    "PLACED",
+    "STOCK_RESERVED",
+    "PAYMENT_AUTHORIZED",
+    "PAYMENT_CAPTURED",
+    "CONFIRMED",
+]
+TRAIL_DECLINED = ["PLACED", "STOCK_RESERVED", "PAYMENT_FAILED", "FAILED"]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -99,3 +107,13 @@ async def test_a_crash_at_each_step_ends_confirmed_or_cleanly_failed_and_charged
     else:
         assert (available, reserved, charged) == (3, 0, 0), (crashed, order)
     assert (order["status"] == "ORDER_STATUS_CONFIRMED") == (number == APPROVED)
+    # The audit trail tells each step once, in order, however the crash split them.
+    history = await shop.call(
+        "GET", f"/api/v1/orders/{order['id']}/history?page_size=100", token=buyer
+    )
+    assert history.status == 200, history
+    changes = history.body["changes"]
+    assert [c["kind"].removeprefix("ORDER_CHANGE_KIND_") for c in changes] == (
+        TRAIL_CONFIRMED if number == APPROVED else TRAIL_DECLINED
+    )
+    assert len({c["id"] for c in changes}) == len(changes)

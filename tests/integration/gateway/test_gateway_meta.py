@@ -78,6 +78,15 @@ async def test_the_docs_page_reads_the_same_document_labelled_for_swagger_ui_4(
     assert shown["paths"] == served["paths"]
 
 
+async def test_asyncapi_json_describes_the_topics_and_their_events(gateway: Client) -> None:
+    response = await gateway.get("/asyncapi.json")
+
+    assert response.status == 200
+    document: dict[str, Any] = await response.json()
+    assert document["asyncapi"] == "3.0.0"
+    assert "microcommerce.order.placed" in document["channels"]["order-events"]["messages"]
+
+
 async def test_metrics_count_requests_by_route_template_and_time_upstream_calls(
     gateway: Client,
 ) -> None:

@@ -343,6 +343,51 @@ async def test_history_payment_cancel_and_refund_over_rest(
     assert inventory.available[item] == 4
 
 
+async def test_an_orders_audit_trail_over_rest_names_each_change_actor_and_reason(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    _, order = await place(client, body(stocked(inventory, price=1000)), user=user)
+    refund = await client.post(
+        f"/api/v1/orders/{order['id']}/refunds",
+        json={"amount": {"amount": 300, "currency": "USD"}, "reason": "scratched"},
+        headers=bearer(admin_token()),
+    )
+    assert refund.status == 201, await refund.text()
+
+    first = await client.get(
+        f"/api/v1/orders/{order['id']}/history?page_size=4", headers=bearer(customer_token(user))
+    )
+    page = await first.json()
+    assert first.status == 200, page
+    rest_of = await client.get(
+        f"/api/v1/orders/{order['id']}/history?page_token={page['next_page_token']}",
+        headers=bearer(customer_token(user)),
+    )
+    changes = page["changes"] + (await rest_of.json())["changes"]
+
+    assert [c["kind"].removeprefix("ORDER_CHANGE_KIND_") for c in changes] == [
+        "PLACED",
+        "STOCK_RESERVED",
+        "PAYMENT_AUTHORIZED",
+        "PAYMENT_CAPTURED",
+        "CONFIRMED",
+        "PAYMENT_REFUNDED",
+        "REFUNDED",
+    ]
+    assert changes[0]["actor"] == "ACTOR_KIND_USER"
+    assert changes[0]["actor_id"] == user
+    assert changes[-1]["actor"] == "ACTOR_KIND_ADMIN"
+    assert changes[-1]["reason"] == "scratched"
+    assert changes[-1]["amount"] == {"amount": 300, "currency": "USD"}
+    assert changes[-1]["event_type"] == "microcommerce.order.refunded"
+    stranger = await client.get(
+        f"/api/v1/orders/{order['id']}/history", headers=bearer(customer_token())
+    )
+    assert stranger.status == 404
+
+
 async def test_a_negative_page_size_is_a_400_naming_page_size(
     rest: tuple[Client, FakeInventory, Path],
 ) -> None:
