@@ -149,3 +149,11 @@ def refund_events(order: Order, refund: Refund) -> Sequence[OutgoingEvent]:
         payment_refunded(order, payment, refund),
         order_refunded(order, payment, refund),
     ]
+
+
+def personal_data_erased(user_id: str, orders: int, payments: int) -> OutgoingEvent:
+    # Keyed by the user: the erasure is about all of their orders at once.
+    data = events_pb2.PersonalDataErased(user_id=user_id, orders=orders, payments=payments)
+    return OutgoingEvent(
+        PAYMENT_EVENTS, "microcommerce.payment.personal_data_erased", user_id, data
+    )
