@@ -21,6 +21,7 @@ import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -38,7 +39,7 @@ from common.db import Database, create_engine
 from common.dead_letters import DeadLetterStore, dead_letter_table
 from common.inbox import Delivery, inbox_table
 from common.kafka import BackgroundStream, create_faust_app
-from common.outbox import Outbox, outbox_table
+from common.outbox import Outbox, OutgoingEvent, cloud_event, outbox_table
 from common.pagination import PageTokens
 from common.settings import CommonSettings
 from common.topics import Topic
@@ -172,18 +173,35 @@ def probe_event(
     return event_id, json.dumps(envelope).encode()
 
 
+def start_consumers(consumers: EventConsumers, bootstrap: str, group: str) -> BackgroundStream:
+    """A service's consumers (its events.py) running in this event loop, as the runner runs them."""
+    settings = kafka_settings(bootstrap)
+    app = create_faust_app(group, settings, offset_reset="earliest")
+    install_consumers(app, consumers.consumers)
+    stream = BackgroundStream(app, settings)
+    stream.start()
+    return stream
+
+
+def encoded(outgoing: OutgoingEvent) -> tuple[str, bytes]:
+    """(key, value) of an event as the outbox relay publishes it."""
+    envelope = cloud_event("/tests", outgoing, event_id=str(uuid.uuid4()), time=datetime.now(UTC))
+    return outgoing.subject, json.dumps(envelope).encode()
+
+
 async def produce(
     bootstrap: str,
     records: Iterable[tuple[str, bytes]],
     headers: Mapping[str, str] | None = None,
+    topic: Topic = TOPIC,
 ) -> None:
-    """Send (key, value) records to the probe topic and wait for every acknowledgement."""
+    """Send (key, value) records to ``topic`` and wait for every acknowledgement."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         sent = [
             await producer.send(
-                TOPIC.value,
+                topic.value,
                 key=key.encode(),
                 value=value,
                 headers=[(k, v.encode()) for k, v in (headers or {}).items()],
