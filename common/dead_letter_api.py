@@ -1,4 +1,4 @@
-"""The servicer of every consuming service's DeadLetterService: list and replay dead letters.
+"""The servicer of every consuming service's dead-letter RPCs: list and replay dead letters.
 
 Each service declares the service in its own proto package (so the gateway routes it to that
 service); the messages and this implementation are shared.
@@ -70,9 +70,15 @@ def dead_letter_message(letter: DeadLetter) -> pb.DeadLetter:
 def dead_letter_service(
     descriptor_module: Any, grpc_module: Any, admin: DeadLetterAdmin
 ) -> Service[DeadLetterApi]:
-    """The service's own DeadLetterService (``<svc>.v1.dead_letter_service_pb2`` and ``_grpc``)."""
+    """The service's own ``<Svc>DeadLetterService`` (``<svc>.v1.dead_letter_service_pb2``,
+    ``_pb2_grpc``).
+
+    Named per service, not one shared name in each package: OpenAPI operation ids are built
+    from the service's short name and must be unique.
+    """
+    (service,) = descriptor_module.DESCRIPTOR.services_by_name.values()
     return Service(
-        descriptor_module.DESCRIPTOR.services_by_name["DeadLetterService"].full_name,
+        service.full_name,
         DeadLetterApi(admin),
-        grpc_module.add_DeadLetterServiceServicer_to_server,
+        getattr(grpc_module, f"add_{service.name}Servicer_to_server"),
     )
