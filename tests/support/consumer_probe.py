@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -120,7 +121,7 @@ class ProbeConsumer:
         default_factory=lambda: RetryPolicy(attempts=3, first_delay_s=0.05, max_delay_s=0.2)
     )
     broken: set[str] = field(default_factory=set)
-    handled_in: list[str] = field(default_factory=list)  # trace ids the handler ran under
+    handled_in: list[int] = field(default_factory=list)  # the span ids the handler ran in
 
     def __post_init__(self) -> None:
         self.store = Store(self.database, Outbox(SERVICE), _probe_unit)
@@ -134,6 +135,7 @@ class ProbeConsumer:
         self.stream: BackgroundStream | None = None
 
     async def _handle(self, event: IncomingEvent, delivery: Delivery) -> None:
+        self.handled_in.append(trace.get_current_span().get_span_context().span_id)
         async with self.database.session() as session:
             await session.execute(insert(seen).values(event_id=event.id, instance=self.instance))
         if event.data.get("fail") or event.id in self.broken:

@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from common.db import Database, create_engine
 from common.dead_letters import DeadLetterStatus
@@ -313,3 +317,44 @@ def _probe_process(
             stderr=subprocess.STDOUT,
         )
     return Process(f"probe-{instance}", popen, log_path)
+
+
+async def test_an_event_is_handled_in_a_span_linked_to_the_one_that_published_it(
+    monkeypatch: pytest.MonkeyPatch,
+    database: Database,
+    own_broker: EmbeddedBroker,
+    group: str,
+) -> None:
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # else the SDK makes no-op spans
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    monkeypatch.setattr("common.consumer.tracer", lambda: provider.get_tracer("test"))
+    probe = ProbeConsumer(database, own_broker.bootstrap, group)
+    probe.start()
+    try:
+        trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+        key = f"order-{uuid.uuid4().hex}"
+        event_id, value = probe_event(key, 1)
+        await produce(
+            own_broker.bootstrap,
+            [(key, value)],
+            headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+        )
+
+        async def applied() -> bool:
+            return effects_of(await effect_rows(database), event_id) == 1
+
+        await wait_for(applied, within=WITHIN_S)
+    finally:
+        await probe.stop()
+
+    [handled] = [s for s in spans.get_finished_spans() if s.name == "order-events process"]
+    assert handled.kind is SpanKind.CONSUMER
+    assert [(link.context.trace_id, link.context.span_id) for link in handled.links] == [
+        (int(trace_id, 16), int(parent_id, 16))
+    ]
+    assert handled.attributes is not None
+    assert handled.attributes["microcommerce.consumer.outcome"] == "handled"
+    assert handled.context is not None
+    assert probe.handled_in == [handled.context.span_id]
