@@ -7,6 +7,7 @@ skipped, and the record commits or rolls back together with the effect.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Column, MetaData, String, Table
@@ -48,3 +49,23 @@ async def first_delivery(session: AsyncSession, table: Table, consumer: str, eve
     statement = insert_on_conflict(session, table).values(values).on_conflict_do_nothing()
     result = await session.execute(statement)
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event handed to one consumer: what its inbox row records."""
+
+    consumer: str  # the subscription's name, e.g. "release-ended-orders"
+    event_id: str  # the CloudEvents id
+
+
+class AlreadyHandled(Exception):
+    """The event was handled before: its effect is already committed (a redelivery).
+
+    Raised by ``Store.handling`` before the use case changes anything; the consumer counts it
+    and moves on.
+    """
+
+    def __init__(self, delivery: Delivery) -> None:
+        super().__init__(f"{delivery.consumer} already handled event {delivery.event_id}")
+        self.delivery = delivery

@@ -96,11 +96,15 @@ def scratch_directory(app_id: str) -> Path:
     return Path(tempfile.gettempdir()) / f"microcommerce-faust-{unique}"
 
 
-def create_faust_app(app_id: str, settings: CommonSettings) -> faust.App:
+def create_faust_app(
+    app_id: str, settings: CommonSettings, *, offset_reset: str = "latest"
+) -> faust.App:
     """A Faust app for embedding in one of our asyncio processes.
 
     ``app_id`` is the consumer group: give each instance its own when every instance must see
     every record (the health stream), share one per service for work that is split.
+    ``offset_reset`` is where a group with no committed offset starts: "latest" for the health
+    stream (old pings are noise), "earliest" for event consumers (no event may be skipped).
     """
     app = faust.App(
         app_id,
@@ -113,7 +117,7 @@ def create_faust_app(app_id: str, settings: CommonSettings) -> faust.App:
         # The leader topic is only for Faust's table assignment; we keep no tables.
         topic_disable_leader=True,
         topic_allow_declare=True,
-        consumer_auto_offset_reset="latest",
+        consumer_auto_offset_reset=offset_reset,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         # Faust checks request_timeout >= session_timeout.

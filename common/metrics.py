@@ -182,3 +182,24 @@ async def start_metrics_server(
     sockets = getattr(server, "sockets", None) or ()
     bound = sockets[0].getsockname()[1] if sockets else port
     return runner, int(bound)
+
+
+CONSUMER_EVENTS = Counter(
+    "mc_consumer_events",
+    "Events a consumer finished with, by outcome: handled, duplicate (already in the inbox), "
+    "skipped (a type it does not handle) or dead_lettered.",
+    ["consumer", "outcome"],
+    registry=REGISTRY,
+)
+CONSUMER_RETRIES = Counter(
+    "mc_consumer_handler_retries",
+    "Handler attempts that failed and were retried after a back-off.",
+    ["consumer"],
+    registry=REGISTRY,
+)
+CONSUMER_DEAD_LETTERS = Counter(
+    "mc_consumer_dead_letters",
+    "Events written to the dead-letter store, by cause: undecodable, bad_data or handler_failed.",
+    ["consumer", "cause"],
+    registry=REGISTRY,
+)

@@ -307,3 +307,18 @@ def outbox_trace_context_revision(service: str) -> tuple[Callable[[], None], Cal
         drop_trace_context_column(op, service)
 
     return upgrade, downgrade
+
+
+def dead_letters_revision(service: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(upgrade, downgrade)`` of the revision adding a consuming service's dead letters."""
+    from alembic import op
+
+    from common.dead_letters import create_dead_letter_table, drop_dead_letter_table
+
+    def upgrade() -> None:
+        create_dead_letter_table(op, service)
+
+    def downgrade() -> None:
+        drop_dead_letter_table(op, service)
+
+    return upgrade, downgrade

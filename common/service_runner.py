@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-import faust
 from pydantic import Field
 
 from common.access import AccessInterceptor
+from common.consumer import EventConsumers, RetryPolicy, Subscription, install_consumers
 from common.db import Database, database_url
+from common.dead_letters import DeadLetterStore
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.health_stream import HealthCheck, InstanceIdentity, install_pong_responder
 from common.instance import new_instance_id
@@ -27,6 +28,7 @@ from common.metrics import CONSUMER_LAG, OUTBOX_PUBLISH_ERRORS, start_metrics_se
 from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
 from common.outbox_metrics import refresh_outbox_gauges
+from common.pagination import PageTokens
 from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
 from common.startup import exit_line
 from common.telemetry import configure_tracing, shutdown_tracing
@@ -44,6 +46,11 @@ class ServiceSettings(CommonSettings):
     migrate_on_start: bool = True
     # MC_METRICS_PORT: where GET /metrics is served (0 picks a free port); unset, nowhere.
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    # Event consumers (common.consumer): how often a failing handler is tried before its event
+    # goes to the dead-letter store, and the back-off between tries (doubling up to the max).
+    consumer_attempts: int = Field(5, ge=1, le=100)
+    consumer_retry_delay_s: float = Field(0.5, gt=0)
+    consumer_retry_max_delay_s: float = Field(10.0, gt=0)
 
     # Which service's database these settings open ("payment", ...): its production rules.
     service_name: ClassVar[str] = ""
@@ -100,6 +107,9 @@ class Wiring:
     key_source: KeySource | None = None
     # Awaited in turn before the gRPC server starts (loading user_svc's key ring, ...).
     startup: Sequence[Callable[[], Awaitable[None]]] = ()
+    # The service's event consumers (its events.py), run as Faust agents in a consumer group
+    # that is the service's own, so its replicas share the partitions.
+    consumers: EventConsumers | None = None
 
 
 @dataclass(frozen=True)
@@ -109,10 +119,20 @@ class ServiceSpec(Generic[S]):
     name: str  # "payment": names its database, logs, health entries and consumer groups
     migrations: Path
     wire: Callable[[Runtime[S]], Wiring]
-    # The service's event consumers (its events.py), added to a Faust app whose consumer group
-    # is the service's own, so its replicas share the partitions. The health responder is not
-    # one of them: the runner installs it on every instance.
-    install_agents: Callable[[faust.App, Wiring], None] | None = None
+
+
+def event_consumers(
+    runtime: Runtime[S], subscriptions: Sequence[Subscription], tokens: PageTokens
+) -> EventConsumers:
+    """The consumers of a service's subscriptions, with its dead-letter store and settings."""
+    settings = runtime.settings
+    retry = RetryPolicy(
+        attempts=settings.consumer_attempts,
+        first_delay_s=settings.consumer_retry_delay_s,
+        max_delay_s=settings.consumer_retry_max_delay_s,
+    )
+    store = DeadLetterStore(runtime.database, runtime.name)
+    return EventConsumers.build(store, subscriptions, retry, tokens)
 
 
 async def wait_for_stop_signal() -> None:
@@ -198,9 +218,14 @@ async def run_service(
     )
     install_pong_responder(health_stream.app, identity, wiring.checks)
     streams = [health_stream]
-    if spec.install_agents is not None:
-        events = BackgroundStream(create_faust_app(f"{spec.name}-events", settings), settings)
-        spec.install_agents(events.app, wiring)
+    if wiring.consumers is not None and wiring.consumers.consumers:
+        # The health responder is not one of them: the runner installs it on every instance.
+        # "earliest": a group that starts with no committed offset (a new consumer, a first
+        # deploy) handles what was published before it joined, rather than skipping it.
+        events = BackgroundStream(
+            create_faust_app(f"{spec.name}-events", settings, offset_reset="earliest"), settings
+        )
+        install_consumers(events.app, wiring.consumers.consumers)
         streams.append(events)
     for stream in streams:
         CONSUMER_LAG.track(stream)

@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import SQLITE_BEGIN_OPTION, Database
+from common.inbox import AlreadyHandled, Delivery, first_delivery, inbox_table
 from common.outbox import Outbox, OutgoingEvent
 from common.telemetry import span
 
@@ -28,6 +30,10 @@ class UnitOfWork:
     async def emit(self, *events: OutgoingEvent) -> None:
         """Record events in this transaction: they are published only if it commits."""
         await self._outbox.add(self._session, *events)
+
+    async def record_delivery(self, inbox: Table, delivery: Delivery) -> bool:
+        """Record an event in the inbox in this transaction; False if it was recorded before."""
+        return await first_delivery(self._session, inbox, delivery.consumer, delivery.event_id)
 
 
 UnitT = TypeVar("UnitT", bound=UnitOfWork)
@@ -45,6 +51,7 @@ class Store(Generic[UnitT]):
         self._database = database
         self._outbox = outbox
         self._unit = unit
+        self._inbox = inbox_table(outbox.service)
 
     @property
     def database(self) -> Database:
@@ -58,6 +65,18 @@ class Store(Generic[UnitT]):
         with span("unit_of_work", **{"db.system.name": self._database.engine.dialect.name}):
             async with self._database.session() as session:
                 yield self._unit(session, self._outbox)
+
+    @asynccontextmanager
+    async def handling(self, delivery: Delivery) -> AsyncIterator[UnitT]:
+        """A unit of work applying an event, which records the event id in the inbox.
+
+        The record commits or rolls back with the effect, so an event redelivered after a crash
+        (effect committed, offset not) raises ``AlreadyHandled`` here and changes nothing.
+        """
+        async with self.unit_of_work() as unit:
+            if not await unit.record_delivery(self._inbox, delivery):
+                raise AlreadyHandled(delivery)
+            yield unit
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[UnitT]:

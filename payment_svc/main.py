@@ -6,13 +6,19 @@ import os
 import signal
 from pathlib import Path
 
+from common.dead_letter_api import dead_letter_service
 from common.grpc_server import Service
 from common.logging import get_logger
 from common.pagination import PageTokens
-from common.service_runner import Runtime, ServiceSpec, Wiring, serve
+from common.service_runner import Runtime, ServiceSpec, Wiring, event_consumers, serve
 from common.user_client import ServiceTokens
-from microcommerce.payment.v1 import order_service_pb2, order_service_pb2_grpc
-from payment_svc import grpc_api
+from microcommerce.payment.v1 import (
+    dead_letter_service_pb2,
+    dead_letter_service_pb2_grpc,
+    order_service_pb2,
+    order_service_pb2_grpc,
+)
+from payment_svc import events, grpc_api
 from payment_svc.inventory_client import GrpcInventory
 from payment_svc.provider import PROVIDERS, ResilientProvider
 from payment_svc.saga import CheckoutSaga, FaultHook, no_faults
@@ -50,17 +56,19 @@ def wire(runtime: Runtime[PaymentSettings]) -> Wiring:
         deadline_s=settings.inventory_deadline_s,
     )
     saga = CheckoutSaga(store, inventory, provider, fault=fault_hook(settings.fault_at))
+    page_tokens = PageTokens.for_service(settings.page_token_key, "payment")
     use_cases = Payments(
         store,
         saga,
         provider,
-        page_tokens=PageTokens.for_service(settings.page_token_key, "payment"),
+        page_tokens=page_tokens,
         policy=PaymentPolicy(
             replay_wait_s=settings.replay_wait_s,
             recovery_grace_s=settings.recovery_grace_s,
             recovery_interval_s=settings.recovery_interval_s,
         ),
     )
+    consumers = event_consumers(runtime, events.subscriptions(use_cases), page_tokens)
 
     return Wiring(
         services=[
@@ -74,10 +82,14 @@ def wire(runtime: Runtime[PaymentSettings]) -> Wiring:
                 grpc_api.PaymentApi(use_cases),
                 order_service_pb2_grpc.add_PaymentServiceServicer_to_server,
             ),
+            dead_letter_service(
+                dead_letter_service_pb2, dead_letter_service_pb2_grpc, consumers.admin
+            ),
         ],
         checks={"database": use_cases.database_reachable},
         background=[use_cases.run_recovery],
         cleanup=[inventory.close],
+        consumers=consumers,
     )
 
 

@@ -224,3 +224,11 @@ def _amount(data: Mapping[str, Any]) -> Money | None:
         if isinstance(value, Mapping) and value.get("currency"):
             return Money(int(value.get("amount", 0)), str(value["currency"]))
     return None
+
+
+def personal_data_erased(user_id: str, orders: int, payments: int) -> OutgoingEvent:
+    # Keyed by the user: the erasure is about all of their orders at once.
+    data = events_pb2.PersonalDataErased(user_id=user_id, orders=orders, payments=payments)
+    return OutgoingEvent(
+        PAYMENT_EVENTS, "microcommerce.payment.personal_data_erased", user_id, data
+    )

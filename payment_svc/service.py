@@ -19,6 +19,7 @@ from common.errors import (
     NotFound,
     Unavailable,
 )
+from common.inbox import Delivery
 from common.logging import get_logger
 from common.metrics import CHECKOUT_PLACED
 from common.money import Money
@@ -336,6 +337,23 @@ class Payments:
         if not result.approved:
             raise Unavailable("the payment provider did not refund; nothing was given back")
         return settled
+
+    # ---- personal data ---------------------------------------------------------------------
+
+    async def erase_user(self, user_id: str, delivery: Delivery) -> tuple[int, int]:
+        """Erase a deleted user's personal data, keeping what accounting needs.
+
+        Run for each ``microcommerce.user.deleted`` event (``events.py``), the event recorded in
+        the inbox in the same transaction; the erasure is itself an event. Returns the number
+        of orders and payments concerned.
+        """
+        if not user_id:
+            raise InvalidArgument("user_id is required", field="user_id")
+        async with self._store.handling(delivery) as uow:
+            orders, payments = await uow.erase_personal_data(user_id)
+            await uow.emit(messages.personal_data_erased(user_id, orders, payments))
+        _log.info("personal_data_erased", user_id=user_id, orders=orders, payments=payments)
+        return orders, payments
 
     # ---- recovery ------------------------------------------------------------------------
 

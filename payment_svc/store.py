@@ -285,6 +285,29 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         result = await self._session.execute(query)
         return int(result.rowcount)  # type: ignore[attr-defined]
 
+    async def erase_personal_data(self, user_id: str) -> tuple[int, int]:
+        """Erase what identifies a person in a user's orders and payments, keep the accounts.
+
+        The provider's card token and the last four digits go; brand, amounts, statuses and
+        dates stay. The user's idempotency keys go too: their stored replies and fingerprints
+        describe the card. Returns (orders, payments erased).
+        """
+        their_orders = select(orders.c.id).where(orders.c.user_id == user_id)
+        order_count = (
+            await self._session.execute(
+                select(func.count()).select_from(orders).where(orders.c.user_id == user_id)
+            )
+        ).scalar_one()
+        erased = await self._session.execute(
+            update(payments)
+            .where(payments.c.order_id.in_(their_orders))
+            .values(card_token="", card_last4="")
+        )
+        await self._session.execute(
+            delete(idempotency_keys).where(idempotency_keys.c.user_id == user_id)
+        )
+        return int(order_count), int(erased.rowcount)  # type: ignore[attr-defined]
+
     async def keep_reply(self, user_id: str, key: str, reply: CheckoutReply) -> bool:
         """Keep ``reply`` with the key unless one is kept already (first writer wins)."""
         error = reply.error

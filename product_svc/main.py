@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.dead_letter_api import dead_letter_service
 from common.grpc_server import Service
 from common.pagination import PageTokens
-from common.service_runner import Runtime, ServiceSpec, Wiring, serve
+from common.service_runner import Runtime, ServiceSpec, Wiring, event_consumers, serve
 from microcommerce.product.v1 import (
+    dead_letter_service_pb2,
+    dead_letter_service_pb2_grpc,
     inventory_service_pb2,
     inventory_service_pb2_grpc,
     product_service_pb2,
     product_service_pb2_grpc,
 )
-from product_svc import grpc_api
+from product_svc import events, grpc_api
 from product_svc.service import Catalog
 from product_svc.settings import ProductSettings
 from product_svc.store import CatalogStore
@@ -32,6 +35,7 @@ def wire(runtime: Runtime[ProductSettings]) -> Wiring:
         default_low_stock_threshold=settings.default_low_stock_threshold,
     )
     interval = settings.reservation_sweep_interval_s
+    consumers = event_consumers(runtime, events.subscriptions(use_cases), page_tokens(settings))
 
     async def expire_reservations() -> None:
         await use_cases.sweep_expired(interval)
@@ -48,9 +52,13 @@ def wire(runtime: Runtime[ProductSettings]) -> Wiring:
                 grpc_api.InventoryApi(use_cases),
                 inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server,
             ),
+            dead_letter_service(
+                dead_letter_service_pb2, dead_letter_service_pb2_grpc, consumers.admin
+            ),
         ],
         checks={"database": use_cases.database_reachable},
         background=[expire_reservations],
+        consumers=consumers,
     )
 
 

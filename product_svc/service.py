@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from common.background import run_every
 from common.clock import from_micros, now, to_micros
 from common.errors import AlreadyExists, DomainError, InvalidArgument, NotFound
+from common.inbox import Delivery
 from common.logging import get_logger
 from common.money import Money
 from common.pagination import PageTokens, fingerprint, page_size
@@ -315,15 +316,31 @@ class Catalog:
 
     async def release(self, order_id: str) -> Reservation:
         valid_order_id(order_id)
-        moment = self._now()
         async with self._store.unit_of_work() as uow:
-            current = await uow.reservation(order_id, for_update=True)
-            if current is None:
-                nothing = Reservation.released_unreserved(order_id, moment)
-                if await uow.claim_reservation(nothing, moment):
-                    return nothing
-                current = await self._reservation(uow, order_id)
-            return await self._settle(uow, current.release())
+            return await self._release(uow, order_id)
+
+    async def release_for_ended_order(self, order_id: str, delivery: Delivery) -> Reservation:
+        """The safety net behind the saga: an order that ended failed or cancelled holds no stock.
+
+        Run for each such order event (``events.py``), with the event recorded in the inbox in
+        the same transaction. Releasing is idempotent, so it agrees with the saga's own release
+        whichever comes first.
+        """
+        valid_order_id(order_id)
+        async with self._store.handling(delivery) as uow:
+            released = await self._release(uow, order_id)
+        _log.info("ended_order_released", order_id=order_id, status=released.status.value)
+        return released
+
+    async def _release(self, uow: UnitOfWork, order_id: str) -> Reservation:
+        moment = self._now()
+        current = await uow.reservation(order_id, for_update=True)
+        if current is None:
+            nothing = Reservation.released_unreserved(order_id, moment)
+            if await uow.claim_reservation(nothing, moment):
+                return nothing
+            current = await self._reservation(uow, order_id)
+        return await self._settle(uow, current.release())
 
     async def expire(self, order_id: str) -> Reservation:
         """Give back the stock of a reservation nobody settled before its expiry."""

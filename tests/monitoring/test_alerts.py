@@ -20,6 +20,14 @@ def alert_rules() -> dict[str, dict[str, Any]]:
     return {rule["alert"]: rule for group in groups for rule in group["rules"] if "alert" in rule}
 
 
+# Series names too long for one line of CASES.
+_DEAD_RELEASE = (
+    'mc_consumer_dead_letters_total{consumer="release-ended-orders",cause="undecodable"}'
+)
+_DEAD_ERASE = (
+    'mc_consumer_dead_letters_total{consumer="erase-deleted-users",cause="handler_failed"}'
+)
+
 # Per alert: input series (1-minute samples, promtool's expanding notation), then the label sets
 # expected firing at an evaluation time ([] = quiet). Each alert has a firing and a quiet case.
 Case = tuple[dict[str, str], str, list[dict[str, str]]]
@@ -149,6 +157,24 @@ CASES: dict[str, list[Case]] = {
         ),
         # Bursts the group works off are no alert.
         ({f"mc_kafka_consumer_lag{{{ORDERS_LAG},partition='2'}}": "0 1500 20 900x20"}, "17m", []),
+    ],
+    "MicroCommerceEventsDeadLettered": [
+        (
+            {
+                _DEAD_RELEASE: "0 0 1x20",
+                _DEAD_ERASE: "0x20",
+            },
+            "10m",
+            [{"consumer": "release-ended-orders", "cause": "undecodable"}],
+        ),
+        # Once nothing new is dead-lettered for 15 minutes, it stops.
+        (
+            {
+                _DEAD_RELEASE: "0 1x40",
+            },
+            "30m",
+            [],
+        ),
     ],
     "MicroCommerceCheckoutFailureRatioHigh": [
         (

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from common.dead_letters import dead_letter_table
 from common.inbox import inbox_table
 from common.migrations import script_location_of, upgrade_to_head, version_table
 from common.outbox import outbox_table
@@ -39,8 +40,12 @@ from user_svc import store as user_store
 
 # Every table each service's migrations create, beyond the outbox and inbox.
 SERVICE_TABLES: dict[str, Callable[[], list[Table]]] = {
-    "payment": lambda: [*payment_store.METADATA.sorted_tables, sandbox_ledger],
-    "product": lambda: list(product_store.METADATA.sorted_tables),
+    "payment": lambda: [
+        *payment_store.METADATA.sorted_tables,
+        sandbox_ledger,
+        dead_letter_table("payment"),
+    ],
+    "product": lambda: [*product_store.METADATA.sorted_tables, dead_letter_table("product")],
     "user": lambda: list(user_store.METADATA.sorted_tables),
 }
 

@@ -1,66 +1,138 @@
-"""Inventory events leave through the outbox relay and reach Kafka as CloudEvents."""
+"""product_svc consumes order-events: an order that ended failed or cancelled holds no stock."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
-from aiokafka import AIOKafkaConsumer
+import pytest
 
+from common.consumer import EventConsumers, RetryPolicy
 from common.db import Database
-from common.kafka import declare_topics
-from common.outbox import Outbox, OutboxRelay
-from common.settings import CommonSettings
+from common.dead_letters import DeadLetterStore
+from common.money import Money
+from common.outbox import Outbox, OutgoingEvent
+from common.pagination import PageTokens
+from common.topics import Topic
 from localrun.broker import EmbeddedBroker
+from microcommerce.payment.v1 import events_pb2
+from product_svc import events
+from product_svc.domain import ReservationStatus
 from product_svc.service import Catalog
-from tests.integration.product.conftest import Clients
+from product_svc.store import CatalogStore
+from tests.support.consumer_probe import encoded, produce, start_consumers
 from tests.support.processes import wait_for
 
+WITHIN_S = 30.0
 
-async def test_a_reservation_is_published_on_inventory_events_keyed_by_order(
-    clients: Clients,
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    # Its own: the consumer group reads order-events from the start.
+    broker = EmbeddedBroker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+async def consuming(
+    catalog: Catalog, product_db: Database, own_broker: EmbeddedBroker
+) -> AsyncIterator[EventConsumers]:
+    consumers = EventConsumers.build(
+        DeadLetterStore(product_db, "product"),
+        events.subscriptions(catalog),
+        RetryPolicy(attempts=2, first_delay_s=0.05),
+        PageTokens(b"product-events-test-key-0123456"),
+    )
+    stream = start_consumers(consumers, own_broker.bootstrap, f"product-{uuid.uuid4().hex}")
+    yield consumers
+    await stream.stop()
+
+
+def order_event(kind: str, order_id: str) -> OutgoingEvent:
+    data: object
+    if kind == "failed":
+        data = events_pb2.OrderFailed(order_id=order_id, user_id="u1", reason="PAYMENT_DECLINED")
+    elif kind == "cancelled":
+        data = events_pb2.OrderCancelled(order_id=order_id, user_id="u1", cancelled_by="u1")
+    else:
+        data = events_pb2.OrderConfirmed(order_id=order_id, user_id="u1", payment_id="p1")
+    return OutgoingEvent(Topic.ORDER_EVENTS, f"microcommerce.order.{kind}", order_id, data)
+
+
+async def status_of(product_db: Database, order_id: str) -> str | None:
+    async with CatalogStore(product_db, Outbox("product")).reading() as unit:
+        reservation = await unit.reservation(order_id)
+    return None if reservation is None else reservation.status.value
+
+
+async def test_failed_and_cancelled_orders_give_their_held_stock_back_once(
     catalog: Catalog,
     product_db: Database,
-    outbox: Outbox,
-    broker: EmbeddedBroker,
+    own_broker: EmbeddedBroker,
+    consuming: EventConsumers,
 ) -> None:
-    settings = CommonSettings(kafka_bootstrap=broker.bootstrap)
-    await declare_topics(settings)
-    category = await clients.category()
-    product = await clients.product(category.id, stock=3)
-    order_id = f"order-{uuid.uuid4().hex}"
-    await catalog.reserve(order_id, [(product.id, 1)])
-
-    relay = asyncio.create_task(OutboxRelay(product_db, outbox, settings).run())
-    consumer = AIOKafkaConsumer(
-        "inventory-events",
-        bootstrap_servers=broker.bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"test-{uuid.uuid4().hex}",
-        fetch_max_wait_ms=20,
+    slug = f"cat-{uuid.uuid4().hex[:12]}"
+    category = await catalog.create_category("Mugs", slug, "")
+    mug = await catalog.create_product(
+        sku=f"SKU-{uuid.uuid4().hex[:12]}",
+        name="Mug",
+        description="A mug.",
+        category_id=category.id,
+        price=Money(900, "USD"),
+        stock=10,
+        low_stock_threshold=None,
+        actor="admin",
     )
-    await consumer.start()
-    seen: list[dict[str, Any]] = []
+    failed, cancelled, released, confirmed, never_reserved = (
+        f"order-{uuid.uuid4().hex}" for _ in range(5)
+    )
+    for order_id in (failed, cancelled, released, confirmed):
+        await catalog.reserve(order_id, [(mug.id, 1)])
+    await catalog.release(released)  # the saga compensated before its event went out
+    assert (await catalog.get_product(mug.id)).available == 7
 
-    async def published() -> dict[str, Any] | None:
-        batches = await consumer.getmany(timeout_ms=200)
-        for records in batches.values():
-            for record in records:
-                if record.key == order_id.encode():
-                    seen.append(json.loads(record.value or b"{}"))
-        return seen[0] if seen else None
+    failed_event = encoded(order_event("failed", failed))
+    await produce(
+        own_broker.bootstrap,
+        [
+            failed_event,
+            failed_event,  # delivered twice
+            encoded(order_event("cancelled", cancelled)),
+            encoded(order_event("failed", released)),
+            encoded(order_event("confirmed", confirmed)),
+            encoded(order_event("failed", never_reserved)),
+        ],
+        topic=Topic.ORDER_EVENTS,
+    )
 
-    try:
-        event = await wait_for(published, within=30)
-    finally:
-        await consumer.stop()
-        relay.cancel()
-        await asyncio.gather(relay, return_exceptions=True)
+    async def all_settled() -> bool:
+        statuses = [
+            await status_of(product_db, order_id)
+            for order_id in (failed, cancelled, never_reserved)
+        ]
+        return statuses == ["RELEASED"] * 3
 
-    assert event["type"] == "microcommerce.inventory.reserved"
-    assert event["specversion"] == "1.0"
-    assert event["subject"] == order_id
-    assert event["data"]["order_id"] == order_id
-    assert event["data"]["items"] == [{"product_id": product.id, "quantity": 1}]
+    await wait_for(all_settled, within=WITHIN_S)
+    product = await catalog.get_product(mug.id)
+    # Three released (one by the saga, two by the consumer), one still held for the order
+    # that is confirmed; the duplicate gave nothing back twice.
+    assert (product.available, product.reserved) == (9, 1)
+    assert await status_of(product_db, confirmed) == ReservationStatus.ACTIVE.value
+    letters, _ = await consuming.admin.list(None, "", None)
+    assert letters == []
+
+
+async def test_an_order_event_without_an_order_id_is_dead_lettered(
+    own_broker: EmbeddedBroker, consuming: EventConsumers
+) -> None:
+    await produce(
+        own_broker.bootstrap, [encoded(order_event("failed", ""))], topic=Topic.ORDER_EVENTS
+    )
+
+    async def dead_lettered() -> list[str] | None:
+        letters, _ = await consuming.admin.list(None, "", None)
+        return [letter.error for letter in letters] or None
+
+    errors = await wait_for(dead_lettered, within=WITHIN_S)
+    assert errors == ["PoisonEvent: microcommerce.order.failed without an order_id"]

@@ -1,0 +1,37 @@
+"""The product service's event consumers: what it does when other services' events arrive."""
+
+from __future__ import annotations
+
+from common.consumer import IncomingEvent, PoisonEvent, Subscription, event_data
+from common.inbox import Delivery
+from common.topics import Topic
+from microcommerce.payment.v1 import events_pb2
+from product_svc.service import Catalog
+
+ORDER_FAILED = "microcommerce.order.failed"
+ORDER_CANCELLED = "microcommerce.order.cancelled"
+
+
+def subscriptions(catalog: Catalog) -> list[Subscription]:
+    """Every consumer of the product service."""
+
+    async def release_ended_order(event: IncomingEvent, delivery: Delivery) -> None:
+        message = (
+            event_data(event, events_pb2.OrderFailed())
+            if event.type == ORDER_FAILED
+            else event_data(event, events_pb2.OrderCancelled())
+        )
+        if not message.order_id:
+            raise PoisonEvent(f"{event.type} without an order_id")
+        await catalog.release_for_ended_order(message.order_id, delivery)
+
+    return [
+        # The safety net behind the checkout saga and the expiry sweeper: an order that ended
+        # failed or cancelled must not keep stock held.
+        Subscription(
+            "release-ended-orders",
+            Topic.ORDER_EVENTS,
+            frozenset({ORDER_FAILED, ORDER_CANCELLED}),
+            release_ended_order,
+        ),
+    ]
