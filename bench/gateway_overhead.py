@@ -630,6 +630,7 @@ def _speed_lines(cells: Sequence[Cell]) -> list[str]:
             f"{MODES[cell.mode]:<22} {cell.concurrency:>4} {cell.rps:>9,.0f} "
             f"{cell.p50_ms:>8.3f} {cell.p99_ms:>8.3f} {cell.errors:>6}"
             + (" *" if _load_saturated(cell) else "")
+            + ("  <- ERRORS: figures void" if cell.errors else "")
         )
     return lines
 
@@ -747,7 +748,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write("\n" + format_table(cells, options, body_size))
     write_json(cells, options, body_size)
     sys.stdout.write(f"\nwritten: {RESULTS_FILE.relative_to(ROOT)}\n")
+    failed = error_cells(cells)
+    if failed:
+        # A cell of errors (429s, 5xx, timeouts) measures the error path, not the gateway:
+        # its ratio is meaningless, so the run fails instead of printing it quietly.
+        sys.stderr.write(_error_banner(failed))
+        return 1
     return 0
+
+
+def error_cells(cells: Sequence[Cell]) -> list[Cell]:
+    """The cells with any failed request (transport errors or non-2xx answers)."""
+    return [cell for cell in cells if cell.errors]
+
+
+def _error_banner(failed: Sequence[Cell]) -> str:
+    rule = "!" * 78
+    lines = [
+        "",
+        rule,
+        f"gateway_overhead FAILED: {len(failed)} cell(s) had errors; their figures are void",
+        *(
+            f"  {MODES[cell.mode]} c={cell.concurrency}: {cell.errors} errors of "
+            f"{cell.requests} (see bench/results/gateway_overhead.*.log)"
+            for cell in failed
+        ),
+        rule,
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
