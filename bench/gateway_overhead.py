@@ -34,7 +34,7 @@ from google.protobuf import timestamp_pb2
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.logging import configure_logging
 from common.service_runner import wait_for_stop_signal
-from common.telemetry import configure_tracing
+from common.telemetry import GATEWAY_LIBRARIES, configure_tracing
 from gateway.app import create_app
 from gateway.routes import discover_services
 from gateway.settings import GatewaySettings
@@ -800,7 +800,7 @@ def _child_main(argv: Sequence[str]) -> int:
         asyncio.run(serve_grpc())
     elif args.role == "serve-gateway":
         # As gateway.main does: the OTEL_* variables of the run decide whether it traces.
-        configure_tracing("gateway")
+        configure_tracing("gateway", GATEWAY_LIBRARIES)
         asyncio.run(serve_http(gateway_app(args.upstream), "bench-gateway"))
     elif args.role == "serve-bare":
         asyncio.run(serve_http(bare_app(args.body.encode()), "bench-bare"))

@@ -27,7 +27,7 @@ from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
 from common.outbox_metrics import refresh_outbox_gauges
 from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
-from common.telemetry import configure_tracing, shutdown_tracing
+from common.telemetry import SERVICE_LIBRARIES, configure_tracing, shutdown_tracing
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 
@@ -143,7 +143,7 @@ async def run_service(
 ) -> None:
     """Run the service until ``until()`` returns (by default SIGTERM or SIGINT)."""
     configure_logging(spec.name, settings.log_level)
-    configure_tracing(spec.name)  # before anything it instruments is opened
+    configure_tracing(spec.name, SERVICE_LIBRARIES)  # before anything it instruments is opened
     log = get_logger(__name__)
     database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
     try:

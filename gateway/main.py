@@ -12,7 +12,7 @@ from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.service_runner import wait_for_stop_signal
 from common.settings import SERVICE_NAMES, load_settings
-from common.telemetry import configure_tracing, shutdown_tracing
+from common.telemetry import GATEWAY_LIBRARIES, configure_tracing, shutdown_tracing
 from gateway.app import METRICS_KEY, create_app, drain, runner_options
 from gateway.health import HealthRegistry, install_health_stream
 from gateway.health_routes import health_routes
@@ -27,7 +27,9 @@ async def serve(
 ) -> None:
     """Serve REST until ``until()`` returns (by default SIGTERM or SIGINT), then stop gracefully."""
     configure_logging("gateway", settings.log_level)
-    configure_tracing("gateway")  # before create_app: it instruments web.Application
+    configure_tracing(
+        "gateway", GATEWAY_LIBRARIES
+    )  # before create_app: it instruments web.Application
     log = get_logger(__name__)
     registry = HealthRegistry(
         SERVICE_NAMES,
