@@ -1,6 +1,7 @@
 """Catalog reads at scale: full-text search with a price filter and a category listing.
 
-Loads ``--products`` (default 100,000) generated products straight through the store (bulk
+Loads ``--products`` (default 100,000, then 1,000,000: each size is a case of its own)
+generated products straight through the store (bulk
 inserts, so the indexes and full-text triggers are the production ones), then measures p50 and
 p95 of sequential ``ListProducts`` calls through gRPC (the real server bootstrap with the access
 interceptor) and through the REST gateway (``gateway.app.create_app``), on SQLite and on
@@ -307,8 +308,19 @@ async def _admin(server_url: str, statement: str) -> None:
 
 
 async def run(options: argparse.Namespace) -> dict[str, Any]:
+    """Every size on every backend, keyed ``backend`` for the first size, ``backend@N`` after
+    it (so a one-size run keeps the report's earlier shape)."""
     report: dict[str, Any] = {}
-    settings = {"products": options.products, "requests": options.requests, "warmup": 20}
+    for index, products in enumerate(options.products):
+        one = await run_size(options, products)
+        for backend, results in one.items():
+            report[backend if index == 0 else f"{backend}@{products}"] = results
+    return report
+
+
+async def run_size(options: argparse.Namespace, products: int) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    settings = {"products": products, "requests": options.requests, "warmup": 20}
     if "sqlite" in options.backends:
         with tempfile.TemporaryDirectory() as folder:
             url = f"sqlite+aiosqlite:///{Path(folder) / 'catalog.db'}"
@@ -330,23 +342,28 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        f"{'backend':<9} {'case':<17} {'p50 ms':>8} {'p95 ms':>8}",
+        f"{'backend':<17} {'case':<17} {'p50 ms':>8} {'p95 ms':>8}",
     ]
     for backend, results in report.items():
         for case, figures in results.items():
             if isinstance(figures, dict):
                 lines.append(
-                    f"{backend:<9} {case:<17} {figures['p50_ms']:>8} {figures['p95_ms']:>8}"
+                    f"{backend:<17} {case:<17} {figures['p50_ms']:>8} {figures['p95_ms']:>8}"
                 )
         lines.append(
-            f"{backend:<9} {'(load)':<17} {results['load_s']:>7}s for {results['products']}"
+            f"{backend:<17} {'(load)':<17} {results['load_s']:>7}s for {results['products']}"
         )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.catalog_search", description=__doc__)
-    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument(
+        "--products",
+        default=[100_000, 1_000_000],
+        type=lambda text: [int(n) for n in text.split(",") if n.strip()],
+        help="comma-separated catalog sizes, one case each (100000,1000000)",
+    )
     parser.add_argument("--requests", type=int, default=300, help="per case, after warm-up")
     parser.add_argument(
         "--backends",

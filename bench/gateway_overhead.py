@@ -36,7 +36,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.logging import configure_logging
 from common.service_runner import wait_for_stop_signal
-from common.telemetry import configure_tracing
+from common.telemetry import GATEWAY_LIBRARIES, configure_tracing
 from gateway.app import create_app
 from gateway.routes import discover_services
 from gateway.settings import GatewaySettings
@@ -810,6 +810,7 @@ def _speed_lines(cells: Sequence[Cell]) -> list[str]:
             f"{MODES[cell.mode]:<22} {cell.concurrency:>4} {cell.rps:>9,.0f} "
             f"{cell.p50_ms:>8.3f} {cell.p99_ms:>8.3f} {cell.errors:>6}"
             + (" *" if _load_saturated(cell) else "")
+            + ("  <- ERRORS: figures void" if cell.errors else "")
         )
     return lines
 
@@ -933,7 +934,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write("\n" + format_table(cells, options, body_size, export))
     write_json(cells, options, body_size, export)
     sys.stdout.write(f"\nwritten: {RESULTS_FILE.relative_to(ROOT)}\n")
+    failed = error_cells(cells)
+    if failed:
+        # A cell of errors (429s, 5xx, timeouts) measures the error path, not the gateway:
+        # its ratio is meaningless, so the run fails instead of printing it quietly.
+        sys.stderr.write(_error_banner(failed))
+        return 1
     return 0
+
+
+def error_cells(cells: Sequence[Cell]) -> list[Cell]:
+    """The cells with any failed request (transport errors or non-2xx answers)."""
+    return [cell for cell in cells if cell.errors]
+
+
+def _error_banner(failed: Sequence[Cell]) -> str:
+    rule = "!" * 78
+    lines = [
+        "",
+        rule,
+        f"gateway_overhead FAILED: {len(failed)} cell(s) had errors; their figures are void",
+        *(
+            f"  {MODES[cell.mode]} c={cell.concurrency}: {cell.errors} errors of "
+            f"{cell.requests} (see bench/results/gateway_overhead.*.log)"
+            for cell in failed
+        ),
+        rule,
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
@@ -958,7 +987,7 @@ def _child_main(argv: Sequence[str]) -> int:
         asyncio.run(serve_grpc())
     elif args.role == "serve-gateway":
         # As gateway.main does: the OTEL_* variables of the run decide whether it traces.
-        configure_tracing("gateway")
+        configure_tracing("gateway", GATEWAY_LIBRARIES)
         asyncio.run(serve_http(gateway_app(args.upstream), "bench-gateway"))
     elif args.role == "serve-sink":
         asyncio.run(serve_sink())

@@ -25,6 +25,7 @@ from common.descriptors import (
     is_map,
     message_type,
 )
+from common.proto_json_fast import Fallback, writer_for
 
 _T = FieldDescriptor
 _INT64_TYPES = frozenset(
@@ -57,7 +58,22 @@ class JsonMappingError(ValueError):
 
 
 def message_to_json(message: Message) -> Any:
-    """The message as a JSON value (usually a dict) in the contract's flavour of proto3 JSON."""
+    """The message as a JSON value (usually a dict) in the contract's flavour of proto3 JSON.
+
+    Through the compiled writer of its type when there is one (``proto_json_fast``, the same
+    output several times faster), else through json_format and the adjusting walk below.
+    """
+    write = writer_for(descriptor_of(message))
+    if write is not None:
+        try:
+            return write(message)
+        except Fallback:
+            pass
+    return slow_message_to_json(message)
+
+
+def slow_message_to_json(message: Message) -> Any:
+    """``message_to_json`` through json_format and the adjusting walk, for any message."""
     value = json_format.MessageToDict(
         message,
         preserving_proto_field_name=True,

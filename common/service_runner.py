@@ -31,7 +31,7 @@ from common.outbox_metrics import refresh_outbox_gauges
 from common.pagination import PageTokens
 from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
 from common.startup import exit_line
-from common.telemetry import configure_tracing, shutdown_tracing
+from common.telemetry import SERVICE_LIBRARIES, configure_tracing, shutdown_tracing
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 
@@ -167,7 +167,8 @@ async def run_service(
     # One id names this process in its log lines, its spans and its health-stream answers.
     instance_id = new_instance_id()
     configure_logging(spec.name, settings.log_level, instance=instance_id)
-    configure_tracing(spec.name, instance=instance_id)  # before anything it instruments opens
+    # Before anything it instruments is opened.
+    configure_tracing(spec.name, SERVICE_LIBRARIES, instance=instance_id)
     log = get_logger(__name__)
     database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
     try:

@@ -22,7 +22,7 @@ handles each record inside ``consumer_span(topic, headers)``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -103,8 +103,19 @@ def resource_for(
     return Resource.create(attributes).merge(Resource(ours))
 
 
-def configure_tracing(service: str, *, instance: str | None = None) -> None:
-    """Install tracing for this process under ``service`` (idempotent for one process)."""
+# What each process uses, so each instruments (and imports) only its own libraries: a service
+# has no use for the redis or aiohttp-server instrumentations (a redis import alone is ~60
+# modules held in every service's memory), the gateway none for asyncpg.
+GATEWAY_LIBRARIES = frozenset(("aiohttp_server", "grpc_client", "redis", "aiokafka"))
+SERVICE_LIBRARIES = frozenset(("grpc_server", "grpc_client", "asyncpg", "aiokafka"))
+ALL_LIBRARIES = GATEWAY_LIBRARIES | SERVICE_LIBRARIES
+
+
+def configure_tracing(
+    service: str, libraries: frozenset[str] = ALL_LIBRARIES, *, instance: str | None = None
+) -> None:
+    """Install tracing for this process under ``service`` (idempotent for one process), with
+    the instrumentations of ``libraries`` (names from ``ALL_LIBRARIES``)."""
     if tracing_disabled() or _configured:
         return
     _configured.append(service)
@@ -113,40 +124,75 @@ def configure_tracing(service: str, *, instance: str | None = None) -> None:
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    _instrument_libraries()
+    _instrument_libraries(libraries)
 
 
-def _instrument_libraries() -> None:
-    # Each patches its library's entry points (web.Application, grpc.aio.server and channels,
-    # asyncpg.connect, redis commands, aiokafka send/getone), so it runs before any of them
-    # is used. asyncpg, not SQLAlchemy: that instrumentation does not support SQLAlchemy 2.1.
-    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
-    from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
-    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-    from opentelemetry.instrumentation.grpc import (
-        GrpcAioInstrumentorClient,
-        GrpcAioInstrumentorServer,
-        filters,
-    )
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
+def _instrument_libraries(libraries: frozenset[str]) -> None:
+    from opentelemetry.instrumentation.grpc import filters
 
+    unknown = libraries - ALL_LIBRARIES
+    if unknown:
+        raise ValueError(f"no instrumentation for {sorted(unknown)}")
     # Health and reflection calls are probes, not work: untraced. It also keeps the
     # instrumentation's streaming interceptor off the long-lived health Watch streams, which
     # crashed the process when the server stopped under them.
     not_probes = filters.negate(
         filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
     )
-    # Three of the constructors lack annotations upstream.
-    for instrumentor in (
-        AioHttpServerInstrumentor(),
-        GrpcAioInstrumentorServer(filter_=not_probes),  # type: ignore[no-untyped-call]
-        GrpcAioInstrumentorClient(filter_=not_probes),  # type: ignore[no-untyped-call]
-        AsyncPGInstrumentor(),  # type: ignore[no-untyped-call]
-        RedisInstrumentor(),
-        AIOKafkaInstrumentor(),
-    ):
+    for name in sorted(libraries):
+        instrumentor = _INSTRUMENTORS[name](not_probes)
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()
+
+
+def _aiohttp_server(_filter: Any) -> Any:
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+    return AioHttpServerInstrumentor()
+
+
+def _grpc_server(filter_: Any) -> Any:
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
+
+    return GrpcAioInstrumentorServer(filter_=filter_)  # type: ignore[no-untyped-call]
+
+
+def _grpc_client(filter_: Any) -> Any:
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
+
+    return GrpcAioInstrumentorClient(filter_=filter_)  # type: ignore[no-untyped-call]
+
+
+def _asyncpg(_filter: Any) -> Any:
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    return AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+
+
+def _redis(_filter: Any) -> Any:
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    return RedisInstrumentor()
+
+
+def _aiokafka(_filter: Any) -> Any:
+    from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
+
+    return AIOKafkaInstrumentor()
+
+
+# Each patches its library's entry points (web.Application, grpc.aio.server and channels,
+# asyncpg.connect, redis commands, aiokafka send/getone), so it runs before any of them is used;
+# imported only when chosen. asyncpg, not SQLAlchemy: that instrumentation does not support
+# SQLAlchemy 2.1.
+_INSTRUMENTORS: dict[str, Callable[[Any], Any]] = {
+    "aiohttp_server": _aiohttp_server,
+    "grpc_server": _grpc_server,
+    "grpc_client": _grpc_client,
+    "asyncpg": _asyncpg,
+    "redis": _redis,
+    "aiokafka": _aiokafka,
+}
 
 
 def shutdown_tracing() -> None:

@@ -13,7 +13,6 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
-from gateway.access_log import access_log_middleware
 from gateway.asyncapi import build_asyncapi
 from gateway.auth import Authenticator
 from gateway.client_address import CLIENT_ADDRESSES_KEY, ClientAddresses
@@ -22,8 +21,8 @@ from gateway.http_policy import Cors, security_headers
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import (
     body_limit_middleware,
+    observing_middleware,
     problem_middleware,
-    request_id_middleware,
     stamp_request_id,
 )
 from gateway.openapi import as_openapi_30, build_openapi
@@ -109,12 +108,11 @@ def create_app(
     authenticator = Authenticator(TokenVerifier(key_source or jwks_cache(users)))
 
     app = web.Application(
-        # Outermost first: the id exists before anything logs; metrics see the final status,
-        # problem answers included; the size check runs before any handler reads the body.
+        # Outermost first: the id exists before anything logs; metrics and the access log see
+        # the final status, problem answers included; the size check runs before any handler
+        # reads the body.
         middlewares=[
-            request_id_middleware,
-            access_log_middleware,
-            metrics.middleware(),
+            observing_middleware(metrics),
             problem_middleware,
             cors.middleware(),
             body_limit_middleware(settings.max_body_bytes),

@@ -13,7 +13,7 @@ from common.logging import configure_logging, get_logger
 from common.service_runner import wait_for_stop_signal
 from common.settings import SERVICE_NAMES, load_settings
 from common.startup import exit_line
-from common.telemetry import configure_tracing, shutdown_tracing
+from common.telemetry import GATEWAY_LIBRARIES, configure_tracing, shutdown_tracing
 from gateway.app import METRICS_KEY, create_app, drain, runner_options
 from gateway.health import HealthRegistry, install_health_stream
 from gateway.health_routes import health_routes
@@ -30,7 +30,7 @@ async def serve(
     instance_id = new_instance_id()  # in its log lines, its spans and its consumer group
     configure_logging("gateway", settings.log_level, instance=instance_id)
     # Before create_app: it instruments web.Application.
-    configure_tracing("gateway", instance=instance_id)
+    configure_tracing("gateway", GATEWAY_LIBRARIES, instance=instance_id)
     log = get_logger(__name__)
     registry = HealthRegistry(
         SERVICE_NAMES,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_urldispatcher import AbstractRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -154,23 +152,6 @@ class GatewayMetrics:
     def observe_upstream(self, rpc: str, code: str, seconds: float) -> None:
         """Time one upstream call."""
         self.upstream_duration.labels(rpc, code).observe(seconds)
-
-    def middleware(self) -> Middleware:
-        """Times and counts every request, including problem answers made further in."""
-
-        @web.middleware
-        async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            start = time.perf_counter()
-            try:
-                response = await handler(request)
-            except web.HTTPException as error:
-                # Only redirects and the like get here: the problem middleware answers errors.
-                self.observe_request(request, error.status, time.perf_counter() - start)
-                raise
-            self.observe_request(request, response.status, time.perf_counter() - start)
-            return response
-
-        return metrics_middleware
 
     async def handle_metrics(self, _request: web.Request) -> web.Response:
         """``GET /metrics``: the Prometheus text exposition format."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from http import HTTPStatus
 
 import grpc
@@ -11,7 +12,9 @@ from structlog.contextvars import bound_contextvars
 
 from common.logging import get_logger
 from common.request_context import accept_request_id, request_id_var
+from gateway.access_log import log_request
 from gateway.client_address import client_address
+from gateway.metrics import GatewayMetrics
 from gateway.problems import ProblemError
 
 _log = get_logger(__name__)
@@ -52,18 +55,40 @@ def request_id(request: web.BaseRequest) -> str:
     return existing
 
 
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Put the request id in ``common.request_context``, and the client address in the log
-    context, for the logs of this request."""
-    # aiohttp serves the requests of one keep-alive connection in one task: reset, or the id
-    # would leak into the next request's log lines.
-    token = request_id_var.set(request_id(request))
-    try:
-        with bound_contextvars(client_address=client_address(request)):
-            return await handler(request)
-    finally:
-        request_id_var.reset(token)
+def observing_middleware(metrics: GatewayMetrics) -> Middleware:
+    """The outermost middleware: request id and client address in the log context, then the
+    request's metrics and access-log line once it is answered.
+
+    One middleware rather than three: each aiohttp middleware is a further coroutine and
+    partial per request, and these three wrap every request the same way.
+    """
+
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # aiohttp serves the requests of one keep-alive connection in one task: reset, or the
+        # id would leak into the next request's log lines.
+        token = request_id_var.set(request_id(request))
+        started = time.perf_counter()
+        status = 500
+        answered = False
+        try:
+            with bound_contextvars(client_address=client_address(request)):
+                try:
+                    response = await handler(request)
+                    status, answered = response.status, True
+                    return response
+                except web.HTTPException as answer:  # redirects and the like, as answers
+                    status, answered = answer.status, True
+                    raise
+                finally:
+                    seconds = time.perf_counter() - started
+                    if answered:  # problem answers included: the problem middleware is inside
+                        metrics.observe_request(request, status, seconds)
+                    log_request(request, status, seconds)
+        finally:
+            request_id_var.reset(token)
+
+    return observe
 
 
 async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:

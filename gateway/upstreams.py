@@ -138,6 +138,10 @@ class _Upstream:
     max_in_flight: int
     in_flight: int = 0
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    # (channel target, RPC path) -> its multicallable: built once, not on every call.
+    callables: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = field(
+        default_factory=dict
+    )
 
 
 class Upstreams:
@@ -228,6 +232,7 @@ class Upstreams:
         self._open = False
         for upstream in self._upstreams.values():
             channels, upstream.channels = upstream.channels, {}
+            upstream.callables.clear()
             for channel in channels.values():
                 await channel.close(grace)
 
@@ -264,6 +269,9 @@ class Upstreams:
 
     def _channel(self, upstream: _Upstream) -> grpc.aio.Channel:
         """The channel over the instances not reported DOWN (all of them if none is left)."""
+        return self._channel_and_target(upstream)[0]
+
+    def _channel_and_target(self, upstream: _Upstream) -> tuple[grpc.aio.Channel, str]:
         live = upstream.addresses
         if self._health is not None and len(live) > 1:
             down = self._health.down_instances(upstream.key) if self._health.broker_up() else ()
@@ -273,7 +281,7 @@ class Upstreams:
         if channel is None:
             channel = grpc.aio.insecure_channel(target, options=self._options)
             upstream.channels[target] = channel
-        return channel
+        return channel, target
 
     async def call(
         self,
@@ -312,12 +320,15 @@ class Upstreams:
                 reason=Reason.BULKHEAD_FULL,
             )
         rpc = route.rpc_path
-        channel = self._channel(upstream)
-        multicallable = channel.unary_unary(
-            rpc,
-            request_serializer=type(request).SerializeToString,
-            response_deserializer=GetMessageClass(route.method.output_type).FromString,
-        )
+        channel, target = self._channel_and_target(upstream)
+        multicallable = upstream.callables.get((target, rpc))
+        if multicallable is None:
+            multicallable = channel.unary_unary(
+                rpc,
+                request_serializer=type(request).SerializeToString,
+                response_deserializer=GetMessageClass(route.method.output_type).FromString,
+            )
+            upstream.callables[(target, rpc)] = multicallable
         upstream.in_flight += 1
         start = time.perf_counter()
         try:

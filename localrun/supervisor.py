@@ -26,7 +26,7 @@ from localrun.local_stack import AlreadyRunning, check_free, ensure_local_admin,
 
 # Local runs want a health stream that is UP within seconds (KAFKA.md); explicit settings win.
 LOCAL_KAFKA_DEFAULTS = {
-    "MC_KAFKA_FETCH_MAX_WAIT_MS": "10",
+    "MC_KAFKA_FETCH_MAX_WAIT_MS": "250",
     "MC_KAFKA_SESSION_TIMEOUT_S": "2",
     "MC_KAFKA_HEARTBEAT_INTERVAL_S": "0.5",
 }
