@@ -21,6 +21,7 @@ from payment_svc.saga import FAULT_POINTS
 from tests.support.checkout_stack import (
     APPROVED,
     DECLINED,
+    NO_CAPTURE,
     CheckoutStack,
     close_checkout_stack,
     open_checkout_stack,
@@ -66,9 +67,12 @@ async def restart_payment(shop: CheckoutStack, env: dict[str, str] | None = None
     await wait_for(serving, within=60, interval=0.2)
 
 
-# A declined card never reaches the steps after the authorization.
-CASES = [(point, APPROVED) for point in FAULT_POINTS] + [
-    (point, DECLINED) for point in FAULT_POINTS[: FAULT_POINTS.index("authorized_remote") + 1]
+# A declined card never reaches the steps after the authorization; a refused capture dies
+# between the capture and its compensation (void, release, FAILED recorded).
+CASES = [
+    *((point, APPROVED) for point in FAULT_POINTS),
+    *((point, DECLINED) for point in FAULT_POINTS[: FAULT_POINTS.index("authorized_remote") + 1]),
+    ("captured_remote", NO_CAPTURE),
 ]
 
 
@@ -99,3 +103,10 @@ async def test_a_crash_at_each_step_ends_confirmed_or_cleanly_failed_and_charged
     else:
         assert (available, reserved, charged) == (3, 0, 0), (crashed, order)
     assert (order["status"] == "ORDER_STATUS_CONFIRMED") == (number == APPROVED)
+    if number == NO_CAPTURE:
+        assert order["payment"]["status"] == "PAYMENT_STATUS_VOIDED"
+        assert await shop.operations_of(payment_id) == [
+            ("authorize", 1),
+            ("capture", 0),
+            ("void", 1),
+        ]
