@@ -165,8 +165,8 @@ bench: $(GENERATED)
 	$(PY) -m bench $(ARGS)
 
 # Mutation testing (mutmut, pinned in the dev lock): what is mutated and which tests run is in
-# [tool.mutmut] of pyproject.toml. Not part of `make test`: ~1900 mutants take about half an
-# hour on two cores. mutants/ is mutmut's working copy, rebuilt each run (a stale copy would
+# [tool.mutmut] of pyproject.toml. Not part of `make test`: ~1900 mutants take well over an
+# hour on two cores (911 of them took 28 min). mutants/ is mutmut's working copy, rebuilt each run (a stale copy would
 # keep old mutants). MUTANT_JOBS sets the parallel test runs.
 MUTANT_JOBS ?= 2
 

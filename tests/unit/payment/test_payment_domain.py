@@ -513,3 +513,49 @@ def test_an_order_total_adds_every_line_times_its_quantity() -> None:
     ]
 
     assert order_total(lines) == Money(800, "USD")
+
+
+# Found by `make mutants`: every edge of the IIN ranges and lengths, and a doubled 5 in Luhn.
+
+
+@pytest.mark.parametrize(
+    ("prefix", "length", "brand"),
+    [
+        *((("4", n, CardBrand.VISA) for n in (13, 16, 19))),
+        ("4", 14, CardBrand.UNKNOWN),
+        ("4", 20, CardBrand.UNKNOWN),
+        ("51", 16, CardBrand.MASTERCARD),
+        ("55", 16, CardBrand.MASTERCARD),
+        ("50", 16, CardBrand.UNKNOWN),
+        ("56", 16, CardBrand.UNKNOWN),
+        ("2221", 16, CardBrand.MASTERCARD),
+        ("2720", 16, CardBrand.MASTERCARD),
+        ("2220", 16, CardBrand.UNKNOWN),
+        ("2721", 16, CardBrand.UNKNOWN),
+        ("34", 15, CardBrand.AMEX),
+        ("37", 15, CardBrand.AMEX),
+        ("35", 15, CardBrand.UNKNOWN),
+        ("34", 16, CardBrand.UNKNOWN),
+        ("6011", 16, CardBrand.DISCOVER),
+        ("644", 16, CardBrand.DISCOVER),
+        ("649", 19, CardBrand.DISCOVER),
+        ("650", 16, CardBrand.DISCOVER),
+        ("66", 16, CardBrand.UNKNOWN),
+        ("622126", 16, CardBrand.DISCOVER),
+        ("622925", 16, CardBrand.DISCOVER),
+        ("622125", 16, CardBrand.UNKNOWN),
+        ("622926", 16, CardBrand.UNKNOWN),
+        ("6011", 20, CardBrand.UNKNOWN),
+        ("", 0, CardBrand.UNKNOWN),
+    ],
+)
+def test_the_brand_follows_the_iin_ranges_and_lengths_to_their_edges(
+    prefix: str, length: int, brand: CardBrand
+) -> None:
+    assert detect_brand(prefix.ljust(length, "0")) is brand
+
+
+def test_luhn_folds_a_doubled_digit_above_nine() -> None:
+    assert luhn_valid("5555555555554444")
+    assert not luhn_valid("5555555555554445")
+    assert luhn_valid("59")  # the 5 doubles to 10, folded to 1
