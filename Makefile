@@ -166,8 +166,8 @@ bench: $(GENERATED)
 
 # Mutation testing (mutmut, pinned in the dev lock): what is mutated and which tests run is in
 # [tool.mutmut] of pyproject.toml. Not part of `make test`: ~1900 mutants take well over an
-# hour on two cores (911 of them took 28 min). mutants/ is mutmut's working copy, rebuilt each run (a stale copy would
-# keep old mutants). MUTANT_JOBS sets the parallel test runs.
+# hour on two cores (911 of them took 28 min). mutants/ is mutmut's working copy, rebuilt each
+# run (a stale copy would keep old mutants). MUTANT_JOBS sets the parallel test runs.
 MUTANT_JOBS ?= 2
 
 mutants: $(GENERATED) $(TEST_GENERATED)

@@ -521,7 +521,7 @@ def test_an_order_total_adds_every_line_times_its_quantity() -> None:
 @pytest.mark.parametrize(
     ("prefix", "length", "brand"),
     [
-        *((("4", n, CardBrand.VISA) for n in (13, 16, 19))),
+        *(("4", n, CardBrand.VISA) for n in (13, 16, 19)),
         ("4", 14, CardBrand.UNKNOWN),
         ("4", 20, CardBrand.UNKNOWN),
         ("51", 16, CardBrand.MASTERCARD),
