@@ -99,10 +99,13 @@ async def test_a_token_from_another_issuer_or_for_another_audience_is_refused() 
     foreign_issuer = TokenSigner(KEY, kid=SIGNER.kid, issuer="someone-else")
     foreign_audience = TokenSigner(KEY, kid=SIGNER.kid, audience="another-api")
 
+    # Built here, not at import: mutation testing switches a mutant on after imports.
+    verifier = TokenVerifier(StaticKeys({SIGNER.kid: SIGNER.public_key}))
+
     with pytest.raises(Unauthenticated, match=r"(?i)issuer"):
-        await VERIFIER.verify(foreign_issuer.mint("user-7", []))
+        await verifier.verify(foreign_issuer.mint("user-7", []))
     with pytest.raises(Unauthenticated, match=r"(?i)audience"):
-        await VERIFIER.verify(foreign_audience.mint("user-7", []))
+        await verifier.verify(foreign_audience.mint("user-7", []))
 
 
 async def test_an_expired_token_is_refused_beyond_the_clock_skew_allowance() -> None:

@@ -118,5 +118,6 @@ async def test_a_reason_and_headers_reach_the_response_except_on_a_500() -> None
     assert response.headers["Retry-After"] == "3"
     assert response.text is not None
     assert json.loads(response.text)["reason"] == "PAYMENT_DECLINED"
+    assert json.loads(response.text)["request_id"] == "r-1"
     assert str(declined) == "the card was declined"
     assert "reason" not in internal.body("r-2")
