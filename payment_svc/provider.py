@@ -118,12 +118,17 @@ class ResilientProvider(PaymentProvider):
 
 
 # The sandbox card numbers of CONTRACT.md and how the sandbox answers them; any other valid
-# number is approved.
+# number is approved. "nocapture" authorizes but refuses the capture, the one way to reach the
+# saga's capture compensation (void, release, CAPTURE_FAILED) from outside.
 SANDBOX_BEHAVIOUR = {
     "4000000000000002": "declined",
     "4000000000009995": "insufficient",
     "4000000000000119": "processor",
+    "4000000000000341": "nocapture",
 }
+
+# An authorization of a "nocapture" card carries this prefix: capture only sees the reference.
+_NO_CAPTURE_PREFIX = "sbx_nocapture_"
 
 sandbox_ledger = Table(
     "payment_sandbox_ledger",
@@ -170,10 +175,15 @@ class SandboxProvider(PaymentProvider):
             "declined": FailureReason.CARD_DECLINED,
             "insufficient": FailureReason.INSUFFICIENT_FUNDS,
         }.get(behaviour)
-        return await self._record(key, "authorize", amount.amount, failure)
+        prefix = _NO_CAPTURE_PREFIX if behaviour == "nocapture" else "sbx_"
+        return await self._record(key, "authorize", amount.amount, failure, prefix=prefix)
 
     async def capture(self, key: str, authorization: str, amount: Money) -> ProviderResult:
-        return await self._record(key, "capture", amount.amount, None)
+        # Refused for good (not a processor error): retrying the capture cannot help.
+        failure = (
+            FailureReason.CARD_DECLINED if authorization.startswith(_NO_CAPTURE_PREFIX) else None
+        )
+        return await self._record(key, "capture", amount.amount, failure)
 
     async def void(self, key: str, authorization: str) -> ProviderResult:
         return await self._record(key, "void", 0, None)
@@ -182,7 +192,13 @@ class SandboxProvider(PaymentProvider):
         return await self._record(key, "refund", amount.amount, None)
 
     async def _record(
-        self, key: str, operation: str, amount: int, failure: FailureReason | None
+        self,
+        key: str,
+        operation: str,
+        amount: int,
+        failure: FailureReason | None,
+        *,
+        prefix: str = "sbx_",
     ) -> ProviderResult:
         async with self._database.session() as session:
             await session.execute(
@@ -192,7 +208,7 @@ class SandboxProvider(PaymentProvider):
                     operation=operation,
                     amount=amount,
                     approved=int(failure is None),
-                    reference=f"sbx_{uuid.uuid4().hex}",
+                    reference=f"{prefix}{uuid.uuid4().hex}",
                     failure=failure.value if failure else None,
                     create_time=now(),
                 )

@@ -237,7 +237,9 @@ class Payments:
         """
         owner = domain.orders_listed_for(caller, user_filter)
         limit = page_size(requested_size)
-        bound_to = fingerprint("ListOrders", {"user_id": user_filter, "order_by": "-create_time"})
+        # Bound to whose orders are listed, not to the filter as written: an empty filter means
+        # "mine", so one customer's token must not page through another customer's listing.
+        bound_to = fingerprint("ListOrders", {"user_id": owner or "-", "order_by": "-create_time"})
         after = self._page_tokens.read(page_token, bound_to, key_length=2)
         cursor = (from_micros(int(after[0])), after[1]) if after else None
         async with self._store.reading() as uow:

@@ -19,6 +19,7 @@ import pytest_asyncio
 from localrun.broker import EmbeddedBroker
 from tests.support.checkout_stack import (
     DECLINED,
+    NO_CAPTURE,
     NO_FUNDS,
     SANDBOX_NUMBERS,
     CheckoutStack,
@@ -68,6 +69,37 @@ async def test_a_declined_card_answers_402_and_the_stock_is_released(
 
     assert answer.status == 402, answer
     assert await shop.stock(product) == (5, 0)
+
+
+async def test_a_refused_capture_answers_409_voids_releases_and_publishes_in_order(
+    shop: CheckoutStack, broker: EmbeddedBroker
+) -> None:
+    buyer = await shop.new_customer()
+    product = await shop.new_product(stock=5)
+
+    answer = await shop.checkout(buyer, [(product, 2)], number=NO_CAPTURE)
+
+    assert answer.status == 409, answer
+    assert answer.body["reason"] == "CAPTURE_FAILED"
+    [order] = await shop.my_orders(buyer)
+    assert order["status"] == "ORDER_STATUS_FAILED"
+    assert order["payment"]["status"] == "PAYMENT_STATUS_VOIDED"
+    assert await shop.stock(product) == (5, 0)
+    assert await shop.operations_of(order["payment"]["id"]) == [
+        ("authorize", 1),
+        ("capture", 0),
+        ("void", 1),
+    ]
+    events = await checkout_events(broker.bootstrap, {order["id"]}, expected=4)
+    types = [e["type"] for e in events]
+    assert [t for t in types if ".order." in t] == [
+        "microcommerce.order.placed",
+        "microcommerce.order.failed",
+    ]
+    assert [t for t in types if ".payment." in t] == [
+        "microcommerce.payment.authorized",
+        "microcommerce.payment.voided",
+    ]
 
 
 async def test_not_enough_stock_answers_409_and_nothing_is_charged(shop: CheckoutStack) -> None:

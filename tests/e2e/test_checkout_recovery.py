@@ -21,6 +21,7 @@ from payment_svc.saga import FAULT_POINTS
 from tests.support.checkout_stack import (
     APPROVED,
     DECLINED,
+    NO_CAPTURE,
     CheckoutStack,
     close_checkout_stack,
     open_checkout_stack,
@@ -38,6 +39,15 @@ TRAIL_CONFIRMED = [
     "CONFIRMED",
 ]
 TRAIL_DECLINED = ["PLACED", "STOCK_RESERVED", "PAYMENT_FAILED", "FAILED"]
+# A refused capture: authorized, then voided, then failed; never captured.
+TRAIL_NO_CAPTURE = [
+    "PLACED",
+    "STOCK_RESERVED",
+    "PAYMENT_AUTHORIZED",
+    "PAYMENT_VOIDED",
+    "FAILED",
+]
+TRAILS = {APPROVED: TRAIL_CONFIRMED, NO_CAPTURE: TRAIL_NO_CAPTURE}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -74,9 +84,12 @@ async def restart_payment(shop: CheckoutStack, env: dict[str, str] | None = None
     await wait_for(serving, within=60, interval=0.2)
 
 
-# A declined card never reaches the steps after the authorization.
-CASES = [(point, APPROVED) for point in FAULT_POINTS] + [
-    (point, DECLINED) for point in FAULT_POINTS[: FAULT_POINTS.index("authorized_remote") + 1]
+# A declined card never reaches the steps after the authorization; a refused capture dies
+# between the capture and its compensation (void, release, FAILED recorded).
+CASES = [
+    *((point, APPROVED) for point in FAULT_POINTS),
+    *((point, DECLINED) for point in FAULT_POINTS[: FAULT_POINTS.index("authorized_remote") + 1]),
+    ("captured_remote", NO_CAPTURE),
 ]
 
 
@@ -114,6 +127,13 @@ async def test_a_crash_at_each_step_ends_confirmed_or_cleanly_failed_and_charged
     assert history.status == 200, history
     changes = history.body["changes"]
     assert [c["kind"].removeprefix("ORDER_CHANGE_KIND_") for c in changes] == (
-        TRAIL_CONFIRMED if number == APPROVED else TRAIL_DECLINED
+        TRAILS.get(number, TRAIL_DECLINED)
     )
     assert len({c["id"] for c in changes}) == len(changes)
+    if number == NO_CAPTURE:
+        assert order["payment"]["status"] == "PAYMENT_STATUS_VOIDED"
+        assert await shop.operations_of(payment_id) == [
+            ("authorize", 1),
+            ("capture", 0),
+            ("void", 1),
+        ]

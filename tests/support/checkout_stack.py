@@ -28,7 +28,8 @@ APPROVED = "4242424242424242"
 DECLINED = "4000000000000002"
 NO_FUNDS = "4000000000009995"
 PROCESSOR_ERROR = "4000000000000119"
-SANDBOX_NUMBERS = (APPROVED, DECLINED, NO_FUNDS, PROCESSOR_ERROR)
+NO_CAPTURE = "4000000000000341"  # authorized, then the capture is refused
+SANDBOX_NUMBERS = (APPROVED, DECLINED, NO_FUNDS, PROCESSOR_ERROR, NO_CAPTURE)
 
 ADMIN_EMAIL = "checkout-admin@example.com"
 
@@ -204,6 +205,14 @@ class CheckoutStack:
         finally:
             await database.dispose()
         return [(str(k), str(o), int(a)) for k, o, a in rows]
+
+    async def operations_of(self, payment_id: str) -> list[tuple[str, int]]:
+        """(operation, approved) of the sandbox calls made for one payment."""
+        return sorted(
+            (operation, approved)
+            for key, operation, approved in await self.sandbox_ledger()
+            if key.startswith(f"{payment_id}:")
+        )
 
     async def captures_of(self, payment_id: str) -> int:
         return sum(

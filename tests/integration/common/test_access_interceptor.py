@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.access import AccessInterceptor
 from common.grpc_server import Service, create_server
@@ -21,6 +22,15 @@ from tests.support.widget_service import WIDGET_SERVICE, WidgetServicer
 class Served:
     servicer: WidgetServicer
     stub: widgets_pb2_grpc.WidgetServiceAsyncStub
+    channel: grpc.aio.Channel
+
+
+# A method served by a handler the descriptor pool does not know: it declares no access at all.
+UNDECLARED = "/microcommerce.nowhere.v1.Hidden/Peek"
+
+
+async def _peek(request: bytes, context: object) -> bytes:
+    return b"secret"
 
 
 @pytest.fixture
@@ -37,9 +47,17 @@ async def served() -> AsyncIterator[Served]:
         address="127.0.0.1:0",
         interceptors=[AccessInterceptor(TokenVerifier(KEYS))],
     )
+    running.server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "microcommerce.nowhere.v1.Hidden",
+                {"Peek": grpc.unary_unary_rpc_method_handler(_peek)},
+            ),
+        )
+    )
     await running.server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        yield Served(servicer, widgets_pb2_grpc.WidgetServiceStub(channel))
+        yield Served(servicer, widgets_pb2_grpc.WidgetServiceStub(channel), channel)
     servicer.release.set()
     await running.server.stop(None)
 
@@ -162,3 +180,24 @@ def _token(kind: str) -> str:
         "admin": admin_token(),
         "service": service_token(),
     }[kind]
+
+
+# Found by `make mutants`: the two ends of the access table, infrastructure and the undeclared.
+
+
+async def test_the_standard_health_check_needs_no_token(served: Served) -> None:
+    health = health_pb2_grpc.HealthStub(served.channel)
+
+    answer = await health.Check(health_pb2.HealthCheckRequest())
+
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_method_declaring_no_access_is_refused_even_to_an_admin(served: Served) -> None:
+    peek = served.channel.unary_unary(
+        UNDECLARED, request_serializer=None, response_deserializer=None
+    )
+
+    code = await _code_of(peek(b"", metadata=_auth(admin_token())))
+
+    assert code is grpc.StatusCode.PERMISSION_DENIED

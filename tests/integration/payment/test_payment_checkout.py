@@ -46,6 +46,7 @@ APPROVED = "4242424242424242"
 DECLINED = "4000000000000002"
 NO_FUNDS = "4000000000009995"
 PROCESSOR_ERROR = "4000000000000119"
+NO_CAPTURE = "4000000000000341"  # authorized, then the capture is refused
 
 
 def card(number: str = APPROVED) -> CardInput:
@@ -99,6 +100,17 @@ async def captures(database: Database, payment_id: str) -> int:
             .where(sandbox_ledger.c.key == f"{payment_id}:capture", sandbox_ledger.c.approved == 1)
         )
     return int(count or 0)
+
+
+async def ledger_of(database: Database, payment_id: str) -> list[tuple[str, bool]]:
+    """(operation, approved) of every provider call made for the payment, in key order."""
+    async with database.session() as session:
+        rows = await session.execute(
+            select(sandbox_ledger.c.operation, sandbox_ledger.c.approved)
+            .where(sandbox_ledger.c.key.startswith(f"{payment_id}:"))
+            .order_by(sandbox_ledger.c.create_time)
+        )
+        return [(str(operation), bool(approved)) for operation, approved in rows]
 
 
 async def events_of(database: Database, order_id: str) -> list[str]:
@@ -174,6 +186,45 @@ async def test_a_processor_error_is_retried_then_fails_unavailable_with_nothing_
     assert order.status is OrderStatus.FAILED
     assert inventory.available[item] == 5
     assert await captures(payment_db, paid(order).id) == 0
+
+
+async def assert_capture_failed_cleanly(
+    payments: Payments, inventory: FakeInventory, database: Database, caller: Caller, item: str
+) -> None:
+    """The end a refused capture must reach: FAILED, voided, stock back, nothing captured."""
+    [order], _ = await payments.list_orders(caller, "", 10, "")
+    assert (order.status, order.failure_reason) == (OrderStatus.FAILED, "CAPTURE_FAILED")
+    assert paid(order).status is PaymentStatus.VOIDED
+    assert (inventory.status(order.id), inventory.available[item], inventory.sold(item)) == (
+        "RELEASED",
+        4,
+        0,
+    )
+    assert await ledger_of(database, paid(order).id) == [
+        ("authorize", True),
+        ("capture", False),
+        ("void", True),
+    ]
+    assert await events_of(database, order.id) == [
+        "microcommerce.order.placed",
+        "microcommerce.payment.authorized",
+        "microcommerce.payment.voided",
+        "microcommerce.order.failed",
+    ]
+    assert (await last_event_data(database, order.id))["reason"] == "CAPTURE_FAILED"
+
+
+async def test_a_refused_capture_voids_the_authorization_releases_the_stock_and_fails(
+    payments: Payments, inventory: FakeInventory, payment_db: Database
+) -> None:
+    item = product(inventory, stock=4)
+    caller = new_user()
+
+    with pytest.raises(Aborted) as raised:
+        await checkout(payments, caller, [RequestedItem(item, 1)], NO_CAPTURE)
+
+    assert raised.value.reason == "CAPTURE_FAILED"
+    await assert_capture_failed_cleanly(payments, inventory, payment_db, caller, item)
 
 
 async def test_not_enough_stock_aborts_with_out_of_stock_and_charges_nothing(
@@ -478,6 +529,40 @@ async def test_a_crash_at_any_step_is_recovered_to_a_clean_end_charged_at_most_o
     else:
         assert (charged, inventory.sold(item), inventory.available[item]) == (0, 0, 4)
     assert (number == APPROVED) == (order.status is OrderStatus.CONFIRMED)
+
+
+# Every step a refused capture passes; "captured_remote" is the crash between the refused
+# capture and its compensation (void, release, FAILED recorded).
+NO_CAPTURE_POINTS = FAULT_POINTS[: FAULT_POINTS.index("captured_remote") + 1]
+
+
+@pytest.mark.parametrize("point", NO_CAPTURE_POINTS)
+async def test_a_crash_around_a_refused_capture_recovers_to_the_same_compensated_end(
+    payment_db: Database, inventory: FakeInventory, point: str
+) -> None:
+    store = PaymentStore(payment_db, Outbox("payment"))
+    provider = ResilientProvider(SandboxProvider(payment_db), backoff_s=0.001)
+    reached: list[str] = []
+
+    def crash_at(step: str) -> None:
+        reached.append(step)
+        if step == point:
+            raise Crash(point)
+
+    def use_cases(fault: Callable[[str], None]) -> Payments:
+        saga = CheckoutSaga(store, inventory, provider, fault=fault, inventory_backoff_s=0.001)
+        return Payments(store, saga, provider, policy=PaymentPolicy(recovery_grace_s=0))
+
+    item = product(inventory, stock=4)
+    caller = new_user()
+    with pytest.raises(Crash):
+        await checkout(use_cases(crash_at), caller, [RequestedItem(item, 1)], NO_CAPTURE)
+    assert reached[-1] == point
+
+    restarted = use_cases(no_faults)
+    await restarted.recover_once()
+
+    await assert_capture_failed_cleanly(restarted, inventory, payment_db, caller, item)
 
 
 async def test_a_key_past_its_retention_starts_a_new_checkout(

@@ -18,6 +18,8 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from sqlalchemy import select
 
 from common.db import Database
@@ -131,6 +133,20 @@ class Rig:
         except subprocess.TimeoutExpired:  # a slow graceful stop must not leave it running
             self.payment.kill()
 
+    async def ledger_operations(self, payment_id: str) -> list[str]:
+        """Every provider call made for the payment, in the order it was made."""
+        database = Database.from_url(f"sqlite+aiosqlite:///{self.data_dir / 'payment.db'}")
+        try:
+            async with database.session() as session:
+                operations = await session.scalars(
+                    select(sandbox_ledger.c.operation)
+                    .where(sandbox_ledger.c.key.startswith(f"{payment_id}:"))
+                    .order_by(sandbox_ledger.c.create_time)
+                )
+                return list(operations)
+        finally:
+            await database.dispose()
+
     async def ledger_captures(self) -> list[str]:
         database = Database.from_url(f"sqlite+aiosqlite:///{self.data_dir / 'payment.db'}")
         try:
@@ -205,10 +221,20 @@ def checkout_request(product_id: str, number: str) -> pb.CreateOrderRequest:
     )
 
 
-CASES = [(point, "4242424242424242") for point in FAULT_POINTS] + [
-    (point, "4000000000000002")
-    for point in FAULT_POINTS[: FAULT_POINTS.index("authorized_remote") + 1]
+APPROVED = "4242424242424242"
+DECLINED = "4000000000000002"
+NO_CAPTURE = "4000000000000341"  # authorized, then the capture is refused
+
+# A declined card never reaches the steps after the authorization; a refused capture is
+# killed between the capture and its compensation (void, release, FAILED recorded).
+CASES = [
+    *((point, APPROVED) for point in FAULT_POINTS),
+    *((point, DECLINED) for point in FAULT_POINTS[: FAULT_POINTS.index("authorized_remote") + 1]),
+    ("payment_authorized", NO_CAPTURE),
+    ("captured_remote", NO_CAPTURE),
 ]
+# What a client's retry with the same key answers after a card's failed checkout.
+REPLAYED_ERROR = {DECLINED: "PAYMENT_DECLINED", NO_CAPTURE: "CAPTURE_FAILED"}
 
 
 @pytest.mark.parametrize(("point", "number"), CASES)
@@ -243,7 +269,7 @@ async def test_a_killed_payment_process_recovers_the_order_on_restart(
         replay = await _replay(stub, number, metadata)
 
     captures = [k for k in await rig.ledger_captures() if k.startswith(order.payment.id)]
-    if number == "4242424242424242":
+    if number == APPROVED:
         assert order.status == pb.ORDER_STATUS_CONFIRMED
         assert (len(captures), rig.inventory.sold("p-1"), rig.inventory.available["p-1"]) == (
             1,
@@ -254,7 +280,11 @@ async def test_a_killed_payment_process_recovers_the_order_on_restart(
     else:
         assert order.status == pb.ORDER_STATUS_FAILED
         assert (captures, rig.inventory.available["p-1"]) == ([], 3)
-        assert replay == "PAYMENT_DECLINED"
+        assert rig.inventory.status(order.id) == "RELEASED"
+        assert replay == REPLAYED_ERROR[number]
+    if number == NO_CAPTURE:
+        assert order.payment.status == pb.PAYMENT_STATUS_VOIDED
+        assert await rig.ledger_operations(order.payment.id) == ["authorize", "capture", "void"]
 
 
 async def _replay(
@@ -263,8 +293,56 @@ async def _replay(
     try:
         order = await stub.CreateOrder(checkout_request("p-1", number), metadata=metadata)
     except grpc.aio.AioRpcError as error:
-        return "PAYMENT_DECLINED" if error.code() is grpc.StatusCode.FAILED_PRECONDITION else ""
+        return error_reason(error)
     return str(order.id)
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a gRPC error's rich status ("" when it has none)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status else []:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return ""
+
+
+async def test_a_refused_capture_is_aborted_voided_released_and_its_events_follow_in_order(
+    rig: Rig, broker: EmbeddedBroker
+) -> None:
+    rig.inventory.add_product("p-1", 3, 1500)
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    metadata = (("authorization", f"Bearer {customer_token(user)}"), ("idempotency-key", "k"))
+    rig.start_payment()
+
+    async with grpc.aio.insecure_channel(rig.address) as channel:
+        await channel.channel_ready()
+        stub = order_service_pb2_grpc.OrderServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.CreateOrder(checkout_request("p-1", NO_CAPTURE), metadata=metadata)
+        [order] = (await stub.ListOrders(pb.ListOrdersRequest(), metadata=metadata[:1])).orders
+
+    assert raised.value.code() is grpc.StatusCode.ABORTED
+    assert error_reason(raised.value) == "CAPTURE_FAILED"
+    assert (order.status, order.payment.status) == (
+        pb.ORDER_STATUS_FAILED,
+        pb.PAYMENT_STATUS_VOIDED,
+    )
+    assert (rig.inventory.status(order.id), rig.inventory.available["p-1"]) == ("RELEASED", 3)
+    assert await rig.ledger_operations(order.payment.id) == ["authorize", "capture", "void"]
+    assert await rig.ledger_captures() == []
+    events = await checkout_events(broker.bootstrap, {order.id}, expected=4)
+    # Each topic keeps its own order; the two topics are read interleaved.
+    assert [e["type"] for e in events if ".order." in e["type"]] == [
+        "microcommerce.order.placed",
+        "microcommerce.order.failed",
+    ]
+    assert [e["type"] for e in events if ".payment." in e["type"]] == [
+        "microcommerce.payment.authorized",
+        "microcommerce.payment.voided",
+    ]
+    [failed] = [e for e in events if e["type"] == "microcommerce.order.failed"]
+    assert failed["data"]["reason"] == "CAPTURE_FAILED"
 
 
 async def test_checkouts_succeed_with_kafka_frozen_and_every_event_follows_in_order(

@@ -7,20 +7,26 @@ the access interceptor, the error mapping (402, 409, 400, 422), the database and
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import traceback
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web import Application, Request
 
 from common.access import AccessInterceptor
 from common.db import Database
 from common.grpc_server import Service, create_server
+from common.logging import get_logger
 from common.migrations import script_location_of, upgrade_to_head
 from common.outbox import Outbox
 from common.tokens import TokenVerifier
@@ -35,7 +41,13 @@ from payment_svc.store import PaymentStore
 from tests.support.payment_fakes import FakeInventory
 from tests.support.tokens import KEYS, admin_token, bearer, customer_token
 
-SANDBOX = ("4242424242424242", "4000000000000002", "4000000000009995", "4000000000000119")
+SANDBOX = (
+    "4242424242424242",
+    "4000000000000002",
+    "4000000000009995",
+    "4000000000000119",
+    "4000000000000341",
+)
 Client = TestClient[Request, Application]
 
 
@@ -140,6 +152,24 @@ async def test_a_declined_card_answers_402_and_releases_the_stock(
 
     assert status == 402, problem
     assert inventory.available[item] == 3
+
+
+async def test_a_refused_capture_answers_409_capture_failed_and_releases_the_stock(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    item = stocked(inventory, stock=3)
+
+    status, problem = await place(client, body(item, "4000000000000341"), user=user)
+
+    assert status == 409, problem
+    assert (problem["code"], problem["reason"]) == ("ABORTED", "CAPTURE_FAILED")
+    assert inventory.available[item] == 3
+    listed = await (await client.get("/api/v1/orders", headers=bearer(customer_token(user)))).json()
+    [order] = listed["orders"]
+    assert order["status"] == "ORDER_STATUS_FAILED"
+    assert order["payment"]["status"] == "PAYMENT_STATUS_VOIDED"
 
 
 async def test_not_enough_stock_answers_409(rest: tuple[Client, FakeInventory, Path]) -> None:
@@ -426,6 +456,123 @@ async def test_a_token_replayed_with_another_user_id_is_a_400_naming_page_token(
 
     assert response.status == 400, problem
     assert "page_token" in str(problem)
+
+
+async def test_a_customers_token_replayed_by_another_customer_is_a_400_naming_page_token(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    owner, other = (f"user-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    item = stocked(inventory, stock=5)
+    for user in (owner, owner, other, other):
+        await place(client, body(item), user=user)
+    listed = await (
+        await client.get(
+            "/api/v1/orders", params={"page_size": "1"}, headers=bearer(customer_token(owner))
+        )
+    ).json()
+
+    # Both requests say "my orders" (no user_id): the token is bound to whose orders they are.
+    response = await client.get(
+        "/api/v1/orders",
+        params={"page_size": "1", "page_token": listed["next_page_token"]},
+        headers=bearer(customer_token(other)),
+    )
+    problem = await response.json()
+
+    assert response.status == 400, problem
+    assert "page_token" in str(problem)
+
+
+@contextmanager
+def every_log_call() -> Iterator[list[dict[str, Any]]]:
+    """Every log call as the code made it, before any processor (the card scrubber included).
+
+    structlog calls are captured as their event dicts (``capture_logs`` replaces the whole
+    processor chain); standard-library records at any level by a handler that reads the raw
+    message, arguments and extras before a filter or formatter touches them.
+    """
+    calls: list[dict[str, Any]] = []
+
+    class Raw(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            fields = {k: v for k, v in vars(record).items() if k not in _RECORD_BOOKKEEPING}
+            if record.exc_info:
+                fields["exc_info"] = "".join(traceback.format_exception(*record.exc_info))
+            calls.append(fields)
+
+    root = logging.getLogger()
+    handler, level = Raw(logging.DEBUG), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        with structlog.testing.capture_logs() as structured:
+            yield calls
+            calls.extend(dict(call) for call in structured)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+# LogRecord attributes that are about the call site, never the caller's data.
+_RECORD_BOOKKEEPING = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+_RECORD_BOOKKEEPING = _RECORD_BOOKKEEPING - {"msg", "args", "exc_info", "stack_info"}
+CVC = "738"  # distinctive enough to search for
+
+
+def card_data_in(calls: list[dict[str, Any]], numbers: tuple[str, ...]) -> list[str]:
+    """Each field of a log call that holds a card number (in any grouping) or the CVC."""
+    leaks = []
+    for call in calls:
+        for key, value in call.items():
+            text = value if isinstance(value, str) else repr(value)
+            compact = re.sub(r"[ -]", "", text)
+            if any(number in compact for number in numbers):
+                leaks.append(f"{call.get('event', call.get('msg'))}: {key} holds a card number")
+            holds_cvc = "cvc" in key.lower() or "cvv" in key.lower() or value in (CVC, int(CVC))
+            if holds_cvc or re.search(rf"cv[cv]\W{{0,6}}{CVC}", text, re.IGNORECASE):
+                leaks.append(f"{call.get('event', call.get('msg'))}: {key} holds the CVC")
+    return leaks
+
+
+async def test_no_log_call_is_handed_a_card_number_or_cvc(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    # The scrubber in common/logging.py would mask a number on its way out; this catches the
+    # attempt itself, before the scrubber runs.
+    client, inventory, _ = rest
+    item = stocked(inventory, stock=10)
+    cases: list[tuple[str, dict[str, Any], int]] = [
+        ("4242424242424242", {}, 201),  # approved
+        ("4000000000000002", {}, 402),  # declined
+        ("4000000000000341", {}, 409),  # authorized, capture refused
+        ("4242424242424241", {}, 400),  # fails Luhn
+        ("5555555555554444", {"cvc": "7"}, 400),  # CVC too short
+        ("5555555555554444", {"exp_year": 2020}, 400),  # expired
+    ]
+
+    with every_log_call() as calls:
+        for number, change, expected in cases:
+            payload = body(item, number)
+            payload["payment_method"]["card"].update({"cvc": CVC, **change})
+            status, answer = await place(client, payload)
+            assert status == expected, answer
+
+    assert calls  # the checkouts were logged at all
+    assert card_data_in(calls, tuple(number for number, _, _ in cases)) == []
+
+
+async def test_the_log_check_itself_sees_a_card_number_handed_to_a_logger() -> None:
+    with every_log_call() as calls:
+        get_logger("test").info("careless", card="4242 4242 4242 4242", code=CVC)
+        logging.getLogger("test").warning("card %s", "4000000000000002")
+
+    leaks = card_data_in(calls, ("4242424242424242", "4000000000000002"))
+    assert {
+        "careless: card holds a card number",
+        "careless: code holds the CVC",
+        "card %s: args holds a card number",
+    } <= set(leaks)
 
 
 async def test_no_card_number_reaches_the_database_file(

@@ -128,6 +128,53 @@ async def test_a_product_token_replayed_with_another_filter_is_refused(
     assert violated_field(refused.value) == "page_token"
 
 
+# ListProducts over REST: one valid request setting every filter, and another value for each.
+EVERY_FILTER = {
+    "q": "item",
+    "min_price": "0",
+    "max_price": "100",
+    "in_stock": "true",
+    "order_by": "price",
+}
+ANOTHER_VALUE = {
+    "q": "widget",
+    "category_id": "",  # filled in with a second category
+    "min_price": "1",
+    "max_price": "99",
+    "in_stock": "false",
+    "order_by": "-price",
+}
+
+
+def test_every_list_products_filter_has_a_replay_case() -> None:
+    filters = {
+        field.name
+        for field in pb.ListProductsRequest.DESCRIPTOR.fields
+        if field.name not in ("page_size", "page_token")
+    }
+    assert set(ANOTHER_VALUE) == filters
+
+
+@pytest.mark.parametrize("changed", sorted(ANOTHER_VALUE))
+async def test_a_product_token_replayed_over_rest_with_any_other_filter_value_is_a_400(
+    rest: Client, clients: Clients, catalog: Catalog, changed: str
+) -> None:
+    category, other = await clients.category(), await clients.category()
+    await many_products(catalog, category.id, 3)
+    params = {**EVERY_FILTER, "category_id": category.id, "page_size": "1"}
+    first = await rest.get("/api/v1/products", params=params)
+    token = (await first.json()).get("next_page_token")
+    assert first.status == 200, await first.text()
+    assert token
+    replayed = {**params, changed: ANOTHER_VALUE[changed] or other.id, "page_token": token}
+
+    response = await rest.get("/api/v1/products", params=replayed)
+    problem = await response.json()
+
+    assert response.status == 400, problem
+    assert [v["field"] for v in problem["field_violations"]] == ["page_token"]
+
+
 async def test_a_price_history_token_replayed_for_another_product_is_refused(
     clients: Clients, catalog: Catalog
 ) -> None:

@@ -99,10 +99,13 @@ async def test_a_token_from_another_issuer_or_for_another_audience_is_refused() 
     foreign_issuer = TokenSigner(KEY, kid=SIGNER.kid, issuer="someone-else")
     foreign_audience = TokenSigner(KEY, kid=SIGNER.kid, audience="another-api")
 
+    # Built here, not at import: mutation testing switches a mutant on after imports.
+    verifier = TokenVerifier(StaticKeys({SIGNER.kid: SIGNER.public_key}))
+
     with pytest.raises(Unauthenticated, match=r"(?i)issuer"):
-        await VERIFIER.verify(foreign_issuer.mint("user-7", []))
+        await verifier.verify(foreign_issuer.mint("user-7", []))
     with pytest.raises(Unauthenticated, match=r"(?i)audience"):
-        await VERIFIER.verify(foreign_audience.mint("user-7", []))
+        await verifier.verify(foreign_audience.mint("user-7", []))
 
 
 async def test_an_expired_token_is_refused_beyond_the_clock_skew_allowance() -> None:
@@ -259,3 +262,79 @@ def test_the_bearer_token_is_read_from_the_authorization_header(
     header: str | None, token: str | None
 ) -> None:
     assert bearer_token(header) == token
+
+
+# Found by `make mutants`: each test below kills mutants that survived the ones above.
+
+
+async def test_every_claim_of_a_verified_token_reaches_the_principal() -> None:
+    issued = datetime.now(UTC).replace(microsecond=0)
+    token = SIGNER.mint("user-7", [ROLE_CUSTOMER], now=issued, extra_claims={"sid": "s-1"})
+    claims = jwt.decode(token, options={"verify_signature": False})
+
+    principal = await TokenVerifier(StaticKeys({SIGNER.kid: SIGNER.public_key})).verify(token)
+
+    assert principal.token_id == claims["jti"]
+    assert principal.session_id == "s-1"
+    assert principal.expires_at == issued + timedelta(minutes=15)
+    assert principal.expires_at.tzinfo is UTC
+
+
+async def test_roles_that_are_not_a_list_of_strings_are_refused() -> None:
+    for roles in ("admin", [ROLE_ADMIN, 7]):
+        forged = SIGNER.mint("user-7", [], extra_claims={"roles": roles})
+        with pytest.raises(Unauthenticated):
+            await VERIFIER.verify(forged)
+
+
+async def test_a_remembered_token_is_refused_once_its_key_is_withdrawn() -> None:
+    keys = StaticKeys({SIGNER.kid: SIGNER.public_key})
+    verifier = TokenVerifier(keys)
+    token = SIGNER.mint("user-7", [ROLE_CUSTOMER])
+    await verifier.verify(token)
+
+    del keys.keys[SIGNER.kid]
+
+    with pytest.raises(Unauthenticated):
+        await verifier.verify(token)
+
+
+def test_a_published_key_says_its_algorithm_and_use() -> None:
+    jwk = public_jwk(SIGNER.public_key, kid=SIGNER.kid)
+
+    assert (jwk["kid"], jwk["alg"], jwk["use"], jwk["kty"]) == (SIGNER.kid, "ES256", "sig", "EC")
+
+
+def test_unusable_jwks_entries_are_skipped_and_the_usable_ones_after_them_kept() -> None:
+    good = public_jwk(SIGNER.public_key, kid=SIGNER.kid)
+    other = new_key()
+    entries = [
+        {"kty": "RSA", "kid": "rsa", "n": "x", "e": "AQAB"},  # another key type
+        {**public_jwk(other.public_key(), kid="wrong-alg"), "alg": "ES384"},
+        {**public_jwk(other.public_key(), kid="x"), "x": "not-a-point"},  # unreadable
+        {k: v for k, v in public_jwk(other.public_key(), kid="-").items() if k != "kid"},
+        good,
+    ]
+
+    assert set(keys_from_jwks({"keys": entries})) == {SIGNER.kid}
+    assert keys_from_jwks({}) == {}
+
+
+async def test_a_known_key_is_served_from_the_cache_until_the_ttl_then_refetched() -> None:
+    fetches = 0
+
+    async def fetch() -> dict[str, object]:
+        nonlocal fetches
+        fetches += 1
+        return {"keys": [public_jwk(SIGNER.public_key, kid=SIGNER.kid)]}
+
+    clock = _Clock()
+    cache = JwksCache(fetch, ttl_s=60, min_refresh_interval_s=5, clock=clock)
+    for moment in (0, 10, 59):
+        clock.now = moment
+        assert await cache.get(SIGNER.kid) is not None
+    assert fetches == 1
+
+    clock.now = 61
+    assert await cache.get(SIGNER.kid) is not None
+    assert fetches == 2

@@ -96,3 +96,28 @@ def test_field_violations_from_upstream_are_listed_for_client_errors() -> None:
     assert problem.body("r")["field_violations"] == [
         {"field": "email", "description": "is not valid"}
     ]
+
+
+# Found by `make mutants`: the reason and the headers reach the client; a 500 keeps its reason.
+
+
+async def test_a_reason_and_headers_reach_the_response_except_on_a_500() -> None:
+    declined = ProblemError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "the card was declined",
+        status=HTTPStatus.PAYMENT_REQUIRED,
+        reason="PAYMENT_DECLINED",
+        headers={"Retry-After": "3"},
+    )
+    internal = ProblemError(grpc.StatusCode.INTERNAL, "boom", reason="SOMETHING")
+
+    response = declined.response("r-1")
+
+    assert response.status == 402
+    assert response.content_type == "application/problem+json"
+    assert response.headers["Retry-After"] == "3"
+    assert response.text is not None
+    assert json.loads(response.text)["reason"] == "PAYMENT_DECLINED"
+    assert json.loads(response.text)["request_id"] == "r-1"
+    assert str(declined) == "the card was declined"
+    assert "reason" not in internal.body("r-2")

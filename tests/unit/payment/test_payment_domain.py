@@ -43,6 +43,7 @@ from payment_svc.domain import (
     first_reply,
     luhn_valid,
     new_order,
+    order_total,
     orders_listed_for,
     refund_amount,
     start_cancel,
@@ -478,3 +479,83 @@ def test_an_order_is_visible_to_its_owner_and_admins_only() -> None:
     assert mine.visible_to(Caller("u"))
     assert mine.visible_to(Caller("a", is_admin=True))
     assert not mine.visible_to(Caller("someone else"))
+
+
+# Found by `make mutants`: the refund cap's exact edges, and a total of several lines.
+
+
+@pytest.mark.parametrize("amount", [1, 700])
+def test_a_refund_from_one_cent_up_to_exactly_what_is_left_is_allowed(amount: int) -> None:
+    assert refund_amount(payment(refunded=300), Money(amount, "USD")) == Money(amount, "USD")
+
+
+def test_the_last_cent_can_be_refunded_and_then_nothing_more() -> None:
+    assert refund_amount(payment(refunded=999), None) == Money(1, "USD")
+    with pytest.raises(OutOfRange) as refused:
+        refund_amount(payment(PaymentStatus.PARTIALLY_REFUNDED, refunded=1000), None)
+    assert refused.value.field == "amount"
+
+
+@pytest.mark.parametrize(
+    ("requested", "field"),
+    [(Money(0, "USD"), "amount.amount"), (Money(10, "EUR"), "amount.currency")],
+)
+def test_a_refused_refund_names_the_field_at_fault(requested: Money, field: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        refund_amount(payment(), requested)
+    assert refused.value.field == field
+
+
+def test_an_order_total_adds_every_line_times_its_quantity() -> None:
+    lines = [
+        OrderLine("p-1", 2, "S1", "One", Money(250, "USD")),
+        OrderLine("p-2", 3, "S2", "Two", Money(100, "USD")),
+    ]
+
+    assert order_total(lines) == Money(800, "USD")
+
+
+# Found by `make mutants`: every edge of the IIN ranges and lengths, and a doubled 5 in Luhn.
+
+
+@pytest.mark.parametrize(
+    ("prefix", "length", "brand"),
+    [
+        *(("4", n, CardBrand.VISA) for n in (13, 16, 19)),
+        ("4", 14, CardBrand.UNKNOWN),
+        ("4", 20, CardBrand.UNKNOWN),
+        ("51", 16, CardBrand.MASTERCARD),
+        ("55", 16, CardBrand.MASTERCARD),
+        ("50", 16, CardBrand.UNKNOWN),
+        ("56", 16, CardBrand.UNKNOWN),
+        ("2221", 16, CardBrand.MASTERCARD),
+        ("2720", 16, CardBrand.MASTERCARD),
+        ("2220", 16, CardBrand.UNKNOWN),
+        ("2721", 16, CardBrand.UNKNOWN),
+        ("34", 15, CardBrand.AMEX),
+        ("37", 15, CardBrand.AMEX),
+        ("35", 15, CardBrand.UNKNOWN),
+        ("34", 16, CardBrand.UNKNOWN),
+        ("6011", 16, CardBrand.DISCOVER),
+        ("644", 16, CardBrand.DISCOVER),
+        ("649", 19, CardBrand.DISCOVER),
+        ("650", 16, CardBrand.DISCOVER),
+        ("66", 16, CardBrand.UNKNOWN),
+        ("622126", 16, CardBrand.DISCOVER),
+        ("622925", 16, CardBrand.DISCOVER),
+        ("622125", 16, CardBrand.UNKNOWN),
+        ("622926", 16, CardBrand.UNKNOWN),
+        ("6011", 20, CardBrand.UNKNOWN),
+        ("", 0, CardBrand.UNKNOWN),
+    ],
+)
+def test_the_brand_follows_the_iin_ranges_and_lengths_to_their_edges(
+    prefix: str, length: int, brand: CardBrand
+) -> None:
+    assert detect_brand(prefix.ljust(length, "0")) is brand
+
+
+def test_luhn_folds_a_doubled_digit_above_nine() -> None:
+    assert luhn_valid("5555555555554444")
+    assert not luhn_valid("5555555555554445")
+    assert luhn_valid("59")  # the 5 doubles to 10, folded to 1

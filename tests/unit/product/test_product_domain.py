@@ -328,3 +328,58 @@ def test_a_stale_etag_is_aborted_and_no_etag_is_no_check() -> None:
     mug.check_etag("v1", field_name="etag")
     with pytest.raises(Aborted):
         mug.check_etag("v0", field_name="etag")
+
+
+# Found by `make mutants`: the search's bounds, each refusal naming its field.
+
+
+def _query(**changes: object) -> domain.ProductQuery:
+    fields: dict[str, object] = {
+        "q": "",
+        "category_id": "c-1",
+        "min_price": None,
+        "max_price": None,
+        "in_stock": None,
+        "order_by": "",
+    }
+    return domain.product_query(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"min_price": -1}, "min_price"),
+        ({"max_price": -1}, "max_price"),
+        ({"min_price": 5, "max_price": 4}, "min_price"),
+        ({"order_by": "cheapest"}, "order_by"),
+        ({"q": "x" * (domain.MAX_QUERY_LENGTH + 1)}, "q"),
+        ({"q": " ".join(f"w{i}" for i in range(domain.MAX_QUERY_TERMS + 1))}, "q"),
+    ],
+)
+def test_a_search_out_of_bounds_is_refused_naming_the_field(
+    changes: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        _query(**changes)
+
+    assert refused.value.field == field
+
+
+def test_a_search_at_its_bounds_is_accepted_with_every_filter_kept() -> None:
+    query = _query(
+        q=" ".join(f"w{i}" for i in range(domain.MAX_QUERY_TERMS)),
+        min_price=0,
+        max_price=0,
+        in_stock=True,
+        order_by="price",
+    )
+
+    assert len(query.terms) == domain.MAX_QUERY_TERMS
+    assert (query.category_id, query.min_price, query.max_price, query.in_stock) == (
+        "c-1",
+        0,
+        0,
+        True,
+    )
+    assert query.order_by is domain.OrderBy.PRICE
+    assert domain.search_terms("x" * domain.MAX_QUERY_LENGTH) == ("x" * domain.MAX_QUERY_LENGTH,)
