@@ -44,16 +44,28 @@ proto: $(INSTALLED)
 	rm -f $(GENERATED) $(TEST_GENERATED)
 	$(MAKE) $(GENERATED) $(TEST_GENERATED)
 
-$(GENERATED): $(INSTALLED) $(PROTOS)
-	rm -rf gen/microcommerce
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -I protos -I "$(SITE)" \
-	  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen $(PROTOS)
+# buf/validate/validate.proto (the validation rules' options) comes as a descriptor set taken
+# from the pinned protovalidate wheel (see protos/buf_validate_descriptor.py); protoc reads it
+# with --descriptor_set_in and generates its Python module next to ours. source_info.binpb keeps
+# the protos' comments, which generated code drops, for the OpenAPI document's descriptions.
+BUF_VALIDATE := gen/buf_validate.binpb
+PROTOC_DEPS = -I protos -I "$(SITE)" --descriptor_set_in=$(BUF_VALIDATE)
+
+$(GENERATED): $(INSTALLED) $(PROTOS) protos/buf_validate_descriptor.py
+	rm -rf gen/microcommerce gen/buf
+	$(PY) protos/buf_validate_descriptor.py $(BUF_VALIDATE)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc $(PROTOC_DEPS) \
+	  --python_out=gen --mypy_out=gen buf/validate/validate.proto
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc $(PROTOC_DEPS) \
+	  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen \
+	  --include_source_info --descriptor_set_out=gen/source_info.binpb $(PROTOS)
 	touch $@
 
 $(TEST_GENERATED): $(INSTALLED) $(GENERATED) $(TEST_PROTOS)
 	rm -rf tests/gen && mkdir -p tests/gen
-	$(if $(TEST_PROTOS),PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -I tests/protos -I protos -I "$(SITE)" \
-	  --python_out=tests/gen --grpc_python_out=tests/gen --mypy_out=tests/gen --mypy_grpc_out=tests/gen $(TEST_PROTOS))
+	$(if $(TEST_PROTOS),PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -I tests/protos $(PROTOC_DEPS) \
+	  --python_out=tests/gen --grpc_python_out=tests/gen --mypy_out=tests/gen --mypy_grpc_out=tests/gen \
+	  --include_source_info --descriptor_set_out=tests/gen/source_info.binpb $(TEST_PROTOS))
 	touch $@
 
 run: $(GENERATED)
@@ -82,10 +94,10 @@ format: $(INSTALLED)
 # buf runs offline from the npm package, with no BSR: protoc builds an image of protos/ with the
 # include path `make proto` uses (google/api from the venv), and buf lints our files in it with
 # protos/buf.yaml. Skipped with a notice where npm is absent.
-buf-lint: $(INSTALLED)
+buf-lint: $(GENERATED)
 	@if command -v npx >/dev/null 2>&1; then \
 	  mkdir -p $(VENV)/buf && \
-	  $(PY) -m grpc_tools.protoc -I protos -I "$(SITE)" --include_imports --include_source_info \
+	  $(PY) -m grpc_tools.protoc $(PROTOC_DEPS) --include_imports --include_source_info \
 	    --descriptor_set_out=$(VENV)/buf/protos.binpb $(PROTOS) && \
 	  npx --yes @bufbuild/buf@1.75.0 lint $(VENV)/buf/protos.binpb \
 	    --config protos/buf.yaml --path microcommerce && echo "buf lint: OK"; \
