@@ -109,7 +109,8 @@ class ValidationInterceptor(_ServerInterceptor):
         behavior = handler.unary_unary
 
         async def validated(request: Any, context: Any) -> Any:
-            check(request)
+            if isinstance(request, Message):  # generic handlers may carry raw bytes
+                check(request)
             result = behavior(request, context)
             return await result if inspect.isawaitable(result) else result
 
