@@ -176,4 +176,4 @@ bench: $(GENERATED)
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) gen/microcommerce $(GENERATED) tests/gen .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) gen/microcommerce gen/buf gen/*.binpb $(GENERATED) tests/gen .mypy_cache .ruff_cache .pytest_cache
