@@ -40,16 +40,28 @@ proto: $(INSTALLED) ## regenerate gen/ (and tests/gen/) from the protos
 	rm -f $(GENERATED) $(TEST_GENERATED)
 	$(MAKE) $(GENERATED) $(TEST_GENERATED)
 
-$(GENERATED): $(INSTALLED) $(PROTOS)
-	rm -rf gen/microcommerce
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -I protos -I "$(SITE)" \
-	  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen $(PROTOS)
+# buf/validate/validate.proto (the validation rules' options) comes as a descriptor set taken
+# from the pinned protovalidate wheel (see protos/buf_validate_descriptor.py); protoc reads it
+# with --descriptor_set_in and generates its Python module next to ours. source_info.binpb keeps
+# the protos' comments, which generated code drops, for the OpenAPI document's descriptions.
+BUF_VALIDATE := gen/buf_validate.binpb
+PROTOC_DEPS = -I protos -I "$(SITE)" --descriptor_set_in=$(BUF_VALIDATE)
+
+$(GENERATED): $(INSTALLED) $(PROTOS) protos/buf_validate_descriptor.py
+	rm -rf gen/microcommerce gen/buf
+	$(PY) protos/buf_validate_descriptor.py $(BUF_VALIDATE)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc $(PROTOC_DEPS) \
+	  --python_out=gen --mypy_out=gen buf/validate/validate.proto
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc $(PROTOC_DEPS) \
+	  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen \
+	  --include_source_info --descriptor_set_out=gen/source_info.binpb $(PROTOS)
 	touch $@
 
 $(TEST_GENERATED): $(INSTALLED) $(GENERATED) $(TEST_PROTOS)
 	rm -rf tests/gen && mkdir -p tests/gen
-	$(if $(TEST_PROTOS),PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -I tests/protos -I protos -I "$(SITE)" \
-	  --python_out=tests/gen --grpc_python_out=tests/gen --mypy_out=tests/gen --mypy_grpc_out=tests/gen $(TEST_PROTOS))
+	$(if $(TEST_PROTOS),PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -I tests/protos $(PROTOC_DEPS) \
+	  --python_out=tests/gen --grpc_python_out=tests/gen --mypy_out=tests/gen --mypy_grpc_out=tests/gen \
+	  --include_source_info --descriptor_set_out=tests/gen/source_info.binpb $(TEST_PROTOS))
 	touch $@
 
 run: $(GENERATED) ## start the broker, the three services and the gateway; Ctrl-C stops all (ARGS=--seed loads the demo catalog)
@@ -88,10 +100,10 @@ format: $(INSTALLED) ## ruff format and ruff check --fix over the repository
 # buf runs offline from the npm package, with no BSR: protoc builds an image of protos/ with the
 # include path `make proto` uses (google/api from the venv), and buf lints our files in it with
 # protos/buf.yaml. Skipped with a notice where npm is absent.
-buf-lint: $(INSTALLED) ## buf lint over protos/ (offline, from npm; skipped without npx)
+buf-lint: $(GENERATED) ## buf lint over protos/ (offline, from npm; skipped without npx)
 	@if command -v npx >/dev/null 2>&1; then \
 	  mkdir -p $(VENV)/buf && \
-	  $(PY) -m grpc_tools.protoc -I protos -I "$(SITE)" --include_imports --include_source_info \
+	  $(PY) -m grpc_tools.protoc $(PROTOC_DEPS) --include_imports --include_source_info \
 	    --descriptor_set_out=$(VENV)/buf/protos.binpb $(PROTOS) && \
 	  npx --yes @bufbuild/buf@1.75.0 lint $(VENV)/buf/protos.binpb \
 	    --config protos/buf.yaml --path microcommerce && echo "buf lint: OK"; \
@@ -102,17 +114,18 @@ buf-lint: $(INSTALLED) ## buf lint over protos/ (offline, from npm; skipped with
 # README "Changing the contracts"). Both sides are compiled by protoc as in buf-lint. Skipped
 # with the reason where there is no baseline (a tarball, a shallow clone) or no npx.
 BUF_BASELINE := $(VENV)/buf/baseline
-buf-breaking: $(INSTALLED) ## buf breaking: protos/ against main's last proto change (BUF_BREAKING_AGAINST=ref)
+buf-breaking: $(GENERATED) ## buf breaking: protos/ against main's last proto change (BUF_BREAKING_AGAINST=ref)
 	@if ! command -v npx >/dev/null 2>&1; then echo "buf breaking skipped: npx not found"; exit 0; fi; \
 	found="$$($(PY) -m localrun.proto_baseline "$(CURDIR)" "$(BUF_BREAKING_AGAINST)")"; \
 	case "$$found" in skip*) echo "buf breaking skipped: $${found#skip }"; exit 0;; esac; \
 	commit="$${found#against }"; \
 	rm -rf $(BUF_BASELINE) && mkdir -p $(BUF_BASELINE) && \
 	git archive "$$commit" protos | tar -x -C $(BUF_BASELINE) && \
-	$(PY) -m grpc_tools.protoc -I $(BUF_BASELINE)/protos -I "$(SITE)" --include_imports \
+	$(PY) -m grpc_tools.protoc -I $(BUF_BASELINE)/protos -I "$(SITE)" \
+	  --descriptor_set_in=$(BUF_VALIDATE) --include_imports \
 	  --descriptor_set_out=$(VENV)/buf/baseline.binpb \
 	  $$(cd $(BUF_BASELINE)/protos && find microcommerce -name '*.proto' | sort) && \
-	$(PY) -m grpc_tools.protoc -I protos -I "$(SITE)" --include_imports \
+	$(PY) -m grpc_tools.protoc $(PROTOC_DEPS) --include_imports \
 	  --descriptor_set_out=$(VENV)/buf/current.binpb $(PROTOS) && \
 	npx --yes @bufbuild/buf@1.75.0 breaking $(VENV)/buf/current.binpb \
 	  --against $(VENV)/buf/baseline.binpb --config protos/buf.yaml --path microcommerce && \
@@ -217,4 +230,4 @@ mutants: $(GENERATED) $(TEST_GENERATED) ## mutation testing (mutmut) of the deci
 	$(PY) -m localrun.mutants
 
 clean: ## remove .venv, .tools, generated code and caches
-	rm -rf $(VENV) $(TOOLS) gen/microcommerce $(GENERATED) tests/gen .mypy_cache .ruff_cache .pytest_cache mutants mutants.log
+	rm -rf $(VENV) $(TOOLS) gen/microcommerce gen/buf gen/*.binpb $(GENERATED) tests/gen .mypy_cache .ruff_cache .pytest_cache mutants mutants.log

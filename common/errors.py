@@ -11,7 +11,17 @@ one cause declares its reason (``common.reasons.Reason``) as a class attribute::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 from common.reasons import Reason
+
+
+class FieldViolation(NamedTuple):
+    """One offending request field (a ``google.rpc.BadRequest`` field violation)."""
+
+    field: str
+    description: str
 
 
 class DomainError(Exception):
@@ -30,6 +40,7 @@ class DomainError(Exception):
         field: str | None = None,
         reason: Reason | None = None,
         retry_after_s: float | None = None,
+        violations: Sequence[FieldViolation] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -39,6 +50,16 @@ class DomainError(Exception):
             self.reason = reason
         # When the caller may try again (google.rpc.RetryInfo; the gateway's Retry-After).
         self.retry_after_s = retry_after_s
+        # Several offending fields at once (the proto's declared rules); ``field`` names one.
+        self.violations: tuple[FieldViolation, ...] = tuple(violations)
+        if field is None and self.violations:
+            self.field = self.violations[0].field
+
+    def field_violations(self) -> tuple[FieldViolation, ...]:
+        """Every offending field with what was expected of it; empty when none is named."""
+        if self.violations:
+            return self.violations
+        return () if self.field is None else (FieldViolation(self.field, self.message),)
 
 
 class InvalidArgument(DomainError):

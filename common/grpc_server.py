@@ -29,6 +29,7 @@ from common.grpc_types import ServicerContext
 from common.logging import get_logger
 from common.reasons import ERROR_DOMAIN
 from common.request_context import REQUEST_ID_METADATA_KEY, accept_request_id, request_id_var
+from common.validation import ValidationInterceptor
 
 _log = get_logger(__name__)
 
@@ -59,11 +60,16 @@ def _status_details(
     # reason (ErrorInfo) tells causes of one status apart, RetryInfo says when to try again.
     # Without any of them the status code and message say everything.
     details: list[any_pb2.Any] = []
-    if error.field is not None:
-        violation = error_details_pb2.BadRequest.FieldViolation(
-            field=error.field, description=error.message
+    if field_violations := error.field_violations():
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=violation.field, description=violation.description
+                )
+                for violation in field_violations
+            ]
         )
-        details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))
+        details.append(_packed(bad_request))
     if error.reason is not None:
         details.append(
             _packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
@@ -228,12 +234,19 @@ async def create_server(
     ``address`` is ``host:port``; port 0 picks a free port, returned in the result. Health
     reports SERVING for the server ("") and each service. ``interceptors`` run inside the
     boundary interceptor: what their wrapped behaviours raise is mapped like a servicer's
-    errors (so raise there, not in ``intercept_service``). The caller starts the server
-    (``await result.server.start()``) and stops it with ``stop_gracefully``.
+    errors (so raise there, not in ``intercept_service``). Every unary request is then checked
+    against the ``buf.validate`` rules of its message (``common.validation``). The caller
+    starts the server (``await result.server.start()``) and stops it with ``stop_gracefully``.
     """
     server = grpc.aio.server(
         # Metrics outermost: they see the status the boundary turned every error into.
-        interceptors=[ServerMetricsInterceptor(), BoundaryInterceptor(), *interceptors],
+        # Validation innermost: the caller is admitted (access) before its input is judged.
+        interceptors=[
+            ServerMetricsInterceptor(),
+            BoundaryInterceptor(),
+            *interceptors,
+            ValidationInterceptor(),
+        ],
         options=list(options),
     )
     for service in services:

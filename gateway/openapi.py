@@ -26,10 +26,12 @@ from common.descriptors import (
 )
 from common.logging import get_logger
 from gateway.openapi_links import DECLARED_LINKS, DeclaredLink, derive_links
+from gateway.openapi_rules import constrain, is_required
+from gateway.openapi_statuses import error_statuses
 from gateway.path_templates import Literal as LiteralSegment
 from gateway.path_templates import Variable
 from gateway.problems import GRPC_TO_HTTP, PROBLEM_CONTENT_TYPE
-from gateway.proto_comments import service_comments, summary_of
+from gateway.proto_comments import field_comment, service_comments, summary_of
 from gateway.routes import Route, RouteTable
 from gateway.transcoding import IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX, JSON_CONTENT_TYPE
 
@@ -110,10 +112,17 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
         },
         "request_id": {"type": "string", "description": "Quote it when reporting a problem."},
         "field_violations": {
+            "description": "The offending request fields, each with what was expected of it.",
             "type": "array",
             "items": {
                 "type": "object",
-                "properties": {"field": {"type": "string"}, "description": {"type": "string"}},
+                "properties": {
+                    "field": {
+                        "type": "string",
+                        "description": "The field's path in the request, e.g. `items[0].quantity`.",
+                    },
+                    "description": {"type": "string", "description": "What was expected."},
+                },
             },
         },
     },
@@ -299,9 +308,12 @@ def _query_parameters(route: Route, schemas: ProtoSchemas) -> list[Any]:
                     "in": "query",
                     "schema": schemas.field(field),
                 }
+                notes = [field_comment(field)]
                 if field.is_repeated:
-                    parameter["description"] = "Repeat the parameter for several values."
-                if REQUIRED in field_behaviors(field):
+                    notes.append("Repeat the parameter for several values.")
+                if any(notes):
+                    parameter["description"] = " ".join(note for note in notes if note)
+                if REQUIRED in field_behaviors(field) or is_required(field):
                     parameter["required"] = True
                 parameters.append(parameter)
             elif (
@@ -326,7 +338,9 @@ def _request_body(route: Route, schemas: ProtoSchemas) -> dict[str, Any]:
             schemas.message(request_type, exclude=in_path) if in_path else schemas.ref(request_type)
         )
         required = any(
-            REQUIRED in field_behaviors(f) for f in request_type.fields if f.name not in in_path
+            REQUIRED in field_behaviors(f) or is_required(f)
+            for f in request_type.fields
+            if f.name not in in_path
         )
     else:
         body_field = request_type.fields_by_name[route.body]
@@ -345,10 +359,16 @@ def _responses(route: Route, schemas: ProtoSchemas) -> dict[str, Any]:
             else schemas.ref(response_type)
         )
         success["content"] = {JSON_CONTENT_TYPE: {"schema": schema}}
-    responses: dict[str, Any] = {str(route.success_status): success, "400": _PROBLEM}
-    if not route.public:
-        responses["401"] = _PROBLEM
-        responses["403"] = _PROBLEM
+    if route.response_has_etag:
+        success["headers"] = {
+            "ETag": {
+                "description": "The resource's version, for `If-Match` on a later change.",
+                "schema": {"type": "string"},
+            }
+        }
+    responses: dict[str, Any] = {str(route.success_status): success}
+    for status in sorted(error_statuses(route)):
+        responses[str(int(status))] = _PROBLEM
     responses["default"] = _PROBLEM
     return responses
 
@@ -415,7 +435,10 @@ class ProtoSchemas:
                 continue
             schema = self.field(field)
             behaviors = field_behaviors(field)
-            flags = {}
+            flags: dict[str, Any] = {}
+            comment = field_comment(field)
+            if comment:
+                flags["description"] = comment
             if OUTPUT_ONLY in behaviors:
                 flags["readOnly"] = True
             if INPUT_ONLY in behaviors:
@@ -424,7 +447,7 @@ class ProtoSchemas:
                 # Nothing may sit beside a $ref in OpenAPI 3.0: wrap it.
                 schema = {"allOf": [schema], **flags} if "$ref" in schema else schema | flags
             properties[field.name] = schema
-            if REQUIRED in behaviors:
+            if REQUIRED in behaviors or is_required(field):
                 required.append(field.name)
         result: dict[str, Any] = {"type": "object", "properties": properties}
         if required:
@@ -438,7 +461,8 @@ class ProtoSchemas:
             return {"type": "object", "additionalProperties": self._single(value_field)}
         single = self._single(field)
         is_repeated = field.is_repeated if repeated is None else repeated
-        return {"type": "array", "items": single} if is_repeated else single
+        # The rules the services enforce (buf.validate), as JSON Schema keywords.
+        return constrain({"type": "array", "items": single} if is_repeated else single, field)
 
     def _single(self, field: FieldDescriptor) -> dict[str, Any]:
         if field.type == _T.TYPE_MESSAGE:

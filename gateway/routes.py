@@ -14,6 +14,7 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDesc
 from common.descriptors import find_field
 from common.logging import get_logger
 from common.settings import SERVICE_NAMES
+from gateway.conditional import has_etag
 from gateway.field_paths import FieldPath, FieldPathError, resolve
 from gateway.path_templates import PathTemplate, TemplateError, parse_template
 from microcommerce.common.v1 import annotations_pb2 as mc_annotations
@@ -78,6 +79,26 @@ class Route:
     def has_body(self) -> bool:
         """Whether the response carries a JSON body (not for Empty or 204)."""
         return self.method.output_type.full_name != _EMPTY and self.success_status != 204
+
+    @property
+    def response_has_etag(self) -> bool:
+        """Whether the response body is a resource with an ``etag`` (sent as ``ETag``)."""
+        if not self.has_body:
+            return False
+        output: Descriptor | None = self.method.output_type
+        if self.response_body:
+            output = self.method.output_type.fields_by_name[self.response_body].message_type
+        return output is not None and has_etag(output)
+
+    @property
+    def declared_errors(self) -> tuple[int, ...]:
+        """The ``google.rpc.Code`` values the RPC declares it answers (``errors`` option)."""
+        return tuple(self.method.GetOptions().Extensions[mc_annotations.errors])
+
+    @property
+    def declared_reasons(self) -> tuple[str, ...]:
+        """The ErrorInfo reasons the RPC declares (``error_reasons`` option)."""
+        return tuple(self.method.GetOptions().Extensions[mc_annotations.error_reasons])
 
     @property
     def fills_update_mask(self) -> bool:

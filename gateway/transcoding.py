@@ -25,12 +25,19 @@ from common.request_context import (
 )
 from gateway.auth import Authenticator
 from gateway.client_address import client_address
+from gateway.conditional import (
+    ETAG_FIELD,
+    IF_MATCH_HEADER,
+    apply_if_match,
+    etag_header,
+    etag_path,
+)
 from gateway.deadlines import request_timeout
 from gateway.field_paths import FieldPathError, resolve, set_from_text, update_mask_paths
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import request_id
 from gateway.path_templates import PathValueError, decode_variable, normalize_path
-from gateway.problems import ProblemError, invalid_argument
+from gateway.problems import FieldViolation, ProblemError, invalid_argument
 from gateway.ratelimit import RateLimiter
 from gateway.routes import Route, RouteTable
 from gateway.settings import GatewaySettings
@@ -71,6 +78,7 @@ class Transcoder:
             if route.response_body
             else None
         )
+        self._etag_path = etag_path(route.method.input_type, route.body)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Transcode one call; failures surface as ``ProblemError`` for the problem middleware."""
@@ -97,10 +105,16 @@ class Transcoder:
             await self._limiter.check_user(request, self.route)
         metadata = _metadata(request, self.route)
         message = await self._request_message(request)
-        # The deadline counts from arrival; gRPC sends what is left on as grpc-timeout.
-        reply = await self._upstreams.call(
-            self.route, message, metadata, within_s=deadline - loop.time()
+        precondition = apply_if_match(
+            request.headers.get(IF_MATCH_HEADER), request.method, self._etag_path, message
         )
+        try:
+            # The deadline counts from arrival; gRPC sends what is left on as grpc-timeout.
+            reply = await self._upstreams.call(
+                self.route, message, metadata, within_s=deadline - loop.time()
+            )
+        except ProblemError as problem:
+            raise problem if precondition is None else precondition.refine(problem) from None
         if not self.route.has_body:
             return web.Response(status=self.route.success_status)
         payload = message_to_json(reply)
@@ -110,6 +124,7 @@ class Transcoder:
             status=self.route.success_status,
             body=json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(),
             content_type=JSON_CONTENT_TYPE,
+            headers=etag_header(payload),
         )
 
     async def _request_message(self, request: web.Request) -> Message:
@@ -137,12 +152,14 @@ class Transcoder:
                 set_from_text(message, variable_fields, [value])
             except (FieldPathError, PathValueError) as error:
                 name = ".".join(f.name for f in variable_fields)
-                raise invalid_argument(f"Path segment {name}: {error}") from None
+                raise _field_problem(name, str(error), source="Path segment ") from None
         if route.fills_update_mask and isinstance(body, dict):
             mask: field_mask_pb2.FieldMask = getattr(message, "update_mask")  # noqa: B009  # typed as Message
             if not mask.paths:
                 body_type = message_type(route.method.input_type.fields_by_name[route.body])
-                mask.paths.extend(update_mask_paths(body_type, body))
+                # The etag says which version is updated; it is not a field to change (AIP-154).
+                paths = update_mask_paths(body_type, body)
+                mask.paths.extend(path for path in paths if path != ETAG_FIELD)
         return message
 
     def _apply_query(self, query: MultiMapping[str], message: Message) -> None:
@@ -153,7 +170,7 @@ class Transcoder:
                 fields = resolve(descriptor_of(message), name)
                 set_from_text(message, fields, query.getall(name))
             except FieldPathError as error:
-                raise invalid_argument(f"Query parameter {name!r}: {error}") from None
+                raise _field_problem(name, str(error), source="Query parameter ") from None
 
 
 async def _read_json(request: web.Request, limit_s: float) -> Any:
@@ -179,7 +196,17 @@ def _merge(data: Any, message: Message) -> None:
     try:
         merge_json(data, message)
     except JsonMappingError as error:
-        raise invalid_argument(str(error)) from None
+        raise _field_problem(error.field or "body", error.description) from None
+
+
+def _field_problem(field: str, description: str, *, source: str = "") -> ProblemError:
+    """A 400 naming the offending field, in ``detail`` and as a field violation; ``source``
+    says where a field not from the body came from ("Query parameter ")."""
+    return ProblemError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"{source}{field}: {description}",
+        field_violations=[FieldViolation(field, description)],
+    )
 
 
 def _metadata(request: web.Request, route: Route) -> list[tuple[str, str]]:

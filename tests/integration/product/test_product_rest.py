@@ -131,3 +131,87 @@ async def test_an_admin_edits_prices_and_stock_and_archives(rest: Client) -> Non
     assert too_many.status == 400
     assert archived.status == 204
     assert gone.status == 404
+
+
+async def created_product(rest: Client) -> dict[str, Any]:
+    response = await rest.post(
+        "/api/v1/products", json=new_product(await category(rest)), headers=ADMIN
+    )
+    assert response.status == 201, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def test_a_product_answer_carries_its_etag_as_the_etag_header(rest: Client) -> None:
+    product = await created_product(rest)
+
+    read = await rest.get(f"/api/v1/products/{product['id']}")
+
+    assert read.headers["ETag"] == f'"{product["etag"]}"'
+    assert read.headers["ETag"] == f'"{(await read.json())["etag"]}"'
+
+
+async def test_a_change_with_a_stale_if_match_is_refused_with_412_and_changes_nothing(
+    rest: Client,
+) -> None:
+    product = await created_product(rest)
+    path = f"/api/v1/products/{product['id']}"
+    first = await rest.patch(
+        path, json={"name": "Gyokuro"}, headers={**ADMIN, "If-Match": f'"{product["etag"]}"'}
+    )
+
+    stale = await rest.patch(
+        path, json={"name": "Bancha"}, headers={**ADMIN, "If-Match": f'"{product["etag"]}"'}
+    )
+    stale_delete = await rest.delete(path, headers={**ADMIN, "If-Match": f'"{product["etag"]}"'})
+    current = await rest.get(path)
+
+    assert first.status == 200
+    assert first.headers["ETag"] != f'"{product["etag"]}"'
+    assert (stale.status, stale_delete.status) == (412, 412)
+    assert stale.content_type == "application/problem+json"
+    assert current.status == 200
+    assert (await current.json())["name"] == "Gyokuro"
+
+
+async def test_if_match_with_the_current_etag_lets_a_delete_through(rest: Client) -> None:
+    product = await created_product(rest)
+    path = f"/api/v1/products/{product['id']}"
+
+    weak = await rest.delete(path, headers={**ADMIN, "If-Match": f'W/"{product["etag"]}"'})
+    deleted = await rest.delete(path, headers={**ADMIN, "If-Match": f'"{product["etag"]}"'})
+
+    assert weak.status == 412  # If-Match compares strongly: a weak tag never matches
+    assert deleted.status == 204
+
+
+async def test_an_etag_in_a_patch_body_works_without_an_update_mask(rest: Client) -> None:
+    product = await created_product(rest)
+    path = f"/api/v1/products/{product['id']}"
+
+    current = await rest.patch(
+        path, json={"name": "Gyokuro", "etag": product["etag"]}, headers=ADMIN
+    )
+    stale = await rest.patch(path, json={"name": "Bancha", "etag": product["etag"]}, headers=ADMIN)
+
+    assert current.status == 200, await current.text()
+    assert (await current.json())["name"] == "Gyokuro"
+    assert stale.status == 409  # AIP-154: a stale etag in the body is ABORTED
+
+
+async def test_if_match_on_an_operation_that_takes_no_etag_never_matches(rest: Client) -> None:
+    product = await created_product(rest)
+
+    response = await rest.put(
+        f"/api/v1/products/{product['id']}/price",
+        json={"price": {"amount": 1500, "currency": "EUR"}},
+        headers={**ADMIN, "If-Match": '"v1"'},
+    )
+    anything = await rest.put(
+        f"/api/v1/products/{product['id']}/price",
+        json={"price": {"amount": 1600, "currency": "EUR"}},
+        headers={**ADMIN, "If-Match": "*"},
+    )
+
+    assert response.status == 412
+    assert anything.status == 200

@@ -21,12 +21,22 @@ from tests.integration.user.user_helpers import (
 
 async def test_a_new_user_is_a_customer_with_a_normalized_email(user_server: UserServer) -> None:
     email = unique_email("Mixed.Case")
-    user = await sign_up(user_server.stub, email=f"  {email.upper()} ")
+    user = await sign_up(user_server.stub, email=email.upper())
 
     assert user.email == email.lower()
     assert list(user.roles) == [ROLE_CUSTOMER]
     assert user.id
     assert user.create_time.seconds > 0
+
+
+async def test_an_email_with_surrounding_spaces_is_refused_by_the_declared_email_rule(
+    user_server: UserServer,
+) -> None:
+    # The contract's `string.email` rule (also the OpenAPI `format: email`) admits no spaces.
+    error = await rpc_error(sign_up(user_server.stub, email=f"  {unique_email()} "))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_field(error) == "email"
 
 
 async def test_registration_is_announced_on_user_events(user_server: UserServer) -> None:
@@ -246,7 +256,7 @@ async def test_an_unknown_role_is_refused(user_server: UserServer) -> None:
     )
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert violated_field(error) == "roles"
+    assert violated_field(error) == "roles[0]"
 
 
 async def test_the_bootstrap_admin_is_updated_when_the_configured_password_changes(

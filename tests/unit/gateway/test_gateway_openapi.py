@@ -94,7 +94,11 @@ def test_query_parameters_cover_scalars_repeated_nested_enums_and_well_known_typ
 
 def test_schemas_map_proto_types_to_json_schema_types(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
-    widget = schemas["microcommerce.testing.v1.Widget"]["properties"]
+    # Descriptions (the fields' proto comments) aside, which another test covers.
+    widget = {
+        name: {key: value for key, value in schema.items() if key != "description"}
+        for name, schema in schemas["microcommerce.testing.v1.Widget"]["properties"].items()
+    }
 
     assert widget["price"] == {"type": "integer", "format": "int64"}
     assert widget["limit"] == {"type": "integer", "format": "int64"}
