@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import URL, Connection, DateTime, Dialect, event, make_url, text
+from sqlalchemy import URL, Connection, DateTime, Dialect, event, exc, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,14 +19,16 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.types import TypeDecorator
 
+from common import sqlite_inline
 from common.logging import get_logger
 from common.metrics import timed_unit_of_work
 from common.settings import CommonSettings
 
 _log = get_logger(__name__)
 
-# How long a SQLite writer waits for another writer's lock before failing with "database is
-# locked". Writers queue on the lock (see _begin_sqlite), so this bounds the queue wait.
+# How long a SQLite writer waits for another *process's* write lock before failing with
+# "database is locked". Writers of one process queue on Database's asyncio lock instead, so
+# SQLite's busy handler (which sleeps, here on the event loop) never waits for them.
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 
 # Execution option choosing how a SQLite transaction begins; see _begin_sqlite.
@@ -119,9 +121,9 @@ def _connect_sqlite(dbapi_connection: Any, _connection_record: Any) -> None:
 def _begin_sqlite(connection: Connection) -> None:
     # IMMEDIATE takes the write lock at BEGIN. A deferred transaction that reads and then
     # writes fails at once with "database is locked" when another writer committed in between
-    # (the busy timeout does not apply then); with IMMEDIATE, concurrent units of work queue
-    # instead, which also makes read-check-write (stock, idempotency keys) safe on SQLite.
-    # A caller that only reads may ask for DEFERRED (ping does) so it never waits on writers.
+    # (the busy timeout does not apply then); with IMMEDIATE, a writer of another process
+    # waits instead, which also makes read-check-write (stock, idempotency keys) safe on
+    # SQLite. Readers ask for DEFERRED (Database.session(read_only=True), ping) and never wait.
     mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
     connection.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
 
@@ -131,31 +133,50 @@ def create_engine(
 ) -> AsyncEngine:
     """An async engine for ``url``; opens no connection until first used.
 
-    SQLite gets WAL, enforced foreign keys, a busy timeout and write-locking transactions;
-    PostgreSQL (asyncpg) a bounded pool with liveness checks and connect/command timeouts.
+    SQLite (sqlite3 on the event loop, ``common.sqlite_inline``) gets WAL, enforced foreign
+    keys, a busy timeout and write-locking transactions; PostgreSQL (asyncpg) a pool sized for
+    concurrent checkouts, a free liveness check and connect/command timeouts.
     ``application_name`` labels PostgreSQL sessions (``pg_stat_activity``).
     """
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(parsed, echo=echo)
+        # "sqlite+aiosqlite" stays the URL users write; the driver underneath is sqlite3.
+        inline = parsed.set(drivername=f"sqlite+{sqlite_inline.DRIVER}")
+        engine = create_async_engine(inline, echo=echo)
         event.listen(engine.sync_engine, "connect", _connect_sqlite)
         event.listen(engine.sync_engine, "begin", _begin_sqlite)
         return engine
 
     server_settings = {"application_name": application_name} if application_name else {}
-    return create_async_engine(
+    engine = create_async_engine(
         parsed,
         echo=echo,
-        pool_size=5,
-        max_overflow=10,
+        # A connection is held for one transaction (a few round trips), so 30 covers the
+        # checkouts and reads a process has in flight at once with room to spare.
+        pool_size=10,
+        max_overflow=20,
         # Fail a request after 10 s without a free connection rather than queue unboundedly.
         pool_timeout=10,
-        # Connections die with PostgreSQL restarts and fail-overs: test on checkout, and
-        # recycle before proxies and firewalls drop idle ones.
-        pool_pre_ping=True,
+        # No pool_pre_ping: it costs a round trip on every check-out. A connection the server
+        # closed (restart, fail-over, idle kill) is noticed by asyncpg itself and replaced at
+        # check-out for free (_drop_closed_asyncpg); recycling retires connections before
+        # proxies and firewalls drop idle ones silently.
         pool_recycle=1800,
         connect_args={"timeout": 5, "command_timeout": 30, "server_settings": server_settings},
     )
+    event.listen(engine.sync_engine, "checkout", _drop_closed_asyncpg)
+    return engine
+
+
+def _drop_closed_asyncpg(
+    dbapi_connection: Any, _connection_record: Any, _connection_proxy: Any
+) -> None:
+    # asyncpg marks a connection closed as soon as the server's FIN or termination message
+    # arrives on the loop; DisconnectionError makes the pool discard it and connect anew.
+    # This check needs no round trip, unlike pool_pre_ping's SELECT.
+    driver_connection = getattr(dbapi_connection, "driver_connection", None)
+    if driver_connection is not None and driver_connection.is_closed():
+        raise exc.DisconnectionError("the server closed this pooled connection")
 
 
 def insert_on_conflict(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -182,6 +203,13 @@ class Database:
         # expire_on_commit=False: objects stay readable after the commit without an implicit
         # (and, under asyncio, impossible) lazy reload.
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._sqlite = engine.dialect.name == "sqlite"
+        # SQLite has one writer at a time: this process's writers queue here, suspended, in
+        # arrival order, rather than in SQLite's busy handler, which sleeps and would block the
+        # loop (common.sqlite_inline). The owner task is kept to refuse a nested writer, which
+        # would otherwise wait for itself forever.
+        self._write_lock = asyncio.Lock()
+        self._writer: asyncio.Task[Any] | None = None
 
     @classmethod
     def from_url(
@@ -200,17 +228,44 @@ class Database:
         return self._engine
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
+    async def session(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block ends normally, rolls back if it raises.
 
         Call ``flush()`` inside the block when generated keys are needed; do not commit.
+        ``read_only``: the block only reads, so it never waits for writers: on SQLite it
+        begins DEFERRED and skips the writers' queue; on PostgreSQL each statement runs on
+        its own (autocommit), without BEGIN and COMMIT round trips, so several statements
+        may see different commits.
         """
-        async with (
-            timed_unit_of_work(self.name),
-            self._sessions() as session,
-            session.begin(),
-        ):
-            yield session
+        if read_only:
+            async with timed_unit_of_work(self.name), self._sessions() as session:
+                options = (
+                    {SQLITE_BEGIN_OPTION: "DEFERRED"}
+                    if self._sqlite
+                    else {"isolation_level": "AUTOCOMMIT"}
+                )
+                async with session.begin():
+                    await session.connection(execution_options=options)
+                    yield session
+            return
+        if not self._sqlite:
+            async with timed_unit_of_work(self.name), self._sessions() as session, session.begin():
+                yield session
+            return
+        current = asyncio.current_task()
+        if current is not None and self._writer is current:
+            raise RuntimeError("a unit of work that writes was opened inside another one")
+        async with self._write_lock:
+            self._writer = current
+            try:
+                async with (
+                    timed_unit_of_work(self.name),
+                    self._sessions() as session,
+                    session.begin(),
+                ):
+                    yield session
+            finally:
+                self._writer = None
 
     async def ping(self) -> bool:
         """Whether the database answers ``SELECT 1`` within the ping timeout."""

@@ -45,6 +45,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from common import clock
 from common.background import run_every
@@ -250,11 +251,16 @@ class Outbox:
     def _on_commit(self, _session: Any) -> None:
         self._committed.set()
 
-    async def wait_for_commit(self, within: float) -> None:
-        """Return when a unit of work with events has committed, or after ``within`` seconds."""
+    async def wait_for_commit(self, within: float, *, linger_s: float = 0.005) -> None:
+        """Return when a unit of work with events has committed, or after ``within`` seconds.
+
+        After a commit it lingers ``linger_s`` more, so that the commits of concurrent use
+        cases land in one wake-up and one batch instead of one relay round each.
+        """
         try:
             async with asyncio.timeout(within):
                 await self._committed.wait()
+            await asyncio.sleep(linger_s)
         except TimeoutError:
             pass
         self._committed.clear()
@@ -325,8 +331,11 @@ class OutboxRelay:
 
     async def _relay_pending(self) -> None:
         try:
+            # A batch shorter than the limit emptied the outbox: no second query to learn that.
             while published := await self.publish_pending():
                 OUTBOX_PUBLISHED.labels(self._outbox.service).inc(published)
+                if published < self._batch_size:
+                    break
             await self._prune()
         except Exception:
             OUTBOX_PUBLISH_ERRORS.labels(self._outbox.service).inc()
@@ -347,17 +356,20 @@ class OutboxRelay:
 
     async def _publish_pending_postgresql(self) -> int:
         async with self._database.session() as session:
-            locked = await session.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key)))
-            if not locked:
-                return 0  # another replica is publishing
-            pending = await self._read_pending(session)
+            # The advisory lock is taken by the read itself (one round trip): while another
+            # replica holds it, the filter is false for every row and nothing is read.
+            pending = await self._read_pending(
+                session, func.pg_try_advisory_xact_lock(self._lock_key)
+            )
             if not pending:
-                return 0
+                return 0  # nothing pending, or another replica is publishing
             await self._send(pending)
             await self._mark_published(session, pending)
             return len(pending)
 
-    async def _read_pending(self, session: AsyncSession | None) -> list[_Pending]:
+    async def _read_pending(
+        self, session: AsyncSession | None, *also: ColumnElement[bool]
+    ) -> list[_Pending]:
         query = (
             select(
                 self._table.c.seq,
@@ -366,7 +378,7 @@ class OutboxRelay:
                 self._table.c.payload,
                 self._table.c.trace_context,
             )
-            .where(self._table.c.published_at.is_(None))
+            .where(self._table.c.published_at.is_(None), *also)
             .order_by(self._table.c.seq)
             .limit(self._batch_size)
         )

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import SQLITE_BEGIN_OPTION, Database
+from common.db import Database
 from common.inbox import AlreadyHandled, Delivery, first_delivery, inbox_table
 from common.outbox import Outbox, OutgoingEvent
 from common.telemetry import span
@@ -60,7 +60,7 @@ class Store(Generic[UnitT]):
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitT]:
         """Commits when the block ends normally, rolls back (events included) if it raises."""
-        # Our span: SQLite (aiosqlite) has no instrumentation, and on PostgreSQL it groups the
+        # Our span: SQLite (sqlite3) has no instrumentation, and on PostgreSQL it groups the
         # asyncpg statement spans of one transaction, its commit included.
         with span("unit_of_work", **{"db.system.name": self._database.engine.dialect.name}):
             async with self._database.session() as session:
@@ -80,14 +80,14 @@ class Store(Generic[UnitT]):
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[UnitT]:
-        """A unit of work that only reads, so on SQLite it never queues for the write lock.
+        """A unit of work that only reads: it never waits for writers (``Database.session``).
 
-        Every other unit of work takes SQLite's write lock when it begins (common.db): reads
-        that took it too would stretch the queue of writers under load past the busy timeout.
+        On PostgreSQL its statements run without a transaction, so a read of several
+        statements may see different commits; a decision that needs one snapshot, or a lock,
+        belongs in ``unit_of_work``.
         """
         with span("unit_of_work read", **{"db.system.name": self._database.engine.dialect.name}):
-            async with self._database.session() as session:
-                await session.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
+            async with self._database.session(read_only=True) as session:
                 yield self._unit(session, self._outbox)
 
     async def reachable(self) -> bool:

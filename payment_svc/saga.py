@@ -1,10 +1,16 @@
 """The checkout saga: drives one order from its stored status to CONFIRMED or a compensated FAILED.
 
-Each step reads the order, does one remote call that is idempotent by a key derived from the
-order (reserve/commit/release by order id; authorize/capture/void/refund by payment id), then
+Each step does remote calls that are idempotent by a key derived from the order
+(reserve/commit/release by order id; authorize/capture/void/refund by payment id), then
 records the outcome with a compare-and-set on the order's status, together with its events.
 A crash anywhere therefore leaves a status from which ``drive`` can simply run again: the
 repeated remote call gets the first call's answer, and a step is recorded at most once.
+
+The order is carried from step to step as the step recorded it; it is read again only when a
+compare-and-set was lost (another driver moved it). Capture and commit are recorded together,
+with CONFIRMED: a crash between them re-drives both from PAYMENT_AUTHORIZED, and both are
+idempotent. A successful checkout is so three saga transactions (reserved, authorized,
+confirmed), the last of which may also keep the checkout's answer (``Finish``).
 
 Compensations are done before the FAILED status is recorded, so a FAILED order never holds
 stock or money; a crash in between makes the recovery loop take the same decision again.
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -34,10 +41,23 @@ from payment_svc.ports import (
     UnknownProduct,
 )
 from payment_svc.provider import PaymentProvider
-from payment_svc.store import PaymentStore
+from payment_svc.store import PaymentStore, UnitOfWork
 
 _log = get_logger(__name__)
 T = TypeVar("T")
+
+# Called in the transaction that records the order's end (CONFIRMED or FAILED), with the order
+# as recorded: the checkout keeps its answer there instead of in a transaction of its own.
+Finish = Callable[[UnitOfWork, Order], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Drive:
+    """What one ``drive`` carries besides the order (the saga object is shared by all)."""
+
+    card_token: str | None = None
+    finish: Finish | None = None
+
 
 # Step boundaries where a test may make the process die (MC_PAYMENT_FAULT_AT): each is a point
 # where the remote world and our database disagree until recovery runs.
@@ -48,7 +68,7 @@ FAULT_POINTS = (
     "authorized_remote",  # provider authorized, not recorded
     "payment_authorized",  # PAYMENT_AUTHORIZED recorded
     "captured_remote",  # provider captured, not recorded
-    "captured",  # capture recorded
+    "captured",  # capture done; recorded with the commit, so the same state as above
     "committed_remote",  # product_svc committed, CONFIRMED not recorded
 )
 
@@ -89,26 +109,41 @@ class CheckoutSaga:
         """Return a cancelled order's units to stock (idempotent on product_svc's side)."""
         await self._release(await self._load(order_id))
 
-    async def drive(self, order_id: str) -> Order:
+    async def drive(
+        self,
+        order_id: str,
+        *,
+        order: Order | None = None,
+        card_token: str | None = None,
+        finish: Finish | None = None,
+    ) -> Order:
         """Advance the order until its checkout is over; returns it CONFIRMED or FAILED.
+
+        ``order`` and ``card_token``: what the caller just stored, so the saga need not read
+        them back. ``finish`` runs in the transaction that records the end, if this driver
+        records it.
 
         Raises ``Unavailable`` when product_svc cannot be reached to finish or compensate a
         step: the order keeps its status and the recovery loop retries it later.
         """
+        run = _Drive(card_token, finish)
+        steps: dict[OrderStatus, tuple[str, Callable[[Order, _Drive], Awaitable[Order | None]]]]
         steps = {
             OrderStatus.PENDING: ("reserve", self._reserve),
             OrderStatus.STOCK_RESERVED: ("authorize", self._authorize),
             OrderStatus.PAYMENT_AUTHORIZED: ("capture_and_commit", self._capture_and_commit),
         }
+        current = order if order is not None and order.id == order_id else None
         while True:
-            order = await self._load(order_id)
-            if order.status not in steps:
-                return order
-            name, step = steps[order.status]
+            if current is None:  # first round of a recovery, or a compare-and-set was lost
+                current = await self._load(order_id)
+            if current.status not in steps:
+                return current
+            name, step = steps[current.status]
             # One span per step, so a trace shows where a checkout spent its time or failed.
-            with span(f"checkout {name}", **{"microcommerce.order.id": order.id}):
+            with span(f"checkout {name}", **{"microcommerce.order.id": current.id}):
                 async with timed_saga_step(name):
-                    await step(order)
+                    current = await step(current, run)
 
     async def _load(self, order_id: str) -> Order:
         async with self._store.reading() as uow:
@@ -117,42 +152,45 @@ class CheckoutSaga:
             raise NotFound(f"order {order_id} not found")
         return order
 
-    async def _record(self, order: Order, moved: Order, *events: OutgoingEvent) -> bool:
+    async def _record(
+        self, run: _Drive, order: Order, moved: Order, *events: OutgoingEvent
+    ) -> Order | None:
         """One step: ``moved`` saved if ``order`` still has its status, with the step's events.
 
-        False when another driver recorded a step first: nothing is written then.
+        Returns ``moved``, or None when another driver recorded a step first: nothing is
+        written then, and the caller reads the order again.
         """
+        final = not moved.status.in_checkout
         async with self._store.unit_of_work() as uow:
-            if not await uow.save_order(moved, expected=order.status):
-                return False
+            changed_lines = moved.lines != order.lines
+            if not await uow.save_order(moved, expected=order.status, lines=changed_lines):
+                return None
             await uow.emit(*events)
+            if final and run.finish is not None:
+                await run.finish(uow, moved)
         # Counted by the driver that recorded the end, so a replay or recovery never recounts.
         if moved.status is OrderStatus.CONFIRMED:
             CHECKOUT_OUTCOMES.labels("confirmed", "").inc()
         elif moved.status is OrderStatus.FAILED:
             CHECKOUT_OUTCOMES.labels("failed", moved.failure_reason or "unknown").inc()
-        return True
+        return moved
 
-    async def _reserve(self, order: Order) -> None:
+    async def _reserve(self, order: Order, run: _Drive) -> Order | None:
         items = [RequestedItem(line.product_id, line.quantity) for line in order.lines]
         try:
             reserved = await self._retrying(lambda: self._inventory.reserve(order.id, items))
         except OutOfStock:
-            await self._fail(order, domain.OUT_OF_STOCK)
-            return
+            return await self._fail(run, order, domain.OUT_OF_STOCK)
         except UnknownProduct:
-            await self._fail(order, domain.PRODUCT_NOT_FOUND)
-            return
+            return await self._fail(run, order, domain.PRODUCT_NOT_FOUND)
         except ReservationRefused:
             await self._release(order)
-            await self._fail(order, domain.RESERVATION_REFUSED)
-            return
+            return await self._fail(run, order, domain.RESERVATION_REFUSED)
         except InventoryUnavailable:
             # The reserve may have happened after all: releasing settles it either way (and
             # product_svc then refuses a late reserve for this order).
             await self._release(order)
-            await self._fail(order, domain.INVENTORY_UNAVAILABLE, describe=False)
-            return
+            return await self._fail(run, order, domain.INVENTORY_UNAVAILABLE, describe=False)
         self.fault("stock_reserved_remote")
         by_product = {line.product_id: line for line in reserved}
         lines = [
@@ -166,30 +204,34 @@ class CheckoutSaga:
             for line in order.lines
         ]
         priced = order.priced(lines, self._clock())
-        await self._record(order, priced, messages.order_placed(priced))
+        recorded = await self._record(run, order, priced, messages.order_placed(priced))
         self.fault("stock_reserved")
+        return recorded
 
-    async def _authorize(self, order: Order) -> None:
+    async def _authorize(self, order: Order, run: _Drive) -> Order | None:
         payment = order.paid_by
         assert order.total is not None
-        async with self._store.reading() as uow:
-            token = await uow.card_token(order.id)
+        token = run.card_token
+        if token is None:  # not carried from the checkout: a recovery
+            async with self._store.reading() as uow:
+                token = await uow.card_token(order.id)
         if token is None:
             raise NotFound(f"order {order.id} has no payment")
         result = await self._provider.authorize(f"{payment.id}:authorize", token, order.total)
         self.fault("authorized_remote")
         if result.approved:
             authorized = order.authorized(result.reference, self._clock())
-            await self._record(
-                order, authorized, messages.payment_authorized(authorized, authorized.paid_by)
+            recorded = await self._record(
+                run, order, authorized, messages.payment_authorized(authorized, authorized.paid_by)
             )
             self.fault("payment_authorized")
-            return
+            return recorded
         assert result.failure is not None
         mark_current_error(f"payment declined: {result.failure.value}")
         await self._release(order)
         declined = order.declined(result.failure, self._clock())
-        await self._record(
+        return await self._record(
+            run,
             order,
             declined,
             messages.payment_failed(
@@ -198,10 +240,12 @@ class CheckoutSaga:
             messages.order_failed(declined, result.failure.value),
         )
 
-    async def _capture_and_commit(self, order: Order) -> None:
+    async def _capture_and_commit(self, order: Order, run: _Drive) -> Order | None:
         payment = order.paid_by
         assert order.total is not None
         authorization = payment.authorization_id or ""
+        # Recorded with the step's end; empty when an earlier run recorded the capture alone.
+        captured_events: list[OutgoingEvent] = []
         if payment.status is PaymentStatus.AUTHORIZED:
             result = await self._provider.capture(
                 f"{payment.id}:capture", authorization, order.total
@@ -211,38 +255,44 @@ class CheckoutSaga:
                 await self._provider.void(f"{payment.id}:void", authorization)
                 await self._release(order)
                 voided = order.capture_refused(self._clock())
-                await self._record(
+                return await self._record(
+                    run,
                     order,
                     voided,
                     messages.payment_voided(voided, voided.paid_by),
                     messages.order_failed(voided, domain.CAPTURE_FAILED),
                 )
-                return
             captured = order.captured()
-            async with self._store.unit_of_work() as uow:
-                if await uow.save_payment(
-                    captured, expected=PaymentStatus.AUTHORIZED, now=self._clock()
-                ):
-                    await uow.emit(messages.payment_captured(captured, captured.paid_by))
+            captured_events.append(messages.payment_captured(captured, captured.paid_by))
             self.fault("captured")
-            return  # re-read: the next round commits
+        else:
+            captured = order
         try:
             await self._retrying(lambda: self._inventory.commit(order.id))
         except InventoryUnavailable as error:
+            # Nothing recorded: the recovery loop captures again (the provider answers the
+            # first capture) and commits.
             raise Unavailable(
                 "the inventory could not be reached; the order will be completed shortly",
                 retry_after_s=5,
             ) from error
         except (ReservationLost, ReservationRefused, UnknownProduct, OutOfStock):
-            await self._refund_unsold(order)
-            return
+            return await self._refund_unsold(run, order, captured, captured_events)
         self.fault("committed_remote")
-        confirmed = order.confirmed(self._clock())
-        await self._record(order, confirmed, messages.order_confirmed(confirmed, payment))
+        confirmed = captured.confirmed(self._clock())
+        return await self._record(
+            run,
+            order,
+            confirmed,
+            *captured_events,
+            messages.order_confirmed(confirmed, confirmed.paid_by),
+        )
 
-    async def _refund_unsold(self, order: Order) -> None:
+    async def _refund_unsold(
+        self, run: _Drive, order: Order, captured: Order, captured_events: list[OutgoingEvent]
+    ) -> Order | None:
         # The reservation expired while the card was charged: the money goes back in full.
-        payment = order.paid_by
+        payment = captured.paid_by
         assert order.total is not None
         result = await self._provider.refund(
             f"{payment.id}:unsold", payment.authorization_id or "", order.total
@@ -256,10 +306,12 @@ class CheckoutSaga:
             domain.RefundStatus.SUCCEEDED,
             self._clock(),
         )
-        unsold = order.unsold(self._clock())
-        await self._record(
+        unsold = captured.unsold(self._clock())
+        return await self._record(
+            run,
             order,
             unsold,
+            *captured_events,
             messages.payment_refunded(unsold, unsold.paid_by, refund),
             messages.order_failed(unsold, domain.RESERVATION_LOST),
         )
@@ -273,7 +325,9 @@ class CheckoutSaga:
                 retry_after_s=5,
             ) from error
 
-    async def _fail(self, order: Order, reason: str, *, describe: bool = True) -> None:
+    async def _fail(
+        self, run: _Drive, order: Order, reason: str, *, describe: bool = True
+    ) -> Order | None:
         mark_current_error(f"checkout failed: {reason}")
         # The lines were never priced: what the catalog says now shows what was asked for
         # (not asked when product_svc is unreachable: the answer would only wait and fail).
@@ -283,7 +337,7 @@ class CheckoutSaga:
             else []
         )
         failed = order.failed(reason, self._clock(), described)
-        await self._record(order, failed, messages.order_failed(failed, reason))
+        return await self._record(run, order, failed, messages.order_failed(failed, reason))
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(1, self._attempts + 1):

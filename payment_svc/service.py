@@ -42,7 +42,7 @@ from payment_svc.domain import (
 )
 from payment_svc.provider import PaymentProvider
 from payment_svc.saga import CheckoutSaga
-from payment_svc.store import PaymentStore
+from payment_svc.store import PaymentStore, UnitOfWork
 
 _log = get_logger(__name__)
 
@@ -146,29 +146,43 @@ class Payments:
             return found.reply.answer()
         if created:
             self._saga.fault("order_created")
-            reply = await self._finish_even_if_abandoned(caller, key, found.order_id, render)
+            reply = await self._finish_even_if_abandoned(caller, key, order, card.token, render)
         else:
             reply = await self._reply_of(caller, key, found.order_id, render)
         return reply.answer()
 
     async def _finish_even_if_abandoned(
-        self, caller: Caller, key: str, order_id: str, render: Render
+        self, caller: Caller, key: str, order: Order, card_token: str, render: Render
     ) -> CheckoutReply:
         # A client that gives up (deadline, disconnect) cancels its RPC; the saga must not stop
         # half-way because of that, and its answer must still be kept for the client's retry,
         # so both run as their own task and the RPC only waits for it.
         task = asyncio.create_task(
-            self._drive_and_keep_reply(caller, key, order_id, render), name=f"checkout-{order_id}"
+            self._drive_and_keep_reply(caller, key, order, card_token, render),
+            name=f"checkout-{order.id}",
         )
         self._running.add(task)
         task.add_done_callback(self._settled)
         return await asyncio.shield(task)
 
     async def _drive_and_keep_reply(
-        self, caller: Caller, key: str, order_id: str, render: Render
+        self, caller: Caller, key: str, order: Order, card_token: str, render: Render
     ) -> CheckoutReply:
-        order = await self._saga.drive(order_id)
-        return await self._keep_reply(caller, key, order, render)
+        kept: list[CheckoutReply] = []
+
+        async def keep_with_the_end(uow: UnitOfWork, ended: Order) -> None:
+            # The answer is kept in the transaction that records the order's end: one
+            # transaction fewer per checkout, and never an end without its answer.
+            reply = domain.first_reply(ended, render)
+            if await uow.keep_reply(caller.user_id, key, reply):
+                kept.append(reply)
+
+        ended = await self._saga.drive(
+            order.id, order=order, card_token=card_token, finish=keep_with_the_end
+        )
+        if kept and kept[0].order_id == ended.id:
+            return kept[0]
+        return await self._keep_reply(caller, key, ended, render)
 
     async def _keep_reply(
         self, caller: Caller, key: str, order: Order, render: Render

@@ -366,10 +366,11 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             )
         )
 
-    async def save_order(self, order: Order, *, expected: OrderStatus) -> bool:
+    async def save_order(self, order: Order, *, expected: OrderStatus, lines: bool = True) -> bool:
         """Write the order, its lines and payment if it is still ``expected``; else nothing.
 
         False means another driver moved the order first (a lost compare-and-set).
+        ``lines=False`` leaves the lines as stored (most steps do not change them).
         """
         moved = await self._session.execute(
             update(orders)
@@ -378,7 +379,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         )
         if not moved.rowcount:  # type: ignore[attr-defined]
             return False
-        for position, line in enumerate(order.lines):
+        for position, line in enumerate(order.lines if lines else ()):
             await self._session.execute(
                 update(order_items)
                 .where(order_items.c.order_id == order.id, order_items.c.position == position)

@@ -180,3 +180,71 @@ async def test_a_ping_does_not_wait_for_a_writer_holding_the_sqlite_lock(tmp_pat
             assert await database.ping()  # while this unit of work holds the write lock
     finally:
         await database.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_pooled_connection_the_server_closed_is_replaced_at_check_out(
+    postgres_url: str,
+) -> None:
+    # No pre-ping round trip per check-out: asyncpg notices the server's goodbye by itself, and
+    # the pool replaces the dead connection before a unit of work gets it.
+    database = Database.from_url(postgres_url)
+    other = Database.from_url(postgres_url)
+    try:
+        async with database.session(read_only=True) as session:
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with other.session() as session:
+            await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+        async def replaced() -> bool:
+            async with database.session() as session:
+                now = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            return bool(now != pid)
+
+        # The goodbye arrives asynchronously; until it has, the old connection is still
+        # "alive" to the client, so the first unit of work after it is what is checked.
+        await asyncio.sleep(0.2)
+        assert await replaced()
+    finally:
+        await other.dispose()
+        await database.dispose()
+
+
+async def test_sqlite_writers_of_one_process_queue_without_the_busy_handler(
+    tmp_path: Path,
+) -> None:
+    # A busy timeout of 0 makes any wait in SQLite's own busy handler an immediate
+    # "database is locked": every writer here must queue on the process's lock instead.
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}")
+    _, parent, _ = fresh_tables()
+    try:
+        async with database.engine.begin() as connection:
+            await connection.run_sync(parent.metadata.create_all)
+
+        async def write(n: int) -> None:
+            async with database.session() as session:
+                await session.execute(text("PRAGMA busy_timeout=0"))
+                await asyncio.sleep(0)  # hold the write lock across a suspension
+                await session.execute(parent.insert().values(id=n, name=f"row {n}"))
+
+        await asyncio.gather(*(write(n) for n in range(32)))
+        async with database.session(read_only=True) as session:
+            count = (await session.execute(select(func.count()).select_from(parent))).scalar()
+    finally:
+        await database.dispose()
+    assert count == 32
+
+
+async def test_a_nested_sqlite_writer_is_refused_instead_of_waiting_for_itself(
+    tmp_path: Path,
+) -> None:
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'nested.db'}")
+    try:
+        async with database.session():
+            with pytest.raises(RuntimeError, match="inside another one"):
+                async with database.session():
+                    pass
+            async with database.session(read_only=True) as reader:  # reads are fine
+                assert (await reader.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await database.dispose()

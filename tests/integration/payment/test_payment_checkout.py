@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from common.db import Database
 from common.errors import (
@@ -619,3 +619,30 @@ async def test_the_funnel_counts_each_placed_order_once_and_each_end_once(
         await checkout(payments, caller, [RequestedItem(item, 1)], "4242424242424241")
 
     assert funnel() == (placed + 2, confirmed + 1, declined + 1)
+
+
+async def test_a_successful_checkout_takes_four_transactions_of_the_payment_database(
+    db_url: str, payment_db: Database, store: PaymentStore, inventory: FakeInventory
+) -> None:
+    # The sandbox provider stands in for a remote one: its ledger gets an engine of its own so
+    # that only the payment service's own transactions are counted (issue 13: at most four).
+    ledger = Database.from_url(db_url)
+    provider = ResilientProvider(SandboxProvider(ledger), backoff_s=0.001)
+    payments = Payments(store, CheckoutSaga(store, inventory, provider), provider)
+    item = product(inventory, stock=3)
+    begun: list[object] = []
+
+    def count(connection: object) -> None:
+        begun.append(connection)
+
+    event.listen(payment_db.engine.sync_engine, "begin", count)
+    try:
+        reply = await payments.checkout(
+            new_user(), "once", [RequestedItem(item, 1)], payments.accept_card(card()), render
+        )
+    finally:
+        event.remove(payment_db.engine.sync_engine, "begin", count)
+        await ledger.dispose()
+
+    assert answered(reply)["status"] == OrderStatus.CONFIRMED.value
+    assert len(begun) == 4  # key and order; reserved; authorized; confirmed with the answer
