@@ -50,11 +50,7 @@ class HttpCache:
         Credentials that fail verification are served anonymously, but the answer is still
         not shared: a cache that stored it under a bearer's request would break ``Vary``.
         """
-        return (
-            route.public
-            and route.http_method == "GET"
-            and AUTHORIZATION_HEADER not in request.headers
-        )
+        return shared_read(route) and AUTHORIZATION_HEADER not in request.headers
 
     def mark(self, route: Route, request: web.Request) -> None:
         """Remember, before the call, how any answer to this request may be kept."""
@@ -69,6 +65,11 @@ class HttpCache:
             # would have; the request's keeping adds Cache-Control and Vary when it is sent.
             return web.Response(status=304, headers=headers)
         return web.Response(body=body, headers=headers, content_type="application/json")
+
+
+def shared_read(route: Route) -> bool:
+    """Whether the route's anonymous answers are shared: a GET of an ``ACCESS_PUBLIC`` RPC."""
+    return route.public and route.http_method == "GET"
 
 
 def strong_etag(body: bytes) -> str:
