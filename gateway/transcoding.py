@@ -87,6 +87,8 @@ class Transcoder:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Transcode one call; failures surface as ``ProblemError`` for the problem middleware."""
+        # First, so that every refusal below (429, a bad header) gets its Cache-Control too.
+        self._cache.mark(self.route, request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request_timeout(request, self._timeout)
         if self._limiter is None:
@@ -105,7 +107,6 @@ class Transcoder:
 
     async def _answer(self, request: web.Request, deadline: float) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
-        self._cache.mark(self.route, request)
         await self._authenticator.admit(request, self.route)  # a 401 costs no call
         if self._limiter is not None:
             await self._limiter.check_user(request, self.route)

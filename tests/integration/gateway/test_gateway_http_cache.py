@@ -251,3 +251,13 @@ async def test_every_get_is_shared_exactly_when_its_rpc_is_public(
         assert answer.headers["Cache-Control"] == "no-store"
     else:
         assert answer.headers["Cache-Control"] == "private, no-store"
+
+
+async def test_a_refusal_before_any_call_is_not_stored_either(gateway: Gateway) -> None:
+    refused = await gateway.get("/api/v1/products", headers={"Request-Timeout": "soon"})
+    unauthenticated = await gateway.get("/api/v1/orders")
+
+    assert refused.status == 400
+    assert refused.headers["Cache-Control"] == "no-store"
+    assert unauthenticated.status == 401
+    assert unauthenticated.headers["Cache-Control"] == "private, no-store"
