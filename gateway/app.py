@@ -17,6 +17,7 @@ from gateway.asyncapi import build_asyncapi
 from gateway.auth import Authenticator
 from gateway.client_address import CLIENT_ADDRESSES_KEY, ClientAddresses
 from gateway.docs import docs_routes
+from gateway.http_cache import HttpCache, cache_headers
 from gateway.http_policy import Cors, security_headers
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import (
@@ -130,6 +131,7 @@ def create_app(
     app[DRAIN_KEY] = Drain()
     app.on_response_prepare.append(stamp_request_id)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(cache_headers)
     app.on_response_prepare.append(cors.on_prepare())
     if limiter is not None:
         app[LIMITER_KEY] = limiter
@@ -147,8 +149,16 @@ def create_app(
     app.router.add_get(ASYNCAPI_PATH, _json_handler(events), allow_head=False)
     app.router.add_routes(docs_routes(API_TITLE, as_openapi_30(document)))
     app.router.add_get(METRICS_PATH, metrics.handle_metrics, allow_head=False)
+    http_cache = HttpCache(settings.http_cache_max_age_s, settings.http_cache_swr_s)
     add_rpc_routes(
-        app.router, table, upstreams, metrics, authenticator, settings=settings, limiter=limiter
+        app.router,
+        table,
+        upstreams,
+        metrics,
+        authenticator,
+        settings=settings,
+        limiter=limiter,
+        http_cache=http_cache,
     )
     return app
 

@@ -1,4 +1,7 @@
-"""Headers every answer carries: security headers, and CORS for the configured origins only."""
+"""Headers every answer carries: security headers, and CORS for the configured origins only.
+
+Caching headers are gateway/http_cache.py's.
+"""
 
 from __future__ import annotations
 
@@ -49,9 +52,6 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     docs = request.path == "/docs" or request.path.startswith("/docs/")
     policy = DOCS_CSP if docs else STATUS_CSP if request.path == "/status" else API_CSP
     headers.setdefault("Content-Security-Policy", policy)
-    # An answer to a bearer of a token is that user's: no shared or browser cache may keep it.
-    if "Authorization" in request.headers:
-        headers["Cache-Control"] = "no-store"
 
 
 class Cors:

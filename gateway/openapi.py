@@ -25,6 +25,7 @@ from common.descriptors import (
     message_type,
 )
 from common.logging import get_logger
+from gateway.http_cache import shared_read
 from gateway.openapi_links import DECLARED_LINKS, DeclaredLink, derive_links
 from gateway.openapi_rules import constrain, is_required
 from gateway.openapi_statuses import error_statuses
@@ -349,6 +350,24 @@ def _request_body(route: Route, schemas: ProtoSchemas) -> dict[str, Any]:
     return {"required": required, "content": {JSON_CONTENT_TYPE: {"schema": schema}}}
 
 
+_SHARED_HEADERS = {
+    "ETag": {
+        "description": (
+            "Without a token: a strong validator of the body, for `If-None-Match`. With a "
+            "token, on a resource with an etag: its version, for `If-Match`."
+        ),
+        "schema": {"type": "string"},
+    },
+    "Cache-Control": {
+        "description": (
+            "Without a token: `public, max-age=N, stale-while-revalidate=M` on 200 and 304 "
+            "(no-store on errors); with one: `private, no-store`."
+        ),
+        "schema": {"type": "string"},
+    },
+}
+
+
 def _responses(route: Route, schemas: ProtoSchemas) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success."}
     if route.has_body:
@@ -367,6 +386,12 @@ def _responses(route: Route, schemas: ProtoSchemas) -> dict[str, Any]:
             }
         }
     responses: dict[str, Any] = {str(route.success_status): success}
+    if shared_read(route):
+        success["headers"] = _SHARED_HEADERS
+        responses["304"] = {
+            "description": "Not Modified: the `If-None-Match` tag is still current.",
+            "headers": _SHARED_HEADERS,
+        }
     for status in sorted(error_statuses(route)):
         responses[str(int(status))] = _PROBLEM
     responses["default"] = _PROBLEM

@@ -104,6 +104,16 @@ class GatewaySettings(CommonSettings):
         description="The header the trusted proxies write: X-Forwarded-For or Forwarded.",
     )
 
+    # HTTP caching of the public reads (gateway/http_cache.py): how long a CDN or browser may
+    # serve its copy without asking, then how long it may serve it stale while it revalidates.
+    # Short, because stock moves: a checkout re-checks it anyway.
+    http_cache_max_age_s: int = Field(
+        10, ge=0, description="max-age of public catalog reads, in seconds."
+    )
+    http_cache_swr_s: int = Field(
+        30, ge=0, description="stale-while-revalidate of public catalog reads, in seconds."
+    )
+
     cors_allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Origins allowed to call from a browser; '*' for any; default none."
     )

@@ -34,6 +34,7 @@ from gateway.conditional import (
 )
 from gateway.deadlines import request_timeout
 from gateway.field_paths import FieldPathError, resolve, set_from_text, update_mask_paths
+from gateway.http_cache import HttpCache
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import request_id
 from gateway.path_templates import PathValueError, decode_variable, normalize_path
@@ -63,8 +64,12 @@ class Transcoder:
         *,
         settings: GatewaySettings,
         limiter: RateLimiter | None = None,
+        http_cache: HttpCache | None = None,
     ) -> None:
         self.route = route
+        self._cache = http_cache or HttpCache(
+            settings.http_cache_max_age_s, settings.http_cache_swr_s
+        )
         self._upstreams = upstreams
         self._authenticator = authenticator
         self._limiter = limiter
@@ -82,6 +87,8 @@ class Transcoder:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Transcode one call; failures surface as ``ProblemError`` for the problem middleware."""
+        # First, so that every refusal below (429, a bad header) gets its Cache-Control too.
+        self._cache.mark(self.route, request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request_timeout(request, self._timeout)
         if self._limiter is None:
@@ -120,9 +127,14 @@ class Transcoder:
         payload = message_to_json(reply)
         if self._response_field is not None:
             payload = payload.get(self._response_field.name)
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        if self.route.success_status == HTTPStatus.OK and self._cache.shareable(
+            self.route, request
+        ):
+            return self._cache.answer(request, body, {})
         return web.Response(
             status=self.route.success_status,
-            body=json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(),
+            body=body,
             content_type=JSON_CONTENT_TYPE,
             headers=etag_header(payload),
         )
@@ -289,6 +301,7 @@ def add_rpc_routes(
     *,
     settings: GatewaySettings,
     limiter: RateLimiter | None = None,
+    http_cache: HttpCache | None = None,
 ) -> None:
     """Register a handler for every route of the table, in its order.
 
@@ -306,6 +319,13 @@ def add_rpc_routes(
             else:
                 resource = router.add_resource(path)
             resources[path] = resource
-        transcoder = Transcoder(route, upstreams, authenticator, settings=settings, limiter=limiter)
+        transcoder = Transcoder(
+            route,
+            upstreams,
+            authenticator,
+            settings=settings,
+            limiter=limiter,
+            http_cache=http_cache,
+        )
         added = resource.add_route(route.http_method, transcoder.handle)
         metrics.name_route(added, route.template.text)

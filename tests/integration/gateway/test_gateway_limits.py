@@ -198,9 +198,9 @@ async def test_an_answer_to_a_token_bearer_is_never_cached(
     with_token = await gateway.get("/v1/widgets/w", headers=bearer(customer_token()))
     refused = await gateway.post("/v1/widgets", json={}, headers={"Authorization": "Bearer x"})
 
-    assert with_token.headers["Cache-Control"] == "no-store"
+    assert with_token.headers["Cache-Control"] == "private, no-store"
     assert refused.status == 401
-    assert refused.headers["Cache-Control"] == "no-store"
+    assert refused.headers["Cache-Control"] == "private, no-store"
 
 
 async def test_an_oversized_header_is_refused_before_any_handler(
