@@ -32,6 +32,13 @@ UNCACHEABLE = "no-store"
 # sees who changed a price), and a token bearer's answer is private.
 VARY = AUTHORIZATION_HEADER
 
+# The key set is public, but a copy kept for max-age + stale-while-revalidate could outlive
+# the lead a new signing key is published with before it signs (MC_JWT_KEY_ACTIVATION_S,
+# 10 s): verifiers behind a CDN would refuse valid tokens. Caches keep it but revalidate every
+# use (a 304 while the set is unchanged).
+REVALIDATED_RPCS = frozenset({"/microcommerce.user.v1.UserService/GetJwks"})
+REVALIDATED = "public, no-cache"
+
 # How a request's answer may be kept, decided by the handler that knows its route.
 _KEEPING = web.RequestKey("mc_cache_keeping", str)
 
@@ -54,7 +61,12 @@ class HttpCache:
 
     def mark(self, route: Route, request: web.Request) -> None:
         """Remember, before the call, how any answer to this request may be kept."""
-        request[_KEEPING] = self.shared if self.shareable(route, request) else PERSONAL
+        if not self.shareable(route, request):
+            request[_KEEPING] = PERSONAL
+        elif route.rpc_path in REVALIDATED_RPCS:
+            request[_KEEPING] = REVALIDATED
+        else:
+            request[_KEEPING] = self.shared
 
     def answer(self, request: web.Request, body: bytes, headers: dict[str, str]) -> web.Response:
         """A shared 200 with its validator, or 304 when the client's copy is still current."""

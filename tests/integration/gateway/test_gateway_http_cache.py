@@ -19,6 +19,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from gateway.http_cache import REVALIDATED_RPCS
 from gateway.routes import build_route_table, discover_services
 from gateway.settings import GatewaySettings
 from microcommerce.common.v1 import annotations_pb2 as mc
@@ -246,7 +247,9 @@ async def test_every_get_is_shared_exactly_when_its_rpc_is_public(
 
     answer = await gateway.get(path)
 
-    if route.access == mc.ACCESS_PUBLIC and answer.status == 200:
+    if route.rpc_path in REVALIDATED_RPCS and answer.status == 200:
+        assert answer.headers["Cache-Control"] == "public, no-cache"
+    elif route.access == mc.ACCESS_PUBLIC and answer.status == 200:
         assert answer.headers["Cache-Control"] == SHARED
     elif route.access == mc.ACCESS_PUBLIC:
         assert answer.headers["Cache-Control"] == "no-store"
@@ -262,3 +265,19 @@ async def test_a_refusal_before_any_call_is_not_stored_either(gateway: Gateway) 
     assert refused.headers["Cache-Control"] == "no-store"
     assert unauthenticated.status == 401
     assert unauthenticated.headers["Cache-Control"] == "private, no-store"
+
+
+async def test_the_key_set_is_kept_only_if_revalidated_so_a_new_key_is_seen_before_it_signs(
+    gateway: Gateway,
+) -> None:
+    # A copy served for max-age + stale-while-revalidate (here 180 s) would outlive the 10 s a
+    # new signing key is published before it signs: verifiers behind a cache must ask again.
+    keys = await gateway.get("/.well-known/jwks.json")
+    assert keys.status == 200
+    assert keys.headers["Cache-Control"] == "public, no-cache"
+
+    again = await gateway.get(
+        "/.well-known/jwks.json", headers={"If-None-Match": keys.headers["ETag"]}
+    )
+    assert again.status == 304
+    assert again.headers["Cache-Control"] == "public, no-cache"
