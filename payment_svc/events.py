@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from common.clock import parse_rfc3339
 from common.consumer import IncomingEvent, PoisonEvent, Subscription, event_data
 from common.inbox import Delivery
 from common.topics import Topic
 from microcommerce.user.v1 import events_pb2
+from payment_svc.analytics.facts import ORDER_TYPES, PAYMENT_TYPES, BadEvent
+from payment_svc.analytics.service import ORDERS_CONSUMER, PAYMENTS_CONSUMER, SalesAnalytics
 from payment_svc.service import Payments
 
 USER_DELETED = "microcommerce.user.deleted"
 
 
-def subscriptions(payments: Payments) -> list[Subscription]:
+def subscriptions(payments: Payments, analytics: SalesAnalytics) -> list[Subscription]:
     """Every consumer of the payment service."""
 
     async def erase_deleted_user(event: IncomingEvent, delivery: Delivery) -> None:
@@ -20,9 +23,23 @@ def subscriptions(payments: Payments) -> list[Subscription]:
             raise PoisonEvent(f"{event.type} without a user_id")
         await payments.erase_user(message.user_id, delivery)
 
+    async def fold_sales(event: IncomingEvent, delivery: Delivery) -> None:
+        try:
+            time = parse_rfc3339(event.time)
+        except ValueError:
+            raise PoisonEvent(f"{event.type} without a valid time: {event.time!r}") from None
+        try:
+            await analytics.apply(event.type, event.data, time, delivery)
+        except BadEvent as error:
+            raise PoisonEvent(f"{event.type}: {error}") from None
+
     return [
         # A deleted account's personal data goes from its orders and payments too.
         Subscription(
             "erase-deleted-users", Topic.USER_EVENTS, frozenset({USER_DELETED}), erase_deleted_user
         ),
+        # The sales read model (payment_svc.analytics): orders from one topic, refunds from
+        # the other; the two consumers apply their increments independently.
+        Subscription(ORDERS_CONSUMER, Topic.ORDER_EVENTS, ORDER_TYPES, fold_sales),
+        Subscription(PAYMENTS_CONSUMER, Topic.PAYMENT_EVENTS, PAYMENT_TYPES, fold_sales),
     ]
