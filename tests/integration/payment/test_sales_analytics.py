@@ -13,19 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
-from common.consumer import EventConsumer, EventConsumers, RetryPolicy
+from common.consumer import EventConsumer, EventConsumers
 from common.db import Database
-from common.dead_letters import ConsumedRecord, DeadLetterStore
+from common.dead_letters import ConsumedRecord
 from common.errors import FailedPrecondition, InvalidArgument
-from common.inbox import inbox_table
 from common.money import Money
-from common.outbox import Outbox, outbox_table
-from common.pagination import PageTokens
+from common.outbox import outbox_table
 from common.topics import Topic
 from localrun.broker import EmbeddedBroker
-from payment_svc import events
 from payment_svc.analytics.facts import FOLDED_TYPES, PAYMENT_TYPES
 from payment_svc.analytics.service import (
     ORDERS_CONSUMER,
@@ -33,7 +30,6 @@ from payment_svc.analytics.service import (
     Granularity,
     SalesAnalytics,
 )
-from payment_svc.analytics.store import MODEL_TABLES, AnalyticsStore
 from payment_svc.domain import Caller, OrderStatus, RequestedItem
 from payment_svc.service import Payments
 from payment_svc.store import order_items, orders, refunds
@@ -63,31 +59,6 @@ class Figures:
     revenue: dict[str, int]
     refunds: dict[str, int]
     products: dict[str, tuple[int, dict[str, int]]]
-
-
-@pytest.fixture
-async def analytics(payment_db: Database) -> SalesAnalytics:
-    # PostgreSQL is the session's database: start from an empty read model and inbox.
-    async with payment_db.session() as session:
-        for table in MODEL_TABLES:
-            await session.execute(delete(table))
-        inbox = inbox_table("payment")
-        await session.execute(
-            delete(inbox).where(inbox.c.consumer.in_([ORDERS_CONSUMER, PAYMENTS_CONSUMER]))
-        )
-    return SalesAnalytics(AnalyticsStore(payment_db, Outbox("payment")))
-
-
-@pytest.fixture
-def consumers(
-    payments: Payments, payment_db: Database, analytics: SalesAnalytics
-) -> EventConsumers:
-    return EventConsumers.build(
-        DeadLetterStore(payment_db, "payment"),
-        events.subscriptions(payments, analytics),
-        RetryPolicy(attempts=2, first_delay_s=0.01),
-        PageTokens(b"payment-analytics-test-key-01234"),
-    )
 
 
 def consumer(consumers: EventConsumers, name: str) -> EventConsumer:
