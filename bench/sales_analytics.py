@@ -46,7 +46,7 @@ from microcommerce.payment.v1 import events_pb2, order_service_pb2
 from payment_svc.analytics.facts import PAYMENT_TYPES
 from payment_svc.analytics.service import ORDERS_CONSUMER, PAYMENTS_CONSUMER, SalesAnalytics
 from payment_svc.analytics.store import AnalyticsStore
-from payment_svc.events import subscriptions
+from payment_svc.events import sales_subscriptions
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "sales_analytics.json"
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -148,8 +148,7 @@ async def _cell(backend: str, url: str, records: list[ConsumedRecord], seconds: 
         analytics = SalesAnalytics(AnalyticsStore(database, Outbox("payment")))
         consumers = EventConsumers.build(
             DeadLetterStore(database, "payment"),
-            # Only the sales subscriptions are fed; the erasure one gets no user events.
-            subscriptions(None, analytics),  # type: ignore[arg-type]
+            sales_subscriptions(analytics),
             RetryPolicy(attempts=1),
             PageTokens(b"bench-sales-analytics-key-012345"),
         )

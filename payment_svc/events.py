@@ -23,6 +23,18 @@ def subscriptions(payments: Payments, analytics: SalesAnalytics) -> list[Subscri
             raise PoisonEvent(f"{event.type} without a user_id")
         await payments.erase_user(message.user_id, delivery)
 
+    return [
+        # A deleted account's personal data goes from its orders and payments too.
+        Subscription(
+            "erase-deleted-users", Topic.USER_EVENTS, frozenset({USER_DELETED}), erase_deleted_user
+        ),
+        *sales_subscriptions(analytics),
+    ]
+
+
+def sales_subscriptions(analytics: SalesAnalytics) -> list[Subscription]:
+    """The sales read model's consumers (payment_svc.analytics)."""
+
     async def fold_sales(event: IncomingEvent, delivery: Delivery) -> None:
         try:
             time = parse_rfc3339(event.time)
@@ -33,13 +45,9 @@ def subscriptions(payments: Payments, analytics: SalesAnalytics) -> list[Subscri
         except BadEvent as error:
             raise PoisonEvent(f"{event.type}: {error}") from None
 
+    # Orders from one topic, refunds from the other: the two consumers apply their increments
+    # independently, in whatever order the topics deliver.
     return [
-        # A deleted account's personal data goes from its orders and payments too.
-        Subscription(
-            "erase-deleted-users", Topic.USER_EVENTS, frozenset({USER_DELETED}), erase_deleted_user
-        ),
-        # The sales read model (payment_svc.analytics): orders from one topic, refunds from
-        # the other; the two consumers apply their increments independently.
         Subscription(ORDERS_CONSUMER, Topic.ORDER_EVENTS, ORDER_TYPES, fold_sales),
         Subscription(PAYMENTS_CONSUMER, Topic.PAYMENT_EVENTS, PAYMENT_TYPES, fold_sales),
     ]

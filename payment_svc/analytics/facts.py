@@ -128,7 +128,7 @@ def fold(event_type: str, data: Mapping[str, Any], time: datetime) -> Fold:
     raise BadEvent(f"{event_type} is not folded into the sales figures")
 
 
-def product_increments(hour: datetime, lines: tuple[Line, ...]) -> dict[tuple[str, str], Line]:
+def product_increments(lines: tuple[Line, ...]) -> dict[tuple[str, str], Line]:
     """An order's lines summed per (product, currency): one upsert per product."""
     summed: dict[tuple[str, str], Line] = {}
     for line in lines:

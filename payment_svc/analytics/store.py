@@ -138,7 +138,7 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
             )
 
     async def _add_products(self, hour: datetime, lines: tuple[Line, ...]) -> None:
-        for (product_id, currency), line in product_increments(hour, lines).items():
+        for (product_id, currency), line in product_increments(lines).items():
             statement = insert_on_conflict(self._session, product_sales).values(
                 hour=hour,
                 product_id=product_id,
