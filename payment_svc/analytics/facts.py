@@ -167,7 +167,10 @@ def _money(money: Any, name: str) -> tuple[str, int]:
 
 
 def _line(item: Any) -> Line:
-    if not item.product_id or item.quantity <= 0 or not item.HasField("unit_price"):
-        raise BadEvent("an order line without product, quantity or price")
+    if not item.product_id or item.quantity <= 0:
+        raise BadEvent("an order line without product or quantity")
+    if not item.HasField("unit_price"):
+        # The contract leaves an unknown price absent: the units sold still count.
+        return Line(item.product_id, "", item.quantity, 0)
     currency, unit_amount = _money(item.unit_price, "unit_price")
     return Line(item.product_id, currency, item.quantity, unit_amount * item.quantity)

@@ -243,7 +243,8 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
             .group_by(product_sales.c.product_id, product_sales.c.currency)
         )
         for row in rows:
-            revenue[row.product_id][row.currency] = int(row.revenue)
+            if row.currency:  # "" holds the units of lines whose price was not known
+                revenue[row.product_id][row.currency] = int(row.revenue)
         return [
             ProductTotal(row.product_id, int(row.units), revenue[row.product_id]) for row in top
         ]

@@ -80,6 +80,11 @@ def test_data_that_cannot_be_folded_is_refused(event_type: str, data: dict[str, 
         fold(event_type, data, AT)
 
 
+def test_a_line_without_a_known_price_still_counts_its_units() -> None:
+    data = {"order_id": "o1", "items": [{"product_id": "mug", "quantity": 2}]}
+    assert fold("microcommerce.order.placed", data, AT).lines == (Line("mug", "", 2, 0),)
+
+
 def test_an_orders_lines_are_summed_per_product_and_currency() -> None:
     lines = (Line("mug", "USD", 1, 1250), Line("mug", "USD", 2, 2400), Line("mug", "EUR", 1, 9))
     assert product_increments(lines) == {
