@@ -15,7 +15,7 @@ TEST_GENERATED := tests/gen/.generated
 
 PYTEST_ARGS ?=
 
-.PHONY: help install proto run migrate seed keys-rotate keys-list test lint format bench buf-lint \
+.PHONY: help install proto run migrate seed keys-rotate keys-list analytics-rebuild test lint format bench buf-lint \
   buf-breaking asyncapi-tools clean tools chart-test hadolint chromium monitoring-test promtool \
   mutants
 
@@ -84,6 +84,11 @@ keys-rotate: $(GENERATED) ## add a new JWT signing key now (e.g. after a leak); 
 
 keys-list: $(GENERATED) ## list the JWT signing keys (kid and creation time)
 	$(PY) -m user_svc.keys list
+
+# The payment service's database as MC_PAYMENT_DATABASE_URL (else MC_DATA_DIR) names it; safe
+# while the service runs (its consumers wait for the rebuild's transaction).
+analytics-rebuild: $(GENERATED) ## recompute the sales read model from the stored order events
+	$(PY) -m payment_svc.analytics rebuild
 
 lint: $(GENERATED) $(TEST_GENERATED) ## ruff check, ruff format --check, mypy --strict, buf lint, buf breaking, hadolint
 	$(BIN)/ruff check .

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from common.clock import parse_rfc3339
 from common.consumer import IncomingEvent, PoisonEvent, Subscription, event_data
 from common.inbox import Delivery
 from common.topics import Topic
 from microcommerce.user.v1 import events_pb2
+from payment_svc.analytics.facts import ORDER_TYPES, PAYMENT_TYPES, BadEvent
+from payment_svc.analytics.service import ORDERS_CONSUMER, PAYMENTS_CONSUMER, SalesAnalytics
 from payment_svc.service import Payments
 
 USER_DELETED = "microcommerce.user.deleted"
 
 
-def subscriptions(payments: Payments) -> list[Subscription]:
+def subscriptions(payments: Payments, analytics: SalesAnalytics) -> list[Subscription]:
     """Every consumer of the payment service."""
 
     async def erase_deleted_user(event: IncomingEvent, delivery: Delivery) -> None:
@@ -25,4 +28,26 @@ def subscriptions(payments: Payments) -> list[Subscription]:
         Subscription(
             "erase-deleted-users", Topic.USER_EVENTS, frozenset({USER_DELETED}), erase_deleted_user
         ),
+        *sales_subscriptions(analytics),
+    ]
+
+
+def sales_subscriptions(analytics: SalesAnalytics) -> list[Subscription]:
+    """The sales read model's consumers (payment_svc.analytics)."""
+
+    async def fold_sales(event: IncomingEvent, delivery: Delivery) -> None:
+        try:
+            time = parse_rfc3339(event.time)
+        except ValueError:
+            raise PoisonEvent(f"{event.type} without a valid time: {event.time!r}") from None
+        try:
+            await analytics.apply(event.type, event.data, time, delivery)
+        except BadEvent as error:
+            raise PoisonEvent(f"{event.type}: {error}") from None
+
+    # Orders from one topic, refunds from the other: the two consumers apply their increments
+    # independently, in whatever order the topics deliver.
+    return [
+        Subscription(ORDERS_CONSUMER, Topic.ORDER_EVENTS, ORDER_TYPES, fold_sales),
+        Subscription(PAYMENTS_CONSUMER, Topic.PAYMENT_EVENTS, PAYMENT_TYPES, fold_sales),
     ]

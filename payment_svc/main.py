@@ -17,8 +17,13 @@ from microcommerce.payment.v1 import (
     dead_letter_service_pb2_grpc,
     order_service_pb2,
     order_service_pb2_grpc,
+    sales_analytics_service_pb2,
+    sales_analytics_service_pb2_grpc,
 )
 from payment_svc import events, grpc_api
+from payment_svc.analytics.grpc_api import SalesAnalyticsApi
+from payment_svc.analytics.service import SalesAnalytics
+from payment_svc.analytics.store import AnalyticsStore
 from payment_svc.inventory_client import GrpcInventory
 from payment_svc.provider import PROVIDERS, ResilientProvider
 from payment_svc.saga import CheckoutSaga, FaultHook, no_faults
@@ -68,7 +73,8 @@ def wire(runtime: Runtime[PaymentSettings]) -> Wiring:
             recovery_interval_s=settings.recovery_interval_s,
         ),
     )
-    consumers = event_consumers(runtime, events.subscriptions(use_cases), page_tokens)
+    analytics = SalesAnalytics(AnalyticsStore(runtime.database, runtime.outbox))
+    consumers = event_consumers(runtime, events.subscriptions(use_cases, analytics), page_tokens)
 
     return Wiring(
         services=[
@@ -81,6 +87,13 @@ def wire(runtime: Runtime[PaymentSettings]) -> Wiring:
                 order_service_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name,
                 grpc_api.PaymentApi(use_cases),
                 order_service_pb2_grpc.add_PaymentServiceServicer_to_server,
+            ),
+            Service(
+                sales_analytics_service_pb2.DESCRIPTOR.services_by_name[
+                    "SalesAnalyticsService"
+                ].full_name,
+                SalesAnalyticsApi(analytics),
+                sales_analytics_service_pb2_grpc.add_SalesAnalyticsServiceServicer_to_server,
             ),
             dead_letter_service(
                 dead_letter_service_pb2, dead_letter_service_pb2_grpc, consumers.admin

@@ -2,13 +2,15 @@
 
 A user deleted through REST has their card data erased by payment_svc (user_svc's outbox →
 Kafka → payment's consumer); a record on order-events that product_svc cannot decode is
-dead-lettered and shown to administrators, never to customers.
+dead-lettered and shown to administrators, never to customers; a checkout reaches the sales
+figures (payment's outbox → Kafka → payment's own analytics consumers → the admin route).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +113,39 @@ async def test_an_undecodable_order_event_is_dead_lettered_for_admins_only(
         "POST", "/api/v1/product/dead-letters/nope:replay", token=shop.admin_token, json={}
     )
     assert missing.status == 404, missing
+
+
+async def test_a_checkout_reaches_the_sales_figures_with_their_as_of(shop: CheckoutStack) -> None:
+    product = await shop.new_product(stock=5, price=700)
+    customer = await shop.new_customer()
+    placed = await shop.checkout(customer, [(product, 3)])
+    assert placed.status == 201, placed
+    now = datetime.now(UTC)
+    window = (
+        f"start_time={(now - timedelta(hours=1)).isoformat().replace('+00:00', 'Z')}"
+        f"&end_time={(now + timedelta(hours=1)).isoformat().replace('+00:00', 'Z')}"
+    )
+
+    async def sold() -> dict[str, Any] | None:
+        answer = await shop.call(
+            "GET", f"/api/v1/payment/analytics/top-products?{window}", token=shop.admin_token
+        )
+        assert answer.status == 200, answer
+        return next(
+            (p for p in answer.body.get("products", []) if p["product_id"] == product), None
+        )
+
+    found = await wait_for(sold, within=WITHIN_S, interval=0.2)
+    assert found["units"] == 3
+    assert found["revenue"] == [{"amount": 2100, "currency": "USD"}]
+    sales = await shop.call(
+        "GET",
+        f"/api/v1/payment/analytics/sales?{window}&granularity=GRANULARITY_HOUR",
+        token=shop.admin_token,
+    )
+    assert sales.status == 200, sales
+    assert sales.body["as_of"]
+    refused = await shop.call(
+        "GET", f"/api/v1/payment/analytics/top-products?{window}", token=customer
+    )
+    assert refused.status == 403, refused

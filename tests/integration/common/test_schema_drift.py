@@ -33,6 +33,7 @@ from common.inbox import inbox_table
 from common.migrations import script_location_of, upgrade_to_head, version_table
 from common.outbox import outbox_table
 from payment_svc import store as payment_store
+from payment_svc.analytics import store as analytics_store
 from payment_svc.provider import sandbox_ledger
 from product_svc import store as product_store
 from tests.support.schemas import empty_database
@@ -42,6 +43,7 @@ from user_svc import store as user_store
 SERVICE_TABLES: dict[str, Callable[[], list[Table]]] = {
     "payment": lambda: [
         *payment_store.METADATA.sorted_tables,
+        *analytics_store.METADATA.sorted_tables,
         sandbox_ledger,
         dead_letter_table("payment"),
     ],

@@ -15,12 +15,14 @@ from common.db import Database
 from common.dead_letters import DeadLetterStore
 from common.errors import FailedPrecondition
 from common.metrics import REGISTRY
-from common.outbox import OutgoingEvent, outbox_table
+from common.outbox import Outbox, OutgoingEvent, outbox_table
 from common.pagination import PageTokens
 from common.topics import Topic
 from localrun.broker import EmbeddedBroker
 from microcommerce.user.v1 import events_pb2
 from payment_svc import events
+from payment_svc.analytics.service import SalesAnalytics
+from payment_svc.analytics.store import AnalyticsStore
 from payment_svc.domain import Caller, RequestedItem
 from payment_svc.service import Payments
 from payment_svc.store import idempotency_keys, orders, payments
@@ -46,7 +48,9 @@ async def consuming(
 ) -> AsyncIterator[EventConsumers]:
     consumers = EventConsumers.build(
         DeadLetterStore(payment_db, "payment"),
-        events.subscriptions(payments),
+        events.subscriptions(
+            payments, SalesAnalytics(AnalyticsStore(payment_db, Outbox("payment")))
+        ),
         RetryPolicy(attempts=2, first_delay_s=0.05),
         PageTokens(b"payment-events-test-key-0123456"),
     )
