@@ -38,6 +38,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,6 +51,7 @@ from common.outbox import Outbox
 from product_svc.domain import (
     Adjustment,
     Category,
+    CoPurchase,
     OrderBy,
     PriceChange,
     Product,
@@ -140,6 +143,22 @@ reservation_items = Table(
     Column("quantity", Integer, nullable=False),
     Column("unit_amount", BigInteger, nullable=False),
     Column("unit_currency", String(3), nullable=False),
+)
+# "Bought together" counters (migration 0007), fed by confirmed orders; no foreign keys.
+purchases = Table(
+    "product_purchases",
+    METADATA,
+    Column("product_id", String(32), primary_key=True),
+    Column("orders", BigInteger, nullable=False),
+    Index("ix_product_purchases_best_sellers", "orders", "product_id"),
+)
+co_purchases = Table(
+    "product_co_purchases",
+    METADATA,
+    Column("product_id", String(32), primary_key=True),
+    Column("other_id", String(32), primary_key=True),
+    Column("orders", BigInteger, nullable=False),
+    Index("ix_product_co_purchases_strongest", "product_id", "orders"),
 )
 # SQLite's full-text index (migration 0003); PostgreSQL uses generated tsvector columns instead.
 products_fts = Table(
@@ -451,6 +470,83 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         expression = f"name : ({phrase})" if in_name_only else phrase
         matching = select(products_fts.c.rowid).where(_fts_match(expression))
         return products.c.seq.in_(matching)
+
+    # Bought together --------------------------------------------------------------------
+
+    async def count_purchase(self, basket: Sequence[str], pairs: Sequence[tuple[str, str]]) -> None:
+        """Add one order to the counters of its products and of its pairs, in key order."""
+        if basket:
+            await self._increment(purchases, ["product_id"], [{"product_id": p} for p in basket])
+        if pairs:
+            await self._increment(
+                co_purchases,
+                ["product_id", "other_id"],
+                [{"product_id": a, "other_id": b} for a, b in pairs],
+            )
+
+    async def _increment(self, table: Table, keys: list[str], rows: list[dict[str, Any]]) -> None:
+        # INSERT ... ON CONFLICT DO UPDATE: both backends spell it alike, from their dialects.
+        dialect_insert = postgresql_insert if self._postgres else sqlite_insert
+        statement = dialect_insert(table).values({**{k: bindparam(k) for k in keys}, "orders": 1})
+        statement = statement.on_conflict_do_update(
+            index_elements=keys, set_={"orders": table.c.orders + 1}
+        )
+        await self._session.execute(statement, rows)
+
+    async def purchases_of(self, product_id: str) -> int:
+        """In how many confirmed orders the product was bought."""
+        count = await self._session.scalar(
+            select(purchases.c.orders).where(purchases.c.product_id == product_id)
+        )
+        return int(count or 0)
+
+    async def co_purchases(
+        self, product_id: str, min_together: int, limit: int
+    ) -> list[CoPurchase]:
+        """The live, in-stock products bought with ``product_id`` in at least ``min_together``
+        orders, the ``limit`` strongest co-counts first, with their own order counts."""
+        rows = (
+            await self._session.execute(
+                select(
+                    *_PRODUCT_COLUMNS,
+                    *[co_purchases.c.orders.label("together"), purchases.c.orders.label("sold")],
+                )
+                .select_from(co_purchases)
+                .join(products, products.c.id == co_purchases.c.other_id)
+                .join(purchases, purchases.c.product_id == co_purchases.c.other_id)
+                .where(
+                    co_purchases.c.product_id == product_id,
+                    co_purchases.c.orders >= min_together,
+                    products.c.archived.is_(False),
+                    products.c.available > 0,
+                )
+                .order_by(co_purchases.c.orders.desc(), co_purchases.c.other_id)
+                .limit(limit)
+            )
+        ).all()
+        return [CoPurchase(_product(row), int(row.together), int(row.sold)) for row in rows]
+
+    async def best_sellers(
+        self, category_id: str | None, excluded: Sequence[str], limit: int
+    ) -> list[Product]:
+        """The live, in-stock products bought most often (at least once), in ``category_id``
+        or in the whole shop, apart from ``excluded``."""
+        # Driven by the counters' index on `orders`: the walk stops once `limit` rows match.
+        query = (
+            select(*_PRODUCT_COLUMNS)
+            .select_from(purchases)
+            .join(products, products.c.id == purchases.c.product_id)
+            .where(
+                products.c.archived.is_(False),
+                products.c.available > 0,
+                products.c.id.not_in(list(excluded)),
+            )
+            .order_by(purchases.c.orders.desc(), purchases.c.product_id)
+            .limit(limit)
+        )
+        if category_id is not None:
+            query = query.where(products.c.category_id == category_id)
+        return [_product(row) for row in (await self._session.execute(query)).all()]
 
     # Reservations -----------------------------------------------------------------------
 
