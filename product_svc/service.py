@@ -148,13 +148,15 @@ class Catalog:
             )
         return product
 
-    async def insert_products(self, batch: list[NewProduct]) -> None:
+    async def insert_products(self, batch: list[NewProduct]) -> list[Product]:
         """Bulk load without per-row checks, for benchmarks and fixtures (category must exist)."""
         moment = self._now()
         # Distinct creation times keep "newest first" a strict order within the batch.
-        await self._store.insert_products(
-            [new_product(new, moment + timedelta(microseconds=i)) for i, new in enumerate(batch)]
-        )
+        created = [
+            new_product(new, moment + timedelta(microseconds=i)) for i, new in enumerate(batch)
+        ]
+        await self._store.insert_products(created)
+        return created
 
     async def get_product(self, product_id: str) -> Product:
         async with self._store.unit_of_work() as uow:

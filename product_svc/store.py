@@ -9,7 +9,7 @@ database's CHECK constraints, so no interleaving on SQLite or PostgreSQL sells a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -493,6 +493,18 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         )
         await self._session.execute(statement, rows)
 
+    async def insert_co_purchase_counts(
+        self, bought: Mapping[str, int], together: Mapping[tuple[str, str], int]
+    ) -> None:
+        if bought:
+            rows = [{"product_id": p, "orders": n} for p, n in bought.items()]
+            await self._session.execute(insert(purchases), rows)
+        if together:
+            pairs = [
+                {"product_id": a, "other_id": b, "orders": n} for (a, b), n in together.items()
+            ]
+            await self._session.execute(insert(co_purchases), pairs)
+
     async def purchases_of(self, product_id: str) -> int:
         """In how many confirmed orders the product was bought."""
         count = await self._session.scalar(
@@ -655,6 +667,14 @@ class CatalogStore(unit_of_work.Store[UnitOfWork]):
         """Bulk load without per-row checks, for benchmarks and fixtures (category must exist)."""
         async with self.unit_of_work() as uow:
             await uow.insert_products(batch)
+
+    async def insert_co_purchase_counts(
+        self, bought: Mapping[str, int], together: Mapping[tuple[str, str], int]
+    ) -> None:
+        """Bulk load of counters into empty tables, for benchmarks (the consumer's path is
+        ``UnitOfWork.count_purchase``)."""
+        async with self.unit_of_work() as uow:
+            await uow.insert_co_purchase_counts(bought, together)
 
 
 def _fts_match(expression: str) -> ColumnElement[bool]:
