@@ -705,8 +705,15 @@ class CatalogStore(unit_of_work.Store[UnitOfWork]):
     ) -> None:
         """Bulk load of counters into empty tables, for benchmarks (the consumer's path is
         ``UnitOfWork.count_purchase``)."""
-        async with self.unit_of_work() as uow:
-            await uow.insert_co_purchase_counts(bought, together)
+        # In chunks, each its own transaction: one statement of two million rows outlives the
+        # driver's command timeout on PostgreSQL.
+        chunk = 50_000
+        counts, pairs = list(bought.items()), list(together.items())
+        for start in range(0, max(len(counts), len(pairs)), chunk):
+            async with self.unit_of_work() as uow:
+                await uow.insert_co_purchase_counts(
+                    dict(counts[start : start + chunk]), dict(pairs[start : start + chunk])
+                )
 
 
 def _fts_match(expression: str) -> ColumnElement[bool]:
