@@ -75,6 +75,7 @@ def order_confirmed(order: Order, payment: Payment) -> OutgoingEvent:
         user_id=order.user_id,
         payment_id=payment.id,
         total=money_message(order.total),
+        items=order_items(order),
     )
     return _order_event("confirmed", order, data)
 

@@ -10,6 +10,7 @@ from product_svc.service import Catalog
 
 ORDER_FAILED = "microcommerce.order.failed"
 ORDER_CANCELLED = "microcommerce.order.cancelled"
+ORDER_CONFIRMED = "microcommerce.order.confirmed"
 
 
 def subscriptions(catalog: Catalog) -> list[Subscription]:
@@ -25,6 +26,15 @@ def subscriptions(catalog: Catalog) -> list[Subscription]:
             raise PoisonEvent(f"{event.type} without an order_id")
         await catalog.release_for_ended_order(message.order_id, delivery)
 
+    async def count_confirmed_order(event: IncomingEvent, delivery: Delivery) -> None:
+        message = event_data(event, events_pb2.OrderConfirmed())
+        if not message.order_id:
+            raise PoisonEvent(f"{event.type} without an order_id")
+        product_ids = [item.product_id for item in message.items]
+        if not all(product_ids):
+            raise PoisonEvent(f"{event.type} with an item without a product_id")
+        await catalog.count_confirmed_order(message.order_id, product_ids, delivery)
+
     return [
         # The safety net behind the checkout saga and the expiry sweeper: an order that ended
         # failed or cancelled must not keep stock held.
@@ -33,5 +43,12 @@ def subscriptions(catalog: Catalog) -> list[Subscription]:
             Topic.ORDER_EVENTS,
             frozenset({ORDER_FAILED, ORDER_CANCELLED}),
             release_ended_order,
+        ),
+        # "Bought together" recommendations learn from what was actually paid for.
+        Subscription(
+            "count-co-purchases",
+            Topic.ORDER_EVENTS,
+            frozenset({ORDER_CONFIRMED}),
+            count_confirmed_order,
         ),
     ]

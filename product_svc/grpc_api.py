@@ -193,6 +193,15 @@ class ProductApi(product_service_pb2_grpc.ProductServiceServicer):
         )
         return product_message(product)
 
+    async def ListRecommendations(
+        self, request: pb.ListRecommendationsRequest, context: ServicerContext
+    ) -> pb.ListRecommendationsResponse:
+        page_size = request.page_size if request.HasField("page_size") else None
+        recommended = await self._use_cases.recommendations(request.id, page_size)
+        return pb.ListRecommendationsResponse(
+            products=[product_message(product) for product in recommended]
+        )
+
     async def ListPriceHistory(
         self, request: pb.ListPriceHistoryRequest, context: ServicerContext
     ) -> pb.ListPriceHistoryResponse:

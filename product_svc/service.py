@@ -23,15 +23,21 @@ from product_svc.domain import (
     Product,
     ProductChanges,
     ProductQuery,
+    RecommendationSettings,
     Reservation,
     ReservationStatus,
     Settlement,
+    basket,
+    basket_pairs,
     descendants,
+    fill_recommendations,
     found,
     new_id,
     new_product,
     place_reservation,
     product_query,
+    rank_bought_together,
+    recommendation_count,
     reservation_lines,
     valid_adjustment,
     valid_count,
@@ -58,8 +64,10 @@ class Catalog:
         reservation_ttl_s: float = 900.0,
         default_low_stock_threshold: int = 5,
         clock: Callable[[], datetime] = now,
+        recommendations: RecommendationSettings | None = None,
     ) -> None:
         self._store = store
+        self._recommend = recommendations or RecommendationSettings()
         self._tokens = page_tokens
         self._ttl = timedelta(seconds=reservation_ttl_s)
         self._default_threshold = default_low_stock_threshold
@@ -140,13 +148,15 @@ class Catalog:
             )
         return product
 
-    async def insert_products(self, batch: list[NewProduct]) -> None:
+    async def insert_products(self, batch: list[NewProduct]) -> list[Product]:
         """Bulk load without per-row checks, for benchmarks and fixtures (category must exist)."""
         moment = self._now()
         # Distinct creation times keep "newest first" a strict order within the batch.
-        await self._store.insert_products(
-            [new_product(new, moment + timedelta(microseconds=i)) for i, new in enumerate(batch)]
-        )
+        created = [
+            new_product(new, moment + timedelta(microseconds=i)) for i, new in enumerate(batch)
+        ]
+        await self._store.insert_products(created)
+        return created
 
     async def get_product(self, product_id: str) -> Product:
         async with self._store.unit_of_work() as uow:
@@ -285,6 +295,42 @@ class Catalog:
     async def _refuse_taken_sku(uow: UnitOfWork, sku: str, *, field_name: str) -> None:
         if await uow.product_by_sku(sku) is not None:
             raise AlreadyExists(f"sku {sku} is already in use", field=field_name)
+
+    # Recommendations ("bought together")
+
+    async def count_confirmed_order(
+        self, order_id: str, product_ids: list[str], delivery: Delivery
+    ) -> None:
+        """Add a confirmed order to the co-purchase counters, once (``events.py``: the event
+        is recorded in the inbox in the same transaction, so a redelivery adds nothing)."""
+        products = basket(order_id, product_ids)
+        async with self._store.handling(delivery) as uow:
+            await uow.count_purchase(products, basket_pairs(products))
+        _log.info("order_counted_for_recommendations", order_id=order_id, products=len(products))
+
+    async def recommendations(self, product_id: str, requested_size: int | None) -> list[Product]:
+        """The products most often bought with ``product_id``, topped up with best-sellers."""
+        limit = recommendation_count(requested_size)
+        settings = self._recommend
+        async with self._store.reading() as uow:
+            product = found(await uow.product(product_id), product_id)
+            partners = await uow.co_purchases(
+                product_id, settings.min_co_purchases, settings.candidates
+            )
+            chosen = rank_bought_together(
+                product, await uow.purchases_of(product_id), partners, settings, limit
+            )
+            # Too little history: the category's best-sellers, then the shop's.
+            fallbacks: list[list[Product]] = []
+            excluded = [product_id, *(p.id for p in chosen)]
+            for category_id in (product.category_id, None):
+                missing = limit - len(excluded) + 1
+                if missing <= 0:
+                    break
+                filler = await uow.best_sellers(category_id, excluded, missing)
+                fallbacks.append(filler)
+                excluded.extend(p.id for p in filler)
+        return fill_recommendations(product, chosen, fallbacks, limit)
 
     # Reservations (checkout)
 

@@ -152,6 +152,10 @@ async def test_an_approved_card_with_stock_confirms_the_order_at_the_catalog_pri
         "microcommerce.payment.captured",
         "microcommerce.order.confirmed",
     ]
+    # What was bought travels with the confirmation (product_svc's "bought together" counts).
+    confirmed = await last_event_data(payment_db, order.id)
+    assert [(i["product_id"], i["quantity"]) for i in confirmed["items"]] == [(item, 2)]
+    assert confirmed["items"][0]["unit_price"] == {"amount": 1250, "currency": "USD"}
 
 
 @pytest.mark.parametrize("number", [DECLINED, NO_FUNDS])

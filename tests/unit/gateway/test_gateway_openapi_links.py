@@ -71,7 +71,7 @@ def test_operations_that_create_nothing_carry_no_links(widgets: dict[str, Any]) 
     assert with_links == ["POST /v1/widgets"]
 
 
-def test_the_products_create_links_to_get_update_delete_price_history_and_stock(
+def test_the_products_create_links_to_get_update_delete_price_history_recommendations_and_stock(
     real: dict[str, Any],
 ) -> None:
     links = targets(links_of(real, "post", "/api/v1/products", "201"))
@@ -82,6 +82,7 @@ def test_the_products_create_links_to_get_update_delete_price_history_and_stock(
         "ProductService_DeleteProduct": {"path.id": BY_ID},
         "ProductService_SetProductPrice": {"path.id": BY_ID},
         "ProductService_ListPriceHistory": {"path.id": BY_ID},
+        "ProductService_ListRecommendations": {"path.id": BY_ID},
         "ProductService_AdjustStock": {"path.id": BY_ID},
     }
 

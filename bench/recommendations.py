@@ -1,0 +1,268 @@
+""" "Bought together" recommendations: quality on a planted history, and the route's latency.
+
+Quality: tests/support/purchase_history.py plants groups of products bought together in a
+history with Zipf-popular noise, feeds every order through the consumer's use case
+(``Catalog.count_confirmed_order``) and scores the top 5 of each grouped product against its
+planted partners: precision@5 (goal >= 0.8 at the default settings) and recall@5.
+
+Latency: ``--products`` products (default 100,000) and a generated history of about
+``--order-lines`` order lines (default 1,000,000), its counters bulk-loaded straight into the
+tables (counting that many orders one by one through the consumer would take the machine for
+an hour; the counters are the same), then p50/p95 of sequential
+``GET /api/v1/products/{id}/recommendations?page_size=10`` through the REST gateway
+(``gateway.app.create_app``) in front of the real gRPC server. Client, gateway and service share
+one event loop. A case with failed requests says ERRORS in its row and the run exits 1.
+Results go to ``bench/results/recommendations.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from common.access import AccessInterceptor
+from common.db import Database
+from common.grpc_server import Service, create_server, stop_gracefully
+from common.logging import configure_logging
+from common.migrations import script_location_of, upgrade_to_head
+from common.outbox import Outbox
+from common.pagination import PageTokens
+from common.tokens import StaticKeys, TokenVerifier
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from microcommerce.product.v1 import product_service_pb2 as pb
+from microcommerce.product.v1 import product_service_pb2_grpc
+from product_svc.domain import basket_pairs
+from product_svc.grpc_api import ProductApi
+from product_svc.service import Catalog
+from product_svc.store import CatalogStore
+from tests.support.purchase_history import HistoryShape, generate, load, measure
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_FILE = ROOT / "bench" / "results" / "recommendations.json"
+DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+SERVICE = pb.DESCRIPTOR.services_by_name["ProductService"]
+# Order lines per order of the default shape, measured: sizes the history for --order-lines.
+LINES_PER_ORDER = 3.3
+
+
+def quality_shape(options: argparse.Namespace) -> HistoryShape:
+    return HistoryShape(
+        products=options.quality_products,
+        groups=options.quality_products // 10,
+        orders=options.quality_orders,
+    )
+
+
+def latency_shape(options: argparse.Namespace) -> HistoryShape:
+    return HistoryShape(
+        products=options.products,
+        groups=options.products // 20,
+        orders=int(options.order_lines / LINES_PER_ORDER),
+    )
+
+
+async def measure_quality(url: str, options: argparse.Namespace) -> dict[str, Any]:
+    database = Database.from_url(url)
+    try:
+        catalog = Catalog(CatalogStore(database, Outbox("product")), PageTokens(os.urandom(32)))
+        started = time.perf_counter()
+        quality = await measure(catalog, quality_shape(options))
+        return {
+            "precision_at_5": round(quality.precision, 3),
+            "recall_at_5": round(quality.recall, 3),
+            "products_scored": quality.evaluated,
+            "order_lines": quality.order_lines,
+            "orders": options.quality_orders,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    finally:
+        await database.dispose()
+
+
+async def measure_latency(url: str, options: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    database = Database.from_url(url)
+    store = CatalogStore(database, Outbox("product"))
+    catalog = Catalog(store, PageTokens(os.urandom(32)))
+    shape = latency_shape(options)
+    history = generate(shape)
+    ids = await load(catalog, shape)
+    bought: Counter[str] = Counter()
+    together: Counter[tuple[str, str]] = Counter()
+    for order in history.orders:
+        basket = tuple(sorted(ids[i] for i in order))
+        bought.update(basket)
+        together.update(basket_pairs(basket))
+    await store.insert_co_purchase_counts(bought, together)
+    async with database.engine.begin() as connection:
+        await connection.execute(text("ANALYZE"))
+    results: dict[str, Any] = {
+        "products": shape.products,
+        "order_lines": sum(len(order) for order in history.orders),
+        "pairs": len(together),
+        "load_s": round(time.perf_counter() - started, 1),
+    }
+    server = await create_server(
+        services=[
+            Service(
+                SERVICE.full_name,
+                ProductApi(catalog),
+                product_service_pb2_grpc.add_ProductServiceServicer_to_server,
+            )
+        ],
+        address="127.0.0.1:0",
+        interceptors=[AccessInterceptor(TokenVerifier(StaticKeys({})))],
+    )
+    await server.server.start()
+    app = create_app(
+        GatewaySettings(environment="test", rate_limit_enabled=False),
+        services=[SERVICE],
+        upstream_addresses={SERVICE.full_name: f"127.0.0.1:{server.port}"},
+        key_source=StaticKeys({}),
+    )
+    runner = aiohttp.web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    rng = random.Random(23)
+    grouped = sorted(history.partners)
+    errors = 0
+    samples: list[float] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            for number in range(options.warmup + options.requests):
+                # Mostly products with a history, some from the long tail (the fallbacks).
+                index = rng.choice(grouped) if rng.random() < 0.8 else rng.randrange(len(ids))
+                url_path = f"http://127.0.0.1:{port}/api/v1/products/{ids[index]}/recommendations"
+                start = time.perf_counter()
+                async with http.get(url_path, params={"page_size": "10"}) as response:
+                    await response.read()
+                    failed = response.status != 200
+                elapsed = (time.perf_counter() - start) * 1000
+                if number >= options.warmup:
+                    errors += failed
+                    samples.append(elapsed)
+    finally:
+        await runner.cleanup()
+        await stop_gracefully(server.server, server.health, 0)
+        await database.dispose()
+    cuts = statistics.quantiles(sorted(samples), n=100, method="inclusive")
+    results["gateway"] = {
+        "p50_ms": round(cuts[49], 2),
+        "p95_ms": round(cuts[94], 2),
+        "n": len(samples),
+        "errors": errors,
+    }
+    return results
+
+
+async def on_backend(backend: str, options: argparse.Namespace, case: Any) -> dict[str, Any]:
+    """``case(url, options)`` on a fresh, migrated database of ``backend``."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite+aiosqlite:///{Path(folder) / 'recommendations.db'}"
+            await upgrade_to_head(url, script_location_of("product"))
+            result: dict[str, Any] = await case(url, options)
+            return result
+    server = make_url(options.postgres_url).set(drivername="postgresql+asyncpg")
+    admin_url = server.render_as_string(hide_password=False)
+    name = f"mc_bench_{uuid.uuid4().hex[:10]}"
+    await _admin(admin_url, f'CREATE DATABASE "{name}"')
+    try:
+        url = server.set(database=name).render_as_string(hide_password=False)
+        await upgrade_to_head(url, script_location_of("product"))
+        result = await case(url, options)
+        return result
+    finally:
+        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    engine = create_async_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def run(options: argparse.Namespace) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    for backend in options.backends:
+        report[backend] = {"quality": await on_backend(backend, options, measure_quality)}
+        if options.requests > 0:
+            report[backend]["latency"] = await on_backend(backend, options, measure_latency)
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = []
+    for backend, cases in report.items():
+        q = cases["quality"]
+        lines.append(
+            f"{backend:<9} quality   precision@5 {q['precision_at_5']:.3f}  recall@5 "
+            f"{q['recall_at_5']:.3f}  ({q['products_scored']} products scored, "
+            f"{q['order_lines']} order lines, {q['seconds']}s)"
+            + ("" if q["precision_at_5"] >= 0.8 else "  BELOW THE 0.8 GOAL")
+        )
+        latency = cases.get("latency")
+        if latency:
+            g = latency["gateway"]
+            lines.append(
+                f"{backend:<9} latency   p50 {g['p50_ms']} ms  p95 {g['p95_ms']} ms  (n={g['n']}, "
+                f"{latency['products']} products, {latency['order_lines']} order lines, "
+                f"{latency['pairs']} pairs, load {latency['load_s']}s)"
+                + (f"  ERRORS: {g['errors']} requests failed" if g["errors"] else "")
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.recommendations", description=__doc__)
+    parser.add_argument("--quality-products", type=int, default=1_000)
+    parser.add_argument("--quality-orders", type=int, default=8_000)
+    parser.add_argument("--products", type=int, default=100_000, help="latency case catalog")
+    parser.add_argument("--order-lines", type=int, default=1_000_000, help="latency history")
+    parser.add_argument("--requests", type=int, default=300, help="latency requests; 0: none")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--backends",
+        default="sqlite,postgres",
+        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
+    )
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("MC_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
+    )
+    options, _ = parser.parse_known_args(argv)
+    configure_logging("bench", "WARNING")
+    report = asyncio.run(run(options))
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(json.dumps(report, indent=2))
+    sys.stdout.write(table(report) + f"\n(results in {RESULTS_FILE.relative_to(ROOT)})\n")
+    failed = any(
+        cases.get("latency", {}).get("gateway", {}).get("errors", 0) for cases in report.values()
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
