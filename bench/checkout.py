@@ -14,6 +14,11 @@ stay zero: oversells, double charges (more than one capture for a payment), stuc
 CONFIRMED or FAILED once the load stops) and stock drift (units gone from stock that no
 confirmed order accounts for, or units still reserved). A cell with any of these, or with an
 unknown outcome or an error, is printed as FAILED and the benchmark exits with status 1.
+
+Also per cell, from every process's ``mc_kafka_consumer_lag`` scraped every 0.5 s: per consumer
+group and topic the largest and the final lag (summed over partitions) and how long after the
+load stopped it returned to 0 (reported, not asserted; a failed scrape fails the cell; the
+health stream's groups always owe a few pings, so that wait does not include them).
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from bench._consumer_lag import STEADY_TOPICS, LagFigures, LagSampler
 from gateway.settings import GatewaySettings
-from localrun.broker import EmbeddedBroker
+from localrun.broker import EmbeddedBroker, free_port
 from localrun.supervisor import LOCAL_KAFKA_DEFAULTS
 from payment_svc.settings import PaymentSettings
 from tests.support.checkout_stack import (
@@ -70,6 +76,10 @@ PRODUCTION_LIKE_ENV = {
 }
 # Long enough for the recovery loop to finish an order its request left behind.
 SETTLE_WITHIN_S = 2 * float(PRODUCTION_LIKE_ENV["MC_PAYMENT_RECOVERY_GRACE_S"]) + 10
+# How long the consumers get to catch up once the load stops before the lag is reported as
+# not drained.
+LAG_DRAIN_WITHIN_S = 30.0
+SERVICES = ("payment", "product", "user")
 
 
 @dataclass
@@ -89,6 +99,7 @@ class Cell:
     double_charges: int
     stuck_orders: int
     stock_drift: int
+    consumer_lag: LagFigures = field(default_factory=LagFigures)
     problems: list[str] = field(default_factory=list)
 
 
@@ -109,7 +120,7 @@ async def _create_databases(server: str) -> dict[str, str]:
     urls: dict[str, str] = {}
     try:
         async with engine.connect() as connection:
-            for service in ("payment", "product", "user"):
+            for service in SERVICES:
                 name = f"mc_bench_{service}_{uuid.uuid4().hex[:8]}"
                 await connection.execute(text(f'CREATE DATABASE "{name}"'))
                 urls[f"MC_{service.upper()}_DATABASE_URL"] = server.rsplit("/", 1)[0] + f"/{name}"
@@ -158,7 +169,12 @@ async def _set_up(make: Callable[[], Awaitable[str]], attempts: int = 5) -> str:
 
 
 async def _load(
-    shop: CheckoutStack, concurrency: int, seconds: float, stock: int, pids: Mapping[str, int]
+    shop: CheckoutStack,
+    concurrency: int,
+    seconds: float,
+    stock: int,
+    pids: Mapping[str, int],
+    metrics_urls: Mapping[str, str],
 ) -> Cell:
     product = await _set_up(lambda: shop.new_product(stock=stock, price=500))
     buyers = [await _set_up(shop.new_customer) for _ in range(min(concurrency, 8))]
@@ -182,11 +198,14 @@ async def _load(
                 latencies.append(time.perf_counter() - started)
                 payments.append(answer.body["payment"]["id"])
 
+    lag = LagSampler(shop.http, metrics_urls)
+    lag.start()
     cpu_before = _cpu_sample(pids)
     began = time.monotonic()
     await asyncio.gather(*(buyer(i) for i in range(concurrency)))
     elapsed = time.monotonic() - began
     cpu_after = _cpu_sample(pids)
+    lag_figures = await lag.stop_and_drain(LAG_DRAIN_WITHIN_S)
     done = max(1, len(latencies))
     cpu_ms = {
         name: round((cpu_after[name] - cpu_before[name]) * 1000 / done, 2) for name in cpu_before
@@ -227,6 +246,7 @@ async def _load(
         # Once every order is final nothing may stay reserved, and every unit gone from stock
         # belongs to a confirmed order (one unit each).
         stock_drift=abs(sold - confirmed) + reserved,
+        consumer_lag=lag_figures,
     )
     cell.problems = _problems(cell)
     return cell
@@ -242,6 +262,8 @@ def _problems(cell: Cell) -> list[str]:
             ("stock_drift", cell.stock_drift),
             ("unknown_outcome", sum(cell.unknown_outcome.values())),
             ("errors", cell.errors),
+            # A scrape that failed leaves a hole in the lag figures.
+            ("lag_scrape_errors", cell.consumer_lag.scrape_errors),
         )
         if value
     ]
@@ -259,13 +281,23 @@ async def _run(options: argparse.Namespace) -> list[Cell]:
             if backend == "postgres":
                 env.update(await _create_databases(options.postgres))
             data_dir = Path(tempfile.mkdtemp(prefix=f"bench-checkout-{backend}-"))
-            shop = await open_checkout_stack(broker.bootstrap, data_dir, env)
+            metrics_ports = {service: free_port() for service in SERVICES}
+            shop = await open_checkout_stack(
+                broker.bootstrap,
+                data_dir,
+                env,
+                service_env={s: {"MC_METRICS_PORT": str(p)} for s, p in metrics_ports.items()},
+            )
+            metrics_urls = {s: f"http://127.0.0.1:{p}/metrics" for s, p in metrics_ports.items()}
+            metrics_urls["gateway"] = f"{shop.url}/metrics"
             pids = {name: p.popen.pid for name, p in shop.stack.processes.items()}
             pids["broker"] = broker.process.pid
             try:
                 await shop.ready_or_skip()
                 for concurrency in options.concurrency:
-                    cell = await _load(shop, concurrency, options.duration, 100_000, pids)
+                    cell = await _load(
+                        shop, concurrency, options.duration, 100_000, pids, metrics_urls
+                    )
                     cell.backend = backend
                     cells.append(cell)
                     print(json.dumps(asdict(cell)), flush=True)  # noqa: T201
@@ -295,6 +327,30 @@ def _table(cells: Sequence[Cell]) -> str:
     return "\n".join(lines)
 
 
+def _lag_table(cells: Sequence[Cell]) -> str:
+    lines = [
+        f"{'backend':8} {'in flight':>9}  {'consumer group/topic':60} {'max':>6} {'final':>6} "
+        "drained after"
+    ]
+    for cell in cells:
+        figures = cell.consumer_lag
+        for name in figures.max:
+            drained = figures.drained_after_s[name]
+            if drained is not None:
+                drain = f"{drained} s"
+            elif name.rsplit("/", 1)[1] in STEADY_TOPICS:
+                drain = "- (health stream: never waited for)"
+            else:
+                drain = f"NOT within {figures.drain_waited_s} s"
+            lines.append(
+                f"{cell.backend:8} {cell.concurrency:>9}  {name:60} {figures.max[name]:>6.0f} "
+                f"{figures.final[name]:>6.0f} {drain}"
+            )
+        if not figures.max:
+            lines.append(f"{cell.backend:8} {cell.concurrency:>9}  (no lag series scraped)")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.checkout", description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per cell")
@@ -320,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps([asdict(c) for c in cells], indent=2))
     print(_table(cells))  # noqa: T201
+    print("\nconsumer lag (records, summed over partitions):")  # noqa: T201
+    print(_lag_table(cells))  # noqa: T201
     failed = [cell for cell in cells if cell.problems]
     if failed:
         print(  # noqa: T201
