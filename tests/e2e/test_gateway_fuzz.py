@@ -222,8 +222,12 @@ def _arguments(run: Run, target: FuzzTarget, config: Path, report: Path) -> list
         str(run.examples),
         "--phases",
         run.phases,
+        # One worker: CPython 3.11 keeps the AST converter's recursion depth in state shared by
+        # every thread (gh-106905), and Hypothesis parses the source of the schema's filter
+        # functions in each worker, so two workers now and then fail a run with "SystemError:
+        # AST constructor recursion depth mismatch".
         "--workers",
-        "2",
+        "1",
         "--seed",
         "6",
         "--no-color",
