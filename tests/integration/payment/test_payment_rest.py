@@ -38,6 +38,7 @@ from payment_svc.provider import ResilientProvider, SandboxProvider
 from payment_svc.saga import CheckoutSaga
 from payment_svc.service import PaymentPolicy, Payments
 from payment_svc.store import PaymentStore
+from tests.support.page_token_replay import replays_page_token
 from tests.support.payment_fakes import FakeInventory
 from tests.support.tokens import KEYS, admin_token, bearer, customer_token
 
@@ -432,6 +433,7 @@ async def test_a_negative_page_size_is_a_400_naming_page_size(
     assert "page_size" in str(problem)
 
 
+@replays_page_token("microcommerce.payment.v1.OrderService", "ListOrders")
 async def test_a_token_replayed_with_another_user_id_is_a_400_naming_page_token(
     rest: tuple[Client, FakeInventory, Path],
 ) -> None:
@@ -458,6 +460,7 @@ async def test_a_token_replayed_with_another_user_id_is_a_400_naming_page_token(
     assert "page_token" in str(problem)
 
 
+@replays_page_token("microcommerce.payment.v1.OrderService", "ListOrders")
 async def test_a_customers_token_replayed_by_another_customer_is_a_400_naming_page_token(
     rest: tuple[Client, FakeInventory, Path],
 ) -> None:
