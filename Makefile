@@ -226,13 +226,15 @@ bench: $(GENERATED) ## run the benchmarks under bench/ (ARGS="--duration 2"; nee
 # Mutation testing (mutmut, pinned in the dev lock): what is mutated and which tests run is in
 # [tool.mutmut] of pyproject.toml. Not part of `make test`: ~1900 mutants take well over an
 # hour on two cores (911 of them took 28 min). mutants/ is mutmut's working copy, rebuilt each
-# run (a stale copy would keep old mutants). MUTANT_JOBS sets the parallel test runs.
+# run (a stale copy would keep old mutants). MUTANT_JOBS sets the parallel test runs; MUTANTS
+# (mutmut name patterns, e.g. 'payment_svc.saga.*') runs and reports one scope at a time.
 MUTANT_JOBS ?= 2
+MUTANTS ?=
 
 mutants: $(GENERATED) $(TEST_GENERATED) ## mutation testing (mutmut) of the decision modules; prints score and survivors (MUTANT_JOBS=2)
 	rm -rf mutants
-	$(BIN)/mutmut run --max-children $(MUTANT_JOBS) > mutants.log 2>&1 || { tail -c 3000 mutants.log; exit 1; }
-	$(PY) -m localrun.mutants
+	$(BIN)/mutmut run --max-children $(MUTANT_JOBS) $(MUTANTS) > mutants.log 2>&1 || { tail -c 3000 mutants.log; exit 1; }
+	$(PY) -m localrun.mutants $(MUTANTS)
 
 clean: ## remove .venv, .tools, generated code and caches
 	rm -rf $(VENV) $(TOOLS) gen/microcommerce gen/buf gen/*.binpb $(GENERATED) tests/gen .mypy_cache .ruff_cache .pytest_cache mutants mutants.log

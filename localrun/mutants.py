@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import fnmatch
 import re
 import subprocess
 import sys
@@ -156,16 +157,36 @@ def report(statuses: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def in_scope(statuses: dict[str, str], patterns: list[str]) -> dict[str, str]:
+    """The mutants whose names match any pattern (``payment_svc.saga.*``); all without one.
+
+    A scoped ``mutmut run`` regenerates every file's mutants and so forgets the results of
+    other scopes: their mutants read "not checked" and must not dilute this scope's score.
+    """
+    if not patterns:
+        return statuses
+    return {
+        name: status
+        for name, status in statuses.items()
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args(argv)
+    parser.add_argument(
+        "patterns",
+        nargs="*",
+        help="report only mutants matching these names (as given to `mutmut run`)",
+    )
+    args = parser.parse_args(argv)
     listed = subprocess.run(
         [sys.executable, "-m", "mutmut", "results", "--all", "true"],
         capture_output=True,
         text=True,
         check=True,
     )
-    statuses = parse(listed.stdout)
+    statuses = in_scope(parse(listed.stdout), args.patterns)
     if not statuses:
         sys.stderr.write("no mutmut results found: run `make mutants` first\n")
         return 1
