@@ -192,6 +192,8 @@ class Catalog:
                     field="product.category_id",
                 )
             await uow.save_product(current, updated)
+            if updated.category_id != current.category_id:
+                await uow.recategorize_purchases(updated.id, updated.category_id)
             return updated
 
     async def archive_product(self, product_id: str, etag: str) -> None:
@@ -320,16 +322,19 @@ class Catalog:
             chosen = rank_bought_together(
                 product, await uow.purchases_of(product_id), partners, settings, limit
             )
-            # Too little history: the category's best-sellers, then the shop's.
+            # Too little history: the category's best-sellers, then its newest in-stock
+            # products, then the same two for the whole shop; so the list is empty only when
+            # the shop has nothing else live and in stock.
             fallbacks: list[list[Product]] = []
             excluded = [product_id, *(p.id for p in chosen)]
             for category_id in (product.category_id, None):
-                missing = limit - len(excluded) + 1
-                if missing <= 0:
-                    break
-                filler = await uow.best_sellers(category_id, excluded, missing)
-                fallbacks.append(filler)
-                excluded.extend(p.id for p in filler)
+                for source in (uow.best_sellers, uow.newest_in_stock):
+                    missing = limit - len(excluded) + 1
+                    if missing <= 0:
+                        break
+                    filler = await source(category_id, excluded, missing)
+                    fallbacks.append(filler)
+                    excluded.extend(p.id for p in filler)
         return fill_recommendations(product, chosen, fallbacks, limit)
 
     # Reservations (checkout)
