@@ -17,6 +17,7 @@ from microcommerce.product.v1 import (
     product_service_pb2_grpc,
 )
 from product_svc import events, grpc_api
+from product_svc.catalog_cache import CatalogCache, NoCache, RedisCatalogCache
 from product_svc.service import Catalog
 from product_svc.settings import ProductSettings
 from product_svc.store import CatalogStore
@@ -26,6 +27,13 @@ def page_tokens(settings: ProductSettings) -> PageTokens:
     return PageTokens.for_service(settings.page_token_key, "product")
 
 
+def catalog_cache(settings: ProductSettings) -> CatalogCache:
+    url = settings.product_cache_redis_url
+    if url is None or not url.get_secret_value():
+        return NoCache()
+    return RedisCatalogCache(url.get_secret_value(), ttl_s=settings.product_cache_ttl_s)
+
+
 def wire(runtime: Runtime[ProductSettings]) -> Wiring:
     settings = runtime.settings
     use_cases = Catalog(
@@ -33,6 +41,7 @@ def wire(runtime: Runtime[ProductSettings]) -> Wiring:
         page_tokens(settings),
         reservation_ttl_s=settings.reservation_ttl_s,
         default_low_stock_threshold=settings.default_low_stock_threshold,
+        cache=catalog_cache(settings),
     )
     interval = settings.reservation_sweep_interval_s
     consumers = event_consumers(runtime, events.subscriptions(use_cases), page_tokens(settings))
@@ -58,6 +67,7 @@ def wire(runtime: Runtime[ProductSettings]) -> Wiring:
         ],
         checks={"database": use_cases.database_reachable},
         background=[expire_reservations],
+        cleanup=[use_cases.close],
         consumers=consumers,
     )
 

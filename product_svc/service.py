@@ -3,7 +3,8 @@ save, record events)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 from common.background import run_every
@@ -14,6 +15,7 @@ from common.logging import get_logger
 from common.money import Money
 from common.pagination import PageTokens, fingerprint, page_size
 from product_svc import messages
+from product_svc.catalog_cache import CatalogCache, NoCache
 from product_svc.domain import (
     Adjustment,
     Category,
@@ -65,13 +67,29 @@ class Catalog:
         default_low_stock_threshold: int = 5,
         clock: Callable[[], datetime] = now,
         recommendations: RecommendationSettings | None = None,
+        cache: CatalogCache | None = None,
     ) -> None:
         self._store = store
+        self._cache: CatalogCache = cache or NoCache()
         self._recommend = recommendations or RecommendationSettings()
         self._tokens = page_tokens
         self._ttl = timedelta(seconds=reservation_ttl_s)
         self._default_threshold = default_low_stock_threshold
         self._now = clock
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[tuple[UnitOfWork, set[str]]]:
+        """A unit of work whose products (the ids the block adds to the set) are forgotten by
+        the cache once it has ended: after the commit, so no reader refills the old row."""
+        touched: set[str] = set()
+        try:
+            async with self._store.unit_of_work() as uow:
+                yield uow, touched
+        finally:  # after a rollback too: forgetting an unchanged entry costs one miss
+            await self._cache.forget_products(touched)
+
+    async def close(self) -> None:
+        await self._cache.close()
 
     async def database_reachable(self) -> bool:
         """The health stream's check: can this instance reach its own data?"""
@@ -87,6 +105,7 @@ class Catalog:
             if await uow.category_by_slug(category.slug) is not None:
                 raise AlreadyExists(f"slug {category.slug} is already in use", field="slug")
             await uow.add_category(category)
+        await self._cache.forget_categories()
         return category
 
     async def list_categories(
@@ -95,15 +114,19 @@ class Catalog:
         limit = page_size(requested_size)
         bound_to = fingerprint("ListCategories", {"order_by": "name"})
         after = self._tokens.read(page_token, bound_to, key_length=2)
-        async with self._store.unit_of_work() as uow:
-            listed = await uow.categories(limit + 1, (after[0], after[1]) if after else None)
-        page = listed[:limit]
-        token = (
-            self._tokens.issue(bound_to, [page[-1].name, page[-1].id])
-            if len(listed) > limit
-            else ""
-        )
-        return page, token
+
+        async def load() -> tuple[list[Category], str]:
+            async with self._store.unit_of_work() as uow:
+                listed = await uow.categories(limit + 1, (after[0], after[1]) if after else None)
+            page = listed[:limit]
+            token = (
+                self._tokens.issue(bound_to, [page[-1].name, page[-1].id])
+                if len(listed) > limit
+                else ""
+            )
+            return page, token
+
+        return await self._cache.categories(limit, page_token, load)
 
     # Products
 
@@ -159,8 +182,16 @@ class Catalog:
         return created
 
     async def get_product(self, product_id: str) -> Product:
-        async with self._store.unit_of_work() as uow:
-            return found(await uow.product(product_id), product_id)
+        return found(
+            await self._cache.product(product_id, self._load_product(product_id)), product_id
+        )
+
+    def _load_product(self, product_id: str) -> Callable[[], Awaitable[Product | None]]:
+        async def load() -> Product | None:
+            async with self._store.unit_of_work() as uow:
+                return await uow.product(product_id)
+
+        return load
 
     async def update_product(self, product_id: str, changes: ProductChanges, etag: str) -> Product:
         checked = ProductChanges(
@@ -178,7 +209,8 @@ class Catalog:
         )
         if checked.category_id is not None and not checked.category_id:
             raise InvalidArgument("a product needs a category", field="product.category_id")
-        async with self._store.unit_of_work() as uow:
+        async with self._writing() as (uow, touched):
+            touched.add(product_id)
             current = found(await uow.product(product_id, for_update=True), product_id)
             current.check_etag(etag, field_name="product.etag")
             updated = current.with_changes(checked, self._now())
@@ -192,10 +224,13 @@ class Catalog:
                     field="product.category_id",
                 )
             await uow.save_product(current, updated)
+            if updated.category_id != current.category_id:
+                await uow.recategorize_purchases(updated.id, updated.category_id)
             return updated
 
     async def archive_product(self, product_id: str, etag: str) -> None:
-        async with self._store.unit_of_work() as uow:
+        async with self._writing() as (uow, touched):
+            touched.add(product_id)
             current = found(await uow.product(product_id, for_update=True), product_id)
             current.check_etag(etag, field_name="etag")
             await uow.save_product(current, current.archive(self._now()))
@@ -204,7 +239,8 @@ class Catalog:
         if price is None:
             raise InvalidArgument("price is required", field="price")
         valid = valid_money(price.amount, price.currency)
-        async with self._store.unit_of_work() as uow:
+        async with self._writing() as (uow, touched):
+            touched.add(product_id)
             current = found(await uow.product(product_id, for_update=True), product_id)
             repriced = current.repriced(valid, self._now())
             await uow.save_product(current, repriced)
@@ -231,7 +267,8 @@ class Catalog:
         delta, reason = valid_adjustment(delta, reason)
         moment = self._now()
         adjustment = Adjustment(product_id, delta, reason, actor, moment)
-        async with self._store.unit_of_work() as uow:
+        async with self._writing() as (uow, touched):
+            touched.add(product_id)
             current = found(await uow.product(product_id, for_update=True), product_id)
             adjusted = current.adjusted(delta, moment)
             await uow.save_product(current, adjusted)
@@ -320,16 +357,19 @@ class Catalog:
             chosen = rank_bought_together(
                 product, await uow.purchases_of(product_id), partners, settings, limit
             )
-            # Too little history: the category's best-sellers, then the shop's.
+            # Too little history: the category's best-sellers, then its newest in-stock
+            # products, then the same two for the whole shop; so the list is empty only when
+            # the shop has nothing else live and in stock.
             fallbacks: list[list[Product]] = []
             excluded = [product_id, *(p.id for p in chosen)]
             for category_id in (product.category_id, None):
-                missing = limit - len(excluded) + 1
-                if missing <= 0:
-                    break
-                filler = await uow.best_sellers(category_id, excluded, missing)
-                fallbacks.append(filler)
-                excluded.extend(p.id for p in filler)
+                for source in (uow.best_sellers, uow.newest_in_stock):
+                    missing = limit - len(excluded) + 1
+                    if missing <= 0:
+                        break
+                    filler = await source(category_id, excluded, missing)
+                    fallbacks.append(filler)
+                    excluded.extend(p.id for p in filler)
         return fill_recommendations(product, chosen, fallbacks, limit)
 
     # Reservations (checkout)
@@ -338,7 +378,7 @@ class Catalog:
         lines = reservation_lines(order_id, items)
         moment = self._now()
         opened = Reservation.open(order_id, moment, self._ttl)
-        async with self._store.unit_of_work() as uow:
+        async with self._writing() as (uow, touched):
             if not await uow.claim_reservation(opened, moment):
                 existing = await uow.reservation(order_id)
                 if existing is None:  # pragma: no cover - the row that blocked us cannot vanish
@@ -348,6 +388,7 @@ class Catalog:
             placement = place_reservation(opened, lines, products)
             await uow.add_reservation_items(placement.reservation)
             await uow.move_stock(placement.moves)
+            touched.update(move.product_id for move in placement.moves)
             await uow.emit(
                 messages.stock_reserved(placement.reservation),
                 *(messages.low_stock(product) for product in placement.low_stock),
@@ -356,14 +397,14 @@ class Catalog:
 
     async def commit(self, order_id: str) -> Reservation:
         valid_order_id(order_id)
-        async with self._store.unit_of_work() as uow:
+        async with self._writing() as (uow, touched):
             current = await self._reservation(uow, order_id)
-            return await self._settle(uow, current.commit())
+            return await self._settle(uow, current.commit(), touched)
 
     async def release(self, order_id: str) -> Reservation:
         valid_order_id(order_id)
-        async with self._store.unit_of_work() as uow:
-            return await self._release(uow, order_id)
+        async with self._writing() as (uow, touched):
+            return await self._release(uow, order_id, touched)
 
     async def release_for_ended_order(self, order_id: str, delivery: Delivery) -> Reservation:
         """The safety net behind the saga: an order that ended failed or cancelled holds no stock.
@@ -373,12 +414,16 @@ class Catalog:
         whichever comes first.
         """
         valid_order_id(order_id)
-        async with self._store.handling(delivery) as uow:
-            released = await self._release(uow, order_id)
+        touched: set[str] = set()
+        try:
+            async with self._store.handling(delivery) as uow:
+                released = await self._release(uow, order_id, touched)
+        finally:
+            await self._cache.forget_products(touched)
         _log.info("ended_order_released", order_id=order_id, status=released.status.value)
         return released
 
-    async def _release(self, uow: UnitOfWork, order_id: str) -> Reservation:
+    async def _release(self, uow: UnitOfWork, order_id: str, touched: set[str]) -> Reservation:
         moment = self._now()
         current = await uow.reservation(order_id, for_update=True)
         if current is None:
@@ -386,13 +431,13 @@ class Catalog:
             if await uow.claim_reservation(nothing, moment):
                 return nothing
             current = await self._reservation(uow, order_id)
-        return await self._settle(uow, current.release())
+        return await self._settle(uow, current.release(), touched)
 
     async def expire(self, order_id: str) -> Reservation:
         """Give back the stock of a reservation nobody settled before its expiry."""
-        async with self._store.unit_of_work() as uow:
+        async with self._writing() as (uow, touched):
             current = await self._reservation(uow, order_id)
-            return await self._settle(uow, current.expire(self._now()))
+            return await self._settle(uow, current.expire(self._now()), touched)
 
     async def expire_due(self, batch: int = 100) -> int:
         """Release every ACTIVE reservation past its expiry; the number expired."""
@@ -416,10 +461,11 @@ class Catalog:
         return current
 
     @staticmethod
-    async def _settle(uow: UnitOfWork, settlement: Settlement) -> Reservation:
+    async def _settle(uow: UnitOfWork, settlement: Settlement, touched: set[str]) -> Reservation:
         if settlement.changed:
             await uow.save_reservation(settlement.before, settlement.after)
             await uow.move_stock(settlement.moves)
+            touched.update(move.product_id for move in settlement.moves)
             await uow.emit(messages.stock_settled(settlement))
         return settlement.after
 

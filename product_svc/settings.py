@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from common.service_runner import ServiceSettings
 
@@ -22,3 +22,10 @@ class ProductSettings(ServiceSettings):
     default_low_stock_threshold: int = Field(
         5, ge=0, validation_alias="MC_PRODUCT_LOW_STOCK_THRESHOLD"
     )
+    # The shared Redis cache of product and category reads (product_svc/catalog_cache.py);
+    # unset or empty: off, every read goes to the database.
+    product_cache_redis_url: SecretStr | None = Field(
+        None, validation_alias="MC_PRODUCT_CACHE_REDIS_URL"
+    )
+    # The backstop only: writes forget their entries when they commit.
+    product_cache_ttl_s: float = Field(30.0, gt=0, validation_alias="MC_PRODUCT_CACHE_TTL_S")

@@ -150,7 +150,11 @@ purchases = Table(
     METADATA,
     Column("product_id", String(32), primary_key=True),
     Column("orders", BigInteger, nullable=False),
+    # The product's category (migration 0008), kept by the counting consumer and by a product
+    # moving category; NULL for a product this catalog does not hold.
+    Column("category_id", String(32)),
     Index("ix_product_purchases_best_sellers", "orders", "product_id"),
+    Index("ix_product_purchases_category_best_sellers", "category_id", "orders", "product_id"),
 )
 co_purchases = Table(
     "product_co_purchases",
@@ -160,8 +164,8 @@ co_purchases = Table(
     Column("orders", BigInteger, nullable=False),
     Index("ix_product_co_purchases_strongest", "product_id", "orders"),
 )
-# How far down the shop's best-sellers a category's best-sellers are looked for
-# (store.UnitOfWork.best_sellers).
+# How far down the shop's best-sellers the shop-wide fallback looks for live, in-stock ones
+# (store.UnitOfWork.best_sellers; a category's are one index range of their own).
 _BEST_SELLER_WALK = 5_000
 # SQLite's full-text index (migration 0003); PostgreSQL uses generated tsvector columns instead.
 products_fts = Table(
@@ -479,7 +483,17 @@ class UnitOfWork(unit_of_work.UnitOfWork):
     async def count_purchase(self, basket: Sequence[str], pairs: Sequence[tuple[str, str]]) -> None:
         """Add one order to the counters of its products and of its pairs, in key order."""
         if basket:
-            await self._increment(purchases, ["product_id"], [{"product_id": p} for p in basket])
+            # Each counter records its product's category now, for the per-category index.
+            known = await self._session.execute(
+                select(products.c.id, products.c.category_id).where(products.c.id.in_(basket))
+            )
+            category_of = {row.id: row.category_id for row in known}
+            await self._increment(
+                purchases,
+                ["product_id"],
+                [{"product_id": p, "category_id": category_of.get(p)} for p in basket],
+                refreshed=["category_id"],
+            )
         if pairs:
             await self._increment(
                 co_purchases,
@@ -487,14 +501,36 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 [{"product_id": a, "other_id": b} for a, b in pairs],
             )
 
-    async def _increment(self, table: Table, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    async def _increment(
+        self,
+        table: Table,
+        keys: list[str],
+        rows: list[dict[str, Any]],
+        *,
+        refreshed: Sequence[str] = (),
+    ) -> None:
         # INSERT ... ON CONFLICT DO UPDATE: both backends spell it alike, from their dialects.
         dialect_insert = postgresql_insert if self._postgres else sqlite_insert
-        statement = dialect_insert(table).values({**{k: bindparam(k) for k in keys}, "orders": 1})
+        columns = [*keys, *refreshed]
+        statement = dialect_insert(table).values(
+            {**{c: bindparam(c) for c in columns}, "orders": 1}
+        )
         statement = statement.on_conflict_do_update(
-            index_elements=keys, set_={"orders": table.c.orders + 1}
+            index_elements=keys,
+            set_={
+                "orders": table.c.orders + 1,
+                **{c: statement.excluded[c] for c in refreshed},
+            },
         )
         await self._session.execute(statement, rows)
+
+    async def recategorize_purchases(self, product_id: str, category_id: str) -> None:
+        """Keep the product's sales counted in the category it moved to."""
+        await self._session.execute(
+            update(purchases)
+            .where(purchases.c.product_id == product_id)
+            .values(category_id=category_id)
+        )
 
     async def insert_co_purchase_counts(
         self, bought: Mapping[str, int], together: Mapping[tuple[str, str], int]
@@ -507,6 +543,16 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 {"product_id": a, "other_id": b, "orders": n} for (a, b), n in together.items()
             ]
             await self._session.execute(insert(co_purchases), pairs)
+
+    async def categorize_purchases(self) -> None:
+        """Give every counter its product's category (after a bulk load, as migration 0008)."""
+        await self._session.execute(
+            update(purchases).values(
+                category_id=select(products.c.category_id)
+                .where(products.c.id == purchases.c.product_id)
+                .scalar_subquery()
+            )
+        )
 
     async def purchases_of(self, product_id: str) -> int:
         """In how many confirmed orders the product was bought."""
@@ -545,8 +591,10 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         self, category_id: str | None, excluded: Sequence[str], limit: int
     ) -> list[Product]:
         """The live, in-stock products bought most often (at least once), in ``category_id``
-        or in the whole shop, apart from ``excluded``; for a category, only among the shop's
-        first ``_BEST_SELLER_WALK`` best-sellers (a category that has none there gets none)."""
+        or in the whole shop (only among its first ``_BEST_SELLER_WALK`` best-sellers), apart
+        from ``excluded``."""
+        if category_id is not None:
+            return await self._category_best_sellers(category_id, excluded, limit)
         # Walk the counters' index from the top in batches and filter each batch by primary
         # key: a join ordered by the count lets the planner scan every product and sort
         # (SQLite does, 70 ms at 30,000 products), while this stops as soon as `limit` match.
@@ -572,18 +620,19 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             walked += len(batch)
             bound = batch[-1]
             wanted = [product_id for _, product_id in batch if product_id not in skip]
-            conditions = [
-                products.c.id.in_(wanted),
-                products.c.archived.is_(False),
-                products.c.available > 0,
-            ]
-            if category_id is not None:
-                conditions.append(products.c.category_id == category_id)
-            matching = set(await self._session.scalars(select(products.c.id).where(*conditions)))
+            matching = set(
+                await self._session.scalars(
+                    select(products.c.id).where(
+                        products.c.id.in_(wanted),
+                        products.c.archived.is_(False),
+                        products.c.available > 0,
+                    )
+                )
+            )
             chosen.extend(product_id for product_id in wanted if product_id in matching)
             if len(chosen) >= limit or len(batch) < step:
                 break
-            step = min(2 * step, 1_000)  # a sparse category: larger steps
+            step = min(2 * step, 1_000)
         rows = (
             await self._session.execute(
                 select(*_PRODUCT_COLUMNS).where(products.c.id.in_(chosen[:limit]))
@@ -591,6 +640,48 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         ).all()
         by_id = {row.id: _product(row) for row in rows}
         return [by_id[product_id] for product_id in chosen[:limit] if product_id in by_id]
+
+    async def _category_best_sellers(
+        self, category_id: str, excluded: Sequence[str], limit: int
+    ) -> list[Product]:
+        # The counters' category index read from its top, each row checked against its product
+        # by primary key; it stops at `limit` matches (the plan test in
+        # tests/integration/product/test_product_recommendations.py holds both backends to it).
+        join = purchases.join(products, products.c.id == purchases.c.product_id)
+        query = (
+            select(*_PRODUCT_COLUMNS)
+            .select_from(join)
+            .where(
+                purchases.c.category_id == category_id,
+                products.c.archived.is_(False),
+                products.c.available > 0,
+                products.c.id.not_in(excluded),
+            )
+            .order_by(purchases.c.orders.desc(), purchases.c.product_id.desc())
+            .limit(limit)
+        )
+        return [_product(row) for row in (await self._session.execute(query)).all()]
+
+    async def newest_in_stock(
+        self, category_id: str | None, excluded: Sequence[str], limit: int
+    ) -> list[Product]:
+        """The newest live, in-stock products, in ``category_id`` or in the whole shop, apart
+        from ``excluded`` (the "new arrivals" a shop shows when nothing has sold yet)."""
+        conditions = [
+            products.c.archived.is_(False),
+            products.c.available > 0,
+            products.c.id.not_in(excluded),
+        ]
+        if category_id is not None:
+            conditions.append(products.c.category_id == category_id)
+        # ix_products_category_newest / ix_products_newest, read from the newest end.
+        query = (
+            select(*_PRODUCT_COLUMNS)
+            .where(*conditions)
+            .order_by(products.c.create_time.desc(), products.c.id.desc())
+            .limit(limit)
+        )
+        return [_product(row) for row in (await self._session.execute(query)).all()]
 
     # Reservations -----------------------------------------------------------------------
 
@@ -714,6 +805,8 @@ class CatalogStore(unit_of_work.Store[UnitOfWork]):
                 await uow.insert_co_purchase_counts(
                     dict(counts[start : start + chunk]), dict(pairs[start : start + chunk])
                 )
+        async with self.unit_of_work() as uow:
+            await uow.categorize_purchases()
 
 
 def _fts_match(expression: str) -> ColumnElement[bool]:
