@@ -24,37 +24,36 @@ import argparse
 import asyncio
 import bisect
 import itertools
-import json
 import os
 import random
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 
-from bench.catalog_search import DEFAULT_POSTGRES, SERVICE, _admin, load, percentiles
-from common.access import AccessInterceptor
+from bench._product_bench import (
+    ROOT,
+    add_backend_options,
+    finish,
+    fresh_database,
+    product_server,
+)
+from bench.catalog_search import load, percentiles
 from common.db import Database
-from common.grpc_server import Service, create_server, stop_gracefully
 from common.logging import configure_logging
-from common.migrations import script_location_of, upgrade_to_head
 from common.outbox import Outbox
 from common.pagination import PageTokens
-from common.tokens import StaticKeys, TokenVerifier
 from microcommerce.product.v1 import product_service_pb2 as pb
 from microcommerce.product.v1 import product_service_pb2_grpc
-from product_svc.grpc_api import ProductApi, product_message
+from product_svc.grpc_api import product_message
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS_FILE = ROOT / "bench" / "results" / "catalog_cache.json"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 ZIPF_S = 1.1
@@ -149,7 +148,6 @@ async def throughput(
 
 
 async def measure_backend(url: str, options: argparse.Namespace) -> dict[str, Any]:
-    await upgrade_to_head(url, script_location_of("product"))
     database = Database.from_url(url)
     store = CatalogStore(database, Outbox("product"))
     catalog = Catalog(store, PageTokens(os.urandom(32)))
@@ -157,18 +155,6 @@ async def measure_backend(url: str, options: argparse.Namespace) -> dict[str, An
     async with database.engine.begin() as connection:
         await connection.execute(text("ANALYZE"))
         ids = [row[0] for row in await connection.execute(text("SELECT id FROM products"))]
-    server = await create_server(
-        services=[
-            Service(
-                SERVICE.full_name,
-                ProductApi(catalog),
-                product_service_pb2_grpc.add_ProductServiceServicer_to_server,
-            )
-        ],
-        address="127.0.0.1:0",
-        interceptors=[AccessInterceptor(TokenVerifier(StaticKeys({})))],
-    )
-    await server.server.start()
     cache = aioredis.Redis.from_url(options.redis_url)
     prefix = f"bench:{uuid.uuid4().hex[:8]}:product:"
     results: dict[str, Any] = {"products": options.products}
@@ -178,7 +164,10 @@ async def measure_backend(url: str, options: argparse.Namespace) -> dict[str, An
                 product = await catalog.get_product(product_id)
                 pipe.set(prefix + product_id, product_message(product).SerializeToString(), ex=600)
             await pipe.execute()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with (
+            product_server(catalog) as address,
+            grpc.aio.insecure_channel(address) as channel,
+        ):
             stub = product_service_pb2_grpc.ProductServiceStub(channel)
 
             async def db(product_id: str) -> None:
@@ -217,27 +206,16 @@ async def measure_backend(url: str, options: argparse.Namespace) -> dict[str, An
         for start in range(0, len(keys), 1000):
             await cache.delete(*keys[start : start + 1000])
         await cache.aclose()
-        await stop_gracefully(server.server, server.health, 0)
         await database.dispose()
     return results
 
 
 async def run(options: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {}
-    if "sqlite" in options.backends:
-        with tempfile.TemporaryDirectory() as folder:
-            url = f"sqlite+aiosqlite:///{Path(folder) / 'catalog.db'}"
-            report["sqlite"] = await measure_backend(url, options)
-    if "postgres" in options.backends:
-        server = make_url(options.postgres_url).set(drivername="postgresql+asyncpg")
-        name = f"mc_bench_{uuid.uuid4().hex[:10]}"
-        admin_url = server.render_as_string(hide_password=False)
-        await _admin(admin_url, f'CREATE DATABASE "{name}"')
-        try:
-            url = server.set(database=name).render_as_string(hide_password=False)
-            report["postgres"] = await measure_backend(url, options)
-        finally:
-            await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for backend in ("sqlite", "postgres"):
+        if backend in options.backends:
+            async with fresh_database(backend, options.postgres_url) as url:
+                report[backend] = await measure_backend(url, options)
     return report
 
 
@@ -274,21 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--http-max-age", type=float, default=10.0, help="the HTTP cache's max-age, seconds"
     )
-    parser.add_argument(
-        "--backends",
-        default="sqlite,postgres",
-        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
-    )
-    parser.add_argument(
-        "--postgres-url", default=os.environ.get("MC_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
-    )
+    add_backend_options(parser)
     parser.add_argument("--redis-url", default=os.environ.get("MC_TEST_REDIS_URL", DEFAULT_REDIS))
     options, _ = parser.parse_known_args(argv)
     configure_logging("bench", "WARNING")
     report = asyncio.run(run(options))
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(report, indent=2))
-    sys.stdout.write(table(report) + f"\n(results in {RESULTS_FILE.relative_to(ROOT)})\n")
+    finish(report, RESULTS_FILE, table(report))
     errors = sum(report[b][c]["errors"] for b in report for c in ("db", "redis", "grpc"))
     return 1 if errors else 0
 

@@ -13,46 +13,40 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import text
 
-from common.access import AccessInterceptor
+from bench._product_bench import (
+    ROOT,
+    add_backend_options,
+    finish,
+    fresh_database,
+    gateway_in_front,
+    product_server,
+)
 from common.db import Database
-from common.grpc_server import Service, create_server, stop_gracefully
 from common.logging import configure_logging
-from common.migrations import script_location_of, upgrade_to_head
 from common.money import Money
 from common.outbox import Outbox
 from common.pagination import PageTokens
-from common.tokens import StaticKeys, TokenVerifier
-from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from microcommerce.product.v1 import product_service_pb2 as pb
 from microcommerce.product.v1 import product_service_pb2_grpc
 from product_svc.domain import NewProduct
-from product_svc.grpc_api import ProductApi
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS_FILE = ROOT / "bench" / "results" / "catalog_search.json"
-DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-SERVICE = pb.DESCRIPTOR.services_by_name["ProductService"]
 
 ADJECTIVES = [
     "classic",
@@ -213,7 +207,6 @@ async def load(catalog: Catalog, store: CatalogStore, count: int) -> list[str]:
 
 async def measure_backend(url: str, *, products: int, requests: int, warmup: int) -> dict[str, Any]:
     started = time.perf_counter()
-    await upgrade_to_head(url, script_location_of("product"))
     database = Database.from_url(url)
     store = CatalogStore(database, Outbox("product"))
     catalog = Catalog(store, PageTokens(os.urandom(32)))
@@ -221,31 +214,6 @@ async def measure_backend(url: str, *, products: int, requests: int, warmup: int
     async with database.engine.begin() as connection:
         await connection.execute(text("ANALYZE"))
     load_s = time.perf_counter() - started
-
-    server = await create_server(
-        services=[
-            Service(
-                SERVICE.full_name,
-                ProductApi(catalog),
-                product_service_pb2_grpc.add_ProductServiceServicer_to_server,
-            )
-        ],
-        address="127.0.0.1:0",
-        interceptors=[AccessInterceptor(TokenVerifier(StaticKeys({})))],
-    )
-    await server.server.start()
-    address = f"127.0.0.1:{server.port}"
-    app = create_app(
-        GatewaySettings(environment="test"),
-        services=[SERVICE],
-        upstream_addresses={SERVICE.full_name: address},
-        key_source=StaticKeys({}),
-    )
-    runner = aiohttp.web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     rng = random.Random(11)
 
     def search_params() -> dict[str, Any]:
@@ -255,6 +223,8 @@ async def measure_backend(url: str, *, products: int, requests: int, warmup: int
     results: dict[str, Any] = {"products": products, "load_s": round(load_s, 1)}
     try:
         async with (
+            product_server(catalog) as address,
+            gateway_in_front(address, GatewaySettings(environment="test")) as base_url,
             grpc.aio.insecure_channel(address) as channel,
             aiohttp.ClientSession() as http,
         ):
@@ -270,9 +240,7 @@ async def measure_backend(url: str, *, products: int, requests: int, warmup: int
 
             async def rest(params: dict[str, Any]) -> None:
                 query = {key: str(value) for key, value in params.items()}
-                async with http.get(
-                    f"http://127.0.0.1:{port}/api/v1/products", params=query
-                ) as response:
+                async with http.get(f"{base_url}/api/v1/products", params=query) as response:
                     await response.read()
                     if response.status != 200:
                         raise RuntimeError(f"gateway answered {response.status}")
@@ -292,19 +260,8 @@ async def measure_backend(url: str, *, products: int, requests: int, warmup: int
             for name, call in cases.items():
                 results[name] = percentiles(await timed(call, requests, warmup))
     finally:
-        await runner.cleanup()
-        await stop_gracefully(server.server, server.health, 0)
         await database.dispose()
     return results
-
-
-async def _admin(server_url: str, statement: str) -> None:
-    engine = create_async_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 async def run(options: argparse.Namespace) -> dict[str, Any]:
@@ -321,22 +278,10 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
 async def run_size(options: argparse.Namespace, products: int) -> dict[str, Any]:
     report: dict[str, Any] = {}
     settings = {"products": products, "requests": options.requests, "warmup": 20}
-    if "sqlite" in options.backends:
-        with tempfile.TemporaryDirectory() as folder:
-            url = f"sqlite+aiosqlite:///{Path(folder) / 'catalog.db'}"
-            report["sqlite"] = await measure_backend(url, **settings)
-    if "postgres" in options.backends:
-        server = make_url(options.postgres_url).set(drivername="postgresql+asyncpg")
-        name = f"mc_bench_{uuid.uuid4().hex[:10]}"
-        await _admin(server.render_as_string(hide_password=False), f'CREATE DATABASE "{name}"')
-        try:
-            url = server.set(database=name).render_as_string(hide_password=False)
-            report["postgres"] = await measure_backend(url, **settings)
-        finally:
-            await _admin(
-                server.render_as_string(hide_password=False),
-                f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-            )
+    for backend in ("sqlite", "postgres"):
+        if backend in options.backends:
+            async with fresh_database(backend, options.postgres_url) as url:
+                report[backend] = await measure_backend(url, **settings)
     return report
 
 
@@ -365,20 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated catalog sizes, one case each (100000,1000000)",
     )
     parser.add_argument("--requests", type=int, default=300, help="per case, after warm-up")
-    parser.add_argument(
-        "--backends",
-        default="sqlite,postgres",
-        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
-    )
-    parser.add_argument(
-        "--postgres-url", default=os.environ.get("MC_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
-    )
+    add_backend_options(parser)
     options, _ = parser.parse_known_args(argv)
     configure_logging("bench", "WARNING")
     report = asyncio.run(run(options))
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(report, indent=2))
-    sys.stdout.write(table(report) + f"\n(results in {RESULTS_FILE.relative_to(ROOT)})\n")
+    finish(report, RESULTS_FILE, table(report))
     return 0
 
 

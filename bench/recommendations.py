@@ -19,46 +19,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import text
 
-from common.access import AccessInterceptor
+from bench._product_bench import (
+    ROOT,
+    add_backend_options,
+    finish,
+    fresh_database,
+    gateway_in_front,
+    product_server,
+)
 from common.db import Database
-from common.grpc_server import Service, create_server, stop_gracefully
 from common.logging import configure_logging
-from common.migrations import script_location_of, upgrade_to_head
 from common.outbox import Outbox
 from common.pagination import PageTokens
-from common.tokens import StaticKeys, TokenVerifier
-from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from microcommerce.product.v1 import product_service_pb2 as pb
-from microcommerce.product.v1 import product_service_pb2_grpc
 from product_svc.domain import basket_pairs
-from product_svc.grpc_api import ProductApi
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
 from tests.support.purchase_history import HistoryShape, generate, load, measure
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS_FILE = ROOT / "bench" / "results" / "recommendations.json"
-DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-SERVICE = pb.DESCRIPTOR.services_by_name["ProductService"]
 # Order lines per order of the default shape, measured: sizes the history for --order-lines.
 LINES_PER_ORDER = 3.3
 
@@ -120,39 +111,22 @@ async def measure_latency(url: str, options: argparse.Namespace) -> dict[str, An
         "pairs": len(together),
         "load_s": round(time.perf_counter() - started, 1),
     }
-    server = await create_server(
-        services=[
-            Service(
-                SERVICE.full_name,
-                ProductApi(catalog),
-                product_service_pb2_grpc.add_ProductServiceServicer_to_server,
-            )
-        ],
-        address="127.0.0.1:0",
-        interceptors=[AccessInterceptor(TokenVerifier(StaticKeys({})))],
-    )
-    await server.server.start()
-    app = create_app(
-        GatewaySettings(environment="test", rate_limit_enabled=False),
-        services=[SERVICE],
-        upstream_addresses={SERVICE.full_name: f"127.0.0.1:{server.port}"},
-        key_source=StaticKeys({}),
-    )
-    runner = aiohttp.web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     rng = random.Random(23)
     grouped = sorted(history.partners)
     errors = 0
     samples: list[float] = []
     try:
-        async with aiohttp.ClientSession() as http:
+        async with (
+            product_server(catalog) as address,
+            gateway_in_front(
+                address, GatewaySettings(environment="test", rate_limit_enabled=False)
+            ) as base_url,
+            aiohttp.ClientSession() as http,
+        ):
             for number in range(options.warmup + options.requests):
                 # Mostly products with a history, some from the long tail (the fallbacks).
                 index = rng.choice(grouped) if rng.random() < 0.8 else rng.randrange(len(ids))
-                url_path = f"http://127.0.0.1:{port}/api/v1/products/{ids[index]}/recommendations"
+                url_path = f"{base_url}/api/v1/products/{ids[index]}/recommendations"
                 start = time.perf_counter()
                 async with http.get(url_path, params={"page_size": "10"}) as response:
                     await response.read()
@@ -162,8 +136,6 @@ async def measure_latency(url: str, options: argparse.Namespace) -> dict[str, An
                     errors += failed
                     samples.append(elapsed)
     finally:
-        await runner.cleanup()
-        await stop_gracefully(server.server, server.health, 0)
         await database.dispose()
     cuts = statistics.quantiles(sorted(samples), n=100, method="inclusive")
     results["gateway"] = {
@@ -175,42 +147,14 @@ async def measure_latency(url: str, options: argparse.Namespace) -> dict[str, An
     return results
 
 
-async def on_backend(backend: str, options: argparse.Namespace, case: Any) -> dict[str, Any]:
-    """``case(url, options)`` on a fresh, migrated database of ``backend``."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            url = f"sqlite+aiosqlite:///{Path(folder) / 'recommendations.db'}"
-            await upgrade_to_head(url, script_location_of("product"))
-            result: dict[str, Any] = await case(url, options)
-            return result
-    server = make_url(options.postgres_url).set(drivername="postgresql+asyncpg")
-    admin_url = server.render_as_string(hide_password=False)
-    name = f"mc_bench_{uuid.uuid4().hex[:10]}"
-    await _admin(admin_url, f'CREATE DATABASE "{name}"')
-    try:
-        url = server.set(database=name).render_as_string(hide_password=False)
-        await upgrade_to_head(url, script_location_of("product"))
-        result = await case(url, options)
-        return result
-    finally:
-        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _admin(server_url: str, statement: str) -> None:
-    engine = create_async_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 async def run(options: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for backend in options.backends:
-        report[backend] = {"quality": await on_backend(backend, options, measure_quality)}
+        async with fresh_database(backend, options.postgres_url) as url:
+            report[backend] = {"quality": await measure_quality(url, options)}
         if options.requests > 0:
-            report[backend]["latency"] = await on_backend(backend, options, measure_latency)
+            async with fresh_database(backend, options.postgres_url) as url:
+                report[backend]["latency"] = await measure_latency(url, options)
     return report
 
 
@@ -244,20 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--order-lines", type=int, default=1_000_000, help="latency history")
     parser.add_argument("--requests", type=int, default=300, help="latency requests; 0: none")
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument(
-        "--backends",
-        default="sqlite,postgres",
-        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
-    )
-    parser.add_argument(
-        "--postgres-url", default=os.environ.get("MC_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
-    )
+    add_backend_options(parser)
     options, _ = parser.parse_known_args(argv)
     configure_logging("bench", "WARNING")
     report = asyncio.run(run(options))
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(report, indent=2))
-    sys.stdout.write(table(report) + f"\n(results in {RESULTS_FILE.relative_to(ROOT)})\n")
+    finish(report, RESULTS_FILE, table(report))
     failed = any(
         cases.get("latency", {}).get("gateway", {}).get("errors", 0) for cases in report.values()
     )

@@ -8,7 +8,18 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import URL, Connection, DateTime, Dialect, event, exc, make_url, text
+from sqlalchemy import (
+    URL,
+    BigInteger,
+    Connection,
+    DateTime,
+    Dialect,
+    Integer,
+    event,
+    exc,
+    make_url,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -74,6 +85,11 @@ def async_url(url: str | URL) -> URL:
     if parsed.get_driver_name() != driver:
         raise ValueError(f"use the {backend}+{driver} driver, not {parsed.drivername!r}")
     return parsed
+
+
+# The type of an auto-incremented sequence number column (outbox, change logs): SQLite
+# auto-increments only an INTEGER PRIMARY KEY, PostgreSQL gets a 64-bit BIGINT.
+SEQUENCE_NUMBER = BigInteger().with_variant(Integer, "sqlite")
 
 
 class UtcDateTime(TypeDecorator[datetime]):

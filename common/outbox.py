@@ -29,10 +29,8 @@ from google.protobuf.message import Message
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 from sqlalchemy import (
-    BigInteger,
     Column,
     Index,
-    Integer,
     MetaData,
     String,
     Table,
@@ -49,7 +47,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from common import clock
 from common.background import run_every
-from common.db import SQLITE_BEGIN_OPTION, Database, UtcDateTime
+from common.db import SEQUENCE_NUMBER, SQLITE_BEGIN_OPTION, Database, UtcDateTime
 from common.descriptors import descriptor_of, event_spec
 from common.kafka_security import kafka_security
 from common.logging import get_logger
@@ -69,13 +67,7 @@ _log = get_logger(__name__)
 
 def _outbox_columns() -> list[Column[Any]]:
     return [
-        # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit integer.
-        Column(
-            "seq",
-            BigInteger().with_variant(Integer, "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
+        Column("seq", SEQUENCE_NUMBER, primary_key=True, autoincrement=True),
         Column("event_id", String(64), nullable=False, unique=True),
         Column("topic", String(128), nullable=False),
         Column("key", String(256), nullable=False),

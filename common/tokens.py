@@ -27,6 +27,12 @@ from common import clock
 from common.errors import Unauthenticated
 from common.logging import get_logger
 
+# Re-exported: callers that verify tokens name roles from here.
+from common.roles import ROLE_ADMIN as ROLE_ADMIN
+from common.roles import ROLE_CUSTOMER as ROLE_CUSTOMER
+from common.roles import ROLE_SERVICE as ROLE_SERVICE
+from common.roles import SERVICE_SUBJECT_PREFIX as SERVICE_SUBJECT_PREFIX
+
 _log = get_logger(__name__)
 
 ALGORITHM = "ES256"
@@ -34,12 +40,6 @@ ISSUER = "microcommerce-user"
 AUDIENCE = "microcommerce"
 # Clocks of different machines disagree a little; a token is still valid this long after exp.
 DEFAULT_LEEWAY_S = 30
-
-ROLE_CUSTOMER = "customer"
-ROLE_ADMIN = "admin"
-# Held only by service identity tokens; no user can be given it.
-ROLE_SERVICE = "service"
-SERVICE_SUBJECT_PREFIX = "service:"
 
 PublicKey = ec.EllipticCurvePublicKey
 PrivateKey = ec.EllipticCurvePrivateKey

@@ -32,11 +32,10 @@ UNCACHEABLE = "no-store"
 # sees who changed a price), and a token bearer's answer is private.
 VARY = AUTHORIZATION_HEADER
 
-# The key set is public, but a copy kept for max-age + stale-while-revalidate could outlive
-# the lead a new signing key is published with before it signs (MC_JWT_KEY_ACTIVATION_S,
-# 10 s): verifiers behind a CDN would refuse valid tokens. Caches keep it but revalidate every
-# use (a 304 while the set is unchanged).
-REVALIDATED_RPCS = frozenset({"/microcommerce.user.v1.UserService/GetJwks"})
+# A public GET whose RPC declares (microcommerce.common.v1.revalidate_every_use), next to the
+# RPC in its proto (the JWKS: a copy kept for max-age + stale-while-revalidate could outlive
+# the lead a new signing key is published with before it signs, and verifiers behind a CDN
+# would refuse valid tokens): caches keep it but revalidate every use (a 304 while unchanged).
 REVALIDATED = "public, no-cache"
 
 # How a request's answer may be kept, decided by the handler that knows its route.
@@ -63,7 +62,7 @@ class HttpCache:
         """Remember, before the call, how any answer to this request may be kept."""
         if not self.shareable(route, request):
             request[_KEEPING] = PERSONAL
-        elif route.rpc_path in REVALIDATED_RPCS:
+        elif route.revalidate_every_use:
             request[_KEEPING] = REVALIDATED
         else:
             request[_KEEPING] = self.shared

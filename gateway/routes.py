@@ -48,6 +48,8 @@ class Route:
     success_status: int
     access: int
     requires_idempotency_key: bool
+    # (microcommerce.common.v1.revalidate_every_use): shared caches ask again on every use.
+    revalidate_every_use: bool
     # 0 for the rule itself, 1... for its additional_bindings.
     binding: int
     # The request fields the path variables set, in path order.
@@ -208,6 +210,7 @@ def _routes_of(service: ServiceDescriptor, method: MethodDescriptor) -> list[Rou
         success_status=success,
         access=access,
         requires_idempotency_key=options.Extensions[mc_annotations.requires_idempotency_key],
+        revalidate_every_use=options.Extensions[mc_annotations.revalidate_every_use],
     )
     rules = [rule, *rule.additional_bindings]
     return [_route(service, method, r, binding, settings) for binding, r in enumerate(rules)]
@@ -220,6 +223,7 @@ class _RpcSettings:
     success_status: int
     access: int
     requires_idempotency_key: bool
+    revalidate_every_use: bool
 
 
 def _route(
@@ -267,6 +271,7 @@ def _route(
         success_status=settings.success_status,
         access=settings.access,
         requires_idempotency_key=settings.requires_idempotency_key,
+        revalidate_every_use=settings.revalidate_every_use,
         binding=binding,
         path_fields=path_fields,
     )

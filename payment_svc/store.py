@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import clock, unit_of_work
-from common.db import Database, UtcDateTime, insert_on_conflict
+from common.db import SEQUENCE_NUMBER, Database, UtcDateTime, insert_on_conflict
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent, event_data
 from payment_svc.domain import (
@@ -166,12 +166,7 @@ idempotency_keys = Table(
 order_changes = Table(
     "payment_order_changes",
     METADATA,
-    Column(
-        "seq",
-        BigInteger().with_variant(Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    Column("seq", SEQUENCE_NUMBER, primary_key=True, autoincrement=True),
     Column("id", String(64), nullable=False, unique=True),
     Column("order_id", String(64), nullable=False),
     # The CloudEvents type; empty for the placement, recorded with the order row itself.

@@ -38,13 +38,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import unit_of_work
-from common.db import Database, UtcDateTime
+from common.db import SEQUENCE_NUMBER, Database, UtcDateTime, insert_on_conflict
 from common.errors import Aborted, AlreadyExists
 from common.money import Money
 from common.outbox import Outbox
@@ -64,8 +62,6 @@ from product_svc.domain import (
 )
 
 METADATA = MetaData()
-# SQLite auto-increments only an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits (migration 0003).
-_SEQ = BigInteger().with_variant(Integer, "sqlite")
 categories = Table(
     "product_categories",
     METADATA,
@@ -79,7 +75,7 @@ categories = Table(
 products = Table(
     "products",
     METADATA,
-    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("seq", SEQUENCE_NUMBER, primary_key=True, autoincrement=True),
     Column("id", String(32), nullable=False, unique=True),
     Column("sku", String(64), nullable=False, unique=True),
     Column("name", String(200), nullable=False),
@@ -105,7 +101,7 @@ products = Table(
 price_changes = Table(
     "product_price_changes",
     METADATA,
-    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("seq", SEQUENCE_NUMBER, primary_key=True, autoincrement=True),
     Column("product_id", String(32), ForeignKey("products.id"), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
@@ -116,7 +112,7 @@ price_changes = Table(
 adjustments = Table(
     "product_stock_adjustments",
     METADATA,
-    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("seq", SEQUENCE_NUMBER, primary_key=True, autoincrement=True),
     Column("product_id", String(32), ForeignKey("products.id"), nullable=False),
     Column("delta", BigInteger, nullable=False),
     Column("reason", String(500), nullable=False),
@@ -509,10 +505,8 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         *,
         refreshed: Sequence[str] = (),
     ) -> None:
-        # INSERT ... ON CONFLICT DO UPDATE: both backends spell it alike, from their dialects.
-        dialect_insert = postgresql_insert if self._postgres else sqlite_insert
         columns = [*keys, *refreshed]
-        statement = dialect_insert(table).values(
+        statement = insert_on_conflict(self._session, table).values(
             {**{c: bindparam(c) for c in columns}, "orders": 1}
         )
         statement = statement.on_conflict_do_update(

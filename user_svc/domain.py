@@ -22,7 +22,7 @@ from common.errors import (
     Unauthenticated,
 )
 from common.reasons import Reason
-from common.tokens import ROLE_ADMIN, ROLE_CUSTOMER
+from common.roles import ROLE_ADMIN, ROLE_CUSTOMER
 
 ASSIGNABLE_ROLES = frozenset({ROLE_CUSTOMER, ROLE_ADMIN})
 MIN_PASSWORD_LENGTH = 8

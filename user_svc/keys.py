@@ -24,6 +24,7 @@ import itertools
 import os
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,6 +97,50 @@ def signing_key(keys: Sequence[StoredKey], now: float, activate_after: float) ->
     return active[-1] if active else keys[0]
 
 
+class PublishingRing(ABC):
+    """What both rings do with the keys they hold: pick the signer, publish the JWKS, find a
+    kid. Each ring says how its keys are brought up to date (``_current``, ``_reload``)."""
+
+    _keys: list[StoredKey]
+    _loaded_at: float
+    _activate_after: float
+    _clock: Callable[[], float]
+
+    @abstractmethod
+    def _current(self) -> list[StoredKey]:
+        """The keys, newest last, as up to date as the ring keeps them."""
+
+    @abstractmethod
+    async def _reload(self) -> None:
+        """Read the keys again now (another replica may have rotated)."""
+
+    def signer(self) -> TokenSigner:
+        """The signer of the newest active key; when none is active yet, the oldest (on first
+        start the only key signs at once)."""
+        chosen = signing_key(self._current(), self._clock(), self._activate_after)
+        return TokenSigner(chosen.private_key, chosen.kid)
+
+    def published(self) -> Sequence[StoredKey]:
+        """Every key a still-valid token may be signed with, newest last."""
+        return list(self._current())
+
+    def jwks(self) -> list[dict[str, str]]:
+        return [public_jwk(stored.public_key, kid=stored.kid) for stored in self.published()]
+
+    async def get(self, kid: str) -> PublicKey | None:
+        for stored in self._current():
+            if stored.kid == kid:
+                return stored.public_key
+        # Another replica may have rotated since the last reload: look again, at most once a
+        # second so a flood of made-up kids cannot become a flood of reads.
+        if self._clock() - self._loaded_at >= 1.0:
+            await self._reload()
+            for stored in self._keys:
+                if stored.kid == kid:
+                    return stored.public_key
+        return None
+
+
 def _file_name(created: float, kid: str) -> str:
     # Milliseconds: a rotation right after the first key must still sort after it.
     return f"{_PREFIX}{round(created * 1000)}-{kid}{_SUFFIX}"
@@ -166,7 +211,7 @@ def rotate(directory: Path, *, now: float | None = None) -> StoredKey:
         return write_new_key(directory, now=now)
 
 
-class KeyRing:
+class KeyRing(PublishingRing):
     """The keys this replica signs and verifies with; a ``common.tokens.KeySource``.
 
     ``retire_after`` must cover the longest token lifetime plus the verifiers' leeway: a key
@@ -217,36 +262,13 @@ class KeyRing:
         self._keys = keys
         self._loaded_at = self._clock()
 
-    def _current_keys(self) -> list[StoredKey]:
+    def _current(self) -> list[StoredKey]:
         if not self._keys or self._clock() - self._loaded_at >= self._reload_interval:
             self.load()
         return self._keys
 
-    def signer(self) -> TokenSigner:
-        """The signer of the newest active key; when none is active yet, the oldest (on first
-        start the only key signs at once)."""
-        chosen = signing_key(self._current_keys(), self._clock(), self._activate_after)
-        return TokenSigner(chosen.private_key, chosen.kid)
-
-    def published(self) -> Sequence[StoredKey]:
-        """Every key a still-valid token may be signed with, newest last."""
-        return list(self._current_keys())
-
-    def jwks(self) -> list[dict[str, str]]:
-        return [public_jwk(stored.public_key, kid=stored.kid) for stored in self.published()]
-
-    async def get(self, kid: str) -> PublicKey | None:
-        for stored in self._current_keys():
-            if stored.kid == kid:
-                return stored.public_key
-        # Another replica may have rotated: look at the directory again, at most once per
-        # second so a flood of made-up kids cannot turn into a flood of directory reads.
-        if self._clock() - self._loaded_at >= 1.0:
-            self.load()
-            for stored in self._keys:
-                if stored.kid == kid:
-                    return stored.public_key
-        return None
+    async def _reload(self) -> None:
+        self.load()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

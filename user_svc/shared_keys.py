@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import Database
 from common.logging import get_logger
-from common.tokens import PublicKey, TokenSigner, key_id, new_key, public_jwk
+from common.tokens import key_id, new_key
 from user_svc.key_encryption import KeyEncryption
-from user_svc.keys import StoredKey, retired, rotation_due, signing_key
+from user_svc.keys import PublishingRing, StoredKey, retired, rotation_due
 from user_svc.store import signing_keys
 
 _log = get_logger(__name__)
@@ -33,7 +33,7 @@ _log = get_logger(__name__)
 _LOCK_KEY = zlib.crc32(b"mc-user-signing-keys")
 
 
-class DatabaseKeyRing:
+class DatabaseKeyRing(PublishingRing):
     """The keys this replica signs and verifies with; a ``user_svc.keys.SigningKeys``.
 
     ``load`` (awaited once before serving, then every ``MC_JWT_KEY_RELOAD_S`` by the service's
@@ -96,34 +96,13 @@ class DatabaseKeyRing:
         await self.load()
         return stored
 
-    def signer(self) -> TokenSigner:
-        chosen = signing_key(self._loaded(), self._clock(), self._activate_after)
-        return TokenSigner(chosen.private_key, chosen.kid)
-
-    def published(self) -> Sequence[StoredKey]:
-        """Every key a still-valid token may be signed with, newest last."""
-        return list(self._loaded())
-
-    def jwks(self) -> list[dict[str, str]]:
-        return [public_jwk(stored.public_key, kid=stored.kid) for stored in self.published()]
-
-    async def get(self, kid: str) -> PublicKey | None:
-        for stored in self._loaded():
-            if stored.kid == kid:
-                return stored.public_key
-        # Another replica may have rotated since the last reload: look again, at most once a
-        # second so a flood of made-up kids cannot become a flood of queries.
-        if self._clock() - self._loaded_at >= 1.0:
-            await self.load()
-            for stored in self._keys:
-                if stored.kid == kid:
-                    return stored.public_key
-        return None
-
-    def _loaded(self) -> list[StoredKey]:
+    def _current(self) -> list[StoredKey]:
         if not self._keys:
             raise RuntimeError("the signing key ring is used before DatabaseKeyRing.load()")
         return self._keys
+
+    async def _reload(self) -> None:
+        await self.load()
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[AsyncSession]:

@@ -53,7 +53,7 @@ def render(
     tools: Tools,
     values_file: Path | None = None,
     *,
-    settings: Mapping[str, str | bool] | None = None,
+    settings: Mapping[str, str | bool | int | float] | None = None,
     kube_version: str = KUBE_VERSIONS[0],
 ) -> Render:
     argv: list[str | Path] = [
@@ -71,6 +71,9 @@ def render(
     for key, value in (settings or {}).items():
         if isinstance(value, bool):
             argv += ["--set", f"{key}={str(value).lower()}"]
+        elif isinstance(value, int | float):
+            # As JSON: --set would pass 0.25 as a string, and the schema wants a number.
+            argv += ["--set-json", f"{key}={value}"]
         else:
             argv += ["--set-string", f"{key}={value}"]
     text = tools.run(*argv)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +22,8 @@ from product_svc.settings import ProductSettings
 from tests.deploy.chart import VALUES_FILES, Doc, Render, render
 from tests.deploy.tooling import Tools
 from user_svc.settings import UserSettings
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 
 SETTINGS_CLASSES: dict[str, type[CommonSettings]] = {
     "gateway": GatewaySettings,
@@ -83,10 +86,10 @@ def pod_environment(rendered: Render, workload: Doc, mounted_ca: Path) -> dict[s
 
 
 def build(
-    settings_class: type[CommonSettings],
+    settings_class: type[SettingsT],
     environment: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
-) -> CommonSettings:
+) -> SettingsT:
     for name in list(os.environ):
         if name.startswith("MC_"):
             monkeypatch.delenv(name)
@@ -128,3 +131,72 @@ def test_a_production_install_without_database_urls_is_refused_at_start(
 
     with pytest.raises(ValueError, match="MC_PRODUCT_DATABASE_URL is unset"):
         build(ProductSettings, environment, monkeypatch)
+
+
+def test_consumer_and_http_cache_settings_default_to_the_processes_own_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tools: Tools
+) -> None:
+    default = render(tools)
+
+    payment = build(
+        PaymentSettings,
+        pod_environment(default, default.deployment_of("payment"), tmp_path),
+        monkeypatch,
+    )
+    gateway = build(
+        GatewaySettings,
+        pod_environment(default, default.deployment_of("gateway"), tmp_path),
+        monkeypatch,
+    )
+
+    defaults = {name: info.default for name, info in PaymentSettings.model_fields.items()}
+    gateway_defaults = GatewaySettings.model_fields
+    assert payment.consumer_attempts == defaults["consumer_attempts"]
+    assert payment.consumer_retry_delay_s == defaults["consumer_retry_delay_s"]
+    assert payment.consumer_retry_max_delay_s == defaults["consumer_retry_max_delay_s"]
+    assert gateway.http_cache_max_age_s == gateway_defaults["http_cache_max_age_s"].default
+    assert gateway.http_cache_swr_s == gateway_defaults["http_cache_swr_s"].default
+
+
+def test_consumer_and_http_cache_values_reach_the_processes_that_read_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tools: Tools
+) -> None:
+    tuned = render(
+        tools,
+        settings={
+            "consumers.attempts": 8,
+            "consumers.retryDelaySeconds": 0.25,
+            "consumers.retryMaxDelaySeconds": 30,
+            "gateway.httpCache.maxAgeSeconds": 5,
+            "gateway.httpCache.staleWhileRevalidateSeconds": 60,
+        },
+    )
+
+    for component in ("payment", "product"):
+        environment = pod_environment(tuned, tuned.deployment_of(component), tmp_path)
+        settings = build(SETTINGS_CLASSES[component], environment, monkeypatch)
+        assert isinstance(settings, PaymentSettings | ProductSettings)
+        assert (
+            settings.consumer_attempts,
+            settings.consumer_retry_delay_s,
+            settings.consumer_retry_max_delay_s,
+        ) == (8, 0.25, 30.0)
+    environment = pod_environment(tuned, tuned.deployment_of("gateway"), tmp_path)
+    gateway = build(GatewaySettings, environment, monkeypatch)
+    assert isinstance(gateway, GatewaySettings)
+    assert (gateway.http_cache_max_age_s, gateway.http_cache_swr_s) == (5, 60)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("consumers.attempts", 0),
+        ("consumers.retryDelaySeconds", 0),
+        ("gateway.httpCache.maxAgeSeconds", -1),
+    ],
+)
+def test_the_schema_refuses_consumer_and_cache_values_the_processes_would_refuse(
+    tools: Tools, key: str, value: int
+) -> None:
+    with pytest.raises(AssertionError, match=key.rsplit(".", 1)[-1]):
+        render(tools, settings={key: value})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,15 +27,24 @@ TEMPLATE = (
 EXTRA_MODULES = {
     # analytics/: the sales read model (CQRS), a package of its own layers beside the template.
     "payment_svc": {"ports.py", "provider.py", "saga.py", "inventory_client.py", "analytics"},
-    # seed.py moves to the local-run tooling package (issue 10, another change).
     # catalog_cache.py: the shared Redis cache of catalog reads (issue 15).
-    "product_svc": {"seed.py", "catalog_cache.py"},
+    "product_svc": {"catalog_cache.py"},
     # The signing key ring: its rules and file ring, the ring in the database, its encryption.
     "user_svc": {"keys.py", "shared_keys.py", "key_encryption.py", "passwords.py"},
 }
 # The service's own event consumers, when it has some (run by the shared runner).
 OPTIONAL_MODULES = {"events.py"}
 PLUMBING = ("grpc", "sqlalchemy", "faust", "aiohttp", "aiokafka", "google", "microcommerce")
+# The kernel's plain parts, the only ones of common/ a domain may import: each imports nothing
+# but the standard library and the others (checked below), so no plumbing comes in through them.
+PLAIN_KERNEL = (
+    "common.clock",
+    "common.errors",
+    "common.money",
+    "common.reasons",
+    "common.roles",
+    "common.transitions",
+)
 
 # Where the environment may be read: settings classes, entry points and the local-run tooling.
 ENVIRONMENT_READERS = {
@@ -106,6 +116,26 @@ def test_domain_knows_nothing_of_grpc_sql_kafka_http_or_generated_code(service: 
 
     leaks = sorted(m for m in imports if m.split(".")[0] in PLUMBING)
     assert leaks == []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_domain_takes_only_the_plain_parts_of_the_kernel(service: str) -> None:
+    imports = imported_modules(ROOT / service / "domain.py")
+
+    kernel = {m for m in imports if m.split(".")[0] == "common"}
+    assert sorted(m for m in kernel if not m.startswith(PLAIN_KERNEL)) == []
+
+
+@pytest.mark.parametrize("module", PLAIN_KERNEL)
+def test_the_plain_kernel_imports_only_the_standard_library_and_itself(module: str) -> None:
+    imports = imported_modules(ROOT / f"{module.replace('.', '/')}.py")
+
+    outside = {
+        m
+        for m in imports
+        if m.split(".")[0] not in sys.stdlib_module_names and not m.startswith(PLAIN_KERNEL)
+    }
+    assert sorted(outside) == []
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -19,7 +19,6 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.http_cache import REVALIDATED_RPCS
 from gateway.routes import build_route_table, discover_services
 from gateway.settings import GatewaySettings
 from microcommerce.common.v1 import annotations_pb2 as mc
@@ -247,7 +246,7 @@ async def test_every_get_is_shared_exactly_when_its_rpc_is_public(
 
     answer = await gateway.get(path)
 
-    if route.rpc_path in REVALIDATED_RPCS and answer.status == 200:
+    if route.revalidate_every_use and answer.status == 200:
         assert answer.headers["Cache-Control"] == "public, no-cache"
     elif route.access == mc.ACCESS_PUBLIC and answer.status == 200:
         assert answer.headers["Cache-Control"] == SHARED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -12,7 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from common.access import AccessInterceptor
+from common.consumer import EventConsumers, RetryPolicy
 from common.db import Database
+from common.dead_letters import DeadLetterStore
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.migrations import script_location_of, upgrade_to_head
 from common.outbox import Outbox
@@ -20,6 +22,7 @@ from common.pagination import PageTokens
 from common.tokens import TokenVerifier
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from localrun.broker import EmbeddedBroker
 from microcommerce.product.v1 import (
     inventory_service_pb2,
     inventory_service_pb2_grpc,
@@ -27,9 +30,11 @@ from microcommerce.product.v1 import (
     product_service_pb2_grpc,
 )
 from microcommerce.product.v1 import product_service_pb2 as pb
+from product_svc import events
 from product_svc.grpc_api import InventoryApi, ProductApi
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
+from tests.support.consumer_probe import start_consumers
 from tests.support.gateway_testing import Client
 from tests.support.tokens import KEYS, admin_token, service_token
 
@@ -55,6 +60,30 @@ def catalog(product_db: Database, outbox: Outbox) -> Catalog:
         reservation_ttl_s=900,
         default_low_stock_threshold=5,
     )
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    # Its own: the consumer group reads order-events from the start.
+    broker = EmbeddedBroker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+async def consuming(
+    catalog: Catalog, product_db: Database, own_broker: EmbeddedBroker
+) -> AsyncIterator[EventConsumers]:
+    """product_svc's own event consumers on a broker of their own, in a fresh consumer group."""
+    consumers = EventConsumers.build(
+        DeadLetterStore(product_db, "product"),
+        events.subscriptions(catalog),
+        RetryPolicy(attempts=2, first_delay_s=0.05),
+        PageTokens(secrets.token_bytes(32)),
+    )
+    stream = start_consumers(consumers, own_broker.bootstrap, f"product-{uuid.uuid4().hex}")
+    yield consumers
+    await stream.stop()
 
 
 @dataclass

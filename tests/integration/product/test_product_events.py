@@ -3,50 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
-import pytest
-
-from common.consumer import EventConsumers, RetryPolicy
+from common.consumer import EventConsumers
 from common.db import Database
-from common.dead_letters import DeadLetterStore
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
-from common.pagination import PageTokens
 from common.topics import Topic
 from localrun.broker import EmbeddedBroker
 from microcommerce.payment.v1 import events_pb2
-from product_svc import events
 from product_svc.domain import ReservationStatus
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
-from tests.support.consumer_probe import encoded, produce, start_consumers
+from tests.support.consumer_probe import encoded, produce
 from tests.support.processes import wait_for
 
 WITHIN_S = 30.0
-
-
-@pytest.fixture
-def own_broker() -> Iterator[EmbeddedBroker]:
-    # Its own: the consumer group reads order-events from the start.
-    broker = EmbeddedBroker.start()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-async def consuming(
-    catalog: Catalog, product_db: Database, own_broker: EmbeddedBroker
-) -> AsyncIterator[EventConsumers]:
-    consumers = EventConsumers.build(
-        DeadLetterStore(product_db, "product"),
-        events.subscriptions(catalog),
-        RetryPolicy(attempts=2, first_delay_s=0.05),
-        PageTokens(b"product-events-test-key-0123456"),
-    )
-    stream = start_consumers(consumers, own_broker.bootstrap, f"product-{uuid.uuid4().hex}")
-    yield consumers
-    await stream.stop()
 
 
 def order_event(kind: str, order_id: str) -> OutgoingEvent:

@@ -6,55 +6,28 @@ gRPC server) ranks from them, on SQLite and PostgreSQL. Then the quality on a pl
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
-from common.consumer import EventConsumers, RetryPolicy
+from common.consumer import EventConsumers
 from common.db import Database
-from common.dead_letters import DeadLetterStore
 from common.inbox import Delivery
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
-from common.pagination import PageTokens
 from common.topics import Topic
 from localrun.broker import EmbeddedBroker
 from microcommerce.payment.v1 import events_pb2, order_service_pb2
-from product_svc import events
 from product_svc.domain import Product, ProductChanges
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
-from tests.support.consumer_probe import encoded, produce, start_consumers
+from tests.support.consumer_probe import encoded, produce
 from tests.support.gateway_testing import Client
 from tests.support.processes import wait_for
 from tests.support.purchase_history import HistoryShape, measure
 
 WITHIN_S = 30.0
-
-
-@pytest.fixture
-def own_broker() -> Iterator[EmbeddedBroker]:
-    # Its own: the consumer group reads order-events from the start.
-    broker = EmbeddedBroker.start()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-async def consuming(
-    catalog: Catalog, product_db: Database, own_broker: EmbeddedBroker
-) -> AsyncIterator[EventConsumers]:
-    consumers = EventConsumers.build(
-        DeadLetterStore(product_db, "product"),
-        events.subscriptions(catalog),
-        RetryPolicy(attempts=2, first_delay_s=0.05),
-        PageTokens(b"product-recommend-test-key-01234"),
-    )
-    stream = start_consumers(consumers, own_broker.bootstrap, f"product-{uuid.uuid4().hex}")
-    yield consumers
-    await stream.stop()
 
 
 def confirmed(*product_ids: str, order_id: str = "") -> OutgoingEvent:

@@ -55,6 +55,14 @@ def test_body_idempotency_access_and_rpc_path_come_from_the_options() -> None:
     assert route("GetWidget").public
 
 
+def test_revalidation_on_every_use_is_read_from_the_option_declared_next_to_the_rpc() -> None:
+    table = build_route_table(discover_services())
+
+    revalidated = {r.rpc_path for r in table.routes if r.revalidate_every_use}
+    assert revalidated == {"/microcommerce.user.v1.UserService/GetJwks"}
+    assert not route("GetWidget").revalidate_every_use
+
+
 def test_only_a_patch_with_a_body_field_and_update_mask_fills_the_mask() -> None:
     assert route("UpdateWidget").fills_update_mask
     assert not route("CreateWidget").fills_update_mask
