@@ -228,12 +228,13 @@ bench: $(GENERATED) ## run the benchmarks under bench/ (ARGS="--duration 2"; nee
 # hour on two cores (911 of them took 28 min). mutants/ is mutmut's working copy, rebuilt each
 # run (a stale copy would keep old mutants). MUTANT_JOBS sets the parallel test runs; MUTANTS
 # (mutmut name patterns, e.g. 'payment_svc.saga.*') runs and reports one scope at a time.
+# localrun.mutants runs mutmut with its wall-clock timeout fixed (see _timeout_checker).
 MUTANT_JOBS ?= 2
 MUTANTS ?=
 
 mutants: $(GENERATED) $(TEST_GENERATED) ## mutation testing (mutmut) of the decision modules; prints score and survivors (MUTANT_JOBS=2)
 	rm -rf mutants
-	$(BIN)/mutmut run --max-children $(MUTANT_JOBS) $(MUTANTS) > mutants.log 2>&1 || { tail -c 3000 mutants.log; exit 1; }
+	$(PY) -m localrun.mutants run --max-children $(MUTANT_JOBS) $(MUTANTS) > mutants.log 2>&1 || { tail -c 3000 mutants.log; exit 1; }
 	$(PY) -m localrun.mutants $(MUTANTS)
 
 clean: ## remove .venv, .tools, generated code and caches

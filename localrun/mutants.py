@@ -1,5 +1,8 @@
 """The score and survivors of the last ``mutmut run`` (``make mutants`` prints this after it).
 
+``python -m localrun.mutants run [mutmut run arguments]`` runs mutmut itself, with its
+wall-clock timeout fixed (see ``_timeout_checker``); ``make mutants`` runs it that way.
+
 mutmut's own ``results`` lists one line per mutant; this adds what a reader wants first: the
 share of mutants the tests caught, the survivors with the line each one changed, and the
 mutants no selected test reaches at all.
@@ -14,14 +17,23 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import difflib
 import fnmatch
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from datetime import datetime
 from functools import cache
 from pathlib import Path
+from typing import Any
+
+import mutmut.__main__ as mutmut_main  # type: ignore[import-untyped]
 
 # A test run that crashed or ran out of time also noticed the mutant.
 CAUGHT = ("killed", "timeout", "segfault")
@@ -136,7 +148,8 @@ def report(statuses: dict[str, str]) -> str:
     texts = {name for name in survivors if text_only(name)}
     decisive = [name for name in survivors if name not in texts]
     lines = [
-        f"mutants: {len(statuses)}  caught: {caught}  survived: {counts['survived']} "
+        f"mutants: {len(statuses)}  caught: {caught} ({counts['timeout']} by timeout)  "
+        f"survived: {counts['survived']} "
         f"({len(texts)} of them only in a message text)  no tests: {counts['no tests']}",
         f"score: {score:.1f}% of the mutants the selected tests reach were caught",
         f"score without message-text mutants: "
@@ -172,7 +185,48 @@ def in_scope(statuses: dict[str, str], patterns: list[str]) -> dict[str, str]:
     }
 
 
+def _timeout_checker(mutants: list[tuple[Any, str, Any]]) -> Callable[[], None]:
+    """mutmut 3.4's wall-clock watchdog, with each running mutant held to its own limit.
+
+    mutmut's own checker compares every running child of a file with the estimate of each
+    mutant of that file in turn, so a mutant whose tests take a minute is killed after 15 s as
+    soon as some mutant of the same file has no or only fast tests (on the saga, one in five
+    was reported "timeout", i.e. caught, for that reason alone). The limit is mutmut's: fifteen
+    times the mutant's tests' measured time, plus fifteen seconds.
+    """
+    files = list({id(data): data for data, _, _ in mutants}.values())
+
+    def check() -> None:
+        while True:
+            time.sleep(1)
+            now = datetime.now()
+            for data in files:
+                with mutmut_main.START_TIMES_BY_PID_LOCK:
+                    started = dict(data.start_time_by_pid)
+                    names = dict(data.key_by_pid)
+                for pid, start in started.items():
+                    estimate = data.estimated_time_of_tests_by_mutant.get(names.get(pid), 0.0)
+                    if (now - start).total_seconds() > (estimate + 1) * 15:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGXCPU)
+
+    return check
+
+
+def run_mutmut(argv: list[str]) -> int:
+    """``mutmut run ARGS`` with the timeout checker above (``make mutants`` runs this)."""
+    mutmut_main.timeout_checker = _timeout_checker
+    try:
+        mutmut_main.cli(["run", *argv], standalone_mode=False)
+    except SystemExit as ended:
+        return ended.code if isinstance(ended.code, int) else 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        return run_mutmut(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "patterns",

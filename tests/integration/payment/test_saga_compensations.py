@@ -3,11 +3,13 @@
 The happy path, declines, a refused capture and crashes are in test_payment_checkout.py; these
 are the compensations found untested by ``make mutants``: which reason a failed order records,
 whether its stock goes back, whether a charged but unsold order gets its money back in full,
-and how often an unreachable inventory is retried before the order gives up.
+how often an unreachable inventory is retried before the order gives up, and which
+authorization a capture, void or refund names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -26,8 +28,13 @@ from payment_svc.ports import (
     ReservationRefused,
     ReservedLine,
 )
-from payment_svc.service import Payments
+from payment_svc.provider import ProviderResult, SandboxProvider
+from payment_svc.saga import CheckoutSaga
+from payment_svc.service import PaymentPolicy, Payments
+from payment_svc.store import PaymentStore
 from tests.integration.payment.test_payment_checkout import (
+    APPROVED,
+    NO_CAPTURE,
     checkout,
     events_of,
     ledger_of,
@@ -101,6 +108,8 @@ async def test_an_unknown_product_fails_the_order_naming_it_and_charges_nothing(
     assert inventory.available[known] == 3
     assert await ledger_of(payment_db, paid(order).id) == []
     assert await events_of(payment_db, order.id) == ["microcommerce.order.failed"]
+    failed = await event_data(payment_db, order.id, "microcommerce.order.failed")
+    assert failed["reason"] == "PRODUCT_NOT_FOUND"
 
 
 async def test_a_refused_reservation_is_released_and_fails_with_reservation_refused(
@@ -187,6 +196,8 @@ async def test_a_hold_lost_after_the_capture_refunds_everything_and_fails(
         {"amount": 1400, "currency": "USD"},
         "RESERVATION_LOST",
     )
+    failed = await event_data(payment_db, order.id, "microcommerce.order.failed")
+    assert failed["reason"] == "RESERVATION_LOST"
 
 
 async def test_a_commit_that_cannot_reach_the_inventory_leaves_the_order_to_recovery(
@@ -204,3 +215,80 @@ async def test_a_commit_that_cannot_reach_the_inventory_leaves_the_order_to_reco
     assert order.status is OrderStatus.PAYMENT_AUTHORIZED
     assert inventory.calls.count(f"commit:{order.id}") == 3
     assert inventory.status(order.id) == "ACTIVE"
+
+
+async def test_a_release_that_cannot_reach_the_inventory_keeps_the_order_open_for_recovery(
+    payments: Payments, inventory: FakeInventory
+) -> None:
+    item = product(inventory, stock=3)
+    flaky(inventory).refuse = True
+    inventory.down = True  # the compensation cannot release: the order must not end FAILED
+    caller = new_user()
+
+    with pytest.raises(Unavailable) as raised:
+        await checkout(payments, caller, [RequestedItem(item, 1)])
+
+    assert raised.value.retry_after_s == 5
+    [order], _ = await payments.list_orders(caller, "", 10, "")
+    assert order.status is OrderStatus.PENDING
+    assert inventory.calls.count(f"release:{order.id}") == 3
+
+
+class RecordingProvider(SandboxProvider):
+    """The sandbox, remembering which authorization each capture, void and refund named.
+
+    The sandbox itself accepts any reference; a real processor refuses a capture, void or
+    refund of an authorization it did not issue.
+    """
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self.authorized: list[str] = []
+        self.named: list[tuple[str, str]] = []
+
+    async def authorize(self, key: str, token: str, amount: Money) -> ProviderResult:
+        result = await super().authorize(key, token, amount)
+        self.authorized.append(result.reference)
+        return result
+
+    async def capture(self, key: str, authorization: str, amount: Money) -> ProviderResult:
+        self.named.append(("capture", authorization))
+        return await super().capture(key, authorization, amount)
+
+    async def void(self, key: str, authorization: str) -> ProviderResult:
+        self.named.append(("void", authorization))
+        return await super().void(key, authorization)
+
+    async def refund(self, key: str, authorization: str, amount: Money) -> ProviderResult:
+        self.named.append(("refund", authorization))
+        return await super().refund(key, authorization, amount)
+
+
+@pytest.mark.parametrize(
+    ("number", "lose_hold", "operations"),
+    [
+        (APPROVED, False, ["capture"]),
+        (NO_CAPTURE, False, ["capture", "void"]),
+        (APPROVED, True, ["capture", "refund"]),
+    ],
+)
+async def test_capture_void_and_refund_name_the_authorization_the_provider_issued(
+    store: PaymentStore,
+    inventory: FakeInventory,
+    payment_db: Database,
+    number: str,
+    lose_hold: bool,
+    operations: list[str],
+) -> None:
+    provider = RecordingProvider(payment_db)
+    saga = CheckoutSaga(store, inventory, provider, inventory_backoff_s=0.001)
+    payments = Payments(store, saga, provider, policy=PaymentPolicy(recovery_grace_s=0))
+    item = product(inventory, stock=3)
+    flaky(inventory).lose_hold = lose_hold
+
+    with contextlib.suppress(Aborted):
+        await checkout(payments, new_user(), [RequestedItem(item, 1)], number)
+
+    [authorization] = provider.authorized
+    assert authorization
+    assert provider.named == [(operation, authorization) for operation in operations]
