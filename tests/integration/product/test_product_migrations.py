@@ -142,3 +142,23 @@ async def test_a_downgrade_gives_back_the_microseconds(engine: AsyncEngine) -> N
         " JOIN stock_reservations r ON r.order_id = 'o1'",
     )
     assert [tuple(row) for row in rows] == [(CREATED_US, CREATED_US, CREATED_US, EXPIRES_US)]
+
+
+async def test_0008_gives_the_counters_of_existing_sales_their_products_category(
+    engine: AsyncEngine,
+) -> None:
+    await catalog_at_0003(engine)
+    await migrate(engine, "0007")
+    await execute(
+        engine,
+        "INSERT INTO product_purchases (product_id, orders) VALUES ('p1', 3), ('gone', 2)",
+    )
+
+    await migrate(engine, "0008")
+
+    rows = await execute(
+        engine, "SELECT product_id, category_id FROM product_purchases ORDER BY product_id"
+    )
+    assert [tuple(row) for row in rows] == [("gone", None), ("p1", "c1")]
+    await migrate(engine, "0007", down=True)
+    assert await execute(engine, "SELECT product_id, orders FROM product_purchases") != []
