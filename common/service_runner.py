@@ -35,6 +35,12 @@ from common.telemetry import SERVICE_LIBRARIES, configure_tracing, shutdown_trac
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 
+# A commit with events wakes this process's relay at once (Outbox.wait_for_commit); the poll
+# only catches rows it was not told about (written by another process on the same database, a
+# replica's rows while that replica's relay was stopped, a publish that failed). Once a second
+# it was an idle service's largest periodic cost after the health ping.
+OUTBOX_BACKSTOP_POLL_S = 5.0
+
 
 class ServiceSettings(CommonSettings):
     """Settings of a gRPC service process; each service names its own port variable."""
@@ -204,7 +210,10 @@ async def run_service(
     # Zero from the start: rate() and the alerts see the series before the first failure.
     OUTBOX_PUBLISH_ERRORS.labels(outbox.service)
     tasks = [
-        asyncio.create_task(OutboxRelay(database, outbox, settings).run(), name="outbox-relay"),
+        asyncio.create_task(
+            OutboxRelay(database, outbox, settings, poll_interval_s=OUTBOX_BACKSTOP_POLL_S).run(),
+            name="outbox-relay",
+        ),
         *(asyncio.create_task(task(), name=task.__name__) for task in wiring.background),
     ]
     identity = InstanceIdentity(
