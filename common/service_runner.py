@@ -25,10 +25,10 @@ from common.instance import new_instance_id
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.metrics import CONSUMER_LAG, OUTBOX_PUBLISH_ERRORS, start_metrics_server
-from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
 from common.outbox_metrics import refresh_outbox_gauges
 from common.pagination import PageTokens
+from common.schema_state import MigrationFailed, SchemaNotAtHead, upgrade_in_child
 from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
 from common.startup import exit_line
 from common.telemetry import SERVICE_LIBRARIES, configure_tracing, shutdown_tracing
@@ -168,8 +168,13 @@ async def run_service(
     settings: S,
     *,
     until: Callable[[], Any] = wait_for_stop_signal,
+    migrated: bool = False,
 ) -> None:
-    """Run the service until ``until()`` returns (by default SIGTERM or SIGINT)."""
+    """Run the service until ``until()`` returns (by default SIGTERM or SIGINT).
+
+    ``migrated``: the schema was just brought to head (by ``serve``'s migration child), so
+    neither migrating nor checking is needed here.
+    """
     # One id names this process in its log lines, its spans and its health-stream answers.
     instance_id = new_instance_id()
     configure_logging(spec.name, settings.log_level, instance=instance_id)
@@ -178,9 +183,16 @@ async def run_service(
     log = get_logger(__name__)
     database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
     try:
-        if settings.migrate_on_start:
+        # Imported only on this path: Alembic is ~10 MB a serving process does not need.
+        if migrated:
+            pass
+        elif settings.migrate_on_start:
+            from common.migrations import upgrade_to_head
+
             await upgrade_to_head(database.engine, spec.migrations)
         else:
+            from common.migrations import require_head
+
             await require_head(database.engine, spec.migrations, spec.name)
     except SchemaNotAtHead as behind:
         await database.dispose()
@@ -271,9 +283,15 @@ def serve(spec: ServiceSpec[S], settings_class: type[S]) -> None:
     """
     settings = load_settings(settings_class)
     try:
-        asyncio.run(run_service(spec, settings))
+        if settings.migrate_on_start:
+            # In a child, so Alembic and what migrating allocates never stay in this process.
+            url = database_url(spec.name, settings)
+            upgrade_in_child(spec.name, url, settings.log_level)
+        asyncio.run(run_service(spec, settings, migrated=settings.migrate_on_start))
     except SchemaNotAtHead as behind:
         raise SystemExit(f"{spec.name}: refusing to start: {behind}") from None
+    except MigrationFailed as failed:
+        raise SystemExit(f"{spec.name}: refusing to start: {failed}") from None
     except Exception as error:
         ports = {settings.port: f"MC_{spec.name.upper()}_PORT (or MC_HOST)"}
         if settings.metrics_port:
