@@ -28,7 +28,13 @@ from common.metrics import CONSUMER_LAG, OUTBOX_PUBLISH_ERRORS, start_metrics_se
 from common.outbox import Outbox, OutboxRelay
 from common.outbox_metrics import refresh_outbox_gauges
 from common.pagination import PageTokens
-from common.schema_state import MigrationFailed, SchemaNotAtHead, upgrade_in_child
+from common.schema_state import (
+    MigrationFailed,
+    SchemaNotAtHead,
+    current_revisions,
+    script_heads,
+    upgrade_in_child,
+)
 from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
 from common.startup import exit_line
 from common.telemetry import SERVICE_LIBRARIES, configure_tracing, shutdown_tracing
@@ -168,12 +174,13 @@ async def run_service(
     settings: S,
     *,
     until: Callable[[], Any] = wait_for_stop_signal,
-    migrated: bool = False,
+    migrate_in_child: bool = False,
 ) -> None:
     """Run the service until ``until()`` returns (by default SIGTERM or SIGINT).
 
-    ``migrated``: the schema was just brought to head (by ``serve``'s migration child), so
-    neither migrating nor checking is needed here.
+    ``migrate_in_child`` (the process's ``serve``): when migrating on start, check the schema
+    without Alembic and migrate in a child process only if it is behind, so Alembic never
+    stays in this process's memory.
     """
     # One id names this process in its log lines, its spans and its health-stream answers.
     instance_id = new_instance_id()
@@ -184,8 +191,11 @@ async def run_service(
     database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
     try:
         # Imported only on this path: Alembic is ~10 MB a serving process does not need.
-        if migrated:
-            pass
+        if settings.migrate_on_start and migrate_in_child:
+            heads = script_heads(spec.migrations)
+            if await current_revisions(database.engine, spec.name) != heads:
+                url = database_url(spec.name, settings)
+                await asyncio.to_thread(upgrade_in_child, spec.name, url, settings.log_level)
         elif settings.migrate_on_start:
             from common.migrations import upgrade_to_head
 
@@ -283,11 +293,7 @@ def serve(spec: ServiceSpec[S], settings_class: type[S]) -> None:
     """
     settings = load_settings(settings_class)
     try:
-        if settings.migrate_on_start:
-            # In a child, so Alembic and what migrating allocates never stay in this process.
-            url = database_url(spec.name, settings)
-            upgrade_in_child(spec.name, url, settings.log_level)
-        asyncio.run(run_service(spec, settings, migrated=settings.migrate_on_start))
+        asyncio.run(run_service(spec, settings, migrate_in_child=True))
     except SchemaNotAtHead as behind:
         raise SystemExit(f"{spec.name}: refusing to start: {behind}") from None
     except MigrationFailed as failed:

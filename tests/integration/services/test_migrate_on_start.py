@@ -11,14 +11,26 @@ from pathlib import Path
 
 import grpc
 import pytest
+from alembic.script import ScriptDirectory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from common.db import Database
-from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
-from common.schema_state import MigrationFailed, upgrade_in_child
+from common.migrations import (
+    SchemaNotAtHead,
+    alembic_config,
+    require_head,
+    script_location_of,
+    upgrade_to_head,
+)
+from common.schema_state import (
+    MigrationFailed,
+    current_revisions,
+    script_heads,
+    upgrade_in_child,
+)
 from common.service_runner import run_service
 from localrun.broker import free_port
 from tests.support.processes import FAST_KAFKA, ROOT
@@ -163,3 +175,22 @@ def test_a_serving_service_has_not_loaded_alembic() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("service", ["payment", "product", "user"])
+def test_the_heads_read_without_alembic_are_alembics(service: str) -> None:
+    location = script_location_of(service)
+    expected = set(ScriptDirectory.from_config(alembic_config(location)).get_heads())
+
+    assert script_heads(location) == expected
+
+
+async def test_the_current_revision_is_read_without_alembic(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'user.db'}"
+    database = Database.from_url(url)
+    try:
+        assert await current_revisions(database.engine, "user") == set()  # empty database
+        await upgrade_to_head(database.engine, USER.migrations)
+        assert await current_revisions(database.engine, "user") == script_heads(USER.migrations)
+    finally:
+        await database.dispose()
