@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 import grpc
 
 from common.grpc_target import channel_target
+from common.telemetry import client_interceptors
 
 StubT = TypeVar("StubT")
 
@@ -24,7 +25,9 @@ class LazyStub(Generic[StubT]):
     def __call__(self) -> StubT:
         """The stub, on a channel opened now if none is open."""
         if self._channel is None or self._stub is None:
-            self._channel = grpc.aio.insecure_channel(channel_target(self._address))
+            self._channel = grpc.aio.insecure_channel(
+                channel_target(self._address), interceptors=client_interceptors()
+            )
             self._stub = self._stub_class(self._channel)
         return self._stub
 

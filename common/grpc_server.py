@@ -29,6 +29,7 @@ from common.grpc_types import ServicerContext
 from common.logging import get_logger
 from common.reasons import ERROR_DOMAIN
 from common.request_context import REQUEST_ID_METADATA_KEY, accept_request_id, request_id_var
+from common.telemetry import continue_trace
 from common.validation import ValidationInterceptor
 
 _log = get_logger(__name__)
@@ -51,6 +52,25 @@ def _invocation_request_id(details: grpc.HandlerCallDetails) -> str:
         if key == REQUEST_ID_METADATA_KEY:
             return accept_request_id(value if isinstance(value, str) else None)
     return accept_request_id(None)
+
+
+class _Call(NamedTuple):
+    """What the boundary takes from a call's metadata."""
+
+    request_id: str
+    traceparent: str | None
+    tracestate: str | None
+
+
+def _invocation_trace(details: grpc.HandlerCallDetails) -> tuple[str | None, str | None]:
+    """The caller's W3C ``traceparent`` and ``tracestate`` metadata, if any."""
+    traceparent = tracestate = None
+    for key, value in details.invocation_metadata or ():
+        if key == "traceparent" and isinstance(value, str):
+            traceparent = value
+        elif key == "tracestate" and isinstance(value, str):
+            tracestate = value
+    return traceparent, tracestate
 
 
 def _status_details(
@@ -115,53 +135,55 @@ class BoundaryInterceptor(_ServerInterceptor):
         if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
             return handler  # type: ignore[return-value]  # grpc-stubs omit the None case
         method = handler_call_details.method
-        request_id = _invocation_request_id(handler_call_details)
+        call = _Call(
+            _invocation_request_id(handler_call_details), *_invocation_trace(handler_call_details)
+        )
         wrap = self._wrap_streaming if handler.response_streaming else self._wrap_unary
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                wrap(handler.unary_unary, method, request_id),
+                wrap(handler.unary_unary, method, call),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                wrap(handler.unary_stream, method, request_id),
+                wrap(handler.unary_stream, method, call),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                wrap(handler.stream_unary, method, request_id),
+                wrap(handler.stream_unary, method, call),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                wrap(handler.stream_stream, method, request_id),
+                wrap(handler.stream_stream, method, call),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         return handler
 
-    def _wrap_unary(self, behavior: _Behavior, method: str, request_id: str) -> _Behavior:
+    def _wrap_unary(self, behavior: _Behavior, method: str, call: _Call) -> _Behavior:
         async def unary(request: Any, context: ServicerContext) -> Any:
-            async with self._boundary(context, method, request_id):
+            async with self._boundary(context, method, call):
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
 
         return unary
 
-    def _wrap_streaming(self, behavior: _Behavior, method: str, request_id: str) -> _Behavior:
+    def _wrap_streaming(self, behavior: _Behavior, method: str, call: _Call) -> _Behavior:
         if inspect.iscoroutinefunction(behavior):
             # Writes its responses with context.write(); gRPC awaits it.
             async def writer(request: Any, context: ServicerContext) -> None:
-                async with self._boundary(context, method, request_id):
+                async with self._boundary(context, method, call):
                     await behavior(request, context)
 
             return writer
 
         async def generator(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
-            async with self._boundary(context, method, request_id):
+            async with self._boundary(context, method, call):
                 responses = behavior(request, context)
                 if inspect.isasyncgen(responses):
                     async for response in responses:
@@ -174,11 +196,15 @@ class BoundaryInterceptor(_ServerInterceptor):
 
     @asynccontextmanager
     async def _boundary(
-        self, context: ServicerContext, method: str, request_id: str
+        self, context: ServicerContext, method: str, call: _Call
     ) -> AsyncIterator[None]:
         # Set without resetting: every RPC runs in its own asyncio task with its own copy of
         # the context, and a reset from a response generator finalised elsewhere would fail.
+        request_id = call.request_id
         request_id_var.set(request_id)
+        # Without the gRPC server instrumentation (no exporter), the caller's trace still
+        # reaches our spans and log lines; with it, its span is current and this does nothing.
+        continue_trace(call.traceparent, call.tracestate)
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
         try:
             yield

@@ -25,15 +25,27 @@ from common.instance import new_instance_id
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.metrics import CONSUMER_LAG, OUTBOX_PUBLISH_ERRORS, start_metrics_server
-from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
 from common.outbox import Outbox, OutboxRelay
 from common.outbox_metrics import refresh_outbox_gauges
 from common.pagination import PageTokens
+from common.schema_state import (
+    MigrationFailed,
+    SchemaNotAtHead,
+    current_revisions,
+    script_heads,
+    upgrade_in_child,
+)
 from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
 from common.startup import exit_line
 from common.telemetry import SERVICE_LIBRARIES, configure_tracing, shutdown_tracing
 from common.tokens import KeySource, TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
+
+# A commit with events wakes this process's relay at once (Outbox.wait_for_commit); the poll
+# only catches rows it was not told about (written by another process on the same database, a
+# replica's rows while that replica's relay was stopped, a publish that failed). Once a second
+# it was an idle service's largest periodic cost after the health ping.
+OUTBOX_BACKSTOP_POLL_S = 5.0
 
 
 class ServiceSettings(CommonSettings):
@@ -162,8 +174,14 @@ async def run_service(
     settings: S,
     *,
     until: Callable[[], Any] = wait_for_stop_signal,
+    migrate_in_child: bool = False,
 ) -> None:
-    """Run the service until ``until()`` returns (by default SIGTERM or SIGINT)."""
+    """Run the service until ``until()`` returns (by default SIGTERM or SIGINT).
+
+    ``migrate_in_child`` (the process's ``serve``): when migrating on start, check the schema
+    without Alembic and migrate in a child process only if it is behind, so Alembic never
+    stays in this process's memory.
+    """
     # One id names this process in its log lines, its spans and its health-stream answers.
     instance_id = new_instance_id()
     configure_logging(spec.name, settings.log_level, instance=instance_id)
@@ -172,9 +190,19 @@ async def run_service(
     log = get_logger(__name__)
     database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
     try:
-        if settings.migrate_on_start:
+        # Imported only on this path: Alembic is ~10 MB a serving process does not need.
+        if settings.migrate_on_start and migrate_in_child:
+            heads = script_heads(spec.migrations)
+            if await current_revisions(database.engine, spec.name) != heads:
+                url = database_url(spec.name, settings)
+                await asyncio.to_thread(upgrade_in_child, spec.name, url, settings.log_level)
+        elif settings.migrate_on_start:
+            from common.migrations import upgrade_to_head
+
             await upgrade_to_head(database.engine, spec.migrations)
         else:
+            from common.migrations import require_head
+
             await require_head(database.engine, spec.migrations, spec.name)
     except SchemaNotAtHead as behind:
         await database.dispose()
@@ -204,7 +232,10 @@ async def run_service(
     # Zero from the start: rate() and the alerts see the series before the first failure.
     OUTBOX_PUBLISH_ERRORS.labels(outbox.service)
     tasks = [
-        asyncio.create_task(OutboxRelay(database, outbox, settings).run(), name="outbox-relay"),
+        asyncio.create_task(
+            OutboxRelay(database, outbox, settings, poll_interval_s=OUTBOX_BACKSTOP_POLL_S).run(),
+            name="outbox-relay",
+        ),
         *(asyncio.create_task(task(), name=task.__name__) for task in wiring.background),
     ]
     identity = InstanceIdentity(
@@ -262,9 +293,11 @@ def serve(spec: ServiceSpec[S], settings_class: type[S]) -> None:
     """
     settings = load_settings(settings_class)
     try:
-        asyncio.run(run_service(spec, settings))
+        asyncio.run(run_service(spec, settings, migrate_in_child=True))
     except SchemaNotAtHead as behind:
         raise SystemExit(f"{spec.name}: refusing to start: {behind}") from None
+    except MigrationFailed as failed:
+        raise SystemExit(f"{spec.name}: refusing to start: {failed}") from None
     except Exception as error:
         ports = {settings.port: f"MC_{spec.name.upper()}_PORT (or MC_HOST)"}
         if settings.metrics_port:

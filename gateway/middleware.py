@@ -12,6 +12,7 @@ from structlog.contextvars import bound_contextvars
 
 from common.logging import get_logger
 from common.request_context import accept_request_id, request_id_var
+from common.telemetry import continue_trace, end_trace
 from gateway.access_log import log_request
 from gateway.client_address import client_address
 from gateway.metrics import GatewayMetrics
@@ -68,6 +69,10 @@ def observing_middleware(metrics: GatewayMetrics) -> Middleware:
         # aiohttp serves the requests of one keep-alive connection in one task: reset, or the
         # id would leak into the next request's log lines.
         token = request_id_var.set(request_id(request))
+        # Without the aiohttp instrumentation (no exporter), the caller's trace id still
+        # reaches the log lines; with it, its server span is current and this does nothing.
+        headers = request.headers
+        trace_token = continue_trace(headers.get("traceparent"), headers.get("tracestate"))
         started = time.perf_counter()
         status = 500
         answered = False
@@ -86,6 +91,7 @@ def observing_middleware(metrics: GatewayMetrics) -> Middleware:
                         metrics.observe_request(request, status, seconds)
                     log_request(request, status, seconds)
         finally:
+            end_trace(trace_token)
             request_id_var.reset(token)
 
     return observe

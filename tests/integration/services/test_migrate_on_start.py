@@ -11,13 +11,26 @@ from pathlib import Path
 
 import grpc
 import pytest
+from alembic.script import ScriptDirectory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from common.db import Database
-from common.migrations import SchemaNotAtHead, require_head, upgrade_to_head
+from common.migrations import (
+    SchemaNotAtHead,
+    alembic_config,
+    require_head,
+    script_location_of,
+    upgrade_to_head,
+)
+from common.schema_state import (
+    MigrationFailed,
+    current_revisions,
+    script_heads,
+    upgrade_in_child,
+)
 from common.service_runner import run_service
 from localrun.broker import free_port
 from tests.support.processes import FAST_KAFKA, ROOT
@@ -134,3 +147,50 @@ async def test_the_schema_check_reads_postgresql_version_tables_too(postgres_url
         async with admin.connect() as connection:
             await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+async def test_the_migration_child_brings_an_empty_database_to_head(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'user.db'}"
+
+    await asyncio.to_thread(upgrade_in_child, "user", url, "WARNING")
+
+    database = Database.from_url(url)
+    try:
+        await require_head(database.engine, USER.migrations, "user")  # raises when behind
+    finally:
+        await database.dispose()
+
+
+def test_a_failing_migration_child_is_an_error_naming_the_service(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-directory" / "user.db"
+
+    with pytest.raises(MigrationFailed, match="user database"):
+        upgrade_in_child("user", f"sqlite+aiosqlite:///{missing}", "WARNING")
+
+
+def test_a_serving_service_has_not_loaded_alembic() -> None:
+    # What the process's main imports; migrating happens in a child (common.schema_state).
+    script = "import sys, user_svc.main; print('alembic' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("service", ["payment", "product", "user"])
+def test_the_heads_read_without_alembic_are_alembics(service: str) -> None:
+    location = script_location_of(service)
+    expected = set(ScriptDirectory.from_config(alembic_config(location)).get_heads())
+
+    assert script_heads(location) == expected
+
+
+async def test_the_current_revision_is_read_without_alembic(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'user.db'}"
+    database = Database.from_url(url)
+    try:
+        assert await current_revisions(database.engine, "user") == set()  # empty database
+        await upgrade_to_head(database.engine, USER.migrations)
+        assert await current_revisions(database.engine, "user") == script_heads(USER.migrations)
+    finally:
+        await database.dispose()

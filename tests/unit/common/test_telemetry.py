@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcExporter,
@@ -62,3 +67,34 @@ def test_the_resource_names_the_process_instance_its_log_lines_name() -> None:
 def test_the_sdk_can_be_switched_off() -> None:
     assert tracing_disabled({"OTEL_SDK_DISABLED": "true"})
     assert not tracing_disabled({})
+
+
+def _instrumented_after_configure(extra_env: dict[str, str]) -> dict[str, bool]:
+    # A process of its own: configure_tracing sets process-wide state (the tracer provider,
+    # the libraries' patches) once.
+    script = (
+        "import json, sys\n"
+        "from common.telemetry import GATEWAY_LIBRARIES, configure_tracing, instrumented\n"
+        "configure_tracing('gateway', GATEWAY_LIBRARIES)\n"
+        "print(json.dumps({name: instrumented(name) for name in sorted(GATEWAY_LIBRARIES)}))\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**environ, **extra_env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    answer: dict[str, bool] = json.loads(result.stdout.splitlines()[-1])
+    return answer
+
+
+def test_without_an_exporter_no_library_is_instrumented() -> None:
+    assert not any(_instrumented_after_configure({}).values())
+
+
+def test_with_an_exporter_every_library_of_the_process_is_instrumented() -> None:
+    exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}
+    assert all(_instrumented_after_configure(exporting).values())
