@@ -29,7 +29,7 @@ from common.errors import (
 from common.money import Money
 from common.reasons import Reason
 from common.transitions import Transitions
-from payment_svc.screening import Decision, Screening
+from payment_svc.screening import AttemptOutcome, Decision, Screening
 
 
 class OrderStatus(StrEnum):
@@ -185,6 +185,7 @@ class ChangeKind(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     REFUNDED = "REFUNDED"
+    HELD = "HELD"
     UNKNOWN = "UNKNOWN"
 
 
@@ -784,6 +785,12 @@ class PaymentDeclined(FailedPrecondition):
     reason = Reason.PAYMENT_DECLINED
 
 
+class NotOnHold(FailedPrecondition):
+    """Approve or reject of an order that fraud screening did not hold (or no longer holds)."""
+
+    reason = Reason.NOT_ON_HOLD
+
+
 class IdempotencyKeyReused(FailedPrecondition):
     """An Idempotency-Key came back with a different request body (HTTP 422)."""
 
@@ -893,3 +900,17 @@ def first_reply(order: Order, render: Callable[[Order], bytes]) -> CheckoutReply
     if order.status is OrderStatus.FAILED:
         return CheckoutReply(order.id, error=RecordedError.of(checkout_error(order)))
     return CheckoutReply(order.id, body=render(order))
+
+
+def attempt_outcome(order: Order) -> AttemptOutcome:
+    """How the order's checkout attempt counts for screening, from where the order is."""
+    if order.status is OrderStatus.FAILED:
+        reason = order.failure_reason or ""
+        if reason in (FailureReason.CARD_DECLINED.value, FailureReason.INSUFFICIENT_FUNDS.value):
+            return AttemptOutcome.DECLINED
+        if reason in SCREENING_FAILURES:
+            return AttemptOutcome.DENIED
+        return AttemptOutcome.FAILED
+    if order.status in (OrderStatus.PENDING, OrderStatus.STOCK_RESERVED):
+        return AttemptOutcome.PENDING
+    return AttemptOutcome.AUTHORIZED

@@ -31,6 +31,7 @@ from payment_svc.screening import (
     card_fingerprint,
     screen,
 )
+from payment_svc.settings import PaymentSettings
 
 NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
 POLICY = ScreeningPolicy()
@@ -219,3 +220,29 @@ def test_a_denied_checkout_answers_a_plain_decline_that_names_no_rule() -> None:
     assert error.reason is not None
     assert error.reason == "PAYMENT_DECLINED"
     assert FailureReason.CARD_DECLINED.value not in error.message
+
+
+def test_the_mc_fraud_settings_make_the_policy_and_can_switch_screening_off() -> None:
+    settings = PaymentSettings.model_validate(
+        {
+            "environment": "test",
+            "MC_FRAUD_MAX_DECLINES": 5,
+            "MC_FRAUD_VELOCITY_WINDOW_S": 120,
+            "MC_FRAUD_REVIEW_SCORE": 30,
+        }
+    )
+
+    policy = settings.screening_policy()
+
+    assert policy is not None
+    assert policy.max_declines == 5
+    assert policy.velocity_window == timedelta(minutes=2)
+    assert policy.review_score == 30
+    assert policy.deny_score == POLICY.deny_score
+    off = PaymentSettings.model_validate({"environment": "test", "MC_FRAUD_ENABLED": False})
+    assert off.screening_policy() is None
+
+
+def test_settings_refuse_a_review_score_above_the_deny_score() -> None:
+    with pytest.raises(ValueError, match="MC_FRAUD_REVIEW_SCORE"):
+        PaymentSettings.model_validate({"MC_FRAUD_REVIEW_SCORE": 90, "MC_FRAUD_DENY_SCORE": 80})
