@@ -71,9 +71,10 @@ class ScreeningPolicy:
     decline_window: timedelta = timedelta(hours=1)
     max_declines: int = 3
     decline_score: int = 80
-    # An amount this many times the user's largest confirmed order, and at least min_amount.
+    # An amount this many times the user's largest confirmed order, and at least min_amount,
+    # once there is a history (one order is none: bench/fraud.py halved false positives so).
     history_factor: float = 5.0
-    history_min_orders: int = 1
+    history_min_orders: int = 2
     history_min_amount: int = 20_000
     history_score: int = 50
     # A customer whose first order is younger than this, buying at least this much.

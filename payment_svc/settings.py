@@ -62,6 +62,9 @@ class PaymentSettings(ServiceSettings):
     fraud_history_factor: float = Field(
         _DEFAULT.history_factor, gt=1, validation_alias="MC_FRAUD_HISTORY_FACTOR"
     )
+    fraud_history_min_orders: int = Field(
+        _DEFAULT.history_min_orders, ge=1, validation_alias="MC_FRAUD_HISTORY_MIN_ORDERS"
+    )
     fraud_history_min_amount: int = Field(
         _DEFAULT.history_min_amount, ge=0, validation_alias="MC_FRAUD_HISTORY_MIN_AMOUNT"
     )
@@ -131,6 +134,7 @@ class PaymentSettings(ServiceSettings):
             decline_window=timedelta(seconds=self.fraud_decline_window_s),
             max_declines=self.fraud_max_declines,
             history_factor=self.fraud_history_factor,
+            history_min_orders=self.fraud_history_min_orders,
             history_min_amount=self.fraud_history_min_amount,
             new_account_age=timedelta(seconds=self.fraud_new_account_age_s),
             new_account_high_amount=self.fraud_new_account_high_amount,
