@@ -19,10 +19,12 @@ from payment_svc.domain import (
     OrderStatus,
     PaymentStatus,
     RequestedItem,
+    attempt_outcome,
     checkout_error,
     new_order,
 )
 from payment_svc.screening import (
+    AttemptOutcome,
     Decision,
     Rule,
     Screening,
@@ -108,6 +110,13 @@ def test_an_amount_far_above_the_history_is_reviewed() -> None:
     assert screening.decision is Decision.REVIEW
     assert screening.reasons == ("AMOUNT_ABOVE_HISTORY",)
     assert Rule.AMOUNT_ABOVE_HISTORY not in rules_of(replace(spree, amount=30_000))
+
+
+def test_one_confirmed_order_is_no_history_to_be_far_above() -> None:
+    one_order = replace(ORDINARY, confirmed_orders=1, amount=60_000)
+
+    assert Rule.AMOUNT_ABOVE_HISTORY not in rules_of(one_order)
+    assert Rule.AMOUNT_ABOVE_HISTORY in rules_of(replace(one_order, confirmed_orders=2))
 
 
 def test_a_small_amount_never_counts_as_far_above_the_history() -> None:
@@ -246,3 +255,29 @@ def test_the_mc_fraud_settings_make_the_policy_and_can_switch_screening_off() ->
 def test_settings_refuse_a_review_score_above_the_deny_score() -> None:
     with pytest.raises(ValueError, match="MC_FRAUD_REVIEW_SCORE"):
         PaymentSettings.model_validate({"MC_FRAUD_REVIEW_SCORE": 90, "MC_FRAUD_DENY_SCORE": 80})
+
+
+@pytest.mark.parametrize(
+    ("end", "outcome"),
+    [
+        ("declined", AttemptOutcome.DECLINED),
+        ("denied", AttemptOutcome.DENIED),
+        ("held", AttemptOutcome.AUTHORIZED),
+        ("reserved", AttemptOutcome.PENDING),
+        ("out_of_stock", AttemptOutcome.FAILED),
+    ],
+)
+def test_an_attempt_counts_as_declined_only_when_the_issuer_refused_the_card(
+    end: str, outcome: AttemptOutcome
+) -> None:
+    orders = {
+        "declined": lambda: _reserved(Decision.ALLOW).declined(
+            FailureReason.INSUFFICIENT_FUNDS, NOW
+        ),
+        "denied": lambda: _reserved(Decision.DENY).denied(NOW),
+        "held": lambda: _reserved(Decision.REVIEW).authorized("a", NOW),
+        "reserved": lambda: _reserved(),
+        "out_of_stock": lambda: _reserved().failed("OUT_OF_STOCK", NOW),
+    }
+
+    assert attempt_outcome(orders[end]()) is outcome
