@@ -186,6 +186,8 @@ class ChangeKind(StrEnum):
     CANCELLED = "CANCELLED"
     REFUNDED = "REFUNDED"
     HELD = "HELD"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
     UNKNOWN = "UNKNOWN"
 
 

@@ -104,6 +104,20 @@ def order_failed(order: Order, reason: str) -> OutgoingEvent:
     return _order_event("failed", order, data)
 
 
+def order_approved(order: Order, reviewed_by: str) -> OutgoingEvent:
+    data = events_pb2.OrderApproved(
+        order_id=order.id, user_id=order.user_id, reviewed_by=reviewed_by
+    )
+    return _order_event("approved", order, data)
+
+
+def order_rejected(order: Order, reviewed_by: str, reason: str) -> OutgoingEvent:
+    data = events_pb2.OrderRejected(
+        order_id=order.id, user_id=order.user_id, reviewed_by=reviewed_by, reason=reason
+    )
+    return _order_event("rejected", order, data)
+
+
 def order_held(order: Order) -> OutgoingEvent:
     assert order.screening is not None
     data = events_pb2.OrderHeld(
@@ -211,6 +225,8 @@ _CHANGE_OF_TYPE = {
     "microcommerce.order.cancelled": ChangeKind.CANCELLED,
     "microcommerce.order.refunded": ChangeKind.REFUNDED,
     "microcommerce.order.held": ChangeKind.HELD,
+    "microcommerce.order.approved": ChangeKind.APPROVED,
+    "microcommerce.order.rejected": ChangeKind.REJECTED,
     "microcommerce.payment.authorized": ChangeKind.PAYMENT_AUTHORIZED,
     "microcommerce.payment.captured": ChangeKind.PAYMENT_CAPTURED,
     "microcommerce.payment.failed": ChangeKind.PAYMENT_FAILED,
@@ -234,7 +250,9 @@ def order_change(
     if not event_type:
         return OrderChange(change_id, ChangeKind.PLACED, time, ActorKind.USER, owner)
     kind = _CHANGE_OF_TYPE.get(event_type)
-    acting = str(data.get("cancelled_by") or data.get("requested_by") or "")
+    acting = str(
+        data.get("cancelled_by") or data.get("requested_by") or data.get("reviewed_by") or ""
+    )
     reason = str(data.get("reason") or "")
     if reason.startswith(_FAILURE_PREFIX):
         reason = reason.removeprefix(_FAILURE_PREFIX)

@@ -203,7 +203,7 @@ class CheckoutSaga:
             run, order, denied, messages.order_failed(denied, domain.SCREENING_DENIED)
         )
 
-    async def approve(self, order_id: str) -> Order:
+    async def approve(self, order_id: str, reviewed_by: str) -> Order:
         """Let a held order through: recorded as authorized, then captured and committed.
 
         Approving an order already approved (on its way or CONFIRMED) answers it as it is.
@@ -211,8 +211,9 @@ class CheckoutSaga:
         order = await self._load(order_id)
         if order.status is OrderStatus.ON_HOLD:
             approved = order.approved(self._clock())
-            if await self._record(_Drive(), order, approved) is None:
-                return await self.approve(order_id)  # lost to a concurrent decision
+            event = messages.order_approved(approved, reviewed_by)
+            if await self._record(_Drive(), order, approved, event) is None:
+                return await self.approve(order_id, reviewed_by)  # lost to another decision
             order = approved
         elif not _was_held(order) or order.status not in (
             OrderStatus.PAYMENT_AUTHORIZED,
@@ -221,7 +222,9 @@ class CheckoutSaga:
             raise domain.NotOnHold(f"order {order_id} is not on hold")
         return await self.drive(order_id, order=order)
 
-    async def reject(self, order_id: str, reason: str = domain.SCREENING_REJECTED) -> Order:
+    async def reject(
+        self, order_id: str, reviewed_by: str = "", reason: str = domain.SCREENING_REJECTED
+    ) -> Order:
         """Refuse a held order: the authorization voided, the stock released, then FAILED.
 
         The compensations come first and are idempotent, so a crash before FAILED is recorded
@@ -244,10 +247,13 @@ class CheckoutSaga:
             _Drive(),
             order,
             rejected,
+            messages.order_rejected(rejected, reviewed_by, reason),
             messages.payment_voided(rejected, rejected.paid_by),
             messages.order_failed(rejected, reason),
         )
-        return recorded if recorded is not None else await self.reject(order_id, reason)
+        return (
+            recorded if recorded is not None else await self.reject(order_id, reviewed_by, reason)
+        )
 
     async def _load(self, order_id: str) -> Order:
         async with self._store.reading() as uow:

@@ -328,12 +328,12 @@ class Payments:
     async def approve(self, caller: Caller, order_id: str) -> Order:
         """Capture and commit a held order; an approved one is answered as it is."""
         await self.get_order(_administrator(caller), order_id)  # NOT_FOUND like any read
-        return await self._saga.approve(order_id)
+        return await self._saga.approve(order_id, caller.user_id)
 
     async def reject(self, caller: Caller, order_id: str) -> Order:
         """Void and release a held order, which FAILS; a rejected one is answered as it is."""
         await self.get_order(_administrator(caller), order_id)
-        return await self._saga.reject(order_id)
+        return await self._saga.reject(order_id, caller.user_id)
 
     # ---- after checkout ------------------------------------------------------------------
 
@@ -434,7 +434,7 @@ class Payments:
             expired = await uow.orders_in({OrderStatus.ON_HOLD}, held_before, limit=100)
         for order_id in expired:
             try:
-                order = await self._saga.reject(order_id, domain.HOLD_EXPIRED)
+                order = await self._saga.reject(order_id, "", domain.HOLD_EXPIRED)
                 _log.info("held_order_expired", order_id=order_id, status=order.status.value)
                 handled += 1
             except DomainError as error:

@@ -170,6 +170,12 @@ async def test_a_held_order_is_approved_by_an_administrator_and_captured_once(
     assert (again_status, again["status"]) == (200, "ORDER_STATUS_CONFIRMED")
     assert await captures(database, approved) == 1
     assert inventory.status(held["id"]) == "COMMITTED"
+    _, history = await call(client, "GET", f"/api/v1/orders/{held['id']}/history", ADMIN)
+    [review] = [c for c in history["changes"] if c["kind"] == "ORDER_CHANGE_KIND_APPROVED"]
+    assert (review["actor"], review["actor_id"]) == ("ACTOR_KIND_ADMIN", "admin-1")
+    kinds = [change["kind"] for change in history["changes"]]
+    assert kinds.index("ORDER_CHANGE_KIND_HELD") < kinds.index("ORDER_CHANGE_KIND_APPROVED")
+    assert kinds[-1] == "ORDER_CHANGE_KIND_CONFIRMED"
 
 
 async def test_a_rejected_hold_fails_voided_with_its_stock_back(
@@ -199,6 +205,8 @@ async def test_a_rejected_hold_fails_voided_with_its_stock_back(
     )
     kinds = [change["kind"] for change in history["changes"]]
     assert "ORDER_CHANGE_KIND_HELD" in kinds
+    [review] = [c for c in history["changes"] if c["kind"] == "ORDER_CHANGE_KIND_REJECTED"]
+    assert review["actor"] == "ACTOR_KIND_ADMIN"
     # The customer reads a plain decline, not the screening's own words.
     reasons = {change.get("reason", "") for change in history["changes"]}
     assert "SCREENING_REJECTED" not in reasons

@@ -201,6 +201,8 @@ async def test_a_new_account_buying_far_above_normal_is_held_then_approved_with_
 
     assert approved.status is OrderStatus.CONFIRMED
     assert again.status is OrderStatus.CONFIRMED
+    review = await event_data(payment_db, held.id, "microcommerce.order.approved")
+    assert review["reviewed_by"] == ADMIN.user_id
     assert await captures(payment_db, paid(approved).id) == 1
     assert inventory.status(held.id) == "COMMITTED"
     assert inventory.available[item] == 2
@@ -273,6 +275,8 @@ async def test_an_order_left_on_hold_past_its_deadline_is_rejected_by_recovery(
 
     expired = await payments.get_order(ADMIN, held.id)
     assert (expired.status, expired.failure_reason) == (OrderStatus.FAILED, "HOLD_EXPIRED")
+    rejected = await event_data(payment_db, held.id, "microcommerce.order.rejected")
+    assert (rejected.get("reviewed_by", ""), rejected["reason"]) == ("", "HOLD_EXPIRED")
     assert paid(expired).status is PaymentStatus.VOIDED
     assert inventory.status(held.id) == "RELEASED"
     assert inventory.available[item] == 2
