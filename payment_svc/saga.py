@@ -345,7 +345,8 @@ class CheckoutSaga:
             if authorized.status is OrderStatus.ON_HOLD:
                 # The stock must outlive the review: held until the hold's deadline has passed
                 # and the recovery loop had time to reject it (product_svc's default is minutes).
-                await self._extend(order, self._clock() + self._hold_for * 1.5)
+                if not await self._extend(order, self._clock() + self._hold_for * 1.5):
+                    return await self._hold_lost(run, order, authorized)
                 events.append(messages.order_held(authorized))
             recorded = await self._record(run, order, authorized, *events)
             self.fault("payment_authorized")
@@ -440,7 +441,8 @@ class CheckoutSaga:
             messages.order_failed(unsold, domain.RESERVATION_LOST),
         )
 
-    async def _extend(self, order: Order, until: datetime) -> None:
+    async def _extend(self, order: Order, until: datetime) -> bool:
+        """Keep the reservation until ``until``; False when it is no longer there to keep."""
         try:
             await self._retrying(lambda: self._inventory.extend(order.id, until))
         except InventoryUnavailable as error:
@@ -448,6 +450,25 @@ class CheckoutSaga:
                 "the inventory could not be reached to hold the stock; retried shortly",
                 retry_after_s=5,
             ) from error
+        except (ReservationLost, ReservationRefused, UnknownProduct, OutOfStock):
+            return False
+        return True
+
+    async def _hold_lost(self, run: _Drive, order: Order, authorized: Order) -> Order | None:
+        # The reservation expired before the order could be held: nothing to review, so the
+        # authorization is voided and the order fails as an unsold one.
+        payment = authorized.paid_by
+        await self._provider.void(f"{payment.id}:void", payment.authorization_id or "")
+        await self._release(order)
+        lost = authorized.rejected(domain.RESERVATION_LOST, self._clock())
+        return await self._record(
+            run,
+            order,
+            lost,
+            messages.payment_authorized(authorized, payment),
+            messages.payment_voided(lost, lost.paid_by),
+            messages.order_failed(lost, domain.RESERVATION_LOST),
+        )
 
     async def _release(self, order: Order) -> None:
         try:

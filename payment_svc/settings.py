@@ -86,8 +86,10 @@ class PaymentSettings(ServiceSettings):
         _DEFAULT.review_score, ge=1, validation_alias="MC_FRAUD_REVIEW_SCORE"
     )
     fraud_deny_score: int = Field(_DEFAULT.deny_score, ge=1, validation_alias="MC_FRAUD_DENY_SCORE")
+    # At most 4 days: the reservation is kept 1.5 times as long, and product_svc keeps one
+    # at most 7 days.
     fraud_hold_deadline_s: float = Field(
-        24 * 3600.0, gt=0, validation_alias="MC_FRAUD_HOLD_DEADLINE_S"
+        24 * 3600.0, gt=0, le=4 * 86_400, validation_alias="MC_FRAUD_HOLD_DEADLINE_S"
     )
     fraud_attempt_retention_s: float = Field(
         7 * 24 * 3600.0, gt=0, validation_alias="MC_FRAUD_ATTEMPT_RETENTION_S"

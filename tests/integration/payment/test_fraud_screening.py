@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from common.db import Database
-from common.errors import FailedPrecondition, PermissionDenied
+from common.errors import DomainError, FailedPrecondition, PermissionDenied
 from common.outbox import Outbox, outbox_table
 from payment_svc.domain import (
     Caller,
@@ -98,18 +98,18 @@ async def attempt(
     number: str = APPROVED,
     client: str = "",
     quantity: int = 1,
-) -> tuple[Order, FailedPrecondition | None]:
+) -> tuple[Order, DomainError | None]:
     """One checkout; the order as it is now and the error the shopper got, if any."""
     cvc = "1234" if number.startswith(("34", "37")) else "123"
     card = payments.accept_card(CardInput(number, 12, 2099, cvc, "Ada Lovelace"))
-    error: FailedPrecondition | None = None
+    error: DomainError | None = None
     key = uuid.uuid4().hex
     try:
         reply = await payments.checkout(
             caller, key, [RequestedItem(item, quantity)], card, render, client_address=client
         )
         order_id = reply.order_id
-    except FailedPrecondition as refused:
+    except DomainError as refused:
         error = refused
         listed, _ = await payments.list_orders(caller, "", 1, "")
         order_id = listed[0].id
@@ -416,3 +416,29 @@ async def test_a_crash_at_any_step_of_a_held_checkout_recovers_to_the_same_hold(
     confirmed = await restarted.approve(ADMIN, order.id)
     assert confirmed.status is OrderStatus.CONFIRMED
     assert await captures(payment_db, paid(order).id) == 1
+
+
+async def test_a_reservation_lost_before_the_hold_voids_the_authorization_and_fails(
+    payment_db: Database, inventory: FakeInventory
+) -> None:
+    def expire_the_reservation(point: str) -> None:
+        # product_svc's sweeper expired the hold between the screening and the authorization.
+        if point == "screened":
+            for order_id, (status, lines) in list(inventory.reservations.items()):
+                if status == "ACTIVE":
+                    inventory.reservations[order_id] = ("EXPIRED", lines)
+                    for line in lines:
+                        inventory.available[line.product_id] += line.quantity
+
+    payments = use_cases(
+        payment_db, inventory, fault=expire_the_reservation, card_key=uuid.uuid4().bytes * 2
+    )
+    item = product(inventory, stock=2, price=60_000)
+
+    lost, error = await attempt(payments, new_user(), item)
+
+    assert error is not None  # the shopper is told nothing was charged
+    assert (lost.status, lost.failure_reason) == (OrderStatus.FAILED, "RESERVATION_LOST")
+    assert paid(lost).status is PaymentStatus.VOIDED
+    assert [op for op, _ in await ledger_of(payment_db, paid(lost).id)] == ["authorize", "void"]
+    assert inventory.available[item] == 2
