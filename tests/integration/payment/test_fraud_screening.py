@@ -442,3 +442,23 @@ async def test_a_reservation_lost_before_the_hold_voids_the_authorization_and_fa
     assert paid(lost).status is PaymentStatus.VOIDED
     assert [op for op, _ in await ledger_of(payment_db, paid(lost).id)] == ["authorize", "void"]
     assert inventory.available[item] == 2
+
+
+async def test_erasing_a_users_personal_data_drops_their_card_hash_and_address(
+    screened: Payments, inventory: FakeInventory, payment_db: Database
+) -> None:
+    caller = new_user()
+    order, _ = await attempt(screened, caller, product(inventory), client=address())
+    store = PaymentStore(payment_db, Outbox("payment"))
+
+    async with store.unit_of_work() as uow:
+        await uow.erase_personal_data(caller.user_id)
+
+    async with payment_db.session() as session:
+        row = (
+            await session.execute(
+                select(checkout_attempts).where(checkout_attempts.c.order_id == order.id)
+            )
+        ).one()
+    assert (row.card_fingerprint, row.client_address) == ("", "")
+    assert (row.user_id, row.outcome) == (caller.user_id, "AUTHORIZED")
