@@ -35,6 +35,7 @@ class Reason(StrEnum):
     CAPTURE_FAILED = "CAPTURE_FAILED"
     NOT_REFUNDABLE = "NOT_REFUNDABLE"
     NOT_CANCELLABLE = "NOT_CANCELLABLE"
+    NOT_ON_HOLD = "NOT_ON_HOLD"
     ILLEGAL_TRANSITION = "ILLEGAL_TRANSITION"
     # product_svc (and payment_svc, reporting product_svc's answer).
     OUT_OF_STOCK = "OUT_OF_STOCK"

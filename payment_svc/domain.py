@@ -29,6 +29,7 @@ from common.errors import (
 from common.money import Money
 from common.reasons import Reason
 from common.transitions import Transitions
+from payment_svc.screening import AttemptOutcome, Decision, Screening
 
 
 class OrderStatus(StrEnum):
@@ -42,6 +43,8 @@ class OrderStatus(StrEnum):
     FAILED = "FAILED"
     REFUNDED = "REFUNDED"
     PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    # Authorized but not captured: fraud screening asked for an administrator's review.
+    ON_HOLD = "ON_HOLD"
 
     @property
     def in_checkout(self) -> bool:
@@ -58,7 +61,11 @@ ORDER_TRANSITIONS = Transitions[OrderStatus](
     "order",
     {
         OrderStatus.PENDING: frozenset({OrderStatus.STOCK_RESERVED, OrderStatus.FAILED}),
-        OrderStatus.STOCK_RESERVED: frozenset({OrderStatus.PAYMENT_AUTHORIZED, OrderStatus.FAILED}),
+        OrderStatus.STOCK_RESERVED: frozenset(
+            {OrderStatus.PAYMENT_AUTHORIZED, OrderStatus.ON_HOLD, OrderStatus.FAILED}
+        ),
+        # Approved: captured and committed as any authorized order; rejected: voided, released.
+        OrderStatus.ON_HOLD: frozenset({OrderStatus.PAYMENT_AUTHORIZED, OrderStatus.FAILED}),
         OrderStatus.PAYMENT_AUTHORIZED: frozenset({OrderStatus.CONFIRMED, OrderStatus.FAILED}),
         OrderStatus.CONFIRMED: frozenset(
             {OrderStatus.CANCELLED, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
@@ -178,6 +185,9 @@ class ChangeKind(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     REFUNDED = "REFUNDED"
+    HELD = "HELD"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
     UNKNOWN = "UNKNOWN"
 
 
@@ -335,6 +345,9 @@ class CardOnFile:
     exp_month: int
     exp_year: int
     holder_name: str
+    # The keyed hash fraud screening counts the card by (screening.card_fingerprint); set by
+    # the use case that has the key, empty from the provider.
+    fingerprint: str = field(default="", repr=False)
 
 
 # ---- checkout ------------------------------------------------------------------------------
@@ -492,6 +505,9 @@ class Order:
     create_time: datetime
     update_time: datetime
     failure_reason: str | None = None
+    # Recorded before the card is authorized; None until then (and for orders placed before
+    # screening existed).
+    screening: Screening | None = None
 
     def visible_to(self, caller: Caller) -> bool:
         """Its owner and administrators see an order; to anyone else it does not exist."""
@@ -526,9 +542,33 @@ class Order:
             OrderStatus.STOCK_RESERVED, now, payment, lines=tuple(lines), total=total
         )
 
+    def screened(self, screening: Screening, now: datetime) -> Order:
+        """The screening decided, before any money moves; the status stays STOCK_RESERVED."""
+        if self.status is not OrderStatus.STOCK_RESERVED or self.screening is not None:
+            raise FailedPrecondition(f"order {self.id} cannot be screened now")
+        return replace(self, screening=screening, update_time=now)
+
+    def denied(self, now: datetime) -> Order:
+        """Screening refused the checkout: nothing was asked of the card, the order fails."""
+        payment = self.paid_by.moved(PaymentStatus.FAILED)
+        return self._moved(OrderStatus.FAILED, now, payment, failure_reason=SCREENING_DENIED)
+
     def authorized(self, authorization_id: str, now: datetime) -> Order:
+        """The card holds the amount; a screening that asked for review puts the order on hold."""
         payment = self.paid_by.moved(PaymentStatus.AUTHORIZED, authorization_id=authorization_id)
-        return self._moved(OrderStatus.PAYMENT_AUTHORIZED, now, payment)
+        held = self.screening is not None and self.screening.decision is Decision.REVIEW
+        return self._moved(
+            OrderStatus.ON_HOLD if held else OrderStatus.PAYMENT_AUTHORIZED, now, payment
+        )
+
+    def approved(self, now: datetime) -> Order:
+        """An administrator let a held order through: it is captured and committed next."""
+        return self._moved(OrderStatus.PAYMENT_AUTHORIZED, now)
+
+    def rejected(self, reason: str, now: datetime) -> Order:
+        """A held order refused (by an administrator, or its hold ran out): voided, released."""
+        payment = self.paid_by.moved(PaymentStatus.VOIDED)
+        return self._moved(OrderStatus.FAILED, now, payment, failure_reason=reason)
 
     def declined(self, failure: FailureReason, now: datetime) -> Order:
         """The card was refused: the order fails for the provider's reason."""
@@ -734,12 +774,23 @@ RESERVATION_REFUSED = "RESERVATION_REFUSED"
 INVENTORY_UNAVAILABLE = "INVENTORY_UNAVAILABLE"
 CAPTURE_FAILED = "CAPTURE_FAILED"
 RESERVATION_LOST = "RESERVATION_LOST"
+SCREENING_DENIED = "SCREENING_DENIED"  # fraud screening said DENY
+SCREENING_REJECTED = "SCREENING_REJECTED"  # an administrator rejected a held order
+HOLD_EXPIRED = "HOLD_EXPIRED"  # nobody decided on a held order before its deadline
+# Failure reasons a customer sees as a plain decline: naming them would teach the rules.
+SCREENING_FAILURES = frozenset({SCREENING_DENIED, SCREENING_REJECTED, HOLD_EXPIRED})
 
 
 class PaymentDeclined(FailedPrecondition):
     """The card was declined or short of funds; nothing was charged (HTTP 402)."""
 
     reason = Reason.PAYMENT_DECLINED
+
+
+class NotOnHold(FailedPrecondition):
+    """Approve or reject of an order that fraud screening did not hold (or no longer holds)."""
+
+    reason = Reason.NOT_ON_HOLD
 
 
 class IdempotencyKeyReused(FailedPrecondition):
@@ -757,6 +808,9 @@ def checkout_error(order: Order) -> DomainError:
         )
     if reason == PRODUCT_NOT_FOUND:
         return NotFound("a product of this order does not exist", field="items")
+    if reason in SCREENING_FAILURES:
+        # The same words whichever rule fired, and no rule named: nothing to learn from.
+        return PaymentDeclined("the payment was declined; nothing was charged")
     if reason in (FailureReason.CARD_DECLINED.value, FailureReason.INSUFFICIENT_FUNDS.value):
         detail = "declined" if reason == FailureReason.CARD_DECLINED.value else "short of funds"
         return PaymentDeclined(f"the card was {detail}; nothing was charged")
@@ -848,3 +902,17 @@ def first_reply(order: Order, render: Callable[[Order], bytes]) -> CheckoutReply
     if order.status is OrderStatus.FAILED:
         return CheckoutReply(order.id, error=RecordedError.of(checkout_error(order)))
     return CheckoutReply(order.id, body=render(order))
+
+
+def attempt_outcome(order: Order) -> AttemptOutcome:
+    """How the order's checkout attempt counts for screening, from where the order is."""
+    if order.status is OrderStatus.FAILED:
+        reason = order.failure_reason or ""
+        if reason in (FailureReason.CARD_DECLINED.value, FailureReason.INSUFFICIENT_FUNDS.value):
+            return AttemptOutcome.DECLINED
+        if reason in SCREENING_FAILURES:
+            return AttemptOutcome.DENIED
+        return AttemptOutcome.FAILED
+    if order.status in (OrderStatus.PENDING, OrderStatus.STOCK_RESERVED):
+        return AttemptOutcome.PENDING
+    return AttemptOutcome.AUTHORIZED

@@ -10,6 +10,7 @@ from common.access import require_principal
 from common.errors import InvalidArgument
 from common.grpc_types import ServicerContext
 from common.proto_values import money_message, money_of, timestamp
+from common.request_context import CLIENT_ADDRESS_METADATA_KEY
 from microcommerce.payment.v1 import order_service_pb2 as pb
 from microcommerce.payment.v1 import order_service_pb2_grpc
 from payment_svc import domain, messages
@@ -17,6 +18,7 @@ from payment_svc.domain import (
     Caller,
     CardInput,
     Order,
+    OrderStatus,
     Payment,
     RequestedItem,
 )
@@ -37,7 +39,14 @@ def _metadata(context: ServicerContext, key: str) -> str:
     return ""
 
 
-def order_message(order: Order) -> pb.Order:
+def _client_address(context: ServicerContext) -> str:
+    """The shopper's address as the gateway saw it; "" when unknown (a direct gRPC caller)."""
+    address = _metadata(context, CLIENT_ADDRESS_METADATA_KEY)
+    return "" if address == "unknown" else address[:64]
+
+
+def order_message(order: Order, *, admin: bool = False) -> pb.Order:
+    """The order as the contract shows it; its fraud screening only to an administrator."""
     message = pb.Order(
         id=order.id,
         status=pb.OrderStatus.Value(f"ORDER_STATUS_{order.status.value}"),
@@ -58,11 +67,17 @@ def order_message(order: Order) -> pb.Order:
                 card=messages.card_summary(payment),
             )
         )
+    if admin and order.screening is not None:
+        message.screening.CopyFrom(messages.screening_message(order.screening))
     return message
 
 
 def _order_bytes(order: Order) -> bytes:
     return order_message(order).SerializeToString()
+
+
+def _admin_order_bytes(order: Order) -> bytes:
+    return order_message(order, admin=True).SerializeToString()
 
 
 def refund_message(refund: domain.Refund) -> pb.Refund:
@@ -138,7 +153,16 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         del entered
         items = [RequestedItem(item.product_id, item.quantity) for item in request.items]
         key = _metadata(context, IDEMPOTENCY_KEY_METADATA)
-        reply = await self._use_cases.checkout(caller, key, items, card, _order_bytes)
+        # Kept to answer this caller's replays alike: a customer's copy has no screening.
+        render = _admin_order_bytes if caller.is_admin else _order_bytes
+        reply = await self._use_cases.checkout(
+            caller,
+            key,
+            items,
+            card,
+            render,
+            client_address=_client_address(context),
+        )
         # The kept first answer, not the order as it is now: a replay repeats it byte for byte.
         return pb.Order.FromString(reply.body)
 
@@ -146,15 +170,36 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         self, request: pb.ListOrdersRequest, context: ServicerContext
     ) -> pb.ListOrdersResponse:
         page_size = request.page_size if request.HasField("page_size") else None
+        caller = _caller()
+        status = (
+            OrderStatus(pb.OrderStatus.Name(request.status).removeprefix("ORDER_STATUS_"))
+            if request.status != pb.ORDER_STATUS_UNSPECIFIED
+            else None
+        )
         found, token = await self._use_cases.list_orders(
-            _caller(), request.user_id, page_size, request.page_token
+            caller, request.user_id, page_size, request.page_token, status
         )
         return pb.ListOrdersResponse(
-            orders=[order_message(order) for order in found], next_page_token=token
+            orders=[order_message(order, admin=caller.is_admin) for order in found],
+            next_page_token=token,
         )
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: ServicerContext) -> pb.Order:
-        return order_message(await self._use_cases.get_order(_caller(), request.id))
+        caller = _caller()
+        order = await self._use_cases.get_order(caller, request.id)
+        return order_message(order, admin=caller.is_admin)
+
+    async def ApproveOrder(
+        self, request: pb.ApproveOrderRequest, context: ServicerContext
+    ) -> pb.Order:
+        caller = _caller()
+        return order_message(await self._use_cases.approve(caller, request.id), admin=True)
+
+    async def RejectOrder(
+        self, request: pb.RejectOrderRequest, context: ServicerContext
+    ) -> pb.Order:
+        caller = _caller()
+        return order_message(await self._use_cases.reject(caller, request.id), admin=True)
 
     async def ListOrderHistory(
         self, request: pb.ListOrderHistoryRequest, context: ServicerContext
@@ -170,7 +215,10 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
     async def CancelOrder(
         self, request: pb.CancelOrderRequest, context: ServicerContext
     ) -> pb.Order:
-        return order_message(await self._use_cases.cancel(_caller(), request.id))
+        caller = _caller()
+        return order_message(
+            await self._use_cases.cancel(caller, request.id), admin=caller.is_admin
+        )
 
     async def CreateRefund(
         self, request: pb.CreateRefundRequest, context: ServicerContext

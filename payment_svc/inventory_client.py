@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 
 import grpc
 
@@ -95,6 +96,18 @@ class GrpcInventory:
         request = inventory_service_pb2.CommitReservationRequest(order_id=order_id)
         try:
             await self._stub().CommitReservation(
+                request, metadata=await self._metadata(), timeout=self._deadline_s
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                raise ReservationLost(error.details() or "") from error
+            raise _generic_error(error) from error
+
+    async def extend(self, order_id: str, until: datetime) -> None:
+        request = inventory_service_pb2.ExtendReservationRequest(order_id=order_id)
+        request.expire_time.FromDatetime(until)
+        try:
+            await self._stub().ExtendReservation(
                 request, metadata=await self._metadata(), timeout=self._deadline_s
             )
         except grpc.aio.AioRpcError as error:

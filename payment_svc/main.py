@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 from common.dead_letter_api import dead_letter_service
@@ -60,7 +61,15 @@ def wire(runtime: Runtime[PaymentSettings]) -> Wiring:
         ServiceTokens(runtime.users, service=runtime.name, settings=settings),
         deadline_s=settings.inventory_deadline_s,
     )
-    saga = CheckoutSaga(store, inventory, provider, fault=fault_hook(settings.fault_at))
+    hold_deadline = timedelta(seconds=settings.fraud_hold_deadline_s)
+    saga = CheckoutSaga(
+        store,
+        inventory,
+        provider,
+        fault=fault_hook(settings.fault_at),
+        screening=settings.screening_policy(),
+        hold_for=hold_deadline,
+    )
     page_tokens = PageTokens.for_service(settings.page_token_key, "payment")
     use_cases = Payments(
         store,
@@ -71,6 +80,13 @@ def wire(runtime: Runtime[PaymentSettings]) -> Wiring:
             replay_wait_s=settings.replay_wait_s,
             recovery_grace_s=settings.recovery_grace_s,
             recovery_interval_s=settings.recovery_interval_s,
+            hold_deadline=hold_deadline,
+            attempt_retention=timedelta(seconds=settings.fraud_attempt_retention_s),
+        ),
+        card_key=(
+            settings.fraud_card_key.get_secret_value().encode()
+            if settings.fraud_card_key is not None
+            else None
         ),
     )
     analytics = SalesAnalytics(AnalyticsStore(runtime.database, runtime.outbox))

@@ -26,6 +26,7 @@ from payment_svc.domain import (
     Refund,
     actor_of,
 )
+from payment_svc.screening import Screening
 
 ORDER_EVENTS = Topic.ORDER_EVENTS
 PAYMENT_EVENTS = Topic.PAYMENT_EVENTS
@@ -49,6 +50,20 @@ def _order_item(line: OrderLine) -> order_service_pb2.OrderItem:
     if line.unit_price is not None:
         item.unit_price.CopyFrom(money_message(line.unit_price))
     return item
+
+
+def screening_message(screening: Screening) -> order_service_pb2.FraudScreening:
+    """A screening as administrators and events see it (never a customer)."""
+    return order_service_pb2.FraudScreening(
+        decision=order_service_pb2.ScreeningDecision.Value(
+            f"SCREENING_DECISION_{screening.decision.value}"
+        ),
+        score=screening.score,
+        reasons=[
+            order_service_pb2.ScreeningReason(code=f.rule.value, score=f.score, detail=f.detail)
+            for f in screening.findings
+        ],
+    )
 
 
 def _order_event(kind: str, order: Order, data: object) -> OutgoingEvent:
@@ -77,12 +92,41 @@ def order_confirmed(order: Order, payment: Payment) -> OutgoingEvent:
         total=money_message(order.total),
         items=order_items(order),
     )
+    if order.screening is not None:
+        data.screening.CopyFrom(screening_message(order.screening))
     return _order_event("confirmed", order, data)
 
 
 def order_failed(order: Order, reason: str) -> OutgoingEvent:
     data = events_pb2.OrderFailed(order_id=order.id, user_id=order.user_id, reason=reason)
+    if order.screening is not None:
+        data.screening.CopyFrom(screening_message(order.screening))
     return _order_event("failed", order, data)
+
+
+def order_approved(order: Order, reviewed_by: str) -> OutgoingEvent:
+    data = events_pb2.OrderApproved(
+        order_id=order.id, user_id=order.user_id, reviewed_by=reviewed_by
+    )
+    return _order_event("approved", order, data)
+
+
+def order_rejected(order: Order, reviewed_by: str, reason: str) -> OutgoingEvent:
+    data = events_pb2.OrderRejected(
+        order_id=order.id, user_id=order.user_id, reviewed_by=reviewed_by, reason=reason
+    )
+    return _order_event("rejected", order, data)
+
+
+def order_held(order: Order) -> OutgoingEvent:
+    assert order.screening is not None
+    data = events_pb2.OrderHeld(
+        order_id=order.id,
+        user_id=order.user_id,
+        total=money_message(order.total),
+        screening=screening_message(order.screening),
+    )
+    return _order_event("held", order, data)
 
 
 def order_cancelled(order: Order, refund: Refund) -> OutgoingEvent:
@@ -180,6 +224,9 @@ _CHANGE_OF_TYPE = {
     "microcommerce.order.failed": ChangeKind.FAILED,
     "microcommerce.order.cancelled": ChangeKind.CANCELLED,
     "microcommerce.order.refunded": ChangeKind.REFUNDED,
+    "microcommerce.order.held": ChangeKind.HELD,
+    "microcommerce.order.approved": ChangeKind.APPROVED,
+    "microcommerce.order.rejected": ChangeKind.REJECTED,
     "microcommerce.payment.authorized": ChangeKind.PAYMENT_AUTHORIZED,
     "microcommerce.payment.captured": ChangeKind.PAYMENT_CAPTURED,
     "microcommerce.payment.failed": ChangeKind.PAYMENT_FAILED,
@@ -203,7 +250,9 @@ def order_change(
     if not event_type:
         return OrderChange(change_id, ChangeKind.PLACED, time, ActorKind.USER, owner)
     kind = _CHANGE_OF_TYPE.get(event_type)
-    acting = str(data.get("cancelled_by") or data.get("requested_by") or "")
+    acting = str(
+        data.get("cancelled_by") or data.get("requested_by") or data.get("reviewed_by") or ""
+    )
     reason = str(data.get("reason") or "")
     if reason.startswith(_FAILURE_PREFIX):
         reason = reason.removeprefix(_FAILURE_PREFIX)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from common.money import Money
@@ -58,6 +59,13 @@ class Inventory(Protocol):
 
     async def commit(self, order_id: str) -> None:
         """Turn the order's reservation into a sale."""
+        ...
+
+    async def extend(self, order_id: str, until: datetime) -> None:
+        """Keep the order's active reservation until ``until`` (a held order's review).
+
+        ReservationLost when it is no longer active (released, expired or committed).
+        """
         ...
 
     async def release(self, order_id: str) -> None:

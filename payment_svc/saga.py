@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from common.clock import now as _now
@@ -41,6 +41,7 @@ from payment_svc.ports import (
     UnknownProduct,
 )
 from payment_svc.provider import PaymentProvider
+from payment_svc.screening import Decision, ScreeningPolicy, screen
 from payment_svc.store import PaymentStore, UnitOfWork
 
 _log = get_logger(__name__)
@@ -65,6 +66,7 @@ FAULT_POINTS = (
     "order_created",  # PENDING stored, nothing reserved
     "stock_reserved_remote",  # product_svc reserved, not recorded
     "stock_reserved",  # STOCK_RESERVED recorded
+    "screened",  # the screening's decision recorded, the card not asked yet
     "authorized_remote",  # provider authorized, not recorded
     "payment_authorized",  # PAYMENT_AUTHORIZED recorded
     "captured_remote",  # provider captured, not recorded
@@ -92,7 +94,14 @@ class CheckoutSaga:
         inventory_attempts: int = 3,
         inventory_backoff_s: float = 0.1,
         clock: Callable[[], datetime] = _now,
+        screening: ScreeningPolicy | None = None,
+        hold_for: timedelta = timedelta(hours=24),
     ) -> None:
+        """``screening``: the fraud rules checked before the card is asked; None checks none
+        (every checkout is authorized as it comes). ``hold_for``: how long a held order keeps
+        its reservation and authorization before the recovery loop rejects it."""
+        self._screening = screening
+        self._hold_for = hold_for
         self._store = store
         self._inventory = inventory
         self._provider = provider
@@ -130,7 +139,7 @@ class CheckoutSaga:
         steps: dict[OrderStatus, tuple[str, Callable[[Order, _Drive], Awaitable[Order | None]]]]
         steps = {
             OrderStatus.PENDING: ("reserve", self._reserve),
-            OrderStatus.STOCK_RESERVED: ("authorize", self._authorize),
+            OrderStatus.STOCK_RESERVED: ("authorize", self._screen_or_authorize),
             OrderStatus.PAYMENT_AUTHORIZED: ("capture_and_commit", self._capture_and_commit),
         }
         current = order if order is not None and order.id == order_id else None
@@ -140,10 +149,111 @@ class CheckoutSaga:
             if current.status not in steps:
                 return current
             name, step = steps[current.status]
+            if current.status is OrderStatus.STOCK_RESERVED:
+                name = self._reserved_step(current)
             # One span per step, so a trace shows where a checkout spent its time or failed.
             with span(f"checkout {name}", **{"microcommerce.order.id": current.id}):
                 async with timed_saga_step(name):
                     current = await step(current, run)
+
+    def _reserved_step(self, order: Order) -> str:
+        if self._screening is not None and order.screening is None:
+            return "screen"
+        if order.screening is not None and order.screening.decision is Decision.DENY:
+            return "deny"
+        return "authorize"
+
+    async def _screen_or_authorize(self, order: Order, run: _Drive) -> Order | None:
+        step = self._reserved_step(order)
+        if step == "screen":
+            return await self._screen(order, run)
+        if step == "deny":
+            return await self._deny(order, run)
+        return await self._authorize(order, run)
+
+    async def _screen(self, order: Order, run: _Drive) -> Order | None:
+        """Decide and record the screening before the card is asked anything.
+
+        Recorded as a step of its own (compare-and-set on "reserved, not screened"), so a
+        crash after it replays the same decision instead of counting the attempts again.
+        """
+        assert self._screening is not None
+        now = self._clock()
+        async with self._store.reading() as uow:
+            facts = await uow.screening_facts(order, self._screening, now)
+        screening = screen(facts, self._screening, now)
+        if screening.decision is not Decision.ALLOW:
+            _log.info(
+                "checkout_screened",
+                order_id=order.id,
+                decision=screening.decision.value,
+                score=screening.score,
+                reasons=",".join(screening.reasons),
+            )
+        recorded = await self._record(run, order, order.screened(screening, now), unscreened=True)
+        self.fault("screened")
+        return recorded
+
+    async def _deny(self, order: Order, run: _Drive) -> Order | None:
+        """Screening said DENY: the stock goes back and the card is never asked."""
+        mark_current_error("checkout denied by fraud screening")
+        await self._release(order)
+        denied = order.denied(self._clock())
+        return await self._record(
+            run, order, denied, messages.order_failed(denied, domain.SCREENING_DENIED)
+        )
+
+    async def approve(self, order_id: str, reviewed_by: str) -> Order:
+        """Let a held order through: recorded as authorized, then captured and committed.
+
+        Approving an order already approved (on its way or CONFIRMED) answers it as it is.
+        """
+        order = await self._load(order_id)
+        if order.status is OrderStatus.ON_HOLD:
+            approved = order.approved(self._clock())
+            event = messages.order_approved(approved, reviewed_by)
+            if await self._record(_Drive(), order, approved, event) is None:
+                return await self.approve(order_id, reviewed_by)  # lost to another decision
+            order = approved
+        elif not _was_held(order) or order.status not in (
+            OrderStatus.PAYMENT_AUTHORIZED,
+            OrderStatus.CONFIRMED,
+        ):
+            raise domain.NotOnHold(f"order {order_id} is not on hold")
+        return await self.drive(order_id, order=order)
+
+    async def reject(
+        self, order_id: str, reviewed_by: str = "", reason: str = domain.SCREENING_REJECTED
+    ) -> Order:
+        """Refuse a held order: the authorization voided, the stock released, then FAILED.
+
+        The compensations come first and are idempotent, so a crash before FAILED is recorded
+        leaves the order on hold and rejecting it again finishes the job. Rejecting an order
+        already rejected (or expired) answers it as it is.
+        """
+        order = await self._load(order_id)
+        if order.status is OrderStatus.FAILED and order.failure_reason in (
+            domain.SCREENING_REJECTED,
+            domain.HOLD_EXPIRED,
+        ):
+            return order
+        if order.status is not OrderStatus.ON_HOLD:
+            raise domain.NotOnHold(f"order {order_id} is not on hold")
+        payment = order.paid_by
+        await self._provider.void(f"{payment.id}:void", payment.authorization_id or "")
+        await self._release(order)
+        rejected = order.rejected(reason, self._clock())
+        recorded = await self._record(
+            _Drive(),
+            order,
+            rejected,
+            messages.order_rejected(rejected, reviewed_by, reason),
+            messages.payment_voided(rejected, rejected.paid_by),
+            messages.order_failed(rejected, reason),
+        )
+        return (
+            recorded if recorded is not None else await self.reject(order_id, reviewed_by, reason)
+        )
 
     async def _load(self, order_id: str) -> Order:
         async with self._store.reading() as uow:
@@ -153,7 +263,12 @@ class CheckoutSaga:
         return order
 
     async def _record(
-        self, run: _Drive, order: Order, moved: Order, *events: OutgoingEvent
+        self,
+        run: _Drive,
+        order: Order,
+        moved: Order,
+        *events: OutgoingEvent,
+        unscreened: bool = False,
     ) -> Order | None:
         """One step: ``moved`` saved if ``order`` still has its status, with the step's events.
 
@@ -163,7 +278,10 @@ class CheckoutSaga:
         final = not moved.status.in_checkout
         async with self._store.unit_of_work() as uow:
             changed_lines = moved.lines != order.lines
-            if not await uow.save_order(moved, expected=order.status, lines=changed_lines):
+            saved = await uow.save_order(
+                moved, expected=order.status, lines=changed_lines, unscreened=unscreened
+            )
+            if not saved:
                 return None
             await uow.emit(*events)
             if final and run.finish is not None:
@@ -173,6 +291,8 @@ class CheckoutSaga:
             CHECKOUT_OUTCOMES.labels("confirmed", "").inc()
         elif moved.status is OrderStatus.FAILED:
             CHECKOUT_OUTCOMES.labels("failed", moved.failure_reason or "unknown").inc()
+        elif moved.status is OrderStatus.ON_HOLD:
+            CHECKOUT_OUTCOMES.labels("on_hold", "").inc()
         return moved
 
     async def _reserve(self, order: Order, run: _Drive) -> Order | None:
@@ -221,9 +341,14 @@ class CheckoutSaga:
         self.fault("authorized_remote")
         if result.approved:
             authorized = order.authorized(result.reference, self._clock())
-            recorded = await self._record(
-                run, order, authorized, messages.payment_authorized(authorized, authorized.paid_by)
-            )
+            events = [messages.payment_authorized(authorized, authorized.paid_by)]
+            if authorized.status is OrderStatus.ON_HOLD:
+                # The stock must outlive the review: held until the hold's deadline has passed
+                # and the recovery loop had time to reject it (product_svc's default is minutes).
+                if not await self._extend(order, self._clock() + self._hold_for * 1.5):
+                    return await self._hold_lost(run, order, authorized)
+                events.append(messages.order_held(authorized))
+            recorded = await self._record(run, order, authorized, *events)
             self.fault("payment_authorized")
             return recorded
         assert result.failure is not None
@@ -316,6 +441,35 @@ class CheckoutSaga:
             messages.order_failed(unsold, domain.RESERVATION_LOST),
         )
 
+    async def _extend(self, order: Order, until: datetime) -> bool:
+        """Keep the reservation until ``until``; False when it is no longer there to keep."""
+        try:
+            await self._retrying(lambda: self._inventory.extend(order.id, until))
+        except InventoryUnavailable as error:
+            raise Unavailable(
+                "the inventory could not be reached to hold the stock; retried shortly",
+                retry_after_s=5,
+            ) from error
+        except (ReservationLost, ReservationRefused, UnknownProduct, OutOfStock):
+            return False
+        return True
+
+    async def _hold_lost(self, run: _Drive, order: Order, authorized: Order) -> Order | None:
+        # The reservation expired before the order could be held: nothing to review, so the
+        # authorization is voided and the order fails as an unsold one.
+        payment = authorized.paid_by
+        await self._provider.void(f"{payment.id}:void", payment.authorization_id or "")
+        await self._release(order)
+        lost = authorized.rejected(domain.RESERVATION_LOST, self._clock())
+        return await self._record(
+            run,
+            order,
+            lost,
+            messages.payment_authorized(authorized, payment),
+            messages.payment_voided(lost, lost.paid_by),
+            messages.order_failed(lost, domain.RESERVATION_LOST),
+        )
+
     async def _release(self, order: Order) -> None:
         try:
             await self._retrying(lambda: self._inventory.release(order.id))
@@ -349,3 +503,7 @@ class CheckoutSaga:
                 _log.warning("inventory_retrying", attempt=attempt)
                 await asyncio.sleep(self._backoff_s * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
+
+
+def _was_held(order: Order) -> bool:
+    return order.screening is not None and order.screening.decision is Decision.REVIEW

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from common.background import run_every
@@ -17,6 +18,7 @@ from common.errors import (
     DomainError,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Unavailable,
 )
 from common.inbox import Delivery
@@ -34,6 +36,7 @@ from payment_svc.domain import (
     IdempotencyKey,
     Order,
     OrderChange,
+    OrderStatus,
     Payment,
     Refund,
     RefundKind,
@@ -42,6 +45,7 @@ from payment_svc.domain import (
 )
 from payment_svc.provider import PaymentProvider
 from payment_svc.saga import CheckoutSaga
+from payment_svc.screening import card_fingerprint
 from payment_svc.store import PaymentStore, UnitOfWork
 
 _log = get_logger(__name__)
@@ -63,6 +67,10 @@ class PaymentPolicy:
     # it does not race a checkout that is still running in some request.
     recovery_grace_s: float = 30.0
     recovery_interval_s: float = 10.0
+    # A held order nobody approved or rejected within this is rejected by the recovery loop.
+    hold_deadline: timedelta = timedelta(hours=24)
+    # Checkout attempts older than this are deleted: no screening window looks further back.
+    attempt_retention: timedelta = timedelta(days=7)
 
 
 class Payments:
@@ -77,8 +85,12 @@ class Payments:
         policy: PaymentPolicy | None = None,
         clock: Callable[[], datetime] = _now,
         page_tokens: PageTokens | None = None,
+        card_key: bytes | None = None,
     ) -> None:
         self._store = store
+        # Keys the card fingerprints fraud screening counts by (MC_FRAUD_CARD_KEY); without
+        # one a random key per process: counts then hold only within this process's lifetime.
+        self._card_key = card_key or secrets.token_bytes(32)
         self._saga = saga
         self._provider = provider
         self._policy = policy or PaymentPolicy()
@@ -97,7 +109,8 @@ class Payments:
     def accept_card(self, card: CardInput) -> CardOnFile:
         """Validate the card and trade it for the provider's token: the number stops here."""
         valid = domain.validate_card(card, today=self._clock().date())
-        return self._provider.tokenize(valid)
+        fingerprint = card_fingerprint(valid.number, self._card_key)
+        return replace(self._provider.tokenize(valid), fingerprint=fingerprint)
 
     async def checkout(
         self,
@@ -106,8 +119,12 @@ class Payments:
         items: Sequence[RequestedItem],
         card: CardOnFile,
         render: Render,
+        client_address: str = "",
     ) -> CheckoutReply:
         """Place and pay for an order once per (user, idempotency key); its first answer.
+
+        ``client_address``: where the shopper called from, as the gateway saw it ("" when
+        unknown); fraud screening counts attempts by it.
 
         ``render`` is the caller's serialization of a placed order (the servicer's response
         bytes). The first answer, success or error, is kept with the key: the same key with
@@ -134,6 +151,7 @@ class Payments:
                     claim.order_id, str(uuid.uuid4()), caller.user_id, requested, card, now
                 )
                 await uow.add_order(order, card.token)
+                await uow.add_attempt(order, card.fingerprint, client_address)
                 found = claim
             else:
                 first = await uow.idempotency_key(caller.user_id, key)
@@ -242,22 +260,30 @@ class Payments:
         return _visible(caller, order, order_id)
 
     async def list_orders(
-        self, caller: Caller, user_filter: str, requested_size: int | None, page_token: str
+        self,
+        caller: Caller,
+        user_filter: str,
+        requested_size: int | None,
+        page_token: str,
+        status: OrderStatus | None = None,
     ) -> tuple[list[Order], str]:
         """A page of orders, newest first, and the token of the next page ("" on the last).
 
         ``user_filter``: empty for the caller's own, another user's id or ``-`` for everyone's
-        (administrators only).
+        (administrators only). ``status``: only orders in it (None: any).
         """
         owner = domain.orders_listed_for(caller, user_filter)
         limit = page_size(requested_size)
         # Bound to whose orders are listed, not to the filter as written: an empty filter means
         # "mine", so one customer's token must not page through another customer's listing.
-        bound_to = fingerprint("ListOrders", {"user_id": owner or "-", "order_by": "-create_time"})
+        filters = {"user_id": owner or "-", "order_by": "-create_time"}
+        if status is not None:  # absent when unset, so tokens issued before it still read
+            filters["status"] = status.value
+        bound_to = fingerprint("ListOrders", filters)
         after = self._page_tokens.read(page_token, bound_to, key_length=2)
         cursor = (from_micros(int(after[0])), after[1]) if after else None
         async with self._store.reading() as uow:
-            listed = await uow.list_orders(owner, limit + 1, cursor)
+            listed = await uow.list_orders(owner, limit + 1, cursor, status)
         page = listed[:limit]
         last = page[-1] if len(listed) > limit else None
         token = (
@@ -282,7 +308,10 @@ class Payments:
             self._page_tokens.issue(bound_to, [str(page[-1].seq)]) if len(entries) > limit else ""
         )
         changes = [
-            messages.order_change(entry.id, entry.type, entry.time, entry.data, order.user_id)
+            _as_seen_by(
+                caller,
+                messages.order_change(entry.id, entry.type, entry.time, entry.data, order.user_id),
+            )
             for entry in page
         ]
         return changes, token
@@ -293,6 +322,18 @@ class Payments:
         if order is None or not order.visible_to(caller):
             raise NotFound(f"payment {payment_id} not found", field="id")
         return order.paid_by
+
+    # ---- held orders (fraud screening asked for a review) ---------------------------------
+
+    async def approve(self, caller: Caller, order_id: str) -> Order:
+        """Capture and commit a held order; an approved one is answered as it is."""
+        await self.get_order(_administrator(caller), order_id)  # NOT_FOUND like any read
+        return await self._saga.approve(order_id, caller.user_id)
+
+    async def reject(self, caller: Caller, order_id: str) -> Order:
+        """Void and release a held order, which FAILS; a rejected one is answered as it is."""
+        await self.get_order(_administrator(caller), order_id)
+        return await self._saga.reject(order_id, caller.user_id)
 
     # ---- after checkout ------------------------------------------------------------------
 
@@ -388,6 +429,16 @@ class Payments:
                 handled += 1
             except DomainError as error:
                 _log.warning("order_recovery_deferred", order_id=order_id, detail=error.message)
+        held_before = now - self._policy.hold_deadline
+        async with self._store.reading() as uow:
+            expired = await uow.orders_in({OrderStatus.ON_HOLD}, held_before, limit=100)
+        for order_id in expired:
+            try:
+                order = await self._saga.reject(order_id, "", domain.HOLD_EXPIRED)
+                _log.info("held_order_expired", order_id=order_id, status=order.status.value)
+                handled += 1
+            except DomainError as error:
+                _log.warning("held_order_expiry_deferred", order_id=order_id, detail=error.message)
         for refund_id in pending:
             try:
                 await self._redo_refund(refund_id)
@@ -396,6 +447,7 @@ class Payments:
                 _log.warning("refund_recovery_deferred", refund_id=refund_id, detail=error.message)
         async with self._store.unit_of_work() as uow:
             await uow.forget_keys(expired_before=now)
+            await uow.forget_attempts(before=now - self._policy.attempt_retention)
         return handled
 
     async def _redo_refund(self, refund_id: str) -> None:
@@ -418,3 +470,17 @@ def _visible(caller: Caller, order: Order | None, order_id: str) -> Order:
         # Someone else's order looks exactly like a missing one: ids reveal nothing.
         raise NotFound(f"order {order_id} not found", field="id")
     return order
+
+
+def _administrator(caller: Caller) -> Caller:
+    # The RPCs are ACCESS_ADMIN already; the use case does not trust that alone.
+    if not caller.is_admin:
+        raise PermissionDenied("only administrators may approve or reject held orders")
+    return caller
+
+
+def _as_seen_by(caller: Caller, change: OrderChange) -> OrderChange:
+    """A customer sees a screening's refusal as a plain decline: its name would teach the rules."""
+    if caller.is_admin or change.reason not in domain.SCREENING_FAILURES:
+        return change
+    return replace(change, reason="PAYMENT_DECLINED")

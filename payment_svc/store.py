@@ -34,9 +34,12 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    case,
     delete,
+    false,
     func,
     insert,
+    or_,
     select,
     true,
     tuple_,
@@ -62,6 +65,16 @@ from payment_svc.domain import (
     Refund,
     RefundKind,
     RefundStatus,
+    attempt_outcome,
+)
+from payment_svc.screening import (
+    AttemptOutcome,
+    Decision,
+    Finding,
+    Rule,
+    Screening,
+    ScreeningFacts,
+    ScreeningPolicy,
 )
 
 # Every table as the migrations create it (tests/integration/common/test_schema_drift.py).
@@ -83,6 +96,12 @@ orders = Table(
     Index("ix_payment_orders_user_time", "user_id", "create_time", "id"),
     Index("ix_payment_orders_time", "create_time", "id"),
     Index("ix_payment_orders_status_update", "status", "update_time"),
+    # Fraud screening's verdict (payment_svc.screening), NULL until the order was screened;
+    # the reasons are the findings as JSON ``[[rule, score, detail], ...]``.
+    Column("screening_decision", String(8)),
+    Column("screening_score", Integer),
+    Column("screening_reasons", Text),
+    Index("ix_payment_orders_status_time", "status", "create_time", "id"),
 )
 order_items = Table(
     "payment_order_items",
@@ -176,6 +195,28 @@ order_changes = Table(
     Column("data", Text, nullable=False),
     Index("ix_payment_order_changes_order", "order_id", "seq"),
 )
+
+# One row per checkout, counted by fraud screening over sliding windows (``screening_facts``).
+# The card is its keyed hash; the address is the client's as the gateway saw it.
+checkout_attempts = Table(
+    "payment_checkout_attempts",
+    METADATA,
+    Column("order_id", String(64), primary_key=True),
+    Column("user_id", String(128), nullable=False),
+    Column("card_fingerprint", String(64), nullable=False),
+    Column("client_address", String(64), nullable=False),
+    Column("amount", BigInteger),
+    Column("currency", String(3)),
+    Column("outcome", String(16), nullable=False),
+    Column("create_time", _TIME, nullable=False),
+    Column("update_time", _TIME, nullable=False),
+    Index("ix_payment_checkout_attempts_user", "user_id", "create_time"),
+    Index("ix_payment_checkout_attempts_card", "card_fingerprint", "create_time"),
+    Index("ix_payment_checkout_attempts_address", "client_address", "create_time"),
+    Index("ix_payment_checkout_attempts_time", "create_time"),
+)
+# Orders that count as the account's purchase history for the amount rule.
+_KEPT_PURCHASES = (OrderStatus.CONFIRMED.value, OrderStatus.PARTIALLY_REFUNDED.value)
 
 _REPLIED_OK = "OK"
 # Every order and payment event is keyed by its order (messages.py): these are the order's trail.
@@ -301,6 +342,12 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         await self._session.execute(
             delete(idempotency_keys).where(idempotency_keys.c.user_id == user_id)
         )
+        # Screening counts need no card or address of someone who left.
+        await self._session.execute(
+            update(checkout_attempts)
+            .where(checkout_attempts.c.user_id == user_id)
+            .values(card_fingerprint="", client_address="")
+        )
         return int(order_count), int(erased.rowcount)  # type: ignore[attr-defined]
 
     async def keep_reply(self, user_id: str, key: str, reply: CheckoutReply) -> bool:
@@ -361,19 +408,39 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             )
         )
 
-    async def save_order(self, order: Order, *, expected: OrderStatus, lines: bool = True) -> bool:
+    async def save_order(
+        self,
+        order: Order,
+        *,
+        expected: OrderStatus,
+        lines: bool = True,
+        unscreened: bool = False,
+    ) -> bool:
         """Write the order, its lines and payment if it is still ``expected``; else nothing.
 
         False means another driver moved the order first (a lost compare-and-set).
-        ``lines=False`` leaves the lines as stored (most steps do not change them).
+        ``lines=False`` leaves the lines as stored (most steps do not change them);
+        ``unscreened=True`` also requires that no screening was recorded yet (the screening
+        step does not change the status). The order's checkout attempt follows its outcome.
         """
+        conditions = [orders.c.id == order.id, orders.c.status == expected.value]
+        if unscreened:
+            conditions.append(orders.c.screening_decision.is_(None))
         moved = await self._session.execute(
-            update(orders)
-            .where(orders.c.id == order.id, orders.c.status == expected.value)
-            .values(_order_values(order))
+            update(orders).where(*conditions).values(_order_values(order))
         )
         if not moved.rowcount:  # type: ignore[attr-defined]
             return False
+        await self._session.execute(
+            update(checkout_attempts)
+            .where(checkout_attempts.c.order_id == order.id)
+            .values(
+                amount=None if order.total is None else order.total.amount,
+                currency=None if order.total is None else order.total.currency,
+                outcome=attempt_outcome(order).value,
+                update_time=order.update_time,
+            )
+        )
         for position, line in enumerate(order.lines if lines else ()):
             await self._session.execute(
                 update(order_items)
@@ -420,12 +487,18 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         return None if order_id is None else await self.order(order_id)
 
     async def list_orders(
-        self, user_id: str | None, limit: int, after: tuple[datetime, str] | None
+        self,
+        user_id: str | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+        status: OrderStatus | None = None,
     ) -> list[Order]:
         """Newest first, ``limit`` orders strictly after the ``(create_time, id)`` cursor."""
         conditions: list[Any] = []
         if user_id is not None:
             conditions.append(orders.c.user_id == user_id)
+        if status is not None:
+            conditions.append(orders.c.status == status.value)
         if after is not None:
             conditions.append(tuple_(orders.c.create_time, orders.c.id) < tuple_(*after))
         return await self._orders(and_(true(), *conditions), limit=limit)
@@ -450,6 +523,105 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         if status is not None:
             query = query.where(orders.c.status == status.value)
         return int(await self._session.scalar(query) or 0)
+
+    # ---- fraud screening -----------------------------------------------------------------
+
+    async def add_attempt(self, order: Order, card_fingerprint: str, client_address: str) -> None:
+        """Record the checkout of a new order as an attempt the screening rules count."""
+        await self._session.execute(
+            insert(checkout_attempts).values(
+                order_id=order.id,
+                user_id=order.user_id,
+                card_fingerprint=card_fingerprint,
+                client_address=client_address,
+                outcome=AttemptOutcome.PENDING.value,
+                create_time=order.create_time,
+                update_time=order.create_time,
+            )
+        )
+
+    async def screening_facts(
+        self, order: Order, policy: ScreeningPolicy, now: datetime
+    ) -> ScreeningFacts:
+        """The counts the rules need about ``order``, over the windows ending ``now``.
+
+        Its own attempt is left out of the counts, except of the user's distinct cards.
+        """
+        a = checkout_attempts.c
+        mine = (
+            await self._session.execute(
+                select(a.card_fingerprint, a.client_address).where(a.order_id == order.id)
+            )
+        ).first()
+        card = mine.card_fingerprint if mine is not None else ""
+        address = mine.client_address if mine is not None else ""
+        velocity_since = now - policy.velocity_window
+        declines_since = now - policy.decline_window
+        declined = a.outcome == AttemptOutcome.DECLINED.value
+
+        def count(who: Any, since: datetime, *also: Any) -> Any:
+            return func.coalesce(
+                func.sum(case((and_(who, a.create_time >= since, *also), 1), else_=0)), 0
+            )
+
+        # Unknown card or address (a direct gRPC caller): never matches anyone else's.
+        by_card = and_(a.card_fingerprint == card, a.card_fingerprint != "") if card else false()
+        by_address = (
+            and_(a.client_address == address, a.client_address != "") if address else false()
+        )
+        by_user = a.user_id == order.user_id
+        counts = (
+            await self._session.execute(
+                select(
+                    count(by_user, velocity_since),
+                    count(by_card, velocity_since),
+                    count(by_address, velocity_since),
+                    count(by_user, declines_since, declined),
+                    count(by_card, declines_since, declined),
+                    count(by_address, declines_since, declined),
+                ).where(
+                    or_(by_user, by_card, by_address),
+                    a.create_time >= min(velocity_since, declines_since),
+                    a.order_id != order.id,
+                )
+            )
+        ).one()
+        cards = await self._session.scalar(
+            select(func.count(func.distinct(a.card_fingerprint))).where(
+                by_user, a.create_time >= now - policy.cards_window, a.card_fingerprint != ""
+            )
+        )
+        history = select(func.count(), func.max(orders.c.total_amount)).where(
+            orders.c.user_id == order.user_id,
+            orders.c.status.in_(_KEPT_PURCHASES),
+            orders.c.id != order.id,
+        )
+        if order.total is not None:
+            history = history.where(orders.c.currency == order.total.currency)
+        confirmed, largest = (await self._session.execute(history)).one()
+        since = await self._session.scalar(
+            select(func.min(orders.c.create_time)).where(orders.c.user_id == order.user_id)
+        )
+        return ScreeningFacts(
+            amount=0 if order.total is None else order.total.amount,
+            user_attempts=int(counts[0]),
+            card_attempts=int(counts[1]),
+            address_attempts=int(counts[2]),
+            user_declines=int(counts[3]),
+            card_declines=int(counts[4]),
+            address_declines=int(counts[5]),
+            user_cards=max(int(cards or 0), 1),
+            confirmed_orders=int(confirmed or 0),
+            largest_confirmed=int(largest or 0),
+            customer_since=since,
+        )
+
+    async def forget_attempts(self, *, before: datetime) -> int:
+        """Delete attempts older than the retention: no window looks that far back."""
+        result = await self._session.execute(
+            delete(checkout_attempts).where(checkout_attempts.c.create_time < before)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     # ---- refunds -------------------------------------------------------------------------
 
@@ -552,6 +724,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 create_time=row.create_time,
                 update_time=row.update_time,
                 failure_reason=row.failure_reason,
+                screening=_screening(row),
             )
             for row in order_rows
         ]
@@ -579,7 +752,29 @@ def _order_values(order: Order) -> dict[str, Any]:
         "failure_reason": order.failure_reason,
         "create_time": order.create_time,
         "update_time": order.update_time,
+        **_screening_values(order.screening),
     }
+
+
+def _screening_values(screening: Screening | None) -> dict[str, Any]:
+    if screening is None:
+        return {"screening_decision": None, "screening_score": None, "screening_reasons": None}
+    findings = [[f.rule.value, f.score, f.detail] for f in screening.findings]
+    return {
+        "screening_decision": screening.decision.value,
+        "screening_score": screening.score,
+        "screening_reasons": json.dumps(findings, separators=(",", ":")),
+    }
+
+
+def _screening(row: Any) -> Screening | None:
+    if row.screening_decision is None:
+        return None
+    findings = tuple(
+        Finding(Rule(rule), int(score), str(detail))
+        for rule, score, detail in json.loads(row.screening_reasons or "[]")
+    )
+    return Screening(Decision(row.screening_decision), int(row.screening_score or 0), findings)
 
 
 def _line_values(line: OrderLine) -> dict[str, Any]:

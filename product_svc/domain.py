@@ -254,6 +254,9 @@ class StockMove:
     reserved: int
 
 
+MAX_EXTENSION = timedelta(days=7)
+
+
 @dataclass(frozen=True)
 class Reservation:
     order_id: str
@@ -283,6 +286,23 @@ class Reservation:
 
     def is_due(self, now: datetime) -> bool:
         return self.status is ReservationStatus.ACTIVE and self.expire_time <= now
+
+    def extended(self, until: datetime, now: datetime) -> Reservation:
+        """This ACTIVE hold kept at least until ``until`` (a held order's review); never shorter.
+
+        Refused past ``MAX_EXTENSION`` from now, so a hold cannot become a permanent one.
+        """
+        if until > now + MAX_EXTENSION:
+            raise InvalidArgument(
+                "a reservation is kept at most 7 days from now", field="expire_time"
+            )
+        if self.status is not ReservationStatus.ACTIVE:
+            raise FailedPrecondition(
+                f"the reservation of order {self.order_id} is {self.status.value}, "
+                "it cannot be extended",
+                field="order_id",
+            )
+        return replace(self, expire_time=max(self.expire_time, until))
 
     def commit(self) -> Settlement:
         return self._settle(ReservationStatus.COMMITTED)

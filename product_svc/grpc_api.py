@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
@@ -254,3 +255,9 @@ class InventoryApi(inventory_service_pb2_grpc.InventoryServiceServicer):
         self, request: inv.ReleaseReservationRequest, context: ServicerContext
     ) -> inv.Reservation:
         return reservation_message(await self._use_cases.release(request.order_id))
+
+    async def ExtendReservation(
+        self, request: inv.ExtendReservationRequest, context: ServicerContext
+    ) -> inv.Reservation:
+        until = request.expire_time.ToDatetime(tzinfo=UTC)
+        return reservation_message(await self._use_cases.extend(request.order_id, until))

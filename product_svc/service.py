@@ -401,6 +401,16 @@ class Catalog:
             current = await self._reservation(uow, order_id)
             return await self._settle(uow, current.commit(), touched)
 
+    async def extend(self, order_id: str, until: datetime) -> Reservation:
+        """Keep an ACTIVE reservation until ``until`` (payment_svc's held orders)."""
+        valid_order_id(order_id)
+        async with self._store.unit_of_work() as uow:
+            current = await self._reservation(uow, order_id)
+            extended = current.extended(until, self._now())
+            if extended != current:
+                await uow.extend_reservation(current, extended.expire_time)
+            return extended
+
     async def release(self, order_id: str) -> Reservation:
         valid_order_id(order_id)
         async with self._writing() as (uow, touched):

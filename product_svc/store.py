@@ -758,6 +758,19 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise Aborted(f"the reservation of order {before.order_id} changed concurrently")
 
+    async def extend_reservation(self, before: Reservation, until: datetime) -> None:
+        """Move an ACTIVE reservation's expiry to ``until`` if it is still ACTIVE."""
+        result = await self._session.execute(
+            update(reservations)
+            .where(
+                reservations.c.order_id == before.order_id,
+                reservations.c.status == ReservationStatus.ACTIVE.value,
+            )
+            .values(expire_time=until)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise Aborted(f"the reservation of order {before.order_id} changed concurrently")
+
     async def reservations_due(
         self, status: ReservationStatus, now: datetime, limit: int
     ) -> list[str]:

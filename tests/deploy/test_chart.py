@@ -230,6 +230,7 @@ def test_one_component_may_run_another_image_tag(tools: Tools) -> None:
 SENTINELS = {
     "secrets.serviceCredential": "sentinel-credential-5b1c",
     "secrets.pageTokenKey": "sentinel-page-key-77aa",
+    "secrets.fraudCardKey": "sentinel-fraud-key-6c3e",
     "secrets.adminPassword": "sentinel-admin-pw-90f2",
     "secrets.jwtKeyEncryptionKey": "sentinel-jwt-sealing-4e6b",
     "secrets.kafkaSaslPassword": "sentinel-kafka-pw-31d0",
@@ -258,7 +259,12 @@ def test_workloads_take_secrets_by_reference_and_only_those_they_use(default: Re
     needs = {
         "gateway": {"MC_REDIS_URL"},
         # Every service signs page tokens: its replicas must share the key.
-        "payment": {"MC_PAYMENT_DATABASE_URL", "MC_SERVICE_CREDENTIAL", "MC_PAGE_TOKEN_KEY"},
+        "payment": {
+            "MC_PAYMENT_DATABASE_URL",
+            "MC_SERVICE_CREDENTIAL",
+            "MC_PAGE_TOKEN_KEY",
+            "MC_FRAUD_CARD_KEY",
+        },
         "product": {"MC_PRODUCT_DATABASE_URL", "MC_SERVICE_CREDENTIAL", "MC_PAGE_TOKEN_KEY"},
         "user": {
             "MC_USER_DATABASE_URL",

@@ -36,6 +36,7 @@ SETTINGS_CLASSES: dict[str, type[CommonSettings]] = {
 EXISTING_SECRET = {
     "MC_SERVICE_CREDENTIAL": "c" * 44,
     "MC_PAGE_TOKEN_KEY": "p" * 44,
+    "MC_FRAUD_CARD_KEY": "f" * 44,
     "MC_JWT_KEY_ENCRYPTION_KEY": "j" * 44,
     "MC_ADMIN_PASSWORD": "a" * 24,
     "MC_PAYMENT_DATABASE_URL": "postgresql+asyncpg://payment:pw@pg:5432/shop",

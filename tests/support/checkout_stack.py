@@ -33,6 +33,18 @@ SANDBOX_NUMBERS = (APPROVED, DECLINED, NO_FUNDS, PROCESSOR_ERROR, NO_CAPTURE)
 
 ADMIN_EMAIL = "checkout-admin@example.com"
 
+# The stacks of load and end-to-end tests place hundreds of checkouts from one address (the
+# test client's), with the same few sandbox cards and declines on purpose: fraud screening
+# would rightly hold or deny them. Its rules still run (their queries are part of the load)
+# but with limits no test reaches; screening itself is tested in tests/integration/payment.
+FRAUD_LIMITS_OUT_OF_REACH = {
+    "MC_FRAUD_MAX_ATTEMPTS_PER_USER": "1000000",
+    "MC_FRAUD_MAX_ATTEMPTS_PER_CARD": "1000000",
+    "MC_FRAUD_MAX_ATTEMPTS_PER_ADDRESS": "1000000",
+    "MC_FRAUD_MAX_DECLINES": "1000000",
+    "MC_FRAUD_MAX_CARDS_PER_USER": "1000000",
+}
+
 # Short recovery timings so a test sees a crashed checkout finished within seconds; a long
 # gateway deadline so a slow checkout under load is measured, not cut off.
 CHECKOUT_ENV = {
@@ -43,6 +55,7 @@ CHECKOUT_ENV = {
     "MC_PAYMENT_RECOVERY_GRACE_S": "2",
     "MC_PAYMENT_RECOVERY_INTERVAL_S": "0.5",
     "MC_PAYMENT_REPLAY_WAIT_S": "60",
+    **FRAUD_LIMITS_OUT_OF_REACH,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from common.money import Money
 from payment_svc.domain import ProductFacts, RequestedItem
@@ -27,6 +28,7 @@ class FakeInventory:
     down: bool = False
     commit_down: bool = False
     calls: list[str] = field(default_factory=list)
+    held_until: dict[str, datetime] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def add_product(self, product_id: str, stock: int, price: int, currency: str = "USD") -> None:
@@ -91,6 +93,15 @@ class FakeInventory:
         if status not in ("ACTIVE", "COMMITTED"):
             raise ReservationLost(status)
         self.reservations[order_id] = ("COMMITTED", lines)
+
+    async def extend(self, order_id: str, until: datetime) -> None:
+        self.calls.append(f"extend:{order_id}")
+        if self.down:
+            raise InventoryUnavailable("down")
+        status, _ = self.reservations.get(order_id, ("NONE", []))
+        if status != "ACTIVE":
+            raise ReservationLost(status)
+        self.held_until[order_id] = until
 
     async def release(self, order_id: str) -> None:
         self.calls.append(f"release:{order_id}")

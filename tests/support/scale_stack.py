@@ -29,6 +29,7 @@ from sqlalchemy.pool import NullPool
 
 from localrun.broker import free_port
 from localrun.child_process import die_with_parent
+from tests.support.checkout_stack import FRAUD_LIMITS_OUT_OF_REACH
 from tests.support.processes import FAST_KAFKA, ROOT, Process, wait_for
 
 SERVICES = ("payment", "product", "user")
@@ -269,6 +270,7 @@ def open_scale_stack(
         "MC_PAYMENT_RECOVERY_GRACE_S": "2",
         "MC_PAYMENT_RECOVERY_INTERVAL_S": "0.5",
         "MC_PAYMENT_REPLAY_WAIT_S": "20",
+        **FRAUD_LIMITS_OUT_OF_REACH,
         "MC_UPSTREAM_TIMEOUT_S": "30",
         # The test is about replicas, not password hashing: cheap argon2 leaves the CPU to it.
         "MC_ARGON2_TIME_COST": "1",

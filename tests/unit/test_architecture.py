@@ -26,7 +26,15 @@ TEMPLATE = (
 # Modules a service may have beyond the template, by name: each is one port or adapter.
 EXTRA_MODULES = {
     # analytics/: the sales read model (CQRS), a package of its own layers beside the template.
-    "payment_svc": {"ports.py", "provider.py", "saga.py", "inventory_client.py", "analytics"},
+    # screening.py: the fraud rules, pure domain logic kept apart from the order's states.
+    "payment_svc": {
+        "ports.py",
+        "provider.py",
+        "saga.py",
+        "inventory_client.py",
+        "analytics",
+        "screening.py",
+    },
     # catalog_cache.py: the shared Redis cache of catalog reads (issue 15).
     "product_svc": {"catalog_cache.py"},
     # The signing key ring: its rules and file ring, the ring in the database, its encryption.

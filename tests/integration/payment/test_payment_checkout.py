@@ -38,6 +38,7 @@ from payment_svc.domain import (
 )
 from payment_svc.provider import ResilientProvider, SandboxProvider, sandbox_ledger
 from payment_svc.saga import FAULT_POINTS, CheckoutSaga, no_faults
+from payment_svc.screening import ScreeningPolicy
 from payment_svc.service import PaymentPolicy, Payments
 from payment_svc.store import PaymentStore
 from tests.support.payment_fakes import FakeInventory
@@ -513,7 +514,15 @@ async def test_a_crash_at_any_step_is_recovered_to_a_clean_end_charged_at_most_o
             raise Crash(point)
 
     def use_cases(fault: Callable[[str], None]) -> Payments:
-        saga = CheckoutSaga(store, inventory, provider, fault=fault, inventory_backoff_s=0.001)
+        # Screened, so "screened" is a step boundary too (its decision here: ALLOW).
+        saga = CheckoutSaga(
+            store,
+            inventory,
+            provider,
+            fault=fault,
+            inventory_backoff_s=0.001,
+            screening=ScreeningPolicy(),
+        )
         return Payments(store, saga, provider, policy=PaymentPolicy(recovery_grace_s=0))
 
     item = product(inventory, stock=4)
@@ -554,7 +563,15 @@ async def test_a_crash_around_a_refused_capture_recovers_to_the_same_compensated
             raise Crash(point)
 
     def use_cases(fault: Callable[[str], None]) -> Payments:
-        saga = CheckoutSaga(store, inventory, provider, fault=fault, inventory_backoff_s=0.001)
+        # Screened, so "screened" is a step boundary too (its decision here: ALLOW).
+        saga = CheckoutSaga(
+            store,
+            inventory,
+            provider,
+            fault=fault,
+            inventory_backoff_s=0.001,
+            screening=ScreeningPolicy(),
+        )
         return Payments(store, saga, provider, policy=PaymentPolicy(recovery_grace_s=0))
 
     item = product(inventory, stock=4)

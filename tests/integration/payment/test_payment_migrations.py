@@ -93,3 +93,36 @@ async def test_existing_orders_get_their_placement_and_the_events_the_outbox_kep
             lambda sync: sync.dialect.get_table_names(sync, schema=None)
         )
     assert "payment_order_changes" not in tables
+
+
+async def test_orders_placed_before_fraud_screening_read_back_unscreened(
+    engine: AsyncEngine,
+) -> None:
+    await migrate(engine, "0008")
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO payment_orders (id, user_id, status, create_time, update_time)"
+                " VALUES ('o1', 'u1', 'FAILED', :t, :t)"
+            ),
+            {"t": PLACED_AT},
+        )
+
+    await migrate(engine, "head")
+
+    store = PaymentStore(Database(engine), Outbox("payment"))
+    async with store.reading() as uow:
+        order = await uow.order("o1")
+    assert order is not None
+    assert order.screening is None  # never screened, and none is invented
+
+    await migrate(engine, "0008", down=True)
+    async with engine.connect() as connection:
+        tables = await connection.run_sync(
+            lambda sync: sync.dialect.get_table_names(sync, schema=None)
+        )
+        columns = await connection.run_sync(
+            lambda sync: {c["name"] for c in sync.dialect.get_columns(sync, "payment_orders")}
+        )
+    assert "payment_checkout_attempts" not in tables
+    assert "screening_decision" not in columns

@@ -13,6 +13,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,15 @@ class InventoryStandIn(inventory_service_pb2_grpc.InventoryServiceServicer):
         self, request: inv.ReleaseReservationRequest, context: _Context
     ) -> Any:
         await self.inventory.release(request.order_id)
+        return inv.Reservation(order_id=request.order_id)
+
+    async def ExtendReservation(
+        self, request: inv.ExtendReservationRequest, context: _Context
+    ) -> Any:
+        try:
+            await self.inventory.extend(request.order_id, request.expire_time.ToDatetime(UTC))
+        except InventoryError as error:
+            await context.abort(_code(error), str(error))
         return inv.Reservation(order_id=request.order_id)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -338,3 +339,69 @@ async def test_orders_naming_the_same_products_in_opposite_orders_all_settle(
     assert sold + outcomes.count("RESERVATION_STATUS_RELEASED") == 30
     assert await stock(clients, first.id) == (100 - sold, 0)
     assert await stock(clients, second.id) == (100 - sold, 0)
+
+
+def extend_request(order_id: str, until: datetime) -> inv.ExtendReservationRequest:
+    request = inv.ExtendReservationRequest(order_id=order_id)
+    request.expire_time.FromDatetime(until)
+    return request
+
+
+async def test_an_extended_reservation_outlives_its_ttl_and_is_never_shortened(
+    clients: Clients, product_db: Database, outbox: Outbox
+) -> None:
+    category = await clients.category()
+    product = await clients.product(category.id, stock=5)
+    hasty = Catalog(CatalogStore(product_db, outbox), PageTokens(b"k" * 32), reservation_ttl_s=0.05)
+    order_id = order()
+    await hasty.reserve(order_id, [(product.id, 2)])
+    until = datetime.now(UTC) + timedelta(hours=2)
+
+    extended = await clients.inventory.ExtendReservation(
+        extend_request(order_id, until), metadata=clients.service
+    )
+    again = await clients.inventory.ExtendReservation(
+        extend_request(order_id, until - timedelta(hours=1)), metadata=clients.service
+    )
+
+    assert extended.expire_time.ToDatetime(UTC) == until
+    assert again.expire_time == extended.expire_time
+    assert await hasty.expire_due() == 0  # past its TTL, but kept
+    assert await stock(clients, product.id) == (3, 2)
+    await clients.inventory.CommitReservation(
+        inv.CommitReservationRequest(order_id=order_id), metadata=clients.service
+    )
+
+
+async def test_only_an_active_reservation_is_extended_and_never_beyond_a_week(
+    clients: Clients,
+) -> None:
+    category = await clients.category()
+    product = await clients.product(category.id, stock=5)
+    order_id = order()
+    await clients.inventory.ReserveStock(
+        reserve_request(order_id, (product.id, 1)), metadata=clients.service
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as too_long:
+        await clients.inventory.ExtendReservation(
+            extend_request(order_id, datetime.now(UTC) + timedelta(days=8)),
+            metadata=clients.service,
+        )
+    await clients.inventory.ReleaseReservation(
+        inv.ReleaseReservationRequest(order_id=order_id), metadata=clients.service
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as released:
+        await clients.inventory.ExtendReservation(
+            extend_request(order_id, datetime.now(UTC) + timedelta(hours=1)),
+            metadata=clients.service,
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await clients.inventory.ExtendReservation(
+            extend_request(order(), datetime.now(UTC) + timedelta(hours=1)),
+            metadata=clients.service,
+        )
+
+    assert too_long.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert released.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND

@@ -33,6 +33,7 @@ def production(**overrides: Any) -> dict[str, Any]:
         "kafka_replication_factor": 3,
         "service_credential": SECRET,
         "page_token_key": "k" * 43,
+        "fraud_card_key": "f" * 43,
         "payment_database_url": POSTGRES,
         "product_database_url": POSTGRES,
         "user_database_url": POSTGRES,
@@ -86,6 +87,13 @@ def test_a_service_refuses_without_a_shared_page_token_key(
     settings_class: type[CommonSettings],
 ) -> None:
     assert "MC_PAGE_TOKEN_KEY is unset" in refusal(settings_class, page_token_key=None)
+
+
+def test_payment_refuses_without_a_fraud_card_key_of_32_characters() -> None:
+    assert "MC_FRAUD_CARD_KEY is unset" in refusal(PaymentSettings, fraud_card_key=None)
+    short = refusal(PaymentSettings, fraud_card_key="f" * 31)
+    assert "MC_FRAUD_CARD_KEY is shorter than 32 characters" in short
+    assert "f" * 31 not in short
 
 
 def test_a_page_token_key_shorter_than_32_characters_is_refused() -> None:
