@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import zlib
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common import schema_state
 from common.db import SQLITE_BEGIN_OPTION, create_engine, database_url
-from common.logging import configure_logging, get_logger
+from common.logging import configure_logging
 from common.settings import SERVICE_NAMES, CommonSettings, load_settings
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -150,18 +149,6 @@ async def _run(
     async with engine.begin() as connection:
         await connection.run_sync(in_transaction)
     return applied
-
-
-def upgrade_from_stdin() -> None:
-    """The child process of ``common.schema_state.upgrade_in_child``: one JSON line on stdin
-    names the service, its database URL (kept off the command line, where ``ps`` shows it)
-    and the log level; the revisions applied go to the log."""
-    request = json.loads(sys.stdin.readline())
-    service = request["service"]
-    configure_logging(service, request["log_level"])
-    applied = asyncio.run(upgrade_to_head(request["url"], script_location_of(service)))
-    if applied:
-        get_logger(__name__).info("migrated", service=service, applied=applied)
 
 
 def run_env(*, version_table: str, target_metadata: MetaData | None = None) -> None:

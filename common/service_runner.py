@@ -28,13 +28,7 @@ from common.metrics import CONSUMER_LAG, OUTBOX_PUBLISH_ERRORS, start_metrics_se
 from common.outbox import Outbox, OutboxRelay
 from common.outbox_metrics import refresh_outbox_gauges
 from common.pagination import PageTokens
-from common.schema_state import (
-    MigrationFailed,
-    SchemaNotAtHead,
-    current_revisions,
-    script_heads,
-    upgrade_in_child,
-)
+from common.schema_state import SchemaNotAtHead, current_revisions, script_heads
 from common.settings import MIN_SECRET_CHARS, CommonSettings, load_settings
 from common.startup import exit_line
 from common.telemetry import SERVICE_LIBRARIES, configure_tracing, shutdown_tracing
@@ -174,14 +168,8 @@ async def run_service(
     settings: S,
     *,
     until: Callable[[], Any] = wait_for_stop_signal,
-    migrate_in_child: bool = False,
 ) -> None:
-    """Run the service until ``until()`` returns (by default SIGTERM or SIGINT).
-
-    ``migrate_in_child`` (the process's ``serve``): when migrating on start, check the schema
-    without Alembic and migrate in a child process only if it is behind, so Alembic never
-    stays in this process's memory.
-    """
+    """Run the service until ``until()`` returns (by default SIGTERM or SIGINT)."""
     # One id names this process in its log lines, its spans and its health-stream answers.
     instance_id = new_instance_id()
     configure_logging(spec.name, settings.log_level, instance=instance_id)
@@ -191,15 +179,14 @@ async def run_service(
     database = Database.from_url(database_url(spec.name, settings), application_name=spec.name)
     try:
         # Imported only on this path: Alembic is ~10 MB a serving process does not need.
-        if settings.migrate_on_start and migrate_in_child:
+        if settings.migrate_on_start:
+            # Alembic (~8 MB that would stay for the process's life) is imported only when
+            # the schema is behind: a restart at head pays one query and no import.
             heads = script_heads(spec.migrations)
             if await current_revisions(database.engine, spec.name) != heads:
-                url = database_url(spec.name, settings)
-                await asyncio.to_thread(upgrade_in_child, spec.name, url, settings.log_level)
-        elif settings.migrate_on_start:
-            from common.migrations import upgrade_to_head
+                from common.migrations import upgrade_to_head
 
-            await upgrade_to_head(database.engine, spec.migrations)
+                await upgrade_to_head(database.engine, spec.migrations)
         else:
             from common.migrations import require_head
 
@@ -293,11 +280,9 @@ def serve(spec: ServiceSpec[S], settings_class: type[S]) -> None:
     """
     settings = load_settings(settings_class)
     try:
-        asyncio.run(run_service(spec, settings, migrate_in_child=True))
+        asyncio.run(run_service(spec, settings))
     except SchemaNotAtHead as behind:
         raise SystemExit(f"{spec.name}: refusing to start: {behind}") from None
-    except MigrationFailed as failed:
-        raise SystemExit(f"{spec.name}: refusing to start: {failed}") from None
     except Exception as error:
         ports = {settings.port: f"MC_{spec.name.upper()}_PORT (or MC_HOST)"}
         if settings.metrics_port:

@@ -25,12 +25,7 @@ from common.migrations import (
     script_location_of,
     upgrade_to_head,
 )
-from common.schema_state import (
-    MigrationFailed,
-    current_revisions,
-    script_heads,
-    upgrade_in_child,
-)
+from common.schema_state import current_revisions, script_heads
 from common.service_runner import run_service
 from localrun.broker import free_port
 from tests.support.processes import FAST_KAFKA, ROOT
@@ -149,27 +144,8 @@ async def test_the_schema_check_reads_postgresql_version_tables_too(postgres_url
         await admin.dispose()
 
 
-async def test_the_migration_child_brings_an_empty_database_to_head(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'user.db'}"
-
-    await asyncio.to_thread(upgrade_in_child, "user", url, "WARNING")
-
-    database = Database.from_url(url)
-    try:
-        await require_head(database.engine, USER.migrations, "user")  # raises when behind
-    finally:
-        await database.dispose()
-
-
-def test_a_failing_migration_child_is_an_error_naming_the_service(tmp_path: Path) -> None:
-    missing = tmp_path / "no-such-directory" / "user.db"
-
-    with pytest.raises(MigrationFailed, match="user database"):
-        upgrade_in_child("user", f"sqlite+aiosqlite:///{missing}", "WARNING")
-
-
-def test_a_serving_service_has_not_loaded_alembic() -> None:
-    # What the process's main imports; migrating happens in a child (common.schema_state).
+def test_a_service_importing_its_code_loads_no_alembic() -> None:
+    # Migrating imports it when the schema is behind; serving never does.
     script = "import sys, user_svc.main; print('alembic' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
