@@ -60,8 +60,6 @@ ENVIRONMENT_READERS = {
     "common/settings.py",
     # The standard OTEL_* variables, read as the OpenTelemetry SDK itself reads them.
     "common/telemetry.py",
-    # Hands this process's environment on to the migration child it spawns; reads no setting.
-    "common/schema_state.py",
 }
 CHECKED_PACKAGES = ("common", "gateway", *SERVICES)
 
