@@ -99,3 +99,15 @@ def event_spec(descriptor: Descriptor) -> EventSpec | None:
         return None
     declared = options.Extensions[annotations_pb2.event]
     return EventSpec(declared.type, declared.topic, declared.key)
+
+
+def event_type(message: type[Message]) -> str:
+    """The CloudEvents ``type`` that ``message`` is published under, read from its event option.
+
+    Consumers name the types they take with this, so a producer and its consumers read one
+    definition (the proto) and a renamed type cannot leave a consumer waiting for the old one.
+    """
+    spec = event_spec(cast(Descriptor, message.DESCRIPTOR))
+    if spec is None:
+        raise ValueError(f"{message.DESCRIPTOR.full_name} declares no event option")
+    return spec.type

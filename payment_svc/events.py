@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from common.clock import parse_rfc3339
 from common.consumer import IncomingEvent, PoisonEvent, Subscription, event_data
+from common.descriptors import event_type
 from common.inbox import Delivery
 from common.topics import Topic
 from microcommerce.user.v1 import events_pb2
@@ -11,7 +12,7 @@ from payment_svc.analytics.facts import ORDER_TYPES, PAYMENT_TYPES, BadEvent
 from payment_svc.analytics.service import ORDERS_CONSUMER, PAYMENTS_CONSUMER, SalesAnalytics
 from payment_svc.service import Payments
 
-USER_DELETED = "microcommerce.user.deleted"
+USER_DELETED = event_type(events_pb2.UserDeleted)
 
 
 def subscriptions(payments: Payments, analytics: SalesAnalytics) -> list[Subscription]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from common.consumer import IncomingEvent, PoisonEvent, Subscription, event_data
+from common.descriptors import event_type
 from common.inbox import Delivery
 from common.topics import Topic
 from microcommerce.payment.v1 import events_pb2
 from product_svc.service import Catalog
 
-ORDER_FAILED = "microcommerce.order.failed"
-ORDER_CANCELLED = "microcommerce.order.cancelled"
-ORDER_CONFIRMED = "microcommerce.order.confirmed"
+ORDER_FAILED = event_type(events_pb2.OrderFailed)
+ORDER_CANCELLED = event_type(events_pb2.OrderCancelled)
+ORDER_CONFIRMED = event_type(events_pb2.OrderConfirmed)
 
 
 def subscriptions(catalog: Catalog) -> list[Subscription]:

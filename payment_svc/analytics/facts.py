@@ -18,13 +18,14 @@ from typing import Any, TypeVar
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from common.descriptors import event_type
 from microcommerce.payment.v1 import events_pb2
 
-ORDER_PLACED = "microcommerce.order.placed"
-ORDER_CONFIRMED = "microcommerce.order.confirmed"
-ORDER_FAILED = "microcommerce.order.failed"
-ORDER_CANCELLED = "microcommerce.order.cancelled"
-PAYMENT_REFUNDED = "microcommerce.payment.refunded"
+ORDER_PLACED = event_type(events_pb2.OrderPlaced)
+ORDER_CONFIRMED = event_type(events_pb2.OrderConfirmed)
+ORDER_FAILED = event_type(events_pb2.OrderFailed)
+ORDER_CANCELLED = event_type(events_pb2.OrderCancelled)
+PAYMENT_REFUNDED = event_type(events_pb2.PaymentRefunded)
 
 ORDER_TYPES = frozenset({ORDER_PLACED, ORDER_CONFIRMED, ORDER_FAILED, ORDER_CANCELLED})
 # Refunds are taken from the payment's event, not from order.refunded / order.cancelled, which
