@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -282,6 +283,16 @@ _SAVE_RESERVATION = (
 )
 
 
+@cache
+def _increment_of(table: Table, keys: tuple[str, ...], postgres: bool) -> Any:
+    # INSERT ... ON CONFLICT DO UPDATE: both backends spell it alike, from their dialects.
+    dialect_insert = postgresql_insert if postgres else sqlite_insert
+    statement = dialect_insert(table).values({**{k: bindparam(k) for k in keys}, "orders": 1})
+    return statement.on_conflict_do_update(
+        index_elements=list(keys), set_={"orders": table.c.orders + 1}
+    )
+
+
 class UnitOfWork(unit_of_work.UnitOfWork):
     """The reads and writes of one use case, committed together with its events."""
 
@@ -523,13 +534,8 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             )
 
     async def _increment(self, table: Table, keys: list[str], rows: list[dict[str, Any]]) -> None:
-        # INSERT ... ON CONFLICT DO UPDATE: both backends spell it alike, from their dialects.
-        dialect_insert = postgresql_insert if self._postgres else sqlite_insert
-        statement = dialect_insert(table).values({**{k: bindparam(k) for k in keys}, "orders": 1})
-        statement = statement.on_conflict_do_update(
-            index_elements=keys, set_={"orders": table.c.orders + 1}
-        )
-        await self._session.execute(statement, rows)
+        # Every confirmed order runs it: built once per table and backend (_increment_of).
+        await self._session.execute(_increment_of(table, tuple(keys), self._postgres), rows)
 
     async def insert_co_purchase_counts(
         self, bought: Mapping[str, int], together: Mapping[tuple[str, str], int]
