@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -24,7 +25,7 @@ from typing import Any
 
 import aiohttp
 import grpc
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from bench._product_bench import (
     ROOT,
@@ -174,15 +175,28 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(cuts[49], 2), "p95_ms": round(cuts[94], 2), "n": len(ordered)}
 
 
-async def timed(call: Callable[[], Awaitable[None]], requests: int, warmup: int) -> list[float]:
+async def timed(
+    call: Callable[[], Awaitable[None]], requests: int, warmup: int
+) -> tuple[list[float], int]:
+    """Latencies of the calls that succeeded, and how many failed (a 504 from the gateway's
+    deadline on a loaded machine is counted, not allowed to end a run that loaded for an
+    hour)."""
+    failed = 0
     for _ in range(warmup):
-        await call()
+        try:
+            await call()
+        except (RuntimeError, grpc.aio.AioRpcError):
+            failed += 1
     samples = []
     for _ in range(requests):
         start = time.perf_counter()
-        await call()
+        try:
+            await call()
+        except (RuntimeError, grpc.aio.AioRpcError):
+            failed += 1
+            continue
         samples.append((time.perf_counter() - start) * 1000)
-    return samples
+    return samples, failed
 
 
 async def load(catalog: Catalog, store: CatalogStore, count: int) -> list[str]:
@@ -214,17 +228,23 @@ async def measure_backend(url: str, *, products: int, requests: int, warmup: int
     async with database.engine.begin() as connection:
         await connection.execute(text("ANALYZE"))
     load_s = time.perf_counter() - started
+    plans = await query_plans(database, catalog, roots)
     rng = random.Random(11)
 
     def search_params() -> dict[str, Any]:
         low = rng.randrange(0, 20_000)
         return {"q": rng.choice(NOUNS), "min_price": low, "max_price": low + 15_000}
 
-    results: dict[str, Any] = {"products": products, "load_s": round(load_s, 1)}
+    results: dict[str, Any] = {"products": products, "load_s": round(load_s, 1), "plans": plans}
     try:
         async with (
             product_server(catalog) as address,
-            gateway_in_front(address, GatewaySettings(environment="test")) as base_url,
+            gateway_in_front(
+                # Rate limits off: they would answer 429 to one client sending this many
+                # requests, measuring the limiter (bench.checkout does the same).
+                address,
+                GatewaySettings(environment="test", rate_limit_enabled=False),
+            ) as base_url,
             grpc.aio.insecure_channel(address) as channel,
             aiohttp.ClientSession() as http,
         ):
@@ -258,10 +278,62 @@ async def measure_backend(url: str, *, products: int, requests: int, warmup: int
                 "gateway_category": rest_category,
             }
             for name, call in cases.items():
-                results[name] = percentiles(await timed(call, requests, warmup))
+                samples, failed = await timed(call, requests, warmup)
+                results[name] = {**percentiles(samples or [0.0, 0.0]), "failed": failed}
     finally:
         await database.dispose()
     return results
+
+
+# A plan line that reads every product instead of an index (SQLite's "SCAN products USING
+# INDEX ..." walks an index in order and stops at the page's LIMIT).
+_FULL_SCAN = {
+    "sqlite": re.compile(r"^SCAN products(?!_)(?!.* USING (COVERING )?INDEX)"),
+    "postgresql": re.compile(r"Seq Scan on products\b"),
+}
+
+
+async def query_plans(
+    database: Database, catalog: Catalog, roots: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The database's plan of the search and the category listing, as the service sends them.
+
+    The statements are captured from one real call each (so the plan is of the production SQL,
+    not of a copy) and explained with the same parameters: ``EXPLAIN QUERY PLAN`` on SQLite,
+    ``EXPLAIN`` on PostgreSQL. ``full_scan`` says whether a line reads the whole products table.
+    """
+    dialect = database.engine.dialect.name
+    captured: list[tuple[str, Any]] = []
+
+    def capture(*args: Any) -> None:
+        statement, parameters = args[2], args[3]
+        if "FROM products" in statement and "LIMIT" in statement:
+            captured.append((statement, parameters))
+
+    searches: dict[str, dict[str, Any]] = {
+        "search": {"q": NOUNS[0], "category_id": "", "min_price": 10_000, "max_price": 25_000},
+        "category": {"q": "", "category_id": roots[0], "min_price": None, "max_price": None},
+    }
+    plans: dict[str, dict[str, Any]] = {}
+    for case, filters in searches.items():
+        captured.clear()
+        event.listen(database.engine.sync_engine, "before_cursor_execute", capture)
+        try:
+            await catalog.search(
+                **filters, in_stock=None, order_by="", requested_size=20, page_token=""
+            )
+        finally:
+            event.remove(database.engine.sync_engine, "before_cursor_execute", capture)
+        statement, parameters = captured[-1]
+        prefix = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
+        async with database.engine.connect() as connection:
+            rows = (await connection.exec_driver_sql(prefix + statement, parameters)).all()
+        lines = [str(row[-1]) for row in rows]
+        plans[case] = {
+            "plan": lines,
+            "full_scan": any(_FULL_SCAN[dialect].search(line.strip()) for line in lines),
+        }
+    return plans
 
 
 async def run(options: argparse.Namespace) -> dict[str, Any]:
@@ -291,13 +363,19 @@ def table(report: dict[str, Any]) -> str:
     ]
     for backend, results in report.items():
         for case, figures in results.items():
-            if isinstance(figures, dict):
+            if isinstance(figures, dict) and "p50_ms" in figures:
+                failed = f"  ({figures['failed']} FAILED)" if figures.get("failed") else ""
                 lines.append(
                     f"{backend:<17} {case:<17} {figures['p50_ms']:>8} {figures['p95_ms']:>8}"
+                    + failed
                 )
         lines.append(
             f"{backend:<17} {'(load)':<17} {results['load_s']:>7}s for {results['products']}"
         )
+        for case, explained in results.get("plans", {}).items():
+            verdict = "FULL SCAN of products" if explained["full_scan"] else "index-backed"
+            lines.append(f"{backend:<17} plan of {case}: {verdict}")
+            lines.extend(f"{'':<19}{line}" for line in explained["plan"])
     return "\n".join(lines)
 
 

@@ -201,7 +201,12 @@ def insert_on_conflict(session: AsyncSession, table: Table) -> postgresql.Insert
     Both backends speak ``INSERT ... ON CONFLICT``, but SQLAlchemy builds it from each
     dialect's own ``insert``; this picks the one of the session's database.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    return on_conflict_insert(table, session.get_bind().dialect.name)
+
+
+def on_conflict_insert(table: Table, dialect: str) -> postgresql.Insert | sqlite.Insert:
+    """``insert_on_conflict`` for a dialect by name, for statements built once up front."""
+    if dialect == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 

@@ -8,13 +8,14 @@ skipped, and the record commits or rolls back together with the effect.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Column, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.clock import now
-from common.db import UtcDateTime, insert_on_conflict
+from common.db import UtcDateTime, on_conflict_insert
 
 
 def _inbox_columns() -> list[Column[Any]]:
@@ -46,9 +47,16 @@ def drop_inbox_table(op: Any, service: str) -> None:
 async def first_delivery(session: AsyncSession, table: Table, consumer: str, event_id: str) -> bool:
     """Record ``event_id`` for ``consumer``; False when it was recorded before (a duplicate)."""
     values = {"consumer": consumer, "event_id": event_id, "received_at": now()}
-    statement = insert_on_conflict(session, table).values(values).on_conflict_do_nothing()
-    result = await session.execute(statement)
+    statement = _record_delivery(table, session.get_bind().dialect.name)
+    result = await session.execute(statement, values)
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@cache
+def _record_delivery(table: Table, dialect: str) -> Any:
+    # Built once per inbox: every consumed event runs it, and building and keying a statement
+    # costs more CPU than executing it.
+    return on_conflict_insert(table, dialect).on_conflict_do_nothing()
 
 
 @dataclass(frozen=True)

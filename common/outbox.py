@@ -43,6 +43,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from common import clock
@@ -195,6 +196,19 @@ def event_data(outgoing: OutgoingEvent) -> Any:
     return message_to_json(data) if isinstance(data, Message) else dict(data)
 
 
+# Session.info key: the outboxes that got events in the session's current transaction.
+_TO_WAKE = "mc_outboxes_to_wake"
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_relays(session: Session) -> None:
+    # Kept, not popped: a savepoint's release fires this too, before the real commit. A unit
+    # of work's session ends with its transaction (common.db.Database.session), and the entry
+    # with it.
+    for outbox in session.info.get(_TO_WAKE, ()):
+        outbox._on_commit()
+
+
 class Outbox:
     """Adds events to a unit of work and wakes the relay once that unit commits."""
 
@@ -202,6 +216,7 @@ class Outbox:
         self.service = service
         self.source = f"/microcommerce/{service}"  # CloudEvents `source`
         self.table = outbox_table(service)
+        self._insert = insert(self.table)  # built once: see _record_delivery in common.inbox
         self._committed = asyncio.Event()
 
     async def add(
@@ -233,14 +248,13 @@ class Outbox:
                     TRACE_CONTEXT_COLUMN: stored_context,
                 }
             )
-        await session.execute(insert(self.table), rows)
-        sync_session = session.sync_session
-        if not sync_session.info.get("mc_outbox_hook"):
-            sync_session.info["mc_outbox_hook"] = True
-            event.listen(sync_session, "after_commit", self._on_commit)
+        await session.execute(self._insert, rows)
+        # Woken by the one Session-wide after_commit listener (_wake_relays) rather than a
+        # listener added to each session: adding and collecting those cost more than the insert.
+        session.sync_session.info.setdefault(_TO_WAKE, set()).add(self)
         return [str(row["event_id"]) for row in rows]
 
-    def _on_commit(self, _session: Any) -> None:
+    def _on_commit(self) -> None:
         self._committed.set()
 
     async def wait_for_commit(self, within: float, *, linger_s: float = 0.005) -> None:
