@@ -35,6 +35,7 @@ from payment_svc.store import PaymentStore
 from tests.integration.payment.test_payment_checkout import (
     APPROVED,
     NO_CAPTURE,
+    PROCESSOR_ERROR,
     checkout,
     events_of,
     ledger_of,
@@ -292,3 +293,27 @@ async def test_capture_void_and_refund_name_the_authorization_the_provider_issue
     [authorization] = provider.authorized
     assert authorization
     assert provider.named == [(operation, authorization) for operation in operations]
+
+
+async def test_a_processor_error_announces_a_retryable_payment_failure_and_the_order_failed(
+    payments: Payments, inventory: FakeInventory, payment_db: Database
+) -> None:
+    item = product(inventory, stock=3)
+    caller = new_user()
+
+    with pytest.raises(Unavailable):
+        await checkout(payments, caller, [RequestedItem(item, 1)], PROCESSOR_ERROR)
+
+    [order], _ = await payments.list_orders(caller, "", 10, "")
+    assert await events_of(payment_db, order.id) == [
+        "microcommerce.order.placed",
+        "microcommerce.payment.failed",
+        "microcommerce.order.failed",
+    ]
+    failed_payment = await event_data(payment_db, order.id, "microcommerce.payment.failed")
+    assert (failed_payment["reason"], failed_payment["retryable"]) == (
+        "PAYMENT_FAILURE_REASON_PROCESSOR_ERROR",
+        True,
+    )
+    failed = await event_data(payment_db, order.id, "microcommerce.order.failed")
+    assert failed["reason"] == "PROCESSOR_ERROR"

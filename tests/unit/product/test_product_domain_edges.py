@@ -49,7 +49,40 @@ def test_the_last_units_in_stock_can_be_reserved() -> None:
     )
 
     [item] = placement.reservation.items
-    assert (item.product_id, item.quantity) == ("p-1", 3)
+    assert (item.product_id, item.sku, item.name, item.quantity, item.unit_price) == (
+        "p-1",
+        "SKU-p-1",
+        "Sencha",
+        3,
+        Money(1250, "EUR"),
+    )
+
+
+def test_products_taken_to_low_stock_are_reported_as_they_are_after_in_id_order() -> None:
+    opened = domain.Reservation.open("order-1", NOW, timedelta(minutes=5))
+    products = {
+        "p-2": product("p-2", available=4, reserved=1, low_stock_threshold=2),
+        "p-1": product("p-1", available=5, reserved=0, low_stock_threshold=3),
+    }
+
+    placement = domain.place_reservation(
+        opened, [domain.ReservationLine("p-2", 3), domain.ReservationLine("p-1", 2)], products
+    )
+
+    assert [(p.id, p.available, p.reserved) for p in placement.low_stock] == [
+        ("p-1", 3, 2),
+        ("p-2", 1, 4),
+    ]
+    assert [m.product_id for m in placement.moves] == ["p-1", "p-2"]
+
+
+def test_the_largest_reservation_request_is_accepted() -> None:
+    lines = domain.reservation_lines(
+        "o" * 128, [(f"p-{i}", 1) for i in range(99)] + [("p", MAX_STOCK)]
+    )
+
+    assert len(lines) == 100
+    assert lines[-1] == domain.ReservationLine("p", MAX_STOCK)
 
 
 def test_a_missing_product_of_a_reservation_is_named_in_the_refusal() -> None:
