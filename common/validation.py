@@ -38,7 +38,9 @@ PATTERN_WORDING: Final[Mapping[str, str]] = MappingProxyType(
         "(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$": (
             "must be a language tag (BCP 47) such as en, en-GB or zh-Hant-TW"
         ),
-        "^[0-9 -]+$": "must be the card number's digits, grouped with spaces or hyphens or not",
+        "^[0-9]([ -]?[0-9]){11,18}$": (
+            "must be 12 to 19 digits, grouped with single spaces or hyphens or not"
+        ),
         "^[0-9]{3,4}$": "must be the 3 or 4 digits of the card's security code",
         "^[A-Za-z0-9][A-Za-z0-9._-]*$": (
             "must start with a letter or a digit and hold only letters, digits, '.', '_' and '-'"
