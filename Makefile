@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help install proto run migrate seed keys-rotate keys-list analytics-rebuild test lint format bench buf-lint \
   buf-breaking asyncapi-tools clean tools chart-test hadolint chromium monitoring-test promtool \
-  mutants
+  mutants codegen
 
 # Every target a person runs carries a "## what it does" note on its rule line; `make help`
 # lists them all from there (tests/unit/test_makefile.py holds every target to that).
@@ -138,7 +138,7 @@ buf-breaking: $(GENERATED) ## buf breaking: protos/ against main's last proto ch
 
 # tests/deploy runs in chart-test and tests/monitoring in monitoring-test, with the tools they
 # need; the rest after them.
-test: lint chart-test monitoring-test chromium asyncapi-tools ## lint, chart and monitoring tests, then the whole test suite (PYTEST_ARGS=...)
+test: lint chart-test monitoring-test chromium asyncapi-tools codegen ## lint, chart and monitoring tests, then the whole test suite (PYTEST_ARGS=...)
 	$(PY) -m pytest --ignore=tests/deploy --ignore=tests/monitoring $(PYTEST_ARGS)
 
 # promtool and the Prometheus server come from Debian's `prometheus` package (no daemon is
@@ -195,6 +195,18 @@ $(ASYNCAPI_TOOLS):
 	    --loglevel=error @asyncapi/specs@$(ASYNCAPI_SPECS_VERSION) \
 	    @asyncapi/parser@$(ASYNCAPI_PARSER_VERSION) && touch $@; \
 	else echo "AsyncAPI tools not installed: npm not found (their tests skip)"; fi
+
+# The OpenAPI client generator the fuzz test checks /openapi.json with (a generated client must
+# refuse what the services refuse): datamodel-code-generator, pinned with hashes, in a venv of
+# its own so its formatters never meet the app's pins.
+CODEGEN_LOCK := tests/tools/codegen-requirements.lock
+CODEGEN_VENV := $(TOOLS)/codegen/.installed
+codegen: $(CODEGEN_VENV) ## install the pinned OpenAPI model generator (datamodel-code-generator) into .tools/codegen
+$(CODEGEN_VENV): $(CODEGEN_LOCK)
+	rm -rf $(TOOLS)/codegen
+	$(PYTHON) -m venv $(TOOLS)/codegen
+	$(TOOLS)/codegen/bin/pip install --quiet --require-hashes --no-deps -r $(CODEGEN_LOCK)
+	touch $@
 
 hadolint: $(TOOLS_VENV) ## hadolint over the Dockerfile
 	$(TOOLS)/venv/bin/hadolint Dockerfile && echo "hadolint: OK"

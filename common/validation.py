@@ -10,11 +10,14 @@ stay in the domain.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final
 
 import grpc
 import protovalidate
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from common.errors import FieldViolation, InvalidArgument
@@ -22,6 +25,36 @@ from common.grpc_types import RpcMethodHandler as _Handler
 from common.grpc_types import ServerInterceptor as _ServerInterceptor
 
 _validator = protovalidate.Validator()
+
+# What each ``string.pattern`` rule of the protos asks for, in words: protovalidate's own
+# message quotes the regular expression, which tells a caller nothing. Keyed by the pattern as
+# the protos declare it; tests/unit/common/test_validation_wording.py checks that every pattern
+# the protos declare is here.
+PATTERN_WORDING: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "^[A-Z]{3}$": "must be a three-letter ISO 4217 currency code in capitals, such as USD",
+        "^[A-Za-z]{3}$": "must be a three-letter ISO 4217 currency code, such as USD or eur",
+        "^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?"
+        "(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$": (
+            "must be a language tag (BCP 47) such as en, en-GB or zh-Hant-TW"
+        ),
+        "^[0-9]([ -]?[0-9]){11,18}$": (
+            "must be 12 to 19 digits, grouped with single spaces or hyphens or not"
+        ),
+        "^[0-9]{3,4}$": "must be the 3 or 4 digits of the card's security code",
+        "^[A-Za-z0-9][A-Za-z0-9._-]*$": (
+            "must start with a letter or a digit and hold only letters, digits, '.', '_' and '-'"
+        ),
+        "^[a-z0-9]+(-[a-z0-9]+)*$": (
+            "must be lowercase letters and digits, in words joined by single hyphens "
+            "(such as summer-sale)"
+        ),
+    }
+)
+# A pattern without wording (a test keeps this from happening) still never shows its regex.
+_UNWORDED_PATTERN = "is not in the expected format"
+_PLURAL_ONE = re.compile(r"\b1 (character|byte|item)s\b")
+_BETWEEN = re.compile(r"must be greater than or equal to (\S+) and less than or equal to (\S+)$")
 
 
 def _elements(violation: protovalidate.Violation) -> list[protovalidate.FieldPathElementPb]:
@@ -50,7 +83,6 @@ def _path(violation: protovalidate.Violation) -> str:
 
 
 def _description(violation: protovalidate.Violation, message: Message) -> str:
-    proto = violation.proto
     elements = _elements(violation)
     if elements and not elements[-1].field_number:
         # Which members the oneof has, so the caller knows what to send.
@@ -64,7 +96,46 @@ def _description(violation: protovalidate.Violation, message: Message) -> str:
         if oneof is not None:
             members = ", ".join(field.name for field in oneof.fields)
             return f"exactly one of {members} is required"
-    return proto.message or proto.rule_id
+    return _in_words(violation, _field_of(message.DESCRIPTOR, elements))
+
+
+def _field_of(
+    descriptor: Any, elements: list[protovalidate.FieldPathElementPb]
+) -> FieldDescriptor | None:
+    """The field a violation's path ends at (descriptors are upb's or Python's: ``Any``)."""
+    holder: Descriptor | None = descriptor
+    field: FieldDescriptor | None = None
+    for element in elements:
+        if holder is None:
+            return None
+        field = holder.fields_by_number.get(element.field_number)
+        if field is None:
+            return None
+        holder = field.message_type
+    return field
+
+
+def _in_words(violation: protovalidate.Violation, field: FieldDescriptor | None) -> str:
+    """protovalidate's message, or what the rule asks in words where the message quotes a
+    regex or a list literal; never "value ..." (the field is named beside it)."""
+    rule_id = violation.proto.rule_id
+    if rule_id == "string.pattern":
+        return PATTERN_WORDING.get(str(violation.rule_value), _UNWORDED_PATTERN)
+    if rule_id in ("string.in", "int32.in", "int64.in") and violation.rule_value is not None:
+        allowed = ", ".join(str(value) for value in violation.rule_value)
+        return f"must be one of: {allowed}"
+    if rule_id == "repeated.unique":
+        return "must not list the same item twice"
+    enum = None if field is None else field.enum_type
+    if rule_id.startswith("enum.") and enum is not None:
+        # The names the JSON carries, without the unspecified zero value.
+        names = ", ".join(value.name for value in enum.values if value.number != 0)
+        return f"must be one of: {names}"
+    message = violation.proto.message or rule_id
+    message = message.removeprefix("value ")
+    message = _BETWEEN.sub(r"must be from \1 to \2", message)
+    message = message.replace("1 item(s)", "1 item").replace("item(s)", "items")
+    return _PLURAL_ONE.sub(r"1 \1", message)
 
 
 def violations(message: Message) -> list[FieldViolation]:

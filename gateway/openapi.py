@@ -474,7 +474,13 @@ class ProtoSchemas:
             properties[field.name] = schema
             if REQUIRED in behaviors or is_required(field):
                 required.append(field.name)
-        result: dict[str, Any] = {"type": "object", "properties": properties}
+        # The gateway refuses a field the message does not have (400), so the document says
+        # so: a client or a fuzzer that adds one is told before it sends.
+        result: dict[str, Any] = {
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": False,
+        }
         if required:
             result["required"] = required
         return result

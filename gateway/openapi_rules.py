@@ -13,6 +13,8 @@ from buf.validate import validate_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from common.money import ISO_4217
+
 _IGNORE_IF_ZERO = validate_pb2.IGNORE_IF_ZERO_VALUE
 _NUMBER_RULES = frozenset(
     (
@@ -31,6 +33,14 @@ _NUMBER_RULES = frozenset(
     )
 )
 _INTEGER_RULES = _NUMBER_RULES - {"double", "float"}
+
+
+# Values a service accepts that no proto rule can list without repeating a long table: every
+# Money's currency is checked against ISO 4217 (common.money), so the document lists the codes
+# and a client or fuzzer never sends a well-shaped code that does not exist ("AAA").
+_KNOWN_VALUES: dict[str, list[str]] = {
+    "microcommerce.common.v1.Money.currency": sorted(ISO_4217),
+}
 
 
 def rules_of(field: FieldDescriptor) -> validate_pb2.FieldRules | None:
@@ -53,6 +63,8 @@ def constrain(schema: dict[str, Any], field: FieldDescriptor) -> dict[str, Any]:
     rules = rules_of(field)
     if rules is None or "$ref" in schema:
         return schema
+    if field.full_name in _KNOWN_VALUES:
+        schema = {**schema, "enum": _KNOWN_VALUES[field.full_name]}
     if field.is_repeated and schema.get("type") == "array":
         result = dict(schema)
         if rules.WhichOneof("type") == "repeated":

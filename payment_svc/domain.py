@@ -18,6 +18,7 @@ from common.errors import (
     AlreadyExists,
     DomainError,
     FailedPrecondition,
+    FieldViolation,
     InvalidArgument,
     NotFound,
     OutOfRange,
@@ -409,6 +410,9 @@ class OrderLine:
     sku: str = ""
     name: str = ""
     unit_price: Money | None = None
+    # Units the catalog had available when the checkout failed for lack of stock, on the lines
+    # it could not fill: what the out-of-stock answer tells the buyer. None on every other line.
+    available: int | None = None
 
 
 @dataclass(frozen=True)
@@ -419,6 +423,7 @@ class ProductFacts:
     sku: str
     name: str
     unit_price: Money | None
+    available: int | None = None
 
 
 def order_total(lines: list[OrderLine]) -> Money:
@@ -594,17 +599,11 @@ class Order:
 
     def failed(self, reason: str, now: datetime, described: Sequence[ProductFacts] = ()) -> Order:
         """The checkout failed before any money moved. ``described``: what the catalog said
-        about the products meanwhile, so the failed order still shows what was asked for."""
+        about the products meanwhile, so the failed order still shows what was asked for; when
+        it failed for lack of stock, the lines the catalog could not fill keep what it had."""
         by_product = {facts.product_id: facts for facts in described}
         lines = tuple(
-            line
-            if line.sku or line.product_id not in by_product
-            else replace(
-                line,
-                sku=by_product[line.product_id].sku,
-                name=by_product[line.product_id].name,
-                unit_price=by_product[line.product_id].unit_price,
-            )
+            _described_line(line, by_product.get(line.product_id), reason == OUT_OF_STOCK)
             for line in self.lines
         )
         return self._moved(OrderStatus.FAILED, now, failure_reason=reason, lines=lines)
@@ -632,6 +631,16 @@ class Order:
         if refund.kind is RefundKind.CANCEL:
             order_status = OrderStatus.CANCELLED
         return self._moved(order_status, now, payment.moved(payment_status))
+
+
+def _described_line(line: OrderLine, facts: ProductFacts | None, short: bool) -> OrderLine:
+    if facts is None:
+        return line
+    if not line.sku:
+        line = replace(line, sku=facts.sku, name=facts.name, unit_price=facts.unit_price)
+    if short and facts.available is not None and facts.available < line.quantity:
+        line = replace(line, available=facts.available)
+    return line
 
 
 def new_order(
@@ -803,9 +812,7 @@ def checkout_error(order: Order) -> DomainError:
     """The error a FAILED checkout answers, derived from the order so every replay matches."""
     reason = order.failure_reason or ""
     if reason == OUT_OF_STOCK:
-        return Aborted(
-            "not enough stock for this order; nothing was charged", reason=Reason.OUT_OF_STOCK
-        )
+        return _out_of_stock(order)
     if reason == PRODUCT_NOT_FOUND:
         return NotFound("a product of this order does not exist", field="items")
     if reason in SCREENING_FAILURES:
@@ -824,6 +831,45 @@ def checkout_error(order: Order) -> DomainError:
     return Aborted(
         f"checkout failed ({reason or 'unknown'}); nothing was charged", reason=Reason.named(reason)
     )
+
+
+def _out_of_stock(order: Order) -> DomainError:
+    """Out of stock, naming each product the catalog could not fill and what it had.
+
+    A line's index is the request's (lines keep the order of ``items``), so each shortage is
+    also a field violation on that item's quantity. When no line says what was available (the
+    catalog could not be read, or its stock came back meanwhile) the answer stays general.
+    """
+    short = [(index, line) for index, line in enumerate(order.lines) if line.available is not None]
+    violations = tuple(
+        FieldViolation(f"items[{index}].quantity", _shortage(line, named=True))
+        for index, line in short
+    )
+    # The message is kept with the idempotency key (at most 1000 characters): it names the
+    # first few products by id; the violations name every one with its sku and name.
+    named = "; ".join(_shortage(line, named=False) for _, line in short[:_NAMED_IN_MESSAGE])
+    if len(short) > _NAMED_IN_MESSAGE:
+        named += f"; and {len(short) - _NAMED_IN_MESSAGE} more"
+    return Aborted(
+        f"not enough stock for this order: {named}; nothing was charged"
+        if named
+        else "not enough stock for this order; nothing was charged",
+        reason=Reason.OUT_OF_STOCK,
+        violations=violations,
+    )
+
+
+_NAMED_IN_MESSAGE = 3
+
+
+def _shortage(line: OrderLine, *, named: bool) -> str:
+    known = ", ".join(part for part in (line.sku, f'"{line.name}"' if line.name else "") if part)
+    product = f"product {line.product_id}"
+    if named and known:
+        product += f" ({known})"
+    units = "unit" if line.available == 1 else "units"
+    only = "only " if line.available else ""
+    return f"{product} has {only}{line.available} {units} available, {line.quantity} requested"
 
 
 # ---- the first answer of a checkout, for replays ------------------------------------------------
@@ -854,19 +900,29 @@ class RecordedError:
     reason: str | None = None
     field: str | None = None
     retry_after_s: float | None = None
+    # Every offending field when there were several (an out-of-stock answer's short items).
+    violations: tuple[FieldViolation, ...] = ()
 
     @classmethod
     def of(cls, error: DomainError) -> RecordedError:
-        return cls(error.status_name, error.message, error.reason, error.field, error.retry_after_s)
+        return cls(
+            error.status_name,
+            error.message,
+            error.reason,
+            error.field,
+            error.retry_after_s,
+            error.violations,
+        )
 
     def rebuild(self) -> DomainError:
-        """The error again, carrying the same status, message, reason, field and retry time."""
+        """The error again, carrying the same status, message, reason, fields and retry time."""
         kind = _ERRORS_BY_STATUS.get(self.status, DomainError)
         error = kind(
             self.message,
             field=self.field,
             reason=Reason.named(self.reason or ""),
             retry_after_s=self.retry_after_s,
+            violations=self.violations,
         )
         error.status_name = self.status
         return error

@@ -143,6 +143,7 @@ class GrpcInventory:
                 unit_price=Money(price.amount, price.currency)
                 if price and price.currency
                 else None,
+                available=product.stock.available if product.HasField("stock") else None,
             )
 
         found = await asyncio.gather(

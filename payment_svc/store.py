@@ -49,6 +49,7 @@ from sqlalchemy import (
 
 from common import clock, unit_of_work
 from common.db import SEQUENCE_NUMBER, Database, UtcDateTime, on_conflict_insert
+from common.errors import FieldViolation
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent, event_data
 from payment_svc.domain import (
@@ -119,6 +120,8 @@ order_items = Table(
     Column("name", String(512), nullable=False, server_default=""),
     Column("unit_amount", BigInteger),
     Column("currency", String(3)),
+    # What the catalog had of a line it could not fill (an out-of-stock checkout); else NULL.
+    Column("available", Integer),
 )
 payments = Table(
     "payments",
@@ -176,6 +179,8 @@ idempotency_keys = Table(
     Column("reply_reason", String(64)),
     Column("reply_field", String(128)),
     Column("reply_retry_after_s", Float()),
+    # JSON [[field, description], ...] when the answer named several fields (out of stock).
+    Column("reply_violations", Text()),
 )
 
 # The audit trail of each order (see the module's docstring). ``seq`` orders one order's
@@ -396,6 +401,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 "reply_reason": None if error is None else error.reason,
                 "reply_field": None if error is None else error.field,
                 "reply_retry_after_s": None if error is None else error.retry_after_s,
+                "reply_violations": _violations_json(error.violations if error else ()),
             },
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -731,7 +737,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         for row in item_rows:
             price = Money(row.unit_amount, row.currency) if row.unit_amount is not None else None
             lines.setdefault(row.order_id, []).append(
-                OrderLine(row.product_id, row.quantity, row.sku, row.name, price)
+                OrderLine(row.product_id, row.quantity, row.sku, row.name, price, row.available)
             )
         refunds_of: dict[str, list[Refund]] = {}
         for row in refund_rows:
@@ -814,6 +820,7 @@ def _line_values(line: OrderLine) -> dict[str, Any]:
         "name": line.name,
         "unit_amount": None if price is None else price.amount,
         "currency": None if price is None else price.currency,
+        "available": line.available,
     }
 
 
@@ -855,8 +862,17 @@ def _reply(row: Any) -> CheckoutReply | None:
         row.reply_reason,
         row.reply_field,
         row.reply_retry_after_s,
+        tuple(
+            FieldViolation(field, description)
+            for field, description in json.loads(row.reply_violations or "[]")
+        ),
     )
     return CheckoutReply(row.order_id, error=error)
+
+
+def _violations_json(violations: Iterable[FieldViolation]) -> str | None:
+    listed = [[violation.field, violation.description] for violation in violations]
+    return json.dumps(listed) if listed else None
 
 
 def _refund(row: Any) -> Refund:

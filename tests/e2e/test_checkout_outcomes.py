@@ -125,6 +125,34 @@ async def test_not_enough_stock_answers_409_and_nothing_is_charged(shop: Checkou
     )
 
 
+async def test_out_of_stock_names_the_short_product_with_its_stock_and_a_replay_repeats_it(
+    shop: CheckoutStack,
+) -> None:
+    buyer = await shop.new_customer()
+    plenty = await shop.new_product(stock=10)
+    short = await shop.new_product(stock=2)
+    key = uuid.uuid4().hex
+
+    answer = await shop.checkout(buyer, [(plenty, 1), (short, 5)], key=key)
+    replayed = await shop.checkout(buyer, [(plenty, 1), (short, 5)], key=key)
+
+    assert answer.status == 409, answer
+    assert answer.body["reason"] == "OUT_OF_STOCK"
+    assert f"product {short} has only 2 units available, 5 requested" in answer.body["detail"]
+    assert plenty not in answer.body["detail"]
+    [violation] = answer.body["field_violations"]
+    assert violation["field"] == "items[1].quantity"
+    # product_svc's catalog names it: its sku and name, what it has, what was asked.
+    assert violation["description"].startswith(f"product {short} (SKU-")
+    assert (
+        '"Checkout test item") has only 2 units available, 5 requested'
+        in (violation["description"])
+    )
+    assert replayed.status == 409
+    assert {**replayed.body, "request_id": ""} == {**answer.body, "request_id": ""}
+    assert await shop.stock(short) == (2, 0)
+
+
 async def test_an_invalid_card_answers_400_and_reserves_nothing(shop: CheckoutStack) -> None:
     buyer = await shop.new_customer()
     product = await shop.new_product(stock=1)

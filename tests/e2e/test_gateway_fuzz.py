@@ -14,6 +14,7 @@ otherwise turn into 429s before they reach anything worth testing.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -21,6 +22,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ import pytest
 
 from localrun.broker import EmbeddedBroker
 from tests.support.fuzz_seed import CATEGORY_ENV, PRODUCT_ENV
-from tests.support.processes import Stack, start_stack, wait_for
+from tests.support.processes import ROOT, Stack, start_stack, wait_for
 
 CHECKS = (
     "not_a_server_error",
@@ -268,6 +270,7 @@ async def test_fuzzing_finds_no_server_error_and_no_schema_violation(
     )
     raw, _ = await asyncio.wait_for(process.communicate(), timeout=RUN_TIMEOUT_S)
     output = raw.decode(errors="replace")
+    (tmp_path / "schemathesis.out").write_text(output)  # kept with the test's temp files
 
     assert process.returncode == 0, output[-20000:]
     tested = TESTED.search(output)
@@ -278,3 +281,221 @@ async def test_fuzzing_finds_no_server_error_and_no_schema_violation(
         # The stateful phase must have followed at least one link from a real create.
         assert covered is not None, output[-5000:]
         assert int(covered.group(1)) > 0, output[-5000:]
+
+
+# ---- a client generated from the document refuses what the services refuse ------------------
+
+CODEGEN = ROOT / ".tools" / "codegen" / "bin"
+# Runs in the generator's venv (its pydantic and email-validator): each case's body through
+# the generated model, True when the model accepts it.
+JUDGE = """
+import importlib, json, sys
+from pydantic import ValidationError
+sys.path.insert(0, sys.argv[1])
+verdicts = []
+for module, name, body in json.load(sys.stdin):
+    model = getattr(importlib.import_module("client." + module), name)
+    try:
+        model.model_validate(body)
+        verdicts.append(True)
+    except ValidationError:
+        verdicts.append(False)
+print(json.dumps(verdicts))
+"""
+
+
+@dataclass(frozen=True)
+class ClientCase:
+    """One request body, the generated model that describes it, and the route it goes to."""
+
+    label: str
+    caller: str
+    method: str
+    path: str
+    module: str
+    model: str
+    body: dict[str, Any]
+
+
+def _client_cases(target: FuzzTarget) -> list[ClientCase]:
+    def unique() -> str:
+        return uuid.uuid4().hex[:10]
+
+    def user(**change: Any) -> ClientCase:
+        body = {"email": f"client-{unique()}@example.com", "password": "long enough", "name": "A"}
+        return ClientCase(
+            _label("user", change),
+            "",
+            "POST",
+            "/api/v1/users",
+            "microcommerce.user.v1",
+            "CreateUserRequest",
+            {**body, **change},
+        )
+
+    def category(**change: Any) -> ClientCase:
+        body = {"name": "Client", "slug": f"client-{unique()}", **change}
+        return ClientCase(
+            _label("category", change),
+            "admin",
+            "POST",
+            "/api/v1/categories",
+            "microcommerce.product.v1",
+            "CreateCategoryRequest",
+            body,
+        )
+
+    def product(**change: Any) -> ClientCase:
+        body = {
+            "sku": f"CLIENT-{unique()}",
+            "name": "Client product",
+            "description": "made by the generated-client test",
+            "category_id": target.category_id,
+            "price": {"amount": 100, "currency": "USD"},
+            "stock": 5,
+            **change,
+        }
+        return ClientCase(
+            _label("product", change),
+            "admin",
+            "POST",
+            "/api/v1/products",
+            "microcommerce.product.v1",
+            "CreateProductRequest",
+            body,
+        )
+
+    def preferences(**change: Any) -> ClientCase:
+        body = {"currency": "EUR", "language": "en-GB", "marketing_emails": False, **change}
+        return ClientCase(
+            _label("preferences", change),
+            "customer",
+            "PUT",
+            "/api/v1/users/me/preferences",
+            "microcommerce.user.v1",
+            "Preferences",
+            body,
+        )
+
+    def order(quantity: int = 1, **card_change: Any) -> ClientCase:
+        card = {
+            "number": "4242424242424242",
+            "exp_month": 12,
+            "exp_year": datetime.now(UTC).year + 3,
+            "cvc": "123",
+            "holder_name": "Client Tester",
+            **card_change,
+        }
+        body = {
+            "items": [{"product_id": target.product_id, "quantity": quantity}],
+            "payment_method": {"card": card},
+        }
+        return ClientCase(
+            _label("order", {"quantity": quantity, **card_change}),
+            "customer",
+            "POST",
+            "/api/v1/orders",
+            "microcommerce.payment.v1",
+            "CreateOrderRequest",
+            body,
+        )
+
+    return [
+        user(),
+        user(email="not an email"),
+        user(password="short"),
+        user(name=""),
+        user(name="x" * 201),
+        category(),
+        category(slug="Not A Slug"),
+        category(slug="double--hyphen"),
+        category(name=""),
+        product(),
+        product(price={"amount": 100, "currency": "usd"}),
+        product(price={"amount": -1, "currency": "USD"}),
+        product(sku="-leading-hyphen"),
+        product(stock=-1),
+        product(name="x" * 201),
+        preferences(),
+        preferences(language="english please"),
+        preferences(currency="EURO"),
+        order(),
+        order(quantity=0),
+        order(quantity=10_001),
+        order(cvc="12"),
+        order(exp_month=13),
+        order(holder_name="x" * 201),
+    ]
+
+
+def _label(kind: str, change: dict[str, Any]) -> str:
+    return f"{kind} " + (", ".join(f"{k}={v!r:.24}" for k, v in change.items()) or "valid")
+
+
+async def _gateway_refuses(target: FuzzTarget, case: ClientCase) -> bool:
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    if case.caller:
+        headers["Authorization"] = f"Bearer {target.tokens[case.caller]}"
+    async with (
+        aiohttp.ClientSession(target.url) as http,
+        http.request(case.method, case.path, json=case.body, headers=headers) as response,
+    ):
+        assert response.status < 500, (case.label, response.status, await response.text())
+        assert response.status != 401, case.label
+        return response.status == 400
+
+
+async def test_a_client_generated_from_the_document_refuses_what_the_gateway_refuses(
+    fuzz_target: FuzzTarget, tmp_path: Path
+) -> None:
+    if not (CODEGEN / "datamodel-codegen").exists():
+        pytest.fail("the model generator is missing: run `make codegen`")
+    async with (
+        aiohttp.ClientSession(fuzz_target.url) as http,
+        http.get("/openapi.json") as served,
+    ):
+        (tmp_path / "openapi.json").write_text(await served.text())
+    generate = await asyncio.create_subprocess_exec(
+        str(CODEGEN / "datamodel-codegen"),
+        "--input",
+        str(tmp_path / "openapi.json"),
+        "--input-file-type",
+        "openapi",
+        "--output",
+        str(tmp_path / "client"),
+        "--output-model-type",
+        "pydantic_v2.BaseModel",
+        "--field-constraints",
+        "--formatters",
+        "builtin",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    generated, _ = await asyncio.wait_for(generate.communicate(), RUN_TIMEOUT_S)
+    assert generate.returncode == 0, generated.decode(errors="replace")
+    cases = _client_cases(fuzz_target)
+    judge = await asyncio.create_subprocess_exec(
+        str(CODEGEN / "python"),
+        "-c",
+        JUDGE,
+        str(tmp_path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    listed = [[case.module, case.model, case.body] for case in cases]
+    out, err = await asyncio.wait_for(judge.communicate(json.dumps(listed).encode()), 120)
+    assert judge.returncode == 0, err.decode(errors="replace")
+    accepted_by_client = json.loads(out)
+
+    disagreements = []
+    for case, client_accepts in zip(cases, accepted_by_client, strict=True):
+        gateway_refuses = await _gateway_refuses(fuzz_target, case)
+        if client_accepts == gateway_refuses:
+            disagreements.append(
+                f"{case.label}: client {'accepts' if client_accepts else 'refuses'}, "
+                f"gateway {'400' if gateway_refuses else 'accepts'}"
+            )
+    assert disagreements == []
+    # Both sides saw valid and invalid bodies: the comparison says something.
+    assert 0 < sum(accepted_by_client) < len(cases)

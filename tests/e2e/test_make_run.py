@@ -102,9 +102,43 @@ async def test_make_run_starts_everything_and_sigterm_stops_it_all(copy: Path) -
         printed = output.read_text()
         for name, port in ports.items():
             assert f"127.0.0.1:{port}" in printed, f"{name} missing from the start-up table"
+        await a_second_make_run_refuses_and_leaves_the_first_serving(copy, env, gateway)
     finally:
         make.send_signal(signal.SIGTERM)
         await asyncio.wait_for(make.wait(), 60)
 
     assert "stopped" in output.read_text()
     assert processes_in(copy) == []
+
+
+async def a_second_make_run_refuses_and_leaves_the_first_serving(
+    copy: Path, env: dict[str, str], gateway: str
+) -> None:
+    """Issue 16: a second `make run` on the same copy, while the first serves, refuses in one
+    line and touches nothing of the running stack (its broker's log above all)."""
+    broker_log = copy / "var" / "log" / "broker.log"
+    log_before = broker_log.read_bytes()
+    # --no-print-directory: make's own chatter is not the program's answer.
+    second = await asyncio.create_subprocess_exec(
+        "make",
+        "--no-print-directory",
+        "run",
+        cwd=copy,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(second.communicate(), 120)
+
+    assert second.returncode != 0
+    lines = stdout.decode().strip().splitlines()
+    assert len(lines) == 1, stdout.decode()
+    assert "already running" in lines[0]
+    assert "UP" not in lines[0], "never announces the first stack's gateway as its own"
+    # make adds its own "Error 1" line on stderr; nothing else (no traceback).
+    assert "Traceback" not in stderr.decode(), stderr.decode()
+    # The first stack's broker may still append to it; never truncated or rewritten.
+    assert broker_log.read_bytes().startswith(log_before)
+    async with aiohttp.ClientSession(gateway) as http, http.get("/health") as health:
+        assert health.status == 200
+        assert (await health.json())["status"] == "UP"

@@ -79,7 +79,11 @@ class FakeInventory:
         self.calls.append("describe")
         return [
             ProductFacts(
-                product_id, f"SKU-{product_id}", f"Product {product_id}", self.prices[product_id]
+                product_id,
+                f"SKU-{product_id}",
+                f"Product {product_id}",
+                self.prices[product_id],
+                self.available.get(product_id),
             )
             for product_id in product_ids
             if product_id in self.prices and not self.down

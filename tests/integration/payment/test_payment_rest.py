@@ -183,6 +183,31 @@ async def test_not_enough_stock_answers_409(rest: tuple[Client, FakeInventory, P
     assert problem["code"] == "ABORTED"
 
 
+async def test_out_of_stock_names_the_short_product_and_what_is_available_even_on_replay(
+    rest: tuple[Client, FakeInventory, Path],
+) -> None:
+    client, inventory, _ = rest
+    plenty, short = stocked(inventory, stock=5), stocked(inventory, stock=1)
+    payload = body(plenty)
+    payload["items"].append({"product_id": short, "quantity": 3})
+    key = uuid.uuid4().hex
+
+    status, problem = await place(client, payload, key=key)
+    replayed_status, replayed = await place(client, payload, key=key)
+
+    assert status == 409, problem
+    assert problem["reason"] == "OUT_OF_STOCK"
+    named = f'product {short} (SKU-{short}, "Product {short}") has only 1 unit available'
+    assert problem["field_violations"] == [
+        {"field": "items[1].quantity", "description": f"{named}, 3 requested"}
+    ]
+    assert f"product {short} has only 1 unit available, 3 requested" in problem["detail"]
+    assert plenty not in problem["detail"]
+    # The stored first answer, word for word (only the request id is the replay's own).
+    assert replayed_status == 409
+    assert {**replayed, "request_id": ""} == {**problem, "request_id": ""}
+
+
 async def my_orders(client: Client, user: str) -> list[dict[str, Any]]:
     response = await client.get("/api/v1/orders", headers=bearer(customer_token(user)))
     assert response.status == 200

@@ -46,7 +46,7 @@ def test_declared_rules_become_json_schema_keywords(document: dict[str, Any]) ->
         "type": "string",
         "minLength": 1,
         "maxLength": 32,
-        "pattern": "^[0-9 -]+$",
+        "pattern": "^[0-9]([ -]?[0-9]){11,18}$",
         "writeOnly": True,
         "description": "",
     }
@@ -61,6 +61,9 @@ def test_declared_rules_become_json_schema_keywords(document: dict[str, Any]) ->
     assert registration_schema["properties"]["email"]["format"] == "email"
     assert registration_schema["properties"]["password"]["minLength"] == 8
     assert money["currency"]["pattern"] == "^[A-Z]{3}$"
+    # The services check the code against ISO 4217: a well-shaped "AAA" is refused.
+    assert {"USD", "EUR", "JPY"} <= set(money["currency"]["enum"])
+    assert "AAA" not in money["currency"]["enum"]
     assert money["amount"]["minimum"] == 0
 
 
