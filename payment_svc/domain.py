@@ -589,9 +589,12 @@ class Order:
         payment = self.paid_by.moved(PaymentStatus.VOIDED)
         return self._moved(OrderStatus.FAILED, now, payment, failure_reason=CAPTURE_FAILED)
 
-    def unsold(self, now: datetime) -> Order:
-        """The reservation was lost after the capture: refunded in full, the order fails."""
-        payment = self.paid_by.moved(PaymentStatus.REFUNDED)
+    def unsold(self, refund: Refund, now: datetime) -> Order:
+        """The reservation was lost after the capture: ``refund`` gives the money back in full
+        and is kept on the payment like any other refund, so what the payment reports as
+        refunded is what went back to the card; the order fails."""
+        paid = self.paid_by
+        payment = replace(paid.moved(PaymentStatus.REFUNDED), refunds=(*paid.refunds, refund))
         return self._moved(OrderStatus.FAILED, now, payment, failure_reason=RESERVATION_LOST)
 
     def confirmed(self, now: datetime) -> Order:

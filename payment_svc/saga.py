@@ -269,6 +269,7 @@ class CheckoutSaga:
         moved: Order,
         *events: OutgoingEvent,
         unscreened: bool = False,
+        refund: domain.Refund | None = None,
     ) -> Order | None:
         """One step: ``moved`` saved if ``order`` still has its status, with the step's events.
 
@@ -283,6 +284,8 @@ class CheckoutSaga:
             )
             if not saved:
                 return None
+            if refund is not None:
+                await uow.add_refund(moved, refund)
             await uow.emit(*events)
             if final and run.finish is not None:
                 await run.finish(uow, moved)
@@ -431,7 +434,7 @@ class CheckoutSaga:
             domain.RefundStatus.SUCCEEDED,
             self._clock(),
         )
-        unsold = captured.unsold(self._clock())
+        unsold = captured.unsold(refund, self._clock())
         return await self._record(
             run,
             order,
@@ -439,6 +442,7 @@ class CheckoutSaga:
             *captured_events,
             messages.payment_refunded(unsold, unsold.paid_by, refund),
             messages.order_failed(unsold, domain.RESERVATION_LOST),
+            refund=refund,
         )
 
     async def _extend(self, order: Order, until: datetime) -> bool:

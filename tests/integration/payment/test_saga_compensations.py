@@ -193,10 +193,14 @@ async def test_a_hold_lost_after_the_capture_refunds_everything_and_fails(
         "microcommerce.order.failed",
     ]
     refunded = await event_data(payment_db, order.id, "microcommerce.payment.refunded")
-    assert (refunded["amount"], refunded["reason"]) == (
+    assert (refunded["amount"], refunded["total_refunded"], refunded["reason"]) == (
+        {"amount": 1400, "currency": "USD"},
         {"amount": 1400, "currency": "USD"},
         "RESERVATION_LOST",
     )
+    # The refund is the payment's like any other: what it reports is what went back.
+    assert [(r.amount.amount, r.reason) for r in payment.refunds] == [(1400, "RESERVATION_LOST")]
+    assert payment.refunded_so_far.amount == 1400
     failed = await event_data(payment_db, order.id, "microcommerce.order.failed")
     assert failed["reason"] == "RESERVATION_LOST"
 
