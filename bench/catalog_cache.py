@@ -48,11 +48,11 @@ import aiohttp
 import grpc
 from sqlalchemy import make_url, text
 
-from bench._product_bench import DEFAULT_POSTGRES, SERVICE, _admin
+from bench._children import logged_child
+from bench._product_bench import SERVICE, _admin, add_backend_options
 from bench.catalog_search import load, percentiles
 from bench.gateway_load import LOOPBACK
 from bench.gateway_load import child as gateway_child
-from bench.gateway_overhead import _popen_options
 from common.access import AccessInterceptor
 from common.db import Database
 from common.grpc_server import Service, create_server, stop_gracefully
@@ -144,23 +144,13 @@ async def serve_product(port: int, metrics_port: int, db_url: str, cache_url: st
 
 @contextlib.contextmanager
 def product_child(*args: str) -> Iterator[subprocess.Popen[bytes]]:
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with (RESULTS_FILE.parent / "catalog_cache.product.log").open("ab") as log:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "bench.catalog_cache", "child", *args],
-            stdout=log,
-            stderr=log,
-            **_popen_options(),
-        )
-    try:
+    with logged_child(
+        "bench.catalog_cache",
+        ["child", *args],
+        RESULTS_FILE.parent / "catalog_cache.product.log",
+        stop_timeout_s=10,
+    ) as popen:
         yield popen
-    finally:
-        if popen.poll() is None:
-            popen.terminate()
-            try:
-                popen.wait(10)
-            except subprocess.TimeoutExpired:
-                popen.kill()
 
 
 @contextlib.contextmanager
@@ -460,14 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--http-max-age", type=float, default=10.0, help="the HTTP cache's max-age, seconds"
     )
-    parser.add_argument(
-        "--backends",
-        default="sqlite,postgres",
-        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
-    )
-    parser.add_argument(
-        "--postgres-url", default=os.environ.get("MC_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
-    )
+    add_backend_options(parser)
     options, _ = parser.parse_known_args(argv)
     configure_logging("bench", "WARNING")
     report = asyncio.run(run(options))

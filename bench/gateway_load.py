@@ -29,6 +29,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bench._children import logged_child
 from bench.gateway_overhead import (
     PRODUCT_ID,
     REST_PATH,
@@ -36,7 +37,6 @@ from bench.gateway_overhead import (
     SERVICE_NAME,
     FixedProductServicer,
     _percentile,
-    _popen_options,
 )
 from common.grpc_server import Service, create_server, stop_gracefully
 from common.logging import configure_logging
@@ -123,23 +123,13 @@ async def serve_gateway(port: int, upstream: str) -> None:
 
 @contextlib.contextmanager
 def child(name: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    with (RESULTS_DIR / f"gateway_load.{name}.log").open("ab") as log:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "bench.gateway_load", "child", name, *args],
-            stdout=log,
-            stderr=log,
-            **_popen_options(),
-        )
-    try:
+    with logged_child(
+        "bench.gateway_load",
+        ["child", name, *args],
+        RESULTS_DIR / f"gateway_load.{name}.log",
+        stop_timeout_s=5,
+    ) as popen:
         yield popen
-    finally:
-        if popen.poll() is None:
-            popen.terminate()
-            try:
-                popen.wait(5)
-            except subprocess.TimeoutExpired:
-                popen.kill()
 
 
 # --- The load -----------------------------------------------------------------------------
