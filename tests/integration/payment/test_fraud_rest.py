@@ -13,73 +13,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
-from aiohttp.web import Application, Request
 from sqlalchemy import func, select
 
-from common.access import AccessInterceptor
 from common.db import Database
-from common.grpc_server import Service, create_server
-from common.migrations import script_location_of, upgrade_to_head
-from common.outbox import Outbox
-from common.tokens import TokenVerifier
-from gateway.app import create_app
-from gateway.settings import GatewaySettings
-from microcommerce.payment.v1 import order_service_pb2, order_service_pb2_grpc
-from payment_svc import grpc_api
-from payment_svc.provider import ResilientProvider, SandboxProvider, sandbox_ledger
-from payment_svc.saga import CheckoutSaga
+from payment_svc.provider import sandbox_ledger
 from payment_svc.screening import ScreeningPolicy
-from payment_svc.service import PaymentPolicy, Payments
-from payment_svc.store import PaymentStore
 from tests.integration.payment.test_payment_rest import body, stocked
 from tests.support.payment_fakes import FakeInventory
-from tests.support.tokens import KEYS, admin_token, bearer, customer_token
+from tests.support.payment_rest import Client, payment_rest
+from tests.support.tokens import admin_token, bearer, customer_token
 
-Client = TestClient[Request, Application]
 DECLINED = "4000000000000002"
 ADMIN = bearer(admin_token())
 
 
 @pytest_asyncio.fixture
 async def shop(tmp_path: Path) -> AsyncIterator[tuple[Client, FakeInventory, Database]]:
-    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'payment.db'}")
-    await upgrade_to_head(database.engine, script_location_of("payment"))
-    inventory = FakeInventory()
-    store = PaymentStore(database, Outbox("payment"))
-    provider = ResilientProvider(SandboxProvider(database), backoff_s=0.001)
-    saga = CheckoutSaga(
-        store, inventory, provider, inventory_backoff_s=0.001, screening=ScreeningPolicy()
-    )
-    use_cases = Payments(
-        store,
-        saga,
-        provider,
-        policy=PaymentPolicy(replay_poll_s=0.01),
-        card_key=b"rest-test-card-key-0123456789abc",
-    )
-    names = order_service_pb2.DESCRIPTOR.services_by_name
-    running = await create_server(
-        services=[
-            Service(
-                names["OrderService"].full_name,
-                grpc_api.OrderApi(use_cases),
-                order_service_pb2_grpc.add_OrderServiceServicer_to_server,
-            ),
-        ],
-        address="127.0.0.1:0",
-        interceptors=[AccessInterceptor(TokenVerifier(KEYS))],
-    )
-    await running.server.start()
-    settings = GatewaySettings.model_validate(
-        {"environment": "test", "payment_address": f"127.0.0.1:{running.port}"}
-    )
-    client = TestClient(TestServer(create_app(settings, key_source=KEYS), host="127.0.0.1"))
-    await client.start_server()
-    yield client, inventory, database
-    await client.close()
-    await running.server.stop(None)
-    await database.dispose()
+    async with payment_rest(
+        tmp_path, screening=ScreeningPolicy(), card_key=b"rest-test-card-key-0123456789abc"
+    ) as stack:
+        yield stack.client, stack.inventory, stack.database
 
 
 async def place(client: Client, payload: dict[str, Any], user: str) -> tuple[int, dict[str, Any]]:
