@@ -37,7 +37,7 @@ from common.grpc_server import Service, create_server, stop_gracefully
 from common.logging import configure_logging
 from common.service_runner import wait_for_stop_signal
 from common.telemetry import GATEWAY_LIBRARIES, configure_tracing
-from gateway.app import create_app
+from gateway.app import create_app, settle_heap
 from gateway.routes import discover_services
 from gateway.settings import GatewaySettings
 from microcommerce.common.v1 import money_pb2
@@ -229,10 +229,12 @@ def bare_app(body: bytes) -> web.Application:
 
 
 async def serve_http(app: web.Application, name: str) -> None:
-    """Serve ``app`` on a free loopback port until SIGTERM, with no access log (as in prod)."""
+    """Serve ``app`` on a free loopback port until SIGTERM, with no aiohttp access log and the
+    start-up heap frozen, as gateway.main serves it (the gateway writes its own access line)."""
     configure_logging(name)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
+    settle_heap()
     await web.TCPSite(runner, LOOPBACK, 0).start()
     _announce(int(runner.addresses[0][1]))
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -191,6 +192,18 @@ def _json_handler(document: object) -> Handler:
         return web.Response(body=body, content_type="application/json")
 
     return json_document
+
+
+def settle_heap() -> None:
+    """Call once the app is built, before serving: collect, then freeze what start-up left.
+
+    The start-up heap (descriptors, route table, the OpenAPI document, imported modules) lives
+    as long as the process; frozen, the garbage collector no longer walks it. Unfrozen, a full
+    collection under load walked all of it: one of about 0.1-0.2 s of CPU was seen in the
+    first 10 s of load, a stall every request in flight waited out (bench/README.md).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def route_table(app: web.Application) -> RouteTable:

@@ -10,6 +10,7 @@ header that cannot be read is not an error the client should see: the peer is us
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from enum import StrEnum
@@ -96,6 +97,11 @@ def _forwarded_for(element: str) -> str:
     raise _Unreadable(element)
 
 
+# Cached: every request parses its peer (and a proxy's hops), and the same few addresses come
+# back again and again (the parse was 1-2% of the gateway's CPU per request). Addresses are
+# immutable; a text that is no address raises each time (not cached). Bounded, so hops a
+# client invents cost at most the eviction of others.
+@functools.lru_cache(maxsize=4096)
 def _ip(text: str) -> IPAddress:
     """An address as ``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1`` or ``[2001:db8::1]:80``."""
     text = text.strip()

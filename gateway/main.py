@@ -14,7 +14,7 @@ from common.service_runner import wait_for_stop_signal
 from common.settings import SERVICE_NAMES, load_settings
 from common.startup import exit_line
 from common.telemetry import GATEWAY_LIBRARIES, configure_tracing, shutdown_tracing
-from gateway.app import METRICS_KEY, create_app, drain, runner_options
+from gateway.app import METRICS_KEY, create_app, drain, runner_options, settle_heap
 from gateway.health import HealthRegistry, install_health_stream
 from gateway.health_routes import health_routes
 from gateway.settings import GatewaySettings
@@ -53,6 +53,7 @@ async def serve(
     metrics.consumer_lag.track(stream)
     runner = web.AppRunner(app, access_log=None, **runner_options(settings))
     await runner.setup()
+    settle_heap()
     await web.TCPSite(runner, settings.host, settings.gateway_port).start()
     log.info("serving", url=f"http://{settings.host}:{settings.gateway_port}")
     try:

@@ -8,7 +8,7 @@ from http import HTTPStatus
 import grpc
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from common.logging import get_logger
 from common.request_context import accept_request_id, request_id_var
@@ -77,19 +77,22 @@ def observing_middleware(metrics: GatewayMetrics) -> Middleware:
         status = 500
         answered = False
         try:
-            with bound_contextvars(client_address=client_address(request)):
-                try:
-                    response = await handler(request)
-                    status, answered = response.status, True
-                    return response
-                except web.HTTPException as answer:  # redirects and the like, as answers
-                    status, answered = answer.status, True
-                    raise
-                finally:
-                    seconds = time.perf_counter() - started
-                    if answered:  # problem answers included: the problem middleware is inside
-                        metrics.observe_request(request, status, seconds)
-                    log_request(request, status, seconds)
+            # bind/reset rather than bound_contextvars(): the same restore of the previous
+            # value, without a generator and a scan of every bound variable per request.
+            bound = bind_contextvars(client_address=client_address(request))
+            try:
+                response = await handler(request)
+                status, answered = response.status, True
+                return response
+            except web.HTTPException as answer:  # redirects and the like, as answers
+                status, answered = answer.status, True
+                raise
+            finally:
+                seconds = time.perf_counter() - started
+                if answered:  # problem answers included: the problem middleware is inside
+                    metrics.observe_request(request, status, seconds)
+                log_request(request, status, seconds)
+                reset_contextvars(**bound)
         finally:
             end_trace(trace_token)
             request_id_var.reset(token)

@@ -51,6 +51,9 @@ IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?")
 # Long enough for any UUID or ULID with a prefix; services store the key.
 IDEMPOTENCY_KEY_MAX = 255
+# Compact UTF-8 JSON of the answers. One encoder: json.dumps with any option builds a new
+# JSONEncoder on every call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class Transcoder:
@@ -127,7 +130,7 @@ class Transcoder:
         payload = message_to_json(reply)
         if self._response_field is not None:
             payload = payload.get(self._response_field.name)
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        body = _JSON.encode(payload).encode()
         if self.route.success_status == HTTPStatus.OK and self._cache.shareable(
             self.route, request
         ):
