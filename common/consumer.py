@@ -195,7 +195,7 @@ class EventConsumer:
         Never raises, except on cancellation (then no record of the batch may be acked).
         """
         handle_batch = self.subscription.handle_batch
-        if handle_batch is None or len(records) < 2:
+        if handle_batch is None or not records:
             return [await self.process(record) for record in records]
         with _batch_span(self.name, records) as current:
             try:
