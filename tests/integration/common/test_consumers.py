@@ -68,11 +68,17 @@ def group() -> str:
     return f"probe-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(params=[False, True], ids=["one-by-one", "batched"])
+def batched(request: pytest.FixtureRequest) -> bool:
+    """Every guarantee holds for a consumer that applies records one by one and in batches."""
+    return bool(request.param)
+
+
 @pytest.fixture
 async def probe(
-    database: Database, own_broker: EmbeddedBroker, group: str
+    database: Database, own_broker: EmbeddedBroker, group: str, batched: bool
 ) -> AsyncIterator[ProbeConsumer]:
-    consumer = ProbeConsumer(database, own_broker.bootstrap, group)
+    consumer = ProbeConsumer(database, own_broker.bootstrap, group, batched=batched)
     consumer.start()
     yield consumer
     await consumer.stop()
@@ -267,12 +273,14 @@ async def test_two_replicas_share_the_partitions_and_apply_each_event_once(
 
 
 async def test_a_consumer_killed_between_its_effect_and_its_offset_commit_applies_it_once(
-    tmp_path: Path, database: Database, own_broker: EmbeddedBroker, group: str
+    tmp_path: Path, database: Database, own_broker: EmbeddedBroker, group: str, batched: bool
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'probe.db'}"
     key = f"order-{uuid.uuid4().hex}"
     event_id, value = probe_event(key, 1)
-    hanging = _probe_process(tmp_path, url, own_broker.bootstrap, group, "a", hang=True)
+    hanging = _probe_process(
+        tmp_path, url, own_broker.bootstrap, group, "a", hang=True, batched=batched
+    )
     try:
         await produce(own_broker.bootstrap, [(key, value)])
 
@@ -283,7 +291,9 @@ async def test_a_consumer_killed_between_its_effect_and_its_offset_commit_applie
     finally:
         hanging.kill()  # effect committed, offset not: the handler never returned
 
-    successor = _probe_process(tmp_path, url, own_broker.bootstrap, group, "b", hang=False)
+    successor = _probe_process(
+        tmp_path, url, own_broker.bootstrap, group, "b", hang=False, batched=batched
+    )
     try:
         marker_id, marker = probe_event(key, 2)
         await produce(own_broker.bootstrap, [(key, marker)])
@@ -304,14 +314,61 @@ async def test_a_consumer_killed_between_its_effect_and_its_offset_commit_applie
     assert effects_of(await effect_rows(database), event_id) == 1
 
 
+async def test_a_burst_applies_in_batches_each_event_once_and_a_poison_event_alone(
+    database: Database, own_broker: EmbeddedBroker, group: str
+) -> None:
+    keys = [f"order-{uuid.uuid4().hex}" for _ in range(3)]
+    events = [(key, probe_event(key, seq)) for seq in range(30) for key in keys]
+    poison_id, poison = probe_event(keys[1], 99, fail=True)
+    burst = [(key, value) for key, (_, value) in events]
+    burst.insert(len(burst) // 2, (keys[1], poison))
+    # Before the consumer starts: its first fetches find the whole burst waiting.
+    await produce(own_broker.bootstrap, burst + burst[:20])  # the first 20 delivered twice
+    probe = ProbeConsumer(database, own_broker.bootstrap, group, batched=True)
+    probe.start()
+    try:
+
+        async def poison_lettered() -> bool:
+            letters, _ = await probe.consumers.admin.list(None, "", None)
+            return poison_id in {letter.event_id for letter in letters}
+
+        async def all_applied() -> list[Mapping[str, Any]] | None:
+            rows = await effect_rows(database)
+            return rows if len(rows) >= len(events) else None
+
+        rows = await wait_for(all_applied, within=WITHIN_S)
+        await wait_for(poison_lettered, within=WITHIN_S)
+    finally:
+        await probe.stop()
+
+    assert sorted(row["event_id"] for row in rows) == sorted(e for _, (e, _) in events)
+    assert max(probe.batch_sizes) > 1
+    for key in keys:  # each aggregate's events in the order they were published
+        seqs = [row["seq"] for row in rows if row["key"] == key]
+        assert seqs == sorted(seqs)
+    letters, _ = await probe.consumers.admin.list(None, "", None)
+    assert [letter.event_id for letter in letters] == [poison_id]
+
+
 def _probe_process(
-    tmp_path: Path, url: str, bootstrap: str, group: str, instance: str, *, hang: bool
+    tmp_path: Path,
+    url: str,
+    bootstrap: str,
+    group: str,
+    instance: str,
+    *,
+    hang: bool,
+    batched: bool = False,
 ) -> Process:
     log_path = tmp_path / f"probe-{instance}.log"
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
             [sys.executable, "-m", "tests.support.consumer_probe", url, bootstrap, group, instance],
-            env={**os.environ, "MC_PROBE_HANG_AFTER_EFFECT": "1" if hang else "0"},
+            env={
+                **os.environ,
+                "MC_PROBE_HANG_AFTER_EFFECT": "1" if hang else "0",
+                "MC_PROBE_BATCHED": "1" if batched else "0",
+            },
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
