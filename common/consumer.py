@@ -226,16 +226,19 @@ class EventConsumer:
         # An undecodable record raises here: the fallback dead-letters it alone.
         events = [decode_event(record) for record in records]
         wanted = [event for event in events if event.type in self.subscription.types]
-        applied = iter(
-            await handle_batch([(event, event.delivery(self.name)) for event in wanted])
+        applied = (
+            list(await handle_batch([(event, event.delivery(self.name)) for event in wanted]))
             if wanted
-            else ()
+            else []
         )
+        if len(applied) != len(wanted):
+            raise RuntimeError(f"the batch handler answered for {len(applied)} of {len(wanted)}")
+        answers = iter(applied)
         return [
             "skipped"
             if event.type not in self.subscription.types
             else "handled"
-            if next(applied)
+            if next(answers)
             else "duplicate"
             for event in events
         ]

@@ -152,6 +152,7 @@ class ProbeConsumer:
 
     async def _handle_batch(self, events: Sequence[tuple[IncomingEvent, Delivery]]) -> list[bool]:
         self.batch_sizes.append(len(events))
+        self.handled_in.append(trace.get_current_span().get_span_context().span_id)
         async with self.database.session() as session:
             await session.execute(
                 insert(seen), [{"event_id": e.id, "instance": self.instance} for e, _ in events]

@@ -415,3 +415,42 @@ async def test_an_event_is_handled_in_a_span_linked_to_the_one_that_published_it
     assert handled.attributes["microcommerce.consumer.outcome"] == "handled"
     assert handled.context is not None
     assert probe.handled_in == [handled.context.span_id]
+
+
+async def test_a_batch_is_handled_in_a_span_linked_to_every_span_that_published_it(
+    monkeypatch: pytest.MonkeyPatch,
+    database: Database,
+    own_broker: EmbeddedBroker,
+    group: str,
+) -> None:
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # else the SDK makes no-op spans
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    monkeypatch.setattr("common.consumer.tracer", lambda: provider.get_tracer("test"))
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parents = ["00f067aa0ba902b7", "00f067aa0ba902b8"]
+    key = f"order-{uuid.uuid4().hex}"
+    events = [probe_event(key, seq) for seq in range(2)]
+    for parent, (_, value) in zip(parents, events, strict=True):
+        headers = {"traceparent": f"00-{trace_id}-{parent}-01"}
+        await produce(own_broker.bootstrap, [(key, value)], headers=headers)
+    probe = ProbeConsumer(database, own_broker.bootstrap, group, batched=True)
+    probe.start()
+    try:
+
+        async def applied() -> bool:
+            return len(await effect_rows(database)) == 2
+
+        await wait_for(applied, within=WITHIN_S)
+    finally:
+        await probe.stop()
+
+    # However the broker split them into batches: each record linked once, from a batch span.
+    handled = [s for s in spans.get_finished_spans() if s.name == "order-events process"]
+    assert {s.kind for s in handled} == {SpanKind.CONSUMER}
+    links = sorted((ln.context.trace_id, ln.context.span_id) for s in handled for ln in s.links)
+    assert links == [(int(trace_id, 16), int(parent, 16)) for parent in parents]
+    counts = [s.attributes["messaging.batch.message_count"] for s in handled if s.attributes]
+    assert sum(int(str(count)) for count in counts) == 2
+    assert probe.handled_in == [s.context.span_id for s in handled if s.context]
