@@ -1,8 +1,9 @@
 """Events per second the sales read model keeps up with, on SQLite and PostgreSQL.
 
-What is timed is the consumers' own work, not Kafka: each record goes through
-``EventConsumer.process`` exactly as the Faust agent hands it over (CloudEvent decoding, the
-inbox insert, the fold's upserts and ``as_of``, one transaction per event), with the two
+What is timed is the consumers' own work, not Kafka: the records go through
+``EventConsumer.process_batch`` exactly as the Faust agent hands them over, ``--batch`` at a
+time (CloudEvent decoding, the inbox inserts, the fold's upserts and ``as_of``, one
+transaction per batch; ``--batch 1`` is one transaction per event), with the two
 subscriptions of ``payment_svc.events`` running at once (``order-events`` and
 ``payment-events``, one partition each), as one payment replica runs them. The broker is left
 out on purpose: KAFKA.md measured it far above these rates, so it is not the bound.
@@ -10,7 +11,7 @@ out on purpose: KAFKA.md measured it far above these rates, so it is not the bou
 The events are a synthetic shop: two-line orders placed, 85 % confirmed and 15 % failed
 (three reasons), one confirmed order in ten cancelled and one in ten partly refunded, over
 48 hours. Reported per backend: events applied, events/s, this process's CPU ms per event,
-and errors (any outcome but
+transactions per event, and errors (any outcome but
 "handled", which would mean the figures are wrong): a cell with errors is marked ``!``
 and the run fails.
 """
@@ -35,9 +36,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from common.consumer import EventConsumer, EventConsumers, RetryPolicy
+from common.consumer import Batching, EventConsumer, EventConsumers, RetryPolicy
 from common.db import Database
 from common.dead_letters import ConsumedRecord, DeadLetterStore
+from common.metrics import REGISTRY
 from common.migrations import script_location_of, upgrade_to_head
 from common.outbox import Outbox, OutgoingEvent, cloud_event
 from common.pagination import PageTokens
@@ -64,7 +66,9 @@ class Cell:
     # This process's CPU per event (all its threads; PostgreSQL's own work is not in it): on a
     # shared machine events/s falls with the load, this much less.
     cpu_ms_per_event: float
+    transactions_per_event: float
     errors: int
+    batch: int
 
 
 def _usd(amount: int) -> money_pb2.Money:
@@ -145,8 +149,10 @@ async def _postgres_url(server: str) -> str:
     return server.rsplit("/", 1)[0] + f"/{name}"
 
 
-async def _cell(backend: str, url: str, records: list[ConsumedRecord], seconds: float) -> Cell:
-    database = Database.from_url(url)
+async def _cell(
+    backend: str, url: str, records: list[ConsumedRecord], seconds: float, batch: int
+) -> Cell:
+    database = Database.from_url(url, application_name=f"bench-analytics-{backend}")
     try:
         await upgrade_to_head(database.engine, script_location_of("payment"))
         analytics = SalesAnalytics(AnalyticsStore(database, Outbox("payment")))
@@ -166,17 +172,19 @@ async def _cell(backend: str, url: str, records: list[ConsumedRecord], seconds: 
 
         async def consume(consumer: EventConsumer, stream: list[ConsumedRecord]) -> None:
             nonlocal applied, errors
-            for record in stream:
+            for start in range(0, len(stream), batch):
                 if time.monotonic() >= deadline:
                     return
-                outcome = await consumer.process(record)
-                applied += 1
-                errors += outcome != "handled"
+                outcomes = await consumer.process_batch(stream[start : start + batch])
+                applied += len(outcomes)
+                errors += sum(outcome != "handled" for outcome in outcomes)
 
+        committed = _transactions(database)
         began, cpu_began = time.monotonic(), time.process_time()
         await asyncio.gather(*(consume(by_name[name], stream) for name, stream in streams.items()))
         elapsed = time.monotonic() - began
         cpu = time.process_time() - cpu_began
+        committed = _transactions(database) - committed
     finally:
         await database.dispose()
     return Cell(
@@ -185,8 +193,15 @@ async def _cell(backend: str, url: str, records: list[ConsumedRecord], seconds: 
         round(elapsed, 2),
         round(applied / elapsed, 1),
         round(cpu * 1000 / max(applied, 1), 2),
+        round(committed / max(applied, 1), 3),
         errors,
+        batch,
     )
+
+
+def _transactions(database: Database) -> float:
+    labels = {"database": database.name, "outcome": "ok"}
+    return REGISTRY.get_sample_value("mc_db_unit_of_work_seconds_count", labels) or 0.0
 
 
 def _type(record: ConsumedRecord) -> str:
@@ -202,7 +217,7 @@ async def _run(options: argparse.Namespace) -> list[Cell]:
         else:
             folder = Path(tempfile.mkdtemp(prefix="bench-analytics-"))
             url = f"sqlite+aiosqlite:///{folder / 'payment.db'}"
-        cell = await _cell(backend, url, records, options.duration)
+        cell = await _cell(backend, url, records, options.duration, options.batch)
         cells.append(cell)
         mark = " !" if cell.errors else ""
         print(json.dumps(asdict(cell)) + mark, flush=True)  # noqa: T201
@@ -220,6 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=lambda v: v.split(","),
         default=["sqlite", "postgres"],
         help="sqlite,postgres",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=Batching().max_records,
+        help="records handed to a consumer at once (the agents' default; 1: one by one)",
     )
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server URL (trust auth)")
     options, _unknown = parser.parse_known_args(argv)

@@ -7,7 +7,7 @@ begins and ends) lives here once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
@@ -77,6 +77,17 @@ class Store(Generic[UnitT]):
             if not await unit.record_delivery(self._inbox, delivery):
                 raise AlreadyHandled(delivery)
             yield unit
+
+    @asynccontextmanager
+    async def handling_batch(
+        self, deliveries: Sequence[Delivery]
+    ) -> AsyncIterator[tuple[UnitT, list[bool]]]:
+        """``handling`` for several events in one unit of work: which of them are new.
+
+        One inbox row per event; a duplicate (False) must be left unapplied by the caller.
+        """
+        async with self.unit_of_work() as unit:
+            yield unit, [await unit.record_delivery(self._inbox, d) for d in deliveries]
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[UnitT]:

@@ -3,7 +3,7 @@ save, record events)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
@@ -347,6 +347,19 @@ class Catalog:
         async with self._store.handling(delivery) as uow:
             await uow.count_purchase(products, basket_pairs(products))
         _log.info("order_counted_for_recommendations", order_id=order_id, products=len(products))
+
+    async def count_confirmed_orders(
+        self, orders: Sequence[tuple[str, list[str], Delivery]]
+    ) -> list[bool]:
+        """``count_confirmed_order`` for several orders in one transaction, each once; which
+        were counted now (False: handled before, a redelivery)."""
+        baskets = [basket(order_id, product_ids) for order_id, product_ids, _ in orders]
+        async with self._store.handling_batch([delivery for *_, delivery in orders]) as (uow, new):
+            await uow.count_purchases(
+                [(b, basket_pairs(b)) for b, first in zip(baskets, new, strict=True) if first]
+            )
+        _log.info("orders_counted_for_recommendations", orders=sum(new), batch=len(new))
+        return new
 
     async def recommendations(self, product_id: str, requested_size: int | None) -> list[Product]:
         """The products most often bought with ``product_id``, topped up with best-sellers."""

@@ -9,6 +9,7 @@ database's CHECK constraints, so no interleaving on SQLite or PostgreSQL sells a
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cache
@@ -287,15 +288,18 @@ _SAVE_RESERVATION = (
 def _increment_of(
     table: Table, keys: tuple[str, ...], refreshed: tuple[str, ...], postgres: bool
 ) -> Any:
-    """INSERT ... ON CONFLICT DO UPDATE adding one order to ``keys``' row; ``refreshed``
+    """INSERT ... ON CONFLICT DO UPDATE adding ``orders`` orders to ``keys``' row; ``refreshed``
     columns take the new row's values (a product's category follows its moves)."""
-    columns = [*keys, *refreshed]
+    columns = [*keys, *refreshed, "orders"]
     statement = on_conflict_insert(table, "postgresql" if postgres else "sqlite").values(
-        {**{c: bindparam(c) for c in columns}, "orders": 1}
+        {c: bindparam(c) for c in columns}
     )
     return statement.on_conflict_do_update(
         index_elements=list(keys),
-        set_={"orders": table.c.orders + 1, **{c: statement.excluded[c] for c in refreshed}},
+        set_={
+            "orders": table.c.orders + statement.excluded.orders,
+            **{c: statement.excluded[c] for c in refreshed},
+        },
     )
 
 
@@ -530,23 +534,40 @@ class UnitOfWork(unit_of_work.UnitOfWork):
 
     async def count_purchase(self, basket: Sequence[str], pairs: Sequence[tuple[str, str]]) -> None:
         """Add one order to the counters of its products and of its pairs, in key order."""
-        if basket:
+        await self.count_purchases([(basket, pairs)])
+
+    async def count_purchases(
+        self, orders: Sequence[tuple[Sequence[str], Sequence[tuple[str, str]]]]
+    ) -> None:
+        """Add several orders (basket, pairs): each counter row once, by how many orders
+        count in it, in key order, so concurrent writers never deadlock."""
+        bought = Counter(product for basket, _ in orders for product in basket)
+        together = Counter(pair for _, pairs in orders for pair in pairs)
+        if bought:
             # Each counter records its product's category now, for the per-category index.
             known = await self._session.execute(
-                select(products.c.id, products.c.category_id).where(products.c.id.in_(basket))
+                select(products.c.id, products.c.category_id).where(
+                    products.c.id.in_(sorted(bought))
+                )
             )
             category_of = {row.id: row.category_id for row in known}
             await self._increment(
                 purchases,
                 ["product_id"],
-                [{"product_id": p, "category_id": category_of.get(p)} for p in basket],
+                [
+                    {"product_id": p, "category_id": category_of.get(p), "orders": bought[p]}
+                    for p in sorted(bought)
+                ],
                 refreshed=["category_id"],
             )
-        if pairs:
+        if together:
             await self._increment(
                 co_purchases,
                 ["product_id", "other_id"],
-                [{"product_id": a, "other_id": b} for a, b in pairs],
+                [
+                    {"product_id": a, "other_id": b, "orders": together[a, b]}
+                    for a, b in sorted(together)
+                ],
             )
 
     async def _increment(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -25,6 +25,16 @@ MAX_HOURS = 744  # 31 days
 MAX_DAYS = 366
 DEFAULT_TOP = 10
 _REBUILD_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class DeliveredEvent:
+    """An order or payment event as a consumer hands it over to be folded."""
+
+    type: str
+    data: Mapping[str, Any]
+    time: datetime
+    delivery: Delivery
 
 
 class Granularity(StrEnum):
@@ -81,6 +91,19 @@ class SalesAnalytics:
         folded = fold(event_type, data, time)
         async with self._store.handling(delivery) as unit:
             await unit.apply(folded)
+
+    async def apply_batch(self, events: Sequence[DeliveredEvent]) -> list[bool]:
+        """Fold several delivered events in one transaction, each once; which were folded now
+        (False: handled before, a redelivery).
+
+        ``BadEvent`` (before anything is written) when one of them cannot be folded: the
+        consumer then applies them one by one and dead-letters that one.
+        """
+        folds = [fold(event.type, event.data, event.time) for event in events]
+        deliveries = [event.delivery for event in events]
+        async with self._store.handling_batch(deliveries) as (unit, new):
+            await unit.apply_all([f for f, first in zip(folds, new, strict=True) if first])
+        return new
 
     async def sales(self, start: datetime, end: datetime, granularity: Granularity) -> Sales:
         """Every period from ``start`` (rounded down) up to ``end``, empty ones included."""

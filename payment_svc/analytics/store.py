@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -30,10 +31,10 @@ from sqlalchemy import (
 )
 
 from common import unit_of_work
-from common.db import Database, UtcDateTime, insert_on_conflict
+from common.db import Database, UtcDateTime, on_conflict_insert
 from common.inbox import first_delivery, inbox_table
 from common.outbox import Outbox
-from payment_svc.analytics.facts import Fold, Increment, Line, Measure, product_increments
+from payment_svc.analytics.facts import Fold, Line, Measure, product_increments
 from payment_svc.store import order_changes
 
 METADATA = MetaData()
@@ -107,98 +108,55 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
 
     async def apply(self, fold: Fold) -> None:
         """Add one event's increments (its inbox row is recorded by ``Store.handling``)."""
-        await self._add(fold.increments)
-        if fold.lines is not None:
-            hour = await self._pair(fold.order_id, lines=fold.lines)
-            if hour is not None:
-                await self._add_products(hour, fold.lines)
-        if fold.confirmed_hour is not None:
-            lines = await self._pair(fold.order_id, confirmed_hour=fold.confirmed_hour)
-            if lines is not None:
-                await self._add_products(fold.confirmed_hour, lines)
-        await self._advance(fold.time)
+        await self.apply_all((fold,))
 
-    async def _add(self, increments: Iterable[Increment]) -> None:
-        for increment in increments:
-            statement = insert_on_conflict(self._session, counters).values(
-                hour=increment.hour,
-                measure=increment.measure.value,
-                label=increment.label,
-                count=increment.count,
-                amount=increment.amount,
-            )
-            await self._session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[counters.c.hour, counters.c.measure, counters.c.label],
-                    set_={
-                        "count": counters.c.count + statement.excluded.count,
-                        "amount": counters.c.amount + statement.excluded.amount,
-                    },
+    async def apply_all(self, folds: Sequence[Fold]) -> None:
+        """Add several events' increments, summed per row first: one upsert per row touched.
+
+        Rows are written in key order, so two transactions upserting the same rows lock them
+        in the same order and cannot deadlock each other.
+        """
+        if not folds:
+            return
+        dialect = self._session.get_bind().dialect.name
+        tallies: dict[tuple[datetime, str, str], list[int]] = {}
+        products: dict[tuple[datetime, str, str], list[int]] = {}
+        for fold in folds:
+            for increment in fold.increments:
+                key = (increment.hour, increment.measure.value, increment.label)
+                _tally(tallies, key, increment.count, increment.amount)
+            if fold.lines is not None:
+                found = await self._session.scalar(
+                    _pair_lines(dialect),
+                    {"order_id": fold.order_id, "lines": _lines_json(fold.lines)},
                 )
-            )
-
-    async def _add_products(self, hour: datetime, lines: tuple[Line, ...]) -> None:
-        for (product_id, currency), line in product_increments(lines).items():
-            statement = insert_on_conflict(self._session, product_sales).values(
-                hour=hour,
-                product_id=product_id,
-                currency=currency,
-                units=line.units,
-                revenue=line.revenue,
-            )
-            await self._session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[
-                        product_sales.c.hour,
-                        product_sales.c.product_id,
-                        product_sales.c.currency,
-                    ],
-                    set_={
-                        "units": product_sales.c.units + statement.excluded.units,
-                        "revenue": product_sales.c.revenue + statement.excluded.revenue,
-                    },
+                if found is not None:
+                    _tally_products(products, found, fold.lines)
+            if fold.confirmed_hour is not None:
+                found = await self._session.scalar(
+                    _pair_confirmed(dialect),
+                    {"order_id": fold.order_id, "confirmed_hour": fold.confirmed_hour},
                 )
+                if found is not None:
+                    _tally_products(products, fold.confirmed_hour, _lines_of(found))
+        if tallies:
+            await self._session.execute(
+                _add_counters(dialect),
+                [
+                    {"hour": hour, "measure": measure, "label": label, "count": n, "amount": a}
+                    for (hour, measure, label), (n, a) in sorted(tallies.items())
+                ],
             )
-
-    async def _pair(
-        self,
-        order_id: str,
-        *,
-        lines: tuple[Line, ...] | None = None,
-        confirmed_hour: datetime | None = None,
-    ) -> Any:
-        """Store one half of an order's product sales; the other half if already stored."""
-        if lines is not None:
-            values: dict[str, Any] = {"lines": _lines_json(lines)}
-            other = pending_orders.c.confirmed_hour
-        else:
-            values = {"confirmed_hour": confirmed_hour}
-            other = pending_orders.c.lines
-        statement = insert_on_conflict(self._session, pending_orders).values(
-            order_id=order_id, **values
-        )
-        found = await self._session.scalar(
-            statement.on_conflict_do_update(
-                index_elements=[pending_orders.c.order_id],
-                set_={name: getattr(statement.excluded, name) for name in values},
-            ).returning(other)
-        )
-        if lines is not None or found is None:
-            return found
-        return _lines_of(found)
-
-    async def _advance(self, time: datetime) -> None:
-        statement = insert_on_conflict(self._session, state).values(id=1, as_of=time)
+        if products:
+            await self._session.execute(
+                _add_products(dialect),
+                [
+                    {"hour": hour, "product_id": p, "currency": c, "units": u, "revenue": r}
+                    for (hour, p, c), (u, r) in sorted(products.items())
+                ],
+            )
         await self._session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[state.c.id],
-                set_={
-                    "as_of": case(
-                        (state.c.as_of < statement.excluded.as_of, statement.excluded.as_of),
-                        else_=state.c.as_of,
-                    )
-                },
-            )
+            _advance(dialect), {"id": 1, "as_of": max(fold.time for fold in folds)}
         )
 
     # ---- reads ---------------------------------------------------------------------------
@@ -283,6 +241,83 @@ class AnalyticsStore(unit_of_work.Store[AnalyticsUnit]):
 
     def __init__(self, database: Database, outbox: Outbox) -> None:
         super().__init__(database, outbox, AnalyticsUnit)
+
+
+# The upserts, built once per dialect: every consumed event runs some of them, and building and
+# keying a statement costs more CPU than executing it (as ``common.inbox`` found).
+
+
+@cache
+def _add_counters(dialect: str) -> Any:
+    statement = on_conflict_insert(counters, dialect)
+    return statement.on_conflict_do_update(
+        index_elements=[counters.c.hour, counters.c.measure, counters.c.label],
+        set_={
+            "count": counters.c.count + statement.excluded["count"],
+            "amount": counters.c.amount + statement.excluded.amount,
+        },
+    )
+
+
+@cache
+def _add_products(dialect: str) -> Any:
+    statement = on_conflict_insert(product_sales, dialect)
+    return statement.on_conflict_do_update(
+        index_elements=[product_sales.c.hour, product_sales.c.product_id, product_sales.c.currency],
+        set_={
+            "units": product_sales.c.units + statement.excluded.units,
+            "revenue": product_sales.c.revenue + statement.excluded.revenue,
+        },
+    )
+
+
+@cache
+def _pair_lines(dialect: str) -> Any:
+    """Store an order's lines; its confirmed hour if that half came first."""
+    statement = on_conflict_insert(pending_orders, dialect)
+    return statement.on_conflict_do_update(
+        index_elements=[pending_orders.c.order_id], set_={"lines": statement.excluded.lines}
+    ).returning(pending_orders.c.confirmed_hour)
+
+
+@cache
+def _pair_confirmed(dialect: str) -> Any:
+    """Store the hour an order was confirmed; its lines if that half came first."""
+    statement = on_conflict_insert(pending_orders, dialect)
+    return statement.on_conflict_do_update(
+        index_elements=[pending_orders.c.order_id],
+        set_={"confirmed_hour": statement.excluded.confirmed_hour},
+    ).returning(pending_orders.c.lines)
+
+
+@cache
+def _advance(dialect: str) -> Any:
+    statement = on_conflict_insert(state, dialect)
+    return statement.on_conflict_do_update(
+        index_elements=[state.c.id],
+        set_={
+            "as_of": case(
+                (state.c.as_of < statement.excluded.as_of, statement.excluded.as_of),
+                else_=state.c.as_of,
+            )
+        },
+    )
+
+
+def _tally(sums: dict[Any, list[int]], key: Any, first: int, second: int) -> None:
+    found = sums.get(key)
+    if found is None:
+        sums[key] = [first, second]
+    else:
+        found[0] += first
+        found[1] += second
+
+
+def _tally_products(
+    sums: dict[tuple[datetime, str, str], list[int]], hour: datetime, lines: tuple[Line, ...]
+) -> None:
+    for (product_id, currency), line in product_increments(lines).items():
+        _tally(sums, (hour, product_id, currency), line.units, line.revenue)
 
 
 def _lines_json(lines: Sequence[Line]) -> str:

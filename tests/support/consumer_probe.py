@@ -9,6 +9,8 @@ Event types: ``test.probe`` is handled; ``data.fail`` makes its handler raise ev
 poison event), and an event id listed in ``ProbeConsumer.broken`` fails until removed (a bug
 fixed later, then replayed). ``MC_PROBE_HANG_AFTER_EFFECT=1`` makes the handler hang once its
 effect committed, so the offset is never committed: a kill then lands between the two.
+``batched`` (``MC_PROBE_BATCHED=1``) gives the subscription a batch handler too, so records
+taken together apply in one unit of work (``Store.handling_batch``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -122,13 +124,16 @@ class ProbeConsumer:
     )
     broken: set[str] = field(default_factory=set)
     handled_in: list[int] = field(default_factory=list)  # the span ids the handler ran in
+    batched: bool = False
+    batch_sizes: list[int] = field(default_factory=list)  # what the batch handler was handed
 
     def __post_init__(self) -> None:
         self.store = Store(self.database, Outbox(SERVICE), _probe_unit)
         self.dead_letters = DeadLetterStore(self.database, SERVICE)
+        batch = self._handle_batch if self.batched else None
         self.consumers = EventConsumers.build(
             self.dead_letters,
-            [Subscription("probe", TOPIC, frozenset({EVENT_TYPE}), self._handle)],
+            [Subscription("probe", TOPIC, frozenset({EVENT_TYPE}), self._handle, batch)],
             self.retry,
             PageTokens(b"probe-page-token-key-0123456789"),
         )
@@ -144,6 +149,24 @@ class ProbeConsumer:
             await unit.record_effect(event, self.instance)
         if self.hang_after_effect:
             await asyncio.Event().wait()
+
+    async def _handle_batch(self, events: Sequence[tuple[IncomingEvent, Delivery]]) -> list[bool]:
+        self.batch_sizes.append(len(events))
+        self.handled_in.append(trace.get_current_span().get_span_context().span_id)
+        async with self.database.session() as session:
+            await session.execute(
+                insert(seen), [{"event_id": e.id, "instance": self.instance} for e, _ in events]
+            )
+        for event, _ in events:
+            if event.data.get("fail") or event.id in self.broken:
+                raise RuntimeError(f"told to fail on {event.id}")
+        async with self.store.handling_batch([delivery for _, delivery in events]) as (unit, new):
+            for (event, _), first in zip(events, new, strict=True):
+                if first:
+                    await unit.record_effect(event, self.instance)
+        if self.hang_after_effect:
+            await asyncio.Event().wait()
+        return new
 
     def start(self) -> None:
         settings = kafka_settings(self.bootstrap)
@@ -238,6 +261,7 @@ async def _main(db_url: str, bootstrap: str, group: str, instance: str) -> None:
         group,
         instance,
         hang_after_effect=os.environ.get("MC_PROBE_HANG_AFTER_EFFECT") == "1",
+        batched=os.environ.get("MC_PROBE_BATCHED") == "1",
     )
     probe.start()
     stop = asyncio.Event()

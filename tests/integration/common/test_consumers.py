@@ -68,11 +68,17 @@ def group() -> str:
     return f"probe-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(params=[False, True], ids=["one-by-one", "batched"])
+def batched(request: pytest.FixtureRequest) -> bool:
+    """Every guarantee holds for a consumer that applies records one by one and in batches."""
+    return bool(request.param)
+
+
 @pytest.fixture
 async def probe(
-    database: Database, own_broker: EmbeddedBroker, group: str
+    database: Database, own_broker: EmbeddedBroker, group: str, batched: bool
 ) -> AsyncIterator[ProbeConsumer]:
-    consumer = ProbeConsumer(database, own_broker.bootstrap, group)
+    consumer = ProbeConsumer(database, own_broker.bootstrap, group, batched=batched)
     consumer.start()
     yield consumer
     await consumer.stop()
@@ -267,12 +273,14 @@ async def test_two_replicas_share_the_partitions_and_apply_each_event_once(
 
 
 async def test_a_consumer_killed_between_its_effect_and_its_offset_commit_applies_it_once(
-    tmp_path: Path, database: Database, own_broker: EmbeddedBroker, group: str
+    tmp_path: Path, database: Database, own_broker: EmbeddedBroker, group: str, batched: bool
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'probe.db'}"
     key = f"order-{uuid.uuid4().hex}"
     event_id, value = probe_event(key, 1)
-    hanging = _probe_process(tmp_path, url, own_broker.bootstrap, group, "a", hang=True)
+    hanging = _probe_process(
+        tmp_path, url, own_broker.bootstrap, group, "a", hang=True, batched=batched
+    )
     try:
         await produce(own_broker.bootstrap, [(key, value)])
 
@@ -283,7 +291,9 @@ async def test_a_consumer_killed_between_its_effect_and_its_offset_commit_applie
     finally:
         hanging.kill()  # effect committed, offset not: the handler never returned
 
-    successor = _probe_process(tmp_path, url, own_broker.bootstrap, group, "b", hang=False)
+    successor = _probe_process(
+        tmp_path, url, own_broker.bootstrap, group, "b", hang=False, batched=batched
+    )
     try:
         marker_id, marker = probe_event(key, 2)
         await produce(own_broker.bootstrap, [(key, marker)])
@@ -304,14 +314,61 @@ async def test_a_consumer_killed_between_its_effect_and_its_offset_commit_applie
     assert effects_of(await effect_rows(database), event_id) == 1
 
 
+async def test_a_burst_applies_in_batches_each_event_once_and_a_poison_event_alone(
+    database: Database, own_broker: EmbeddedBroker, group: str
+) -> None:
+    keys = [f"order-{uuid.uuid4().hex}" for _ in range(3)]
+    events = [(key, probe_event(key, seq)) for seq in range(30) for key in keys]
+    poison_id, poison = probe_event(keys[1], 99, fail=True)
+    burst = [(key, value) for key, (_, value) in events]
+    burst.insert(len(burst) // 2, (keys[1], poison))
+    # Before the consumer starts: its first fetches find the whole burst waiting.
+    await produce(own_broker.bootstrap, burst + burst[:20])  # the first 20 delivered twice
+    probe = ProbeConsumer(database, own_broker.bootstrap, group, batched=True)
+    probe.start()
+    try:
+
+        async def poison_lettered() -> bool:
+            letters, _ = await probe.consumers.admin.list(None, "", None)
+            return poison_id in {letter.event_id for letter in letters}
+
+        async def all_applied() -> list[Mapping[str, Any]] | None:
+            rows = await effect_rows(database)
+            return rows if len(rows) >= len(events) else None
+
+        rows = await wait_for(all_applied, within=WITHIN_S)
+        await wait_for(poison_lettered, within=WITHIN_S)
+    finally:
+        await probe.stop()
+
+    assert sorted(row["event_id"] for row in rows) == sorted(e for _, (e, _) in events)
+    assert max(probe.batch_sizes) > 1
+    for key in keys:  # each aggregate's events in the order they were published
+        seqs = [row["seq"] for row in rows if row["key"] == key]
+        assert seqs == sorted(seqs)
+    letters, _ = await probe.consumers.admin.list(None, "", None)
+    assert [letter.event_id for letter in letters] == [poison_id]
+
+
 def _probe_process(
-    tmp_path: Path, url: str, bootstrap: str, group: str, instance: str, *, hang: bool
+    tmp_path: Path,
+    url: str,
+    bootstrap: str,
+    group: str,
+    instance: str,
+    *,
+    hang: bool,
+    batched: bool = False,
 ) -> Process:
     log_path = tmp_path / f"probe-{instance}.log"
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
             [sys.executable, "-m", "tests.support.consumer_probe", url, bootstrap, group, instance],
-            env={**os.environ, "MC_PROBE_HANG_AFTER_EFFECT": "1" if hang else "0"},
+            env={
+                **os.environ,
+                "MC_PROBE_HANG_AFTER_EFFECT": "1" if hang else "0",
+                "MC_PROBE_BATCHED": "1" if batched else "0",
+            },
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -358,3 +415,42 @@ async def test_an_event_is_handled_in_a_span_linked_to_the_one_that_published_it
     assert handled.attributes["microcommerce.consumer.outcome"] == "handled"
     assert handled.context is not None
     assert probe.handled_in == [handled.context.span_id]
+
+
+async def test_a_batch_is_handled_in_a_span_linked_to_every_span_that_published_it(
+    monkeypatch: pytest.MonkeyPatch,
+    database: Database,
+    own_broker: EmbeddedBroker,
+    group: str,
+) -> None:
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # else the SDK makes no-op spans
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    monkeypatch.setattr("common.consumer.tracer", lambda: provider.get_tracer("test"))
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parents = ["00f067aa0ba902b7", "00f067aa0ba902b8"]
+    key = f"order-{uuid.uuid4().hex}"
+    events = [probe_event(key, seq) for seq in range(2)]
+    for parent, (_, value) in zip(parents, events, strict=True):
+        headers = {"traceparent": f"00-{trace_id}-{parent}-01"}
+        await produce(own_broker.bootstrap, [(key, value)], headers=headers)
+    probe = ProbeConsumer(database, own_broker.bootstrap, group, batched=True)
+    probe.start()
+    try:
+
+        async def applied() -> bool:
+            return len(await effect_rows(database)) == 2
+
+        await wait_for(applied, within=WITHIN_S)
+    finally:
+        await probe.stop()
+
+    # However the broker split them into batches: each record linked once, from a batch span.
+    handled = [s for s in spans.get_finished_spans() if s.name == "order-events process"]
+    assert {s.kind for s in handled} == {SpanKind.CONSUMER}
+    links = sorted((ln.context.trace_id, ln.context.span_id) for s in handled for ln in s.links)
+    assert links == [(int(trace_id, 16), int(parent, 16)) for parent in parents]
+    counts = [s.attributes["messaging.batch.message_count"] for s in handled if s.attributes]
+    assert sum(int(str(count)) for count in counts) == 2
+    assert probe.handled_in == [s.context.span_id for s in handled if s.context]

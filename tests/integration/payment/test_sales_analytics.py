@@ -19,6 +19,7 @@ from common.consumer import EventConsumer, EventConsumers
 from common.db import Database
 from common.dead_letters import ConsumedRecord, dead_letter_table
 from common.errors import FailedPrecondition, InvalidArgument
+from common.metrics import REGISTRY
 from common.money import Money
 from common.outbox import outbox_table
 from common.topics import Topic
@@ -115,6 +116,23 @@ async def deliver(consumers: EventConsumers, records: Sequence[ConsumedRecord]) 
         name = PAYMENTS_CONSUMER if _type(record) in PAYMENT_TYPES else ORDERS_CONSUMER
         outcomes.append(await consumer(consumers, name).process(record))
     return outcomes
+
+
+async def deliver_in_batches(
+    consumers: EventConsumers, records: Sequence[ConsumedRecord]
+) -> list[str]:
+    """Each consumer handed its records as one batch, as its agent takes a burst."""
+    outcomes = []
+    for name in (ORDERS_CONSUMER, PAYMENTS_CONSUMER):
+        mine = [r for r in records if (_type(r) in PAYMENT_TYPES) == (name == PAYMENTS_CONSUMER)]
+        outcomes += await consumer(consumers, name).process_batch(mine)
+    return outcomes
+
+
+def transactions(database: Database) -> float:
+    """Units of work committed on ``database`` so far."""
+    labels = {"database": database.name, "outcome": "ok"}
+    return REGISTRY.get_sample_value("mc_db_unit_of_work_seconds_count", labels) or 0.0
 
 
 def _type(record: ConsumedRecord) -> str:
@@ -297,6 +315,100 @@ async def test_an_event_that_cannot_be_folded_is_dead_lettered_and_others_go_on(
     letters_table = dead_letter_table("payment")
     async with payment_db.session() as session:
         await session.execute(delete(letters_table).where(letters_table.c.id == letter.id))
+
+
+async def test_a_batch_is_applied_once_in_one_transaction_per_consumer(
+    payments: Payments,
+    inventory: FakeInventory,
+    payment_db: Database,
+    analytics: SalesAnalytics,
+    consumers: EventConsumers,
+) -> None:
+    ids = await scripted_day(payments, inventory)
+    records = await published(payment_db, ids)
+    before = transactions(payment_db)
+
+    outcomes = await deliver_in_batches(consumers, records)
+
+    assert outcomes == ["handled"] * len(records)
+    assert transactions(payment_db) - before == 2  # the orders' batch and the refunds'
+    assert await figures(analytics) == await from_orders_table(payment_db, ids)
+
+
+async def test_a_redelivered_batch_changes_nothing(
+    payments: Payments,
+    inventory: FakeInventory,
+    payment_db: Database,
+    analytics: SalesAnalytics,
+    consumers: EventConsumers,
+) -> None:
+    ids = await scripted_day(payments, inventory)
+    records = await published(payment_db, ids)
+    half = records[: len(records) // 2]
+    await deliver(consumers, half[:3])  # some of it was handled one by one before
+    # The first half again, with the rest: a consumer that died before committing its offsets.
+    first = await deliver_in_batches(consumers, [*half, *records])
+    again = await deliver_in_batches(consumers, records)
+
+    assert Counter(first) == {"handled": len(records) - 3, "duplicate": len(half) + 3}
+    assert set(again) == {"duplicate"}
+    assert await figures(analytics) == await from_orders_table(payment_db, ids)
+
+
+async def test_a_poison_event_in_a_batch_is_dead_lettered_alone_and_the_rest_apply(
+    payments: Payments,
+    inventory: FakeInventory,
+    payment_db: Database,
+    analytics: SalesAnalytics,
+    consumers: EventConsumers,
+) -> None:
+    ids = await scripted_day(payments, inventory)
+    records = await published(payment_db, ids)
+    envelope = json.loads(records[0].value)
+    envelope["id"] = str(uuid.uuid4())
+    envelope["data"] = {"user_id": "u"}  # an order.placed without its order
+    poison = ConsumedRecord("order-events", 0, 0, b"k", json.dumps(envelope).encode(), {})
+    garbage = ConsumedRecord("order-events", 0, 1, b"k", b"not an event", {})
+    middle = len(records) // 2
+    batch = [*records[:middle], poison, garbage, *records[middle:]]
+    letters_before = await dead_letter_ids(payment_db)
+
+    outcomes = await consumer(consumers, ORDERS_CONSUMER).process_batch(batch)
+
+    # The refunds are not this consumer's: its topic would not carry them.
+    expected = [
+        "dead_lettered"
+        if r in (poison, garbage)
+        else "skipped"
+        if _type_or(r) in PAYMENT_TYPES
+        else "handled"
+        for r in batch
+    ]
+    assert outcomes == expected
+    letters, _ = await consumers.admin.list(100, "", None)
+    new = [letter for letter in letters if letter.id not in letters_before]
+    assert sorted(letter.record.offset for letter in new) == [0, 1]
+    assert [letter.event_id for letter in new if letter.record.offset == 0] == [envelope["id"]]
+    await deliver(consumers, [r for r in records if _type(r) in PAYMENT_TYPES])
+    assert await figures(analytics) == await from_orders_table(payment_db, ids)
+    letters_table = dead_letter_table("payment")
+    async with payment_db.session() as session:
+        await session.execute(
+            delete(letters_table).where(letters_table.c.id.in_([letter.id for letter in new]))
+        )
+
+
+async def dead_letter_ids(database: Database) -> set[str]:
+    table = dead_letter_table("payment")
+    async with database.session() as session:
+        return set((await session.scalars(select(table.c.id))).all())
+
+
+def _type_or(record: ConsumedRecord) -> str:
+    try:
+        return _type(record)
+    except ValueError:
+        return ""
 
 
 async def test_ranges_are_rounded_bounded_and_filled(analytics: SalesAnalytics) -> None:

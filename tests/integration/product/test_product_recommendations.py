@@ -5,20 +5,24 @@ gRPC server) ranks from them, on SQLite and PostgreSQL. Then the quality on a pl
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import delete, event
 
-from common.consumer import EventConsumers
+from common.consumer import EventConsumers, RetryPolicy
 from common.db import Database
+from common.dead_letters import ConsumedRecord, DeadLetterStore, dead_letter_table
 from common.inbox import Delivery
 from common.money import Money
 from common.outbox import Outbox, OutgoingEvent
+from common.pagination import PageTokens
 from common.topics import Topic
 from localrun.broker import EmbeddedBroker
 from microcommerce.payment.v1 import events_pb2, order_service_pb2
+from product_svc import events
 from product_svc.domain import Product, ProductChanges
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
@@ -117,6 +121,49 @@ async def test_confirmed_orders_teach_what_is_bought_together_once_each(
     keys = {key.encode() for key, _ in records}
     letters, _ = await consuming.admin.list(None, "", None)
     assert [letter for letter in letters if letter.record.key in keys] == []
+
+
+def record(outgoing: OutgoingEvent | tuple[str, bytes], offset: int = 0) -> ConsumedRecord:
+    key, value = outgoing if isinstance(outgoing, tuple) else encoded(outgoing)
+    return ConsumedRecord(Topic.ORDER_EVENTS.value, 0, offset, key.encode(), value, {})
+
+
+async def test_a_batch_of_confirmed_orders_counts_each_once_and_a_poison_one_alone(
+    catalog: Catalog, product_db: Database
+) -> None:
+    kitchen = await catalog.create_category("Kitchen", f"k-{uuid.uuid4().hex[:12]}", "")
+    mug, tea, spoon = [await new_product(catalog, kitchen.id, n) for n in ("Mug", "Tea", "Spoon")]
+    consumers = EventConsumers.build(
+        DeadLetterStore(product_db, "product"),
+        events.subscriptions(catalog),
+        RetryPolicy(attempts=1),
+        PageTokens(secrets.token_bytes(32)),
+    )
+    [counting] = [c for c in consumers.consumers if c.name == "count-co-purchases"]
+    twice = record(confirmed(mug.id, tea.id))
+    poison = record(confirmed(mug.id, "", order_id=f"order-{uuid.uuid4().hex}"), offset=9)
+    batch = [
+        twice,
+        record(confirmed(mug.id, tea.id, spoon.id)),
+        twice,  # redelivered within the batch
+        poison,
+        record(confirmed(tea.id, mug.id)),
+    ]
+
+    outcomes = await counting.process_batch(batch)
+    again = await counting.process_batch([b for b in batch if b is not poison])
+
+    assert outcomes == ["handled", "handled", "duplicate", "dead_lettered", "handled"]
+    assert set(again) == {"duplicate"}
+    assert await counts(product_db, mug.id) == (3, {tea.id: 3, spoon.id: 1})
+    assert await counts(product_db, spoon.id) == (1, {mug.id: 1, tea.id: 1})
+    letters, _ = await consumers.admin.list(None, "", None)
+    mine = [letter for letter in letters if letter.record.key == poison.key]
+    assert [letter.record.offset for letter in mine] == [9]
+    # PostgreSQL is the session's: other tests count the dead letters they expect.
+    table = dead_letter_table("product")
+    async with product_db.session() as session:
+        await session.execute(delete(table).where(table.c.id.in_([m.id for m in mine])))
 
 
 async def test_a_new_product_gets_its_categorys_best_sellers(
