@@ -33,6 +33,13 @@ from common.topics import TOPIC_PARTITIONS
 _log = get_logger(__name__)
 
 
+# aiokafka's fetch loop wakes every consumer_timeout_ms (200 by default) even with a fetch in
+# flight and nothing to do: ~5 wake-ups a second per idle consumer. Every event that lets it send
+# a new fetch (a fetch answered, records consumed, an assignment lost, a resume, a metadata
+# update) wakes it at once anyway, so the timeout is only a backstop.
+FETCHER_IDLE_WAKEUP_MS = 1000
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer thread, building its consumer with the configured fetch wait."""
 
@@ -54,6 +61,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             max_poll_interval_ms=int((conf.broker_max_poll_interval or 0) * 1000.0),
             max_partition_fetch_bytes=conf.consumer_max_fetch_size,
             fetch_max_wait_ms=transport.fetch_max_wait_ms,
+            consumer_timeout_ms=FETCHER_IDLE_WAKEUP_MS,
             request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
             check_crcs=conf.broker_check_crcs,
             session_timeout_ms=int(conf.broker_session_timeout * 1000.0),
@@ -97,7 +105,11 @@ def scratch_directory(app_id: str) -> Path:
 
 
 def create_faust_app(
-    app_id: str, settings: CommonSettings, *, offset_reset: str = "latest"
+    app_id: str,
+    settings: CommonSettings,
+    *,
+    offset_reset: str = "latest",
+    fetch_max_wait_ms: int | None = None,
 ) -> faust.App:
     """A Faust app for embedding in one of our asyncio processes.
 
@@ -131,7 +143,9 @@ def create_faust_app(
         broker_credentials=kafka_security(settings).faust_credentials(),
     )
     app.transport = Transport(
-        app.conf.broker_consumer, app, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms
+        app.conf.broker_consumer,
+        app,
+        fetch_max_wait_ms=fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms,
     )
     return app
 

@@ -242,7 +242,13 @@ async def run_service(
         # "earliest": a group that starts with no committed offset (a new consumer, a first
         # deploy) handles what was published before it joined, rather than skipping it.
         events = BackgroundStream(
-            create_faust_app(f"{spec.name}-events", settings, offset_reset="earliest"), settings
+            create_faust_app(
+                f"{spec.name}-events",
+                settings,
+                offset_reset="earliest",
+                fetch_max_wait_ms=settings.kafka_events_fetch_max_wait_ms,
+            ),
+            settings,
         )
         install_consumers(events.app, wiring.consumers.consumers)
         streams.append(events)
