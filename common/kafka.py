@@ -179,6 +179,34 @@ async def declare_topics(settings: CommonSettings) -> None:
         await admin.close()
 
 
+# A broker that is not up yet (a pod scheduled before Kafka, `make run` racing the embedded
+# broker) is retried at this pace rather than given up on.
+DECLARE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
+
+
+async def declare_topics_patiently(settings: CommonSettings, client: str) -> None:
+    """``declare_topics``, retried until the broker answers; ``client`` names who waits."""
+    attempt = 0
+    while True:
+        try:
+            await declare_topics(settings)
+            return
+        except (KafkaError, OSError) as error:
+            # One line per attempt, no traceback: the cause is the broker, not this code.
+            # (An unretrieved task exception would also be logged with a traceback from a
+            # garbage collector's finaliser, at an arbitrary moment.)
+            delay = DECLARE_RETRY_DELAYS_S[min(attempt, len(DECLARE_RETRY_DELAYS_S) - 1)]
+            _log.warning(
+                "kafka_unreachable",
+                app=client,
+                bootstrap=settings.kafka_bootstrap,
+                error=str(error),
+                retry_in_s=delay,
+            )
+            attempt += 1
+            await asyncio.sleep(delay)
+
+
 class BackgroundStream:
     """A process's Faust app, started in the background so gRPC and REST never wait on Kafka.
 
@@ -190,10 +218,6 @@ class BackgroundStream:
     # flush, so stopping does not wait on it longer than this.
     STOP_TIMEOUT_S = 3.0
 
-    # A broker that is not up yet (a pod scheduled before Kafka, `make run` racing the embedded
-    # broker) is retried at this pace rather than given up on.
-    RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
-
     def __init__(self, app: faust.App, settings: CommonSettings) -> None:
         self.app = app
         self._settings = settings
@@ -203,25 +227,7 @@ class BackgroundStream:
         self._started = asyncio.create_task(self._declare_and_start())
 
     async def _declare_and_start(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                await declare_topics(self._settings)
-                break
-            except (KafkaError, OSError) as error:
-                # One line per attempt, no traceback: the cause is the broker, not this code.
-                # (An unretrieved task exception would also be logged with a traceback from a
-                # garbage collector's finaliser, at an arbitrary moment.)
-                delay = self.RETRY_DELAYS_S[min(attempt, len(self.RETRY_DELAYS_S) - 1)]
-                _log.warning(
-                    "kafka_unreachable",
-                    app=self.app.conf.id,
-                    bootstrap=self._settings.kafka_bootstrap,
-                    error=str(error),
-                    retry_in_s=delay,
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
+        await declare_topics_patiently(self._settings, self.app.conf.id)
         await self.app.start()
 
     def running(self) -> bool:
