@@ -107,8 +107,15 @@ class GrouplessStream(ABC):
 
     STOP_TIMEOUT_S = 3.0
 
-    def __init__(self, settings: CommonSettings, name: str, reads: Topic) -> None:
+    def __init__(
+        self,
+        settings: CommonSettings,
+        name: str,
+        reads: Topic,
+        fetch_max_wait_ms: int | None = None,
+    ) -> None:
         self._settings = settings
+        self._fetch_max_wait_ms = fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms
         self._name = name
         self._reads = reads
         self._task: asyncio.Task[None] | None = None
@@ -153,7 +160,7 @@ class GrouplessStream(ABC):
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",  # old pings and pongs are noise
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
             consumer_timeout_ms=FETCHER_IDLE_WAKEUP_MS,
             **security,
         )
@@ -218,7 +225,12 @@ class PongResponder(GrouplessStream):
         checks: Mapping[str, HealthCheck],
         settings: CommonSettings,
     ) -> None:
-        super().__init__(settings, f"{identity.service}-pong-responder", PING_TOPIC)
+        super().__init__(
+            settings,
+            f"{identity.service}-pong-responder",
+            PING_TOPIC,
+            fetch_max_wait_ms=settings.kafka_ping_fetch_max_wait_ms,
+        )
         self._identity = identity
         self._checks = checks
 

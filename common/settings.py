@@ -60,6 +60,9 @@ class CommonSettings(BaseSettings):
     # (read models, safety nets), so local runs let them wait longer than the health stream,
     # whose wait bounds how fast a silent service is seen DOWN.
     kafka_events_fetch_max_wait_ms: int | None = Field(None, ge=1, le=60_000)
+    # A service's wait for pings; unset, kafka_fetch_max_wait_ms. It delays the pong, not the
+    # verdict on a silent service: that waits on the gateway's pong reads (the wait above).
+    kafka_ping_fetch_max_wait_ms: int | None = Field(None, ge=1, le=60_000)
     # Tansu holds a JoinGroup for half the session timeout: short values make start-up and
     # fail-over take seconds locally; production keeps Kafka-typical values.
     kafka_session_timeout_s: float = Field(45.0, gt=0)
