@@ -150,7 +150,9 @@ class GrouplessStream(ABC):
                     client=self._name,
                     error=str(error) or type(error).__name__,
                 )
-                await asyncio.sleep(RESTART_DELAY_S)
+            except Exception:  # a bug here must not silence this process's health for good
+                log.exception("health_stream_restarting", client=self._name)
+            await asyncio.sleep(RESTART_DELAY_S)
 
     async def _serve(self) -> None:
         settings = self._settings
