@@ -33,6 +33,13 @@ from common.topics import TOPIC_PARTITIONS
 _log = get_logger(__name__)
 
 
+# aiokafka's fetch loop wakes every consumer_timeout_ms (200 by default) even with a fetch in
+# flight and nothing to do: ~5 wake-ups a second per idle consumer. Every event that lets it send
+# a new fetch (a fetch answered, records consumed, an assignment lost, a resume, a metadata
+# update) wakes it at once anyway, so the timeout is only a backstop.
+FETCHER_IDLE_WAKEUP_MS = 1000
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer thread, building its consumer with the configured fetch wait."""
 
@@ -54,6 +61,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             max_poll_interval_ms=int((conf.broker_max_poll_interval or 0) * 1000.0),
             max_partition_fetch_bytes=conf.consumer_max_fetch_size,
             fetch_max_wait_ms=transport.fetch_max_wait_ms,
+            consumer_timeout_ms=FETCHER_IDLE_WAKEUP_MS,
             request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
             check_crcs=conf.broker_check_crcs,
             session_timeout_ms=int(conf.broker_session_timeout * 1000.0),
@@ -97,7 +105,11 @@ def scratch_directory(app_id: str) -> Path:
 
 
 def create_faust_app(
-    app_id: str, settings: CommonSettings, *, offset_reset: str = "latest"
+    app_id: str,
+    settings: CommonSettings,
+    *,
+    offset_reset: str = "latest",
+    fetch_max_wait_ms: int | None = None,
 ) -> faust.App:
     """A Faust app for embedding in one of our asyncio processes.
 
@@ -131,7 +143,9 @@ def create_faust_app(
         broker_credentials=kafka_security(settings).faust_credentials(),
     )
     app.transport = Transport(
-        app.conf.broker_consumer, app, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms
+        app.conf.broker_consumer,
+        app,
+        fetch_max_wait_ms=fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms,
     )
     return app
 
@@ -165,6 +179,34 @@ async def declare_topics(settings: CommonSettings) -> None:
         await admin.close()
 
 
+# A broker that is not up yet (a pod scheduled before Kafka, `make run` racing the embedded
+# broker) is retried at this pace rather than given up on.
+DECLARE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
+
+
+async def declare_topics_patiently(settings: CommonSettings, client: str) -> None:
+    """``declare_topics``, retried until the broker answers; ``client`` names who waits."""
+    attempt = 0
+    while True:
+        try:
+            await declare_topics(settings)
+            return
+        except (KafkaError, OSError) as error:
+            # One line per attempt, no traceback: the cause is the broker, not this code.
+            # (An unretrieved task exception would also be logged with a traceback from a
+            # garbage collector's finaliser, at an arbitrary moment.)
+            delay = DECLARE_RETRY_DELAYS_S[min(attempt, len(DECLARE_RETRY_DELAYS_S) - 1)]
+            _log.warning(
+                "kafka_unreachable",
+                app=client,
+                bootstrap=settings.kafka_bootstrap,
+                error=str(error),
+                retry_in_s=delay,
+            )
+            attempt += 1
+            await asyncio.sleep(delay)
+
+
 class BackgroundStream:
     """A process's Faust app, started in the background so gRPC and REST never wait on Kafka.
 
@@ -176,10 +218,6 @@ class BackgroundStream:
     # flush, so stopping does not wait on it longer than this.
     STOP_TIMEOUT_S = 3.0
 
-    # A broker that is not up yet (a pod scheduled before Kafka, `make run` racing the embedded
-    # broker) is retried at this pace rather than given up on.
-    RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
-
     def __init__(self, app: faust.App, settings: CommonSettings) -> None:
         self.app = app
         self._settings = settings
@@ -189,25 +227,7 @@ class BackgroundStream:
         self._started = asyncio.create_task(self._declare_and_start())
 
     async def _declare_and_start(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                await declare_topics(self._settings)
-                break
-            except (KafkaError, OSError) as error:
-                # One line per attempt, no traceback: the cause is the broker, not this code.
-                # (An unretrieved task exception would also be logged with a traceback from a
-                # garbage collector's finaliser, at an arbitrary moment.)
-                delay = self.RETRY_DELAYS_S[min(attempt, len(self.RETRY_DELAYS_S) - 1)]
-                _log.warning(
-                    "kafka_unreachable",
-                    app=self.app.conf.id,
-                    bootstrap=self._settings.kafka_bootstrap,
-                    error=str(error),
-                    retry_in_s=delay,
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
+        await declare_topics_patiently(self._settings, self.app.conf.id)
         await self.app.start()
 
     def running(self) -> bool:

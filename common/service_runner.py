@@ -20,7 +20,7 @@ from common.consumer import EventConsumers, RetryPolicy, Subscription, install_c
 from common.db import Database, database_url
 from common.dead_letters import DeadLetterStore
 from common.grpc_server import Service, create_server, stop_gracefully
-from common.health_stream import HealthCheck, InstanceIdentity, install_pong_responder
+from common.health_stream import HealthCheck, InstanceIdentity, PongResponder
 from common.instance import new_instance_id
 from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
@@ -231,18 +231,22 @@ async def run_service(
         version=settings.version,
         instance_id=instance_id,
     )
-    # Its own consumer group: every instance must hear every ping, not a share of them.
-    health_stream = BackgroundStream(
-        create_faust_app(f"{spec.name}-health-{identity.instance_id}", settings), settings
-    )
-    install_pong_responder(health_stream.app, identity, wiring.checks)
-    streams = [health_stream]
+    # Every instance must hear every ping: it reads them without a consumer group.
+    responder = PongResponder(identity, wiring.checks, settings)
+    responder.start()
+    streams: list[BackgroundStream] = []
     if wiring.consumers is not None and wiring.consumers.consumers:
-        # The health responder is not one of them: the runner installs it on every instance.
+        # The pong responder is not one of them: the runner starts it on every instance.
         # "earliest": a group that starts with no committed offset (a new consumer, a first
         # deploy) handles what was published before it joined, rather than skipping it.
         events = BackgroundStream(
-            create_faust_app(f"{spec.name}-events", settings, offset_reset="earliest"), settings
+            create_faust_app(
+                f"{spec.name}-events",
+                settings,
+                offset_reset="earliest",
+                fetch_max_wait_ms=settings.kafka_events_fetch_max_wait_ms,
+            ),
+            settings,
         )
         install_consumers(events.app, wiring.consumers.consumers)
         streams.append(events)
@@ -262,7 +266,7 @@ async def run_service(
         await close_all(wiring.cleanup)
         for stream in streams:
             CONSUMER_LAG.forget(stream)
-        await asyncio.gather(*(stream.stop() for stream in streams))
+        await asyncio.gather(responder.stop(), *(stream.stop() for stream in streams))
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         await users.close()

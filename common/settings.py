@@ -56,6 +56,13 @@ class CommonSettings(BaseSettings):
     # Kafka answers a waiting fetch as soon as data arrives, so its default wait costs no
     # latency there. Tansu only answers when the wait expires (KAFKA.md): local runs set ~10 ms.
     kafka_fetch_max_wait_ms: int = Field(500, ge=1, le=60_000)
+    # The event consumers' wait; unset, the one above. Nothing a user waits for reads events
+    # (read models, safety nets), so local runs let them wait longer than the health stream,
+    # whose wait bounds how fast a silent service is seen DOWN.
+    kafka_events_fetch_max_wait_ms: int | None = Field(None, ge=1, le=60_000)
+    # A service's wait for pings; unset, kafka_fetch_max_wait_ms. It delays the pong, not the
+    # verdict on a silent service: that waits on the gateway's pong reads (the wait above).
+    kafka_ping_fetch_max_wait_ms: int | None = Field(None, ge=1, le=60_000)
     # Tansu holds a JoinGroup for half the session timeout: short values make start-up and
     # fail-over take seconds locally; production keeps Kafka-typical values.
     kafka_session_timeout_s: float = Field(45.0, gt=0)

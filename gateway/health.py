@@ -1,11 +1,13 @@
 """Health aggregation: the gateway pings every instance over Kafka and serves what it heard.
 
-Requests never wait for Kafka: a Faust timer publishes a ping every interval, a Faust agent
-records each pong in the ``HealthRegistry``, and the HTTP handlers read the registry.
+Requests never wait for Kafka: a task publishes a ping every interval, another records each
+pong in the ``HealthRegistry`` (``HealthStream``), and the HTTP handlers read the registry.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections import OrderedDict
@@ -14,20 +16,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import faust
 import structlog
-from faust.types import FutureMessage
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from common import clock
 from common.clock import rfc3339
 from common.health_stream import (
     PING_TOPIC,
     PONG_TOPIC,
+    GrouplessStream,
     Ping,
     Pong,
     is_fresh,
     now_rfc3339,
+    send_queued,
 )
+from common.settings import CommonSettings
 from common.telemetry import consumer_span
 
 log = structlog.get_logger(__name__)
@@ -188,27 +192,45 @@ class HealthRegistry:
         return sorted({i.address for i in self._instances[service].values()})
 
 
-def install_health_stream(app: faust.App, registry: HealthRegistry, interval_s: float) -> None:
-    """Add the ping timer and the pong agent to the gateway's own Faust app (its own group)."""
-    pings = app.topic(PING_TOPIC, value_type=Ping, partitions=PING_TOPIC.partitions)
-    pongs = app.topic(PONG_TOPIC, value_type=Pong, partitions=PONG_TOPIC.partitions)
+class HealthStream(GrouplessStream):
+    """The gateway's side: a ping every interval, and every fresh pong into the registry."""
 
-    def delivered(_: FutureMessage) -> None:
-        registry.ping_delivered()
+    def __init__(
+        self, registry: HealthRegistry, settings: CommonSettings, interval_s: float
+    ) -> None:
+        super().__init__(settings, "gateway-health", PONG_TOPIC)
+        self._registry = registry
+        self._interval_s = interval_s
 
-    @app.timer(interval_s, name="gateway-ping")  # type: ignore[untyped-decorator]
-    async def send_ping() -> None:
-        ping_id = uuid.uuid4().hex
-        registry.ping_sent(ping_id)
-        await pings.send(
-            key=ping_id, value=Ping(ping_id=ping_id, sent_at=now_rfc3339()), callback=delivered
-        )
+    async def _use(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        pinging = asyncio.create_task(self._ping(producer), name="gateway-ping")
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    for record in records:
+                        self._collect(record)
+        finally:
+            pinging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinging
 
-    @app.agent(pongs, name="gateway-pong-collector")
-    async def collect_pongs(stream: faust.StreamT[Pong]) -> None:
-        async for event in stream.events():
-            pong = event.value
-            service = {"microcommerce.service": pong.service}
-            with consumer_span(PONG_TOPIC, event.headers, attributes=service):
-                if is_fresh(pong.sent_at):
-                    registry.pong_received(pong)
+    async def _ping(self, producer: AIOKafkaProducer) -> None:
+        registry = self._registry
+        while True:
+            ping_id = uuid.uuid4().hex
+            registry.ping_sent(ping_id)
+            ping = Ping(ping_id=ping_id, sent_at=now_rfc3339())
+            await send_queued(producer, PING_TOPIC, ping_id, ping.dumps(), registry.ping_delivered)
+            await asyncio.sleep(self._interval_s)
+
+    def _collect(self, record: ConsumerRecord[Any, Any]) -> None:
+        try:
+            pong = Pong.loads(record.value)
+        except Exception:  # a record that is not a pong is skipped, never a dead collector
+            log.warning("ignoring a malformed pong", offset=record.offset)
+            return
+        service = {"microcommerce.service": pong.service}
+        with consumer_span(PONG_TOPIC, record.headers, attributes=service):
+            if is_fresh(pong.sent_at):
+                self._registry.pong_received(pong)

@@ -8,14 +8,13 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from common.instance import new_instance_id
-from common.kafka import BackgroundStream, create_faust_app
 from common.logging import configure_logging, get_logger
 from common.service_runner import wait_for_stop_signal
 from common.settings import SERVICE_NAMES, load_settings
 from common.startup import exit_line
 from common.telemetry import GATEWAY_LIBRARIES, configure_tracing, shutdown_tracing
 from gateway.app import METRICS_KEY, create_app, drain, runner_options, settle_heap
-from gateway.health import HealthRegistry, install_health_stream
+from gateway.health import HealthRegistry, HealthStream
 from gateway.health_routes import health_routes
 from gateway.settings import GatewaySettings
 from gateway.status_page import status_routes
@@ -27,7 +26,7 @@ async def serve(
     until: Callable[[], Awaitable[None]] = wait_for_stop_signal,
 ) -> None:
     """Serve REST until ``until()`` returns (by default SIGTERM or SIGINT), then stop gracefully."""
-    instance_id = new_instance_id()  # in its log lines, its spans and its consumer group
+    instance_id = new_instance_id()  # in its log lines and its spans
     configure_logging("gateway", settings.log_level, instance=instance_id)
     # Before create_app: it instruments web.Application.
     configure_tracing("gateway", GATEWAY_LIBRARIES, instance=instance_id)
@@ -37,9 +36,8 @@ async def serve(
         down_after_s=settings.health_down_after_s,
         broker_down_after_s=settings.health_broker_down_after_s,
     )
-    # Its own consumer group, so every gateway replica hears every pong.
-    stream = BackgroundStream(create_faust_app(f"gateway-health-{instance_id}", settings), settings)
-    install_health_stream(stream.app, registry, settings.health_ping_interval_s)
+    # No consumer group: every gateway replica hears every pong.
+    stream = HealthStream(registry, settings, settings.health_ping_interval_s)
     # REST must answer (and /health say the broker is DOWN) even while Kafka is unreachable.
     stream.start()
 
@@ -50,7 +48,6 @@ async def serve(
     )
     metrics = app[METRICS_KEY]
     metrics.on_scrape(lambda: metrics.observe_health(registry.snapshot()))
-    metrics.consumer_lag.track(stream)
     runner = web.AppRunner(app, access_log=None, **runner_options(settings))
     await runner.setup()
     settle_heap()
@@ -66,7 +63,6 @@ async def serve(
         await asyncio.sleep(settings.shutdown_drain_s)
         log.info("stopping", grace_s=settings.shutdown_grace_s)
         await runner.cleanup()
-        metrics.consumer_lag.forget(stream)
         await stream.stop()
         shutdown_tracing()
         log.info("stopped")

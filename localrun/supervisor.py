@@ -27,6 +27,13 @@ from localrun.local_stack import AlreadyRunning, check_free, ensure_local_admin,
 # Local runs want a health stream that is UP within seconds (KAFKA.md); explicit settings win.
 LOCAL_KAFKA_DEFAULTS = {
     "MC_KAFKA_FETCH_MAX_WAIT_MS": "250",
+    # Event consumers feed read models and safety nets that nobody waits on: Faust's own
+    # 1.5 s wait, so an idle one asks the broker 0.7 times a second instead of 4.
+    "MC_KAFKA_EVENTS_FETCH_MAX_WAIT_MS": "1500",
+    # A ping waits up to this long before a service answers it; the verdict on a silent service
+    # waits on the gateway's pong reads (250 ms above), so it is still DOWN within 2.75 s, and a
+    # live one's pongs arrive at most 1 + 0.5 + 0.25 s apart, under the 2.5 s threshold.
+    "MC_KAFKA_PING_FETCH_MAX_WAIT_MS": "500",
     # A heartbeat a second rather than two: each is a broker request per consumer, and the
     # broker's idle CPU is its clients' requests. Joining takes half the session (1.5 s).
     "MC_KAFKA_SESSION_TIMEOUT_S": "3",
