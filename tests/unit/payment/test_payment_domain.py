@@ -628,3 +628,10 @@ def test_a_refund_remembers_who_asked_for_it() -> None:
     )
 
     assert refund.requested_by == "admin-1"
+
+
+def test_a_failed_checkouts_answer_is_kept_for_its_order() -> None:
+    # The idempotency key's row is matched by this id: without it a replay finds no answer.
+    reply = first_reply(order(OrderStatus.FAILED, "CARD_DECLINED"), lambda o: b"unused")
+
+    assert reply.order_id == "o"
