@@ -19,6 +19,8 @@ from common.errors import (
 from common.money import Money
 from common.reasons import Reason
 from payment_svc.domain import (
+    MAX_ITEMS,
+    MAX_QUANTITY,
     ORDER_TRANSITIONS,
     OUT_OF_STOCK,
     PRODUCT_NOT_FOUND,
@@ -635,3 +637,14 @@ def test_a_failed_checkouts_answer_is_kept_for_its_order() -> None:
     reply = first_reply(order(OrderStatus.FAILED, "CARD_DECLINED"), lambda o: b"unused")
 
     assert reply.order_id == "o"
+
+
+def test_an_order_may_hold_exactly_the_most_items_and_units_allowed() -> None:
+    most = [RequestedItem(f"p-{n}", 1) for n in range(MAX_ITEMS - 1)]
+    most.append(RequestedItem("bulk", MAX_QUANTITY))
+
+    assert validate_items(most) == most
+    with pytest.raises(InvalidArgument):
+        validate_items([*most, RequestedItem("one-more", 1)])
+    with pytest.raises(InvalidArgument):
+        validate_items([RequestedItem("bulk", MAX_QUANTITY + 1)])
