@@ -648,3 +648,11 @@ def test_an_order_may_hold_exactly_the_most_items_and_units_allowed() -> None:
         validate_items([*most, RequestedItem("one-more", 1)])
     with pytest.raises(InvalidArgument):
         validate_items([RequestedItem("bulk", MAX_QUANTITY + 1)])
+
+
+def test_a_new_orders_payment_is_for_nothing_until_the_order_is_priced() -> None:
+    # A checkout that fails before pricing shows this payment: it must not claim any money.
+    placed = new()
+
+    assert placed.paid_by.amount == Money(0, "")
+    assert placed.paid_by.order_id == "o"
