@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.access import AccessInterceptor
+from common.access import AccessInterceptor, require_principal
+from common.errors import Unauthenticated
 from common.grpc_server import Service, create_server
-from common.tokens import TokenVerifier
+from common.tokens import Principal, TokenVerifier
 from microcommerce.testing.v1 import widgets_pb2, widgets_pb2_grpc
 from tests.support.tokens import KEYS, SIGNER, admin_token, customer_token, service_token
 from tests.support.widget_service import WIDGET_SERVICE, WidgetServicer
@@ -201,3 +205,42 @@ async def test_a_method_declaring_no_access_is_refused_even_to_an_admin(served: 
     code = await _code_of(peek(b"", metadata=_auth(admin_token())))
 
     assert code is grpc.StatusCode.PERMISSION_DENIED
+
+
+# Found by `make mutants`: what a servicer that needs its caller gets from require_principal().
+
+CANCEL_WIDGET = "/microcommerce.testing.v1.WidgetService/CancelWidget"
+
+
+@dataclass
+class _Details:
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...]
+
+
+async def test_a_servicer_gets_the_admitted_caller_from_require_principal() -> None:
+    seen: list[Principal] = []
+
+    async def cancel(request: bytes, context: object) -> bytes:
+        seen.append(require_principal())
+        return b""
+
+    async def continuation(details: object) -> grpc.RpcMethodHandler[bytes, bytes]:
+        return grpc.unary_unary_rpc_method_handler(cancel)
+
+    interceptor = AccessInterceptor(TokenVerifier(KEYS))
+    details = _Details(CANCEL_WIDGET, _auth(customer_token("user-9")))
+    handler = await interceptor.intercept_service(continuation, details)  # type: ignore[arg-type]
+
+    admitted = handler.unary_unary
+    assert admitted is not None
+    no_context: Any = None  # the servicer above never looks at it
+    # A task of its own, as each RPC has: the caller stays in that call's context.
+    await asyncio.create_task(admitted(b"", no_context))
+
+    assert [principal.subject for principal in seen] == ["user-9"]
+
+
+def test_require_principal_refuses_a_call_that_carried_no_token() -> None:
+    with pytest.raises(Unauthenticated):
+        contextvars.copy_context().run(require_principal)

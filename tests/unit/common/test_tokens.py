@@ -338,3 +338,69 @@ async def test_a_known_key_is_served_from_the_cache_until_the_ttl_then_refetched
     clock.now = 61
     assert await cache.get(SIGNER.kid) is not None
     assert fetches == 2
+
+
+async def test_a_token_verifies_again_on_every_request_it_comes_with() -> None:
+    # A client sends one token with every request: the second and later ones are answered
+    # from the verifier's memory and must give the same caller as the first.
+    verifier = TokenVerifier(StaticKeys({SIGNER.kid: SIGNER.public_key}))
+    token = SIGNER.mint("user-7", [ROLE_ADMIN])
+
+    principals = [await verifier.verify(token) for _ in range(3)]
+
+    assert [p.subject for p in principals] == ["user-7"] * 3
+    assert all(p.is_admin for p in principals)
+
+
+def test_a_published_key_that_does_not_name_its_algorithm_is_used() -> None:
+    # RFC 7517 makes "alg" optional; an EC key without it still verifies ES256 tokens.
+    jwk = {k: v for k, v in public_jwk(SIGNER.public_key, kid=SIGNER.kid).items() if k != "alg"}
+
+    assert set(keys_from_jwks({"keys": [jwk]})) == {SIGNER.kid}
+
+
+async def test_a_token_without_roles_is_a_caller_with_no_rights() -> None:
+    now = datetime.now(UTC)
+    claims = {
+        "sub": "user-7",
+        "iss": SIGNER.issuer,
+        "aud": SIGNER.audience,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(minutes=5)).timestamp()),
+        "jti": "j-1",
+    }
+    token = jwt.encode(claims, KEY, algorithm="ES256", headers={"kid": SIGNER.kid})
+
+    principal = await TokenVerifier(StaticKeys({SIGNER.kid: SIGNER.public_key})).verify(token)
+
+    assert principal.subject == "user-7"
+    assert principal.roles == frozenset()
+    assert not principal.is_admin
+
+
+async def test_a_token_issued_outside_a_session_names_no_session() -> None:
+    # Service tokens carry no sid: no session of a user may be taken for theirs.
+    token = SIGNER.mint("service:payment", [ROLE_SERVICE])
+
+    principal = await TokenVerifier(StaticKeys({SIGNER.kid: SIGNER.public_key})).verify(token)
+
+    assert principal.session_id == ""
+
+
+async def test_a_known_key_is_served_from_the_cache_on_a_real_monotonic_clock() -> None:
+    # time.monotonic() is far from zero on a running machine; the TTL counts from the fetch.
+    fetches = 0
+
+    async def fetch() -> dict[str, object]:
+        nonlocal fetches
+        fetches += 1
+        return {"keys": [public_jwk(SIGNER.public_key, kid=SIGNER.kid)]}
+
+    clock = _Clock()
+    clock.now = 86_400.0
+    cache = JwksCache(fetch, ttl_s=60, min_refresh_interval_s=5, clock=clock)
+    for later in (0, 10, 59):
+        clock.now = 86_400.0 + later
+        assert await cache.get(SIGNER.kid) is not None
+
+    assert fetches == 1

@@ -8,7 +8,13 @@ from http import HTTPStatus
 import grpc
 import pytest
 
-from gateway.problems import GRPC_TO_HTTP, INTERNAL_DETAIL, FieldViolation, ProblemError
+from gateway.problems import (
+    GRPC_TO_HTTP,
+    INTERNAL_DETAIL,
+    FieldViolation,
+    ProblemError,
+    invalid_argument,
+)
 
 # CONTRACT.md "REST conventions", written out independently of the table under test.
 CONTRACT = {
@@ -121,3 +127,13 @@ async def test_a_reason_and_headers_reach_the_response_except_on_a_500() -> None
     assert json.loads(response.text)["request_id"] == "r-1"
     assert str(declined) == "the card was declined"
     assert "reason" not in internal.body("r-2")
+
+
+def test_a_request_the_gateway_cannot_translate_is_a_400_saying_why() -> None:
+    problem = invalid_argument("grpc-timeout must be like 2S or 500m.")
+
+    body = problem.body("req-1")
+
+    assert problem.http_status == HTTPStatus.BAD_REQUEST
+    assert (body["status"], body["code"]) == (400, "INVALID_ARGUMENT")
+    assert body["detail"] == "grpc-timeout must be like 2S or 500m."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
@@ -18,7 +19,12 @@ from common.errors import (
 from common.money import Money
 from common.reasons import Reason
 from payment_svc.domain import (
+    MAX_ITEMS,
+    MAX_QUANTITY,
     ORDER_TRANSITIONS,
+    OUT_OF_STOCK,
+    PRODUCT_NOT_FOUND,
+    ActorKind,
     Caller,
     CardBrand,
     CardInput,
@@ -30,11 +36,13 @@ from payment_svc.domain import (
     OrderStatus,
     Payment,
     PaymentStatus,
+    ProductFacts,
     RecordedError,
     Refund,
     RefundKind,
     RefundStatus,
     RequestedItem,
+    actor_of,
     check_cancellable,
     check_transition,
     checkout_error,
@@ -562,3 +570,89 @@ def test_luhn_folds_a_doubled_digit_above_nine() -> None:
     assert luhn_valid("5555555555554444")
     assert not luhn_valid("5555555555554445")
     assert luhn_valid("59")  # the 5 doubles to 10, folded to 1
+
+
+# Found by `make mutants`: what a checkout that ran out of stock tells the buyer, and who acted.
+
+
+def _short_of_stock(reason: str = OUT_OF_STOCK) -> Order:
+    card = CardOnFile("tok", CardBrand.VISA, "4242", 12, 2099, "Ada")
+    items = [RequestedItem(p, q) for p, q in (("tea", 3), ("mug", 2), ("pot", 1), ("cup", 5))]
+    described = [
+        ProductFacts("tea", "TEA-SKU", "Green tea", Money(400, "USD"), available=1),
+        ProductFacts("mug", "MUG-SKU", "Mug", Money(900, "USD"), available=2),  # just enough
+        ProductFacts("pot", "POT-SKU", "Teapot", Money(3000, "USD"), available=None),
+    ]  # no facts at all about "cup": the catalog could not say
+    return new_order("o", "pay", "u", items, card, NOW).failed(reason, NOW, described)
+
+
+def test_a_checkout_short_of_stock_marks_only_the_lines_the_catalog_could_not_fill() -> None:
+    failed = _short_of_stock()
+
+    assert [line.available for line in failed.lines] == [1, None, None, None]
+    assert [(line.sku, line.name) for line in failed.lines] == [
+        ("TEA-SKU", "Green tea"),
+        ("MUG-SKU", "Mug"),
+        ("POT-SKU", "Teapot"),
+        ("", ""),
+    ]
+    assert failed.lines[0].unit_price == Money(400, "USD")
+
+
+def test_a_checkout_failed_for_another_reason_says_nothing_about_stock() -> None:
+    failed = _short_of_stock(PRODUCT_NOT_FOUND)
+
+    assert [line.available for line in failed.lines] == [None, None, None, None]
+    assert failed.lines[0].name == "Green tea"
+
+
+def test_the_out_of_stock_answer_flags_each_short_item_with_what_was_left() -> None:
+    error = checkout_error(_short_of_stock())
+
+    assert error.reason == Reason.OUT_OF_STOCK
+    [violation] = error.violations
+    assert violation.field == "items[0].quantity"
+    # Names the product as the buyer knows it, then the units available and requested.
+    assert "TEA-SKU" in violation.description
+    assert "Green tea" in violation.description
+    assert re.findall(r"\d+", violation.description) == ["1", "3"]
+
+
+def test_the_audit_trail_tells_the_system_the_owner_and_an_administrator_apart() -> None:
+    assert actor_of("", "u-1") is ActorKind.SYSTEM
+    assert actor_of("u-1", "u-1") is ActorKind.USER
+    assert actor_of("admin-1", "u-1") is ActorKind.ADMIN
+
+
+def test_a_refund_remembers_who_asked_for_it() -> None:
+    refund = start_refund(
+        checked_out(), None, reason="damaged", refund_id="r1", requested_by="admin-1", now=NOW
+    )
+
+    assert refund.requested_by == "admin-1"
+
+
+def test_a_failed_checkouts_answer_is_kept_for_its_order() -> None:
+    # The idempotency key's row is matched by this id: without it a replay finds no answer.
+    reply = first_reply(order(OrderStatus.FAILED, "CARD_DECLINED"), lambda o: b"unused")
+
+    assert reply.order_id == "o"
+
+
+def test_an_order_may_hold_exactly_the_most_items_and_units_allowed() -> None:
+    most = [RequestedItem(f"p-{n}", 1) for n in range(MAX_ITEMS - 1)]
+    most.append(RequestedItem("bulk", MAX_QUANTITY))
+
+    assert validate_items(most) == most
+    with pytest.raises(InvalidArgument):
+        validate_items([*most, RequestedItem("one-more", 1)])
+    with pytest.raises(InvalidArgument):
+        validate_items([RequestedItem("bulk", MAX_QUANTITY + 1)])
+
+
+def test_a_new_orders_payment_is_for_nothing_until_the_order_is_priced() -> None:
+    # A checkout that fails before pricing shows this payment: it must not claim any money.
+    placed = new()
+
+    assert placed.paid_by.amount == Money(0, "")
+    assert placed.paid_by.order_id == "o"

@@ -281,3 +281,20 @@ def test_an_attempt_counts_as_declined_only_when_the_issuer_refused_the_card(
     }
 
     assert attempt_outcome(orders[end]()) is outcome
+
+
+# Found by `make mutants`: the exact edges of the history and new-account rules.
+
+
+def test_an_amount_of_exactly_the_history_minimum_can_count_as_far_above() -> None:
+    tiny_history = replace(ORDINARY, largest_confirmed=100, amount=POLICY.history_min_amount)
+
+    assert rules_of(tiny_history) == {Rule.AMOUNT_ABOVE_HISTORY}
+
+
+def test_an_account_exactly_as_old_as_the_new_account_age_is_no_longer_new() -> None:
+    newcomer = ScreeningFacts(amount=POLICY.new_account_high_amount)
+    just_under = NOW - POLICY.new_account_age + timedelta(seconds=1)
+
+    assert rules_of(replace(newcomer, customer_since=just_under)) == {Rule.NEW_ACCOUNT_HIGH_AMOUNT}
+    assert rules_of(replace(newcomer, customer_since=NOW - POLICY.new_account_age)) == set()
