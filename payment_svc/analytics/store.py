@@ -120,14 +120,14 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
 
     async def _add(self, increments: Iterable[Increment]) -> None:
         for increment in increments:
-            statement = insert_on_conflict(self._session, counters).values(
+            statement = insert_on_conflict(self._connection, counters).values(
                 hour=increment.hour,
                 measure=increment.measure.value,
                 label=increment.label,
                 count=increment.count,
                 amount=increment.amount,
             )
-            await self._session.execute(
+            await self._connection.execute(
                 statement.on_conflict_do_update(
                     index_elements=[counters.c.hour, counters.c.measure, counters.c.label],
                     set_={
@@ -139,14 +139,14 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
 
     async def _add_products(self, hour: datetime, lines: tuple[Line, ...]) -> None:
         for (product_id, currency), line in product_increments(lines).items():
-            statement = insert_on_conflict(self._session, product_sales).values(
+            statement = insert_on_conflict(self._connection, product_sales).values(
                 hour=hour,
                 product_id=product_id,
                 currency=currency,
                 units=line.units,
                 revenue=line.revenue,
             )
-            await self._session.execute(
+            await self._connection.execute(
                 statement.on_conflict_do_update(
                     index_elements=[
                         product_sales.c.hour,
@@ -174,10 +174,10 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
         else:
             values = {"confirmed_hour": confirmed_hour}
             other = pending_orders.c.lines
-        statement = insert_on_conflict(self._session, pending_orders).values(
+        statement = insert_on_conflict(self._connection, pending_orders).values(
             order_id=order_id, **values
         )
-        found = await self._session.scalar(
+        found = await self._connection.scalar(
             statement.on_conflict_do_update(
                 index_elements=[pending_orders.c.order_id],
                 set_={name: getattr(statement.excluded, name) for name in values},
@@ -188,8 +188,8 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
         return _lines_of(found)
 
     async def _advance(self, time: datetime) -> None:
-        statement = insert_on_conflict(self._session, state).values(id=1, as_of=time)
-        await self._session.execute(
+        statement = insert_on_conflict(self._connection, state).values(id=1, as_of=time)
+        await self._connection.execute(
             statement.on_conflict_do_update(
                 index_elements=[state.c.id],
                 set_={
@@ -204,11 +204,11 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
     # ---- reads ---------------------------------------------------------------------------
 
     async def as_of(self) -> datetime | None:
-        value: datetime | None = await self._session.scalar(select(state.c.as_of))
+        value: datetime | None = await self._connection.scalar(select(state.c.as_of))
         return value
 
     async def counters_in(self, start: datetime, end: datetime) -> list[Counter]:
-        rows = await self._session.execute(
+        rows = await self._connection.execute(
             select(counters).where(counters.c.hour >= start, counters.c.hour < end)
         )
         # ``row.count`` would be the tuple's method: read the column by name.
@@ -223,7 +223,7 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
         in_range = (product_sales.c.hour >= start, product_sales.c.hour < end)
         units = func.sum(product_sales.c.units)
         top = (
-            await self._session.execute(
+            await self._connection.execute(
                 select(product_sales.c.product_id, units.label("units"))
                 .where(*in_range)
                 .group_by(product_sales.c.product_id)
@@ -233,7 +233,7 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
         ).all()
         ids = [row.product_id for row in top]
         revenue: dict[str, dict[str, int]] = {product_id: {} for product_id in ids}
-        rows = await self._session.execute(
+        rows = await self._connection.execute(
             select(
                 product_sales.c.product_id,
                 product_sales.c.currency,
@@ -253,17 +253,17 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
 
     async def clear(self) -> None:
         """Empty the read model, keeping writers out until this transaction ends."""
-        if self._session.get_bind().dialect.name == "postgresql":
+        if self._connection.dialect.name == "postgresql":
             # Consumers wait (their upserts need ROW EXCLUSIVE); readers go on reading the old
             # figures until the rebuild commits. SQLite's write lock, taken at BEGIN, does the
             # same there.
             names = ", ".join(table.name for table in MODEL_TABLES)
-            await self._session.execute(text(f"LOCK TABLE {names} IN EXCLUSIVE MODE"))
+            await self._connection.execute(text(f"LOCK TABLE {names} IN EXCLUSIVE MODE"))
         for table in MODEL_TABLES:
-            await self._session.execute(delete(table))
+            await self._connection.execute(delete(table))
 
     async def changes_after(self, seq: int, types: Iterable[str], limit: int) -> list[StoredChange]:
-        rows = await self._session.execute(
+        rows = await self._connection.execute(
             select(order_changes)
             .where(order_changes.c.seq > seq, order_changes.c.type.in_(sorted(types)))
             .order_by(order_changes.c.seq)
@@ -275,7 +275,7 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
 
     async def mark_handled(self, consumer: str, event_id: str) -> None:
         """Record a folded event in the inbox, so its delivery from Kafka changes nothing."""
-        await first_delivery(self._session, inbox_table("payment"), consumer, event_id)
+        await first_delivery(self._connection, inbox_table("payment"), consumer, event_id)
 
 
 class AnalyticsStore(unit_of_work.Store[AnalyticsUnit]):
