@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -21,12 +21,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.types import TypeDecorator
 
@@ -195,13 +190,15 @@ def _drop_closed_asyncpg(
         raise exc.DisconnectionError("the server closed this pooled connection")
 
 
-def insert_on_conflict(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
+def insert_on_conflict(
+    connection: AsyncConnection, table: Table
+) -> postgresql.Insert | sqlite.Insert:
     """An INSERT into ``table`` that takes ``on_conflict_do_nothing``/``_do_update``.
 
     Both backends speak ``INSERT ... ON CONFLICT``, but SQLAlchemy builds it from each
-    dialect's own ``insert``; this picks the one of the session's database.
+    dialect's own ``insert``; this picks the one of the connection's database.
     """
-    return on_conflict_insert(table, session.get_bind().dialect.name)
+    return on_conflict_insert(table, connection.dialect.name)
 
 
 def on_conflict_insert(table: Table, dialect: str) -> postgresql.Insert | sqlite.Insert:
@@ -209,6 +206,24 @@ def on_conflict_insert(table: Table, dialect: str) -> postgresql.Insert | sqlite
     if dialect == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+# Connection.info key: what to run once the unit of work on that connection has committed.
+_AFTER_COMMIT = "mc_after_commit"
+
+
+def after_commit(connection: AsyncConnection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the unit of work (``Database.session``) on ``connection`` commits.
+
+    Never when it rolls back; a callback registered several times in one unit runs once. On a
+    connection that is not a unit of work's, it never runs.
+    """
+    # Run by Database.session after COMMIT returned, not from a Connection "commit" event:
+    # that event fires before the COMMIT is sent, so whatever it wakes could look for rows
+    # not yet visible (PostgreSQL awaits COMMIT on the loop), and it fires on a failed
+    # commit too.
+    callbacks: set[Callable[[], None]] = connection.info.setdefault(_AFTER_COMMIT, set())
+    callbacks.add(callback)
 
 
 class Database:
@@ -221,10 +236,17 @@ class Database:
         self.name = name  # labels its unit-of-work metrics
         # Health checks call ping every second or so: an answer later than this counts as down.
         self._ping_timeout = ping_timeout
-        # expire_on_commit=False: objects stay readable after the commit without an implicit
-        # (and, under asyncio, impossible) lazy reload.
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._sqlite = engine.dialect.name == "sqlite"
+        # Read-only units of work check out from the same pool with their options preset, so
+        # no unit pays for setting them (see session): SQLite begins DEFERRED, PostgreSQL
+        # runs each statement on its own.
+        self._readers = engine.execution_options(
+            **(
+                {SQLITE_BEGIN_OPTION: "DEFERRED"}
+                if self._sqlite
+                else {"isolation_level": "AUTOCOMMIT"}
+            )
+        )
         # SQLite has one writer at a time: this process's writers queue here, suspended, in
         # arrival order, rather than in SQLite's busy handler, which sleeps and would block the
         # loop (common.sqlite_inline). The owner task is kept to refuse a nested writer, which
@@ -249,29 +271,25 @@ class Database:
         return self._engine
 
     @asynccontextmanager
-    async def session(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
+    async def session(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
         """One unit of work: commits when the block ends normally, rolls back if it raises.
 
-        Call ``flush()`` inside the block when generated keys are needed; do not commit.
+        It is one transaction on one connection (a session in SQL's sense), driven with Core
+        statements: no ORM session, whose bookkeeping cost more CPU than the statements of a
+        checkout (issue 13's profile). Do not commit inside the block; ``begin_nested`` gives
+        a savepoint; ``after_commit`` schedules work for once the commit has returned.
         ``read_only``: the block only reads, so it never waits for writers: on SQLite it
         begins DEFERRED and skips the writers' queue; on PostgreSQL each statement runs on
         its own (autocommit), without BEGIN and COMMIT round trips, so several statements
         may see different commits.
         """
         if read_only:
-            async with timed_unit_of_work(self.name), self._sessions() as session:
-                options = (
-                    {SQLITE_BEGIN_OPTION: "DEFERRED"}
-                    if self._sqlite
-                    else {"isolation_level": "AUTOCOMMIT"}
-                )
-                async with session.begin():
-                    await session.connection(execution_options=options)
-                    yield session
+            async with timed_unit_of_work(self.name), self._transaction(self._readers) as reader:
+                yield reader
             return
         if not self._sqlite:
-            async with timed_unit_of_work(self.name), self._sessions() as session, session.begin():
-                yield session
+            async with timed_unit_of_work(self.name), self._transaction(self._engine) as writer:
+                yield writer
             return
         current = asyncio.current_task()
         if current is not None and self._writer is current:
@@ -281,12 +299,28 @@ class Database:
             try:
                 async with (
                     timed_unit_of_work(self.name),
-                    self._sessions() as session,
-                    session.begin(),
+                    self._transaction(self._engine) as writer,
                 ):
-                    yield session
+                    yield writer
             finally:
                 self._writer = None
+
+    @asynccontextmanager
+    async def _transaction(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        # No explicit connection.begin(): the first statement begins the transaction (BEGIN
+        # IMMEDIATE or DEFERRED on SQLite, _begin_sqlite), saving a greenlet hand-over per unit
+        # of work; a block that raises is rolled back when the connection goes back to the pool.
+        async with engine.connect() as connection:
+            # Connection.info belongs to the pooled DBAPI connection and outlives this unit, so
+            # each unit starts a fresh set (a rolled-back unit's callbacks are simply dropped).
+            # It is kept here because, after a failure, the connection may be invalidated and
+            # its info unreachable.
+            committed: set[Callable[[], None]] = set()
+            connection.info[_AFTER_COMMIT] = committed
+            yield connection
+            await connection.commit()
+        for callback in committed:
+            callback()
 
     async def ping(self) -> bool:
         """Whether the database answers ``SELECT 1`` within the ping timeout."""

@@ -163,8 +163,8 @@ class DeadLetterStore:
     ) -> str:
         moment = now()
         letter_id = uuid.uuid4().hex
-        async with self._database.session() as session:
-            await session.execute(
+        async with self._database.session() as connection:
+            await connection.execute(
                 insert(self.table).values(
                     id=letter_id,
                     consumer=consumer,
@@ -186,9 +186,9 @@ class DeadLetterStore:
         return letter_id
 
     async def get(self, letter_id: str) -> DeadLetter | None:
-        async with self._database.session() as session:
+        async with self._database.session() as connection:
             row = (
-                (await session.execute(select(self.table).where(self.table.c.id == letter_id)))
+                (await connection.execute(select(self.table).where(self.table.c.id == letter_id)))
                 .mappings()
                 .first()
             )
@@ -213,8 +213,8 @@ class DeadLetterStore:
                     and_(table.c.create_time == moment, table.c.id < letter_id),
                 )
             )
-        async with self._database.session() as session:
-            rows = (await session.execute(query)).mappings().all()
+        async with self._database.session() as connection:
+            rows = (await connection.execute(query)).mappings().all()
         return [_dead_letter(row) for row in rows]
 
     async def settle(self, letter_id: str) -> None:
@@ -222,8 +222,8 @@ class DeadLetterStore:
         await self._update(letter_id, status=DeadLetterStatus.REPLAYED.value)
 
     async def record_failed_replay(self, letter_id: str, error: str) -> None:
-        async with self._database.session() as session:
-            await session.execute(
+        async with self._database.session() as connection:
+            await connection.execute(
                 update(self.table)
                 .where(self.table.c.id == letter_id)
                 .values(
@@ -234,8 +234,8 @@ class DeadLetterStore:
             )
 
     async def _update(self, letter_id: str, **values: Any) -> None:
-        async with self._database.session() as session:
-            await session.execute(
+        async with self._database.session() as connection:
+            await connection.execute(
                 update(self.table)
                 .where(self.table.c.id == letter_id)
                 .values(**values, update_time=now())

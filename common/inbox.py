@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Column, MetaData, String, Table
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.clock import now
 from common.db import UtcDateTime, on_conflict_insert
@@ -44,12 +44,14 @@ def drop_inbox_table(op: Any, service: str) -> None:
     op.drop_table(inbox_table_name(service))
 
 
-async def first_delivery(session: AsyncSession, table: Table, consumer: str, event_id: str) -> bool:
+async def first_delivery(
+    connection: AsyncConnection, table: Table, consumer: str, event_id: str
+) -> bool:
     """Record ``event_id`` for ``consumer``; False when it was recorded before (a duplicate)."""
     values = {"consumer": consumer, "event_id": event_id, "received_at": now()}
-    statement = _record_delivery(table, session.get_bind().dialect.name)
-    result = await session.execute(statement, values)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    statement = _record_delivery(table, connection.dialect.name)
+    result = await connection.execute(statement, values)
+    return bool(result.rowcount)
 
 
 @cache

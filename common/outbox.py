@@ -1,6 +1,6 @@
 """The transactional outbox: domain events stored with the change that caused them, then relayed.
 
-A use case adds its events with ``Outbox.add(session, ...)`` inside its unit of work, so the
+A use case adds its events with ``Outbox.add(connection, ...)`` inside its unit of work, so the
 state change and its events commit (or roll back) together. ``OutboxRelay`` publishes committed
 rows to Kafka in commit order and marks them published; a crash or a broker outage only delays
 them. Delivery is at least once: consumers drop duplicates by the CloudEvents ``id``
@@ -36,19 +36,17 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
-    event,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from common import clock
 from common.background import run_every
-from common.db import SEQUENCE_NUMBER, SQLITE_BEGIN_OPTION, Database, UtcDateTime
+from common.db import SEQUENCE_NUMBER, SQLITE_BEGIN_OPTION, Database, UtcDateTime, after_commit
 from common.descriptors import descriptor_of, event_spec
 from common.kafka_security import kafka_security
 from common.logging import get_logger
@@ -196,19 +194,6 @@ def event_data(outgoing: OutgoingEvent) -> Any:
     return message_to_json(data) if isinstance(data, Message) else dict(data)
 
 
-# Session.info key: the outboxes that got events in the session's current transaction.
-_TO_WAKE = "mc_outboxes_to_wake"
-
-
-@event.listens_for(Session, "after_commit")
-def _wake_relays(session: Session) -> None:
-    # Kept, not popped: a savepoint's release fires this too, before the real commit. A unit
-    # of work's session ends with its transaction (common.db.Database.session), and the entry
-    # with it.
-    for outbox in session.info.get(_TO_WAKE, ()):
-        outbox._on_commit()
-
-
 class Outbox:
     """Adds events to a unit of work and wakes the relay once that unit commits."""
 
@@ -220,9 +205,9 @@ class Outbox:
         self._committed = asyncio.Event()
 
     async def add(
-        self, session: AsyncSession, *events: OutgoingEvent, now: datetime | None = None
+        self, connection: AsyncConnection, *events: OutgoingEvent, now: datetime | None = None
     ) -> list[str]:
-        """Store ``events`` in the session's transaction; returns their event ids.
+        """Store ``events`` in the unit of work's transaction; returns their event ids.
 
         ``now`` is their CloudEvents ``time`` (default: the clock's), for a caller that records
         the same time elsewhere in the transaction.
@@ -248,10 +233,11 @@ class Outbox:
                     TRACE_CONTEXT_COLUMN: stored_context,
                 }
             )
-        await session.execute(self._insert, rows)
-        # Woken by the one Session-wide after_commit listener (_wake_relays) rather than a
-        # listener added to each session: adding and collecting those cost more than the insert.
-        session.sync_session.info.setdefault(_TO_WAKE, set()).add(self)
+        await connection.execute(self._insert, rows)
+        # The relay wakes once this unit of work commits, not at the next poll: published
+        # events are what the saga's other half waits for. A savepoint released here is no
+        # commit: only the unit of work's own COMMIT runs the callback (Database.session).
+        after_commit(connection, self._on_commit)
         return [str(row["event_id"]) for row in rows]
 
     def _on_commit(self) -> None:
@@ -356,25 +342,25 @@ class OutboxRelay:
         if not pending:
             return 0
         await self._send(pending)
-        async with self._database.session() as session:
-            await self._mark_published(session, pending)
+        async with self._database.session() as connection:
+            await self._mark_published(connection, pending)
         return len(pending)
 
     async def _publish_pending_postgresql(self) -> int:
-        async with self._database.session() as session:
+        async with self._database.session() as connection:
             # The advisory lock is taken by the read itself (one round trip): while another
             # replica holds it, the filter is false for every row and nothing is read.
             pending = await self._read_pending(
-                session, func.pg_try_advisory_xact_lock(self._lock_key)
+                connection, func.pg_try_advisory_xact_lock(self._lock_key)
             )
             if not pending:
                 return 0  # nothing pending, or another replica is publishing
             await self._send(pending)
-            await self._mark_published(session, pending)
+            await self._mark_published(connection, pending)
             return len(pending)
 
     async def _read_pending(
-        self, session: AsyncSession | None, *also: ColumnElement[bool]
+        self, connection: AsyncConnection | None, *also: ColumnElement[bool]
     ) -> list[_Pending]:
         query = (
             select(
@@ -388,12 +374,12 @@ class OutboxRelay:
             .order_by(self._table.c.seq)
             .limit(self._batch_size)
         )
-        if session is not None:
-            rows = (await session.execute(query)).all()
+        if connection is not None:
+            rows = (await connection.execute(query)).all()
         else:
-            async with self._database.engine.connect() as connection:
-                connection = await connection.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
-                rows = (await connection.execute(query)).all()
+            async with self._database.engine.connect() as reader:
+                reader = await reader.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+                rows = (await reader.execute(query)).all()
         return [
             _Pending(row.seq, row.topic, row.key, row.payload, row.trace_context) for row in rows
         ]
@@ -446,8 +432,10 @@ class OutboxRelay:
             },
         )
 
-    async def _mark_published(self, session: AsyncSession, pending: Sequence[_Pending]) -> None:
-        await session.execute(
+    async def _mark_published(
+        self, connection: AsyncConnection, pending: Sequence[_Pending]
+    ) -> None:
+        await connection.execute(
             update(self._table)
             .where(self._table.c.seq.in_([row.seq for row in pending]))
             .values(published_at=clock.now())
@@ -459,8 +447,8 @@ class OutboxRelay:
         if now - self._last_prune < timedelta(minutes=10):
             return
         self._last_prune = now
-        async with self._database.session() as session:
-            await session.execute(
+        async with self._database.session() as connection:
+            await connection.execute(
                 delete(self._table).where(self._table.c.published_at < now - self._retention)
             )
 

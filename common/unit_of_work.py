@@ -1,8 +1,10 @@
 """The unit of work every store hands its use cases: one transaction, its events committed with it.
 
 Each service's store subclasses ``UnitOfWork`` with its own load and save methods and
-``Store`` to open it; what they share (the session, the outbox, ``emit`` and how a unit of work
-begins and ends) lives here once.
+``Store`` to open it; what they share (the connection and its transaction, the outbox, ``emit``
+and how a unit of work begins and ends) lives here once. A unit of work runs Core statements
+on a plain connection (``Database.session``): the stores map rows to domain objects
+themselves, so an ORM session would only add its bookkeeping to every statement.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
 from common.inbox import AlreadyHandled, Delivery, first_delivery, inbox_table
@@ -23,17 +25,17 @@ from common.telemetry import span
 class UnitOfWork:
     """The reads and writes of one use case, committed together with its events."""
 
-    def __init__(self, session: AsyncSession, outbox: Outbox) -> None:
-        self._session = session
+    def __init__(self, connection: AsyncConnection, outbox: Outbox) -> None:
+        self._connection = connection
         self._outbox = outbox
 
     async def emit(self, *events: OutgoingEvent) -> None:
         """Record events in this transaction: they are published only if it commits."""
-        await self._outbox.add(self._session, *events)
+        await self._outbox.add(self._connection, *events)
 
     async def record_delivery(self, inbox: Table, delivery: Delivery) -> bool:
         """Record an event in the inbox in this transaction; False if it was recorded before."""
-        return await first_delivery(self._session, inbox, delivery.consumer, delivery.event_id)
+        return await first_delivery(self._connection, inbox, delivery.consumer, delivery.event_id)
 
 
 UnitT = TypeVar("UnitT", bound=UnitOfWork)
@@ -46,7 +48,7 @@ class Store(Generic[UnitT]):
         self,
         database: Database,
         outbox: Outbox,
-        unit: Callable[[AsyncSession, Outbox], UnitT],
+        unit: Callable[[AsyncConnection, Outbox], UnitT],
     ) -> None:
         self._database = database
         self._outbox = outbox
@@ -63,8 +65,8 @@ class Store(Generic[UnitT]):
         # Our span: SQLite (sqlite3) has no instrumentation, and on PostgreSQL it groups the
         # asyncpg statement spans of one transaction, its commit included.
         with span("unit_of_work", **{"db.system.name": self._database.engine.dialect.name}):
-            async with self._database.session() as session:
-                yield self._unit(session, self._outbox)
+            async with self._database.session() as connection:
+                yield self._unit(connection, self._outbox)
 
     @asynccontextmanager
     async def handling(self, delivery: Delivery) -> AsyncIterator[UnitT]:
@@ -98,8 +100,8 @@ class Store(Generic[UnitT]):
         belongs in ``unit_of_work``.
         """
         with span("unit_of_work read", **{"db.system.name": self._database.engine.dialect.name}):
-            async with self._database.session(read_only=True) as session:
-                yield self._unit(session, self._outbox)
+            async with self._database.session(read_only=True) as connection:
+                yield self._unit(connection, self._outbox)
 
     async def reachable(self) -> bool:
         """The health stream's check: can this instance reach its own data?"""

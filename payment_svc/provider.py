@@ -200,9 +200,9 @@ class SandboxProvider(PaymentProvider):
         *,
         prefix: str = "sbx_",
     ) -> ProviderResult:
-        async with self._database.session() as session:
-            await session.execute(
-                insert_on_conflict(session, sandbox_ledger)
+        async with self._database.session() as connection:
+            await connection.execute(
+                insert_on_conflict(connection, sandbox_ledger)
                 .values(
                     key=key,
                     operation=operation,
@@ -215,7 +215,7 @@ class SandboxProvider(PaymentProvider):
                 .on_conflict_do_nothing()
             )
             row = (
-                await session.execute(select(sandbox_ledger).where(sandbox_ledger.c.key == key))
+                await connection.execute(select(sandbox_ledger).where(sandbox_ledger.c.key == key))
             ).one()
         return ProviderResult(
             bool(row.approved),

@@ -284,7 +284,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
     async def emit(self, *events: OutgoingEvent) -> None:
         """Record events in this transaction, and each order's events in its audit trail."""
         now = clock.now()
-        ids = await self._outbox.add(self._session, *events, now=now)
+        ids = await self._outbox.add(self._connection, *events, now=now)
         trail = [
             {
                 "id": event_id,
@@ -297,12 +297,12 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             if event.type.startswith(_TRAIL_TYPES)
         ]
         if trail:
-            await self._session.execute(_INSERT_CHANGES, trail)
+            await self._connection.execute(_INSERT_CHANGES, trail)
 
     async def order_trail(self, order_id: str, after_seq: int, limit: int) -> list[TrailEntry]:
         """Up to ``limit`` recorded changes of the order after ``after_seq``, oldest first."""
         rows = (
-            await self._session.execute(
+            await self._connection.execute(
                 select(order_changes)
                 .where(order_changes.c.order_id == order_id, order_changes.c.seq > after_seq)
                 .order_by(order_changes.c.seq)
@@ -322,8 +322,8 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         (PostgreSQL makes the second wait for the first to commit; SQLite's write lock queues
         them).
         """
-        claimed = await self._session.execute(
-            _CLAIM_KEY[self._session.get_bind().dialect.name],
+        claimed = await self._connection.execute(
+            _CLAIM_KEY[self._connection.dialect.name],
             {
                 "user_id": key.user_id,
                 "key": key.key,
@@ -333,11 +333,11 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 "expire_time": key.expire_time,
             },
         )
-        return bool(claimed.rowcount)  # type: ignore[attr-defined]
+        return bool(claimed.rowcount)
 
     async def idempotency_key(self, user_id: str, key: str) -> IdempotencyKey | None:
         row = (
-            await self._session.execute(
+            await self._connection.execute(
                 select(idempotency_keys).where(
                     idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
                 )
@@ -354,8 +354,8 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             query = query.where(
                 idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
             )
-        result = await self._session.execute(query)
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        result = await self._connection.execute(query)
+        return int(result.rowcount)
 
     async def erase_personal_data(self, user_id: str) -> tuple[int, int]:
         """Erase what identifies a person in a user's orders and payments, keep the accounts.
@@ -366,30 +366,30 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         """
         their_orders = select(orders.c.id).where(orders.c.user_id == user_id)
         order_count = (
-            await self._session.execute(
+            await self._connection.execute(
                 select(func.count()).select_from(orders).where(orders.c.user_id == user_id)
             )
         ).scalar_one()
-        erased = await self._session.execute(
+        erased = await self._connection.execute(
             update(payments)
             .where(payments.c.order_id.in_(their_orders))
             .values(card_token="", card_last4="")
         )
-        await self._session.execute(
+        await self._connection.execute(
             delete(idempotency_keys).where(idempotency_keys.c.user_id == user_id)
         )
         # Screening counts need no card or address of someone who left.
-        await self._session.execute(
+        await self._connection.execute(
             update(checkout_attempts)
             .where(checkout_attempts.c.user_id == user_id)
             .values(card_fingerprint="", client_address="")
         )
-        return int(order_count), int(erased.rowcount)  # type: ignore[attr-defined]
+        return int(order_count), int(erased.rowcount)
 
     async def keep_reply(self, user_id: str, key: str, reply: CheckoutReply) -> bool:
         """Keep ``reply`` with the key unless one is kept already (first writer wins)."""
         error = reply.error
-        result = await self._session.execute(
+        result = await self._connection.execute(
             _KEEP_REPLY,
             {
                 "kept_user_id": user_id,
@@ -404,22 +404,22 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 "reply_violations": _violations_json(error.violations if error else ()),
             },
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     # ---- orders and payments -------------------------------------------------------------
 
     async def add_order(self, order: Order, card_token: str) -> None:
         """A new order with its lines and payment; ``card_token`` is the provider's token."""
         payment = order.paid_by
-        await self._session.execute(_INSERT_ORDER, {**_order_values(order), "id": order.id})
-        await self._session.execute(
+        await self._connection.execute(_INSERT_ORDER, {**_order_values(order), "id": order.id})
+        await self._connection.execute(
             _INSERT_ORDER_ITEMS,
             [
                 {"order_id": order.id, "position": position, **_line_values(line)}
                 for position, line in enumerate(order.lines)
             ],
         )
-        await self._session.execute(
+        await self._connection.execute(
             _INSERT_PAYMENT,
             {
                 **_payment_values(order),
@@ -431,7 +431,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 "create_time": payment.create_time,
             },
         )
-        await self._session.execute(
+        await self._connection.execute(
             _INSERT_CHANGES,
             {
                 "id": placement_id(order.id),
@@ -457,13 +457,13 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         ``unscreened=True`` also requires that no screening was recorded yet (the screening
         step does not change the status). The order's checkout attempt follows its outcome.
         """
-        moved = await self._session.execute(
+        moved = await self._connection.execute(
             _SAVE_UNSCREENED_ORDER if unscreened else _SAVE_ORDER,
             {"cas_id": order.id, "cas_status": expected.value, **_order_values(order)},
         )
-        if not moved.rowcount:  # type: ignore[attr-defined]
+        if not moved.rowcount:
             return False
-        await self._session.execute(
+        await self._connection.execute(
             _SAVE_ATTEMPT,
             {
                 "attempt_order_id": order.id,
@@ -474,29 +474,29 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             },
         )
         if lines and order.lines:
-            await self._session.execute(
+            await self._connection.execute(
                 _SAVE_ORDER_LINE,
                 [
                     {"line_order_id": order.id, "line_position": position, **_line_values(line)}
                     for position, line in enumerate(order.lines)
                 ],
             )
-        await self._session.execute(
+        await self._connection.execute(
             _SAVE_PAYMENT, {"paid_order_id": order.id, **_payment_values(order)}
         )
         return True
 
     async def save_payment(self, order: Order, *, expected: PaymentStatus, now: datetime) -> bool:
         """Write the order's payment alone if it is still ``expected``; else nothing."""
-        moved = await self._session.execute(
+        moved = await self._connection.execute(
             update(payments)
             .where(payments.c.order_id == order.id, payments.c.status == expected.value)
             .values({**_payment_values(order), "update_time": now})
         )
-        return bool(moved.rowcount)  # type: ignore[attr-defined]
+        return bool(moved.rowcount)
 
     async def card_token(self, order_id: str) -> str | None:
-        token = await self._session.scalar(
+        token = await self._connection.scalar(
             select(payments.c.card_token).where(payments.c.order_id == order_id)
         )
         return None if token is None else str(token)
@@ -508,14 +508,14 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         work already.
         """
         if for_update:
-            await self._session.execute(
+            await self._connection.execute(
                 select(orders.c.id).where(orders.c.id == order_id).with_for_update()
             )
         found = await self._orders(orders.c.id == order_id)
         return found[0] if found else None
 
     async def order_of_payment(self, payment_id: str) -> Order | None:
-        order_id = await self._session.scalar(
+        order_id = await self._connection.scalar(
             select(payments.c.order_id).where(payments.c.id == payment_id)
         )
         return None if order_id is None else await self.order(order_id)
@@ -541,7 +541,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         self, statuses: Iterable[OrderStatus], updated_before: datetime, limit: int
     ) -> list[str]:
         """Ids of orders in ``statuses`` not changed since ``updated_before``, oldest first."""
-        rows = await self._session.scalars(
+        rows = await self._connection.scalars(
             select(orders.c.id)
             .where(
                 orders.c.status.in_([s.value for s in statuses]),
@@ -556,13 +556,13 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         query = select(func.count()).select_from(orders)
         if status is not None:
             query = query.where(orders.c.status == status.value)
-        return int(await self._session.scalar(query) or 0)
+        return int(await self._connection.scalar(query) or 0)
 
     # ---- fraud screening -----------------------------------------------------------------
 
     async def add_attempt(self, order: Order, card_fingerprint: str, client_address: str) -> None:
         """Record the checkout of a new order as an attempt the screening rules count."""
-        await self._session.execute(
+        await self._connection.execute(
             insert(checkout_attempts).values(
                 order_id=order.id,
                 user_id=order.user_id,
@@ -583,7 +583,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         """
         a = checkout_attempts.c
         mine = (
-            await self._session.execute(
+            await self._connection.execute(
                 select(a.card_fingerprint, a.client_address).where(a.order_id == order.id)
             )
         ).first()
@@ -605,7 +605,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         )
         by_user = a.user_id == order.user_id
         counts = (
-            await self._session.execute(
+            await self._connection.execute(
                 select(
                     count(by_user, velocity_since),
                     count(by_card, velocity_since),
@@ -620,7 +620,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 )
             )
         ).one()
-        cards = await self._session.scalar(
+        cards = await self._connection.scalar(
             select(func.count(func.distinct(a.card_fingerprint))).where(
                 by_user, a.create_time >= now - policy.cards_window, a.card_fingerprint != ""
             )
@@ -632,8 +632,8 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         )
         if order.total is not None:
             history = history.where(orders.c.currency == order.total.currency)
-        confirmed, largest = (await self._session.execute(history)).one()
-        since = await self._session.scalar(
+        confirmed, largest = (await self._connection.execute(history)).one()
+        since = await self._connection.scalar(
             select(func.min(orders.c.create_time)).where(orders.c.user_id == order.user_id)
         )
         return ScreeningFacts(
@@ -652,15 +652,15 @@ class UnitOfWork(unit_of_work.UnitOfWork):
 
     async def forget_attempts(self, *, before: datetime) -> int:
         """Delete attempts older than the retention: no window looks that far back."""
-        result = await self._session.execute(
+        result = await self._connection.execute(
             delete(checkout_attempts).where(checkout_attempts.c.create_time < before)
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return int(result.rowcount)
 
     # ---- refunds -------------------------------------------------------------------------
 
     async def add_refund(self, order: Order, refund: Refund) -> None:
-        await self._session.execute(
+        await self._connection.execute(
             insert(refunds).values(
                 id=refund.id,
                 payment_id=order.paid_by.id,
@@ -678,23 +678,23 @@ class UnitOfWork(unit_of_work.UnitOfWork):
 
     async def save_refund(self, refund: Refund, *, expected: RefundStatus, now: datetime) -> bool:
         """Write the refund's status if it is still ``expected``; else nothing."""
-        moved = await self._session.execute(
+        moved = await self._connection.execute(
             update(refunds)
             .where(refunds.c.id == refund.id, refunds.c.status == expected.value)
             .values(status=refund.status.value, update_time=now)
         )
-        return bool(moved.rowcount)  # type: ignore[attr-defined]
+        return bool(moved.rowcount)
 
     async def order_of_refund(self, refund_id: str) -> Order | None:
         """The order a refund belongs to, its row locked (see ``order``)."""
-        order_id = await self._session.scalar(
+        order_id = await self._connection.scalar(
             select(refunds.c.order_id).where(refunds.c.id == refund_id)
         )
         return None if order_id is None else await self.order(order_id, for_update=True)
 
     async def refunds_in(self, status: RefundStatus, updated_before: datetime) -> list[str]:
         """Ids of refunds in ``status`` not changed since ``updated_before``."""
-        rows = await self._session.scalars(
+        rows = await self._connection.scalars(
             select(refunds.c.id).where(
                 refunds.c.status == status.value, refunds.c.update_time < updated_before
             )
@@ -704,9 +704,9 @@ class UnitOfWork(unit_of_work.UnitOfWork):
     # ---- row mapping ---------------------------------------------------------------------
 
     async def _orders(self, where: Any, limit: int = 1) -> list[Order]:
-        session = self._session
+        connection = self._connection
         order_rows = (
-            await session.execute(
+            await connection.execute(
                 select(orders)
                 .where(where)
                 .order_by(orders.c.create_time.desc(), orders.c.id.desc())
@@ -717,17 +717,17 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             return []
         ids = [row.id for row in order_rows]
         item_rows = (
-            await session.execute(
+            await connection.execute(
                 select(order_items)
                 .where(order_items.c.order_id.in_(ids))
                 .order_by(order_items.c.position)
             )
         ).all()
         payment_rows = (
-            await session.execute(select(payments).where(payments.c.order_id.in_(ids)))
+            await connection.execute(select(payments).where(payments.c.order_id.in_(ids)))
         ).all()
         refund_rows = (
-            await session.execute(
+            await connection.execute(
                 select(refunds)
                 .where(refunds.c.order_id.in_(ids))
                 .order_by(refunds.c.create_time, refunds.c.id)

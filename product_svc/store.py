@@ -41,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common import unit_of_work
 from common.db import SEQUENCE_NUMBER, Database, UtcDateTime, on_conflict_insert
@@ -306,17 +306,17 @@ def _increment_of(
 class UnitOfWork(unit_of_work.UnitOfWork):
     """The reads and writes of one use case, committed together with its events."""
 
-    def __init__(self, session: AsyncSession, outbox: Outbox) -> None:
-        super().__init__(session, outbox)
-        self._postgres = session.get_bind().dialect.name == "postgresql"
+    def __init__(self, connection: AsyncConnection, outbox: Outbox) -> None:
+        super().__init__(connection, outbox)
+        self._postgres = connection.dialect.name == "postgresql"
 
     # Categories -------------------------------------------------------------------------
 
     async def add_category(self, category: Category) -> None:
         try:
             # A savepoint: the unique violation must not poison the surrounding transaction.
-            async with self._session.begin_nested():
-                await self._session.execute(
+            async with self._connection.begin_nested():
+                await self._connection.execute(
                     insert(categories).values(
                         id=category.id,
                         name=category.name,
@@ -330,13 +330,13 @@ class UnitOfWork(unit_of_work.UnitOfWork):
 
     async def category(self, category_id: str) -> Category | None:
         row = (
-            await self._session.execute(select(categories).where(categories.c.id == category_id))
+            await self._connection.execute(select(categories).where(categories.c.id == category_id))
         ).one_or_none()
         return None if row is None else _category(row)
 
     async def category_by_slug(self, slug: str) -> Category | None:
         row = (
-            await self._session.execute(select(categories).where(categories.c.slug == slug))
+            await self._connection.execute(select(categories).where(categories.c.slug == slug))
         ).one_or_none()
         return None if row is None else _category(row)
 
@@ -345,19 +345,21 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         query = select(categories).order_by(categories.c.name, categories.c.id).limit(limit)
         if after is not None:
             query = query.where(tuple_(categories.c.name, categories.c.id) > tuple_(*after))
-        return [_category(row) for row in (await self._session.execute(query)).all()]
+        return [_category(row) for row in (await self._connection.execute(query)).all()]
 
     async def category_parents(self) -> dict[str, str]:
         """Every category's parent id ("" for a root): the tree, for descendant lookups."""
-        rows = (await self._session.execute(select(categories.c.id, categories.c.parent_id))).all()
+        rows = (
+            await self._connection.execute(select(categories.c.id, categories.c.parent_id))
+        ).all()
         return {row.id: row.parent_id or "" for row in rows}
 
     # Products ---------------------------------------------------------------------------
 
     async def add_product(self, product: Product) -> None:
         try:
-            async with self._session.begin_nested():
-                await self._session.execute(insert(products).values(_product_values(product)))
+            async with self._connection.begin_nested():
+                await self._connection.execute(insert(products).values(_product_values(product)))
         except IntegrityError:  # a concurrent create took the sku since the caller looked
             raise AlreadyExists(f"sku {product.sku} is already in use", field="sku") from None
 
@@ -366,19 +368,19 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         query = select(*_PRODUCT_COLUMNS).where(products.c.id == product_id)
         if for_update:
             query = query.with_for_update()
-        row = (await self._session.execute(query)).one_or_none()
+        row = (await self._connection.execute(query)).one_or_none()
         return None if row is None else _product(row)
 
     async def products_for_update(self, product_ids: Sequence[str]) -> dict[str, Product]:
         """The products by id, their rows locked in id order (no two units deadlock)."""
         rows = (
-            await self._session.execute(_PRODUCTS_FOR_UPDATE, {"ids": sorted(product_ids)})
+            await self._connection.execute(_PRODUCTS_FOR_UPDATE, {"ids": sorted(product_ids)})
         ).all()
         return {row.id: _product(row) for row in rows}
 
     async def product_by_sku(self, sku: str) -> Product | None:
         query = select(*_PRODUCT_COLUMNS).where(products.c.sku == sku)
-        row = (await self._session.execute(query)).one_or_none()
+        row = (await self._connection.execute(query)).one_or_none()
         return None if row is None else _product(row)
 
     async def save_product(self, before: Product, after: Product) -> None:
@@ -386,8 +388,8 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         # Compare-and-set on the version and the stock counters: reservations move stock
         # without a new version, and on PostgreSQL an unlocked read does not stop them.
         try:
-            async with self._session.begin_nested():
-                result = await self._session.execute(
+            async with self._connection.begin_nested():
+                result = await self._connection.execute(
                     update(products)
                     .where(
                         products.c.id == before.id,
@@ -399,18 +401,18 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 )
         except IntegrityError:
             raise AlreadyExists(f"sku {after.sku} is already in use", field="product.sku") from None
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if result.rowcount != 1:
             raise Aborted("the product changed concurrently; read it again and retry")
 
     async def insert_products(self, batch: Sequence[Product]) -> None:
         """Bulk insert without per-row checks, for benchmarks and fixtures."""
-        await self._session.execute(insert(products), [_product_values(p) for p in batch])
+        await self._connection.execute(insert(products), [_product_values(p) for p in batch])
 
     async def move_stock(self, moves: Sequence[StockMove]) -> None:
         """Apply a reservation's stock moves, in product-id order; ABORTED if one would make a
         counter negative (the domain checked a state another unit of work has since changed)."""
         for move in sorted(moves, key=lambda move: move.product_id):
-            result = await self._session.execute(
+            result = await self._connection.execute(
                 _MOVE_STOCK,
                 {
                     "move_id": move.product_id,
@@ -418,11 +420,11 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                     "move_reserved": move.reserved,
                 },
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            if result.rowcount != 1:
                 raise Aborted(f"the stock of product {move.product_id} changed concurrently")
 
     async def add_price_change(self, product_id: str, change: PriceChange) -> None:
-        await self._session.execute(
+        await self._connection.execute(
             insert(price_changes).values(
                 product_id=product_id,
                 amount=change.price.amount,
@@ -444,7 +446,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         )
         if before_seq is not None:
             query = query.where(price_changes.c.seq < before_seq)
-        rows = (await self._session.execute(query)).all()
+        rows = (await self._connection.execute(query)).all()
         return [
             PriceChange(
                 row.seq,
@@ -456,7 +458,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         ]
 
     async def add_adjustment(self, adjustment: Adjustment) -> None:
-        await self._session.execute(
+        await self._connection.execute(
             insert(adjustments).values(
                 product_id=adjustment.product_id,
                 delta=adjustment.delta,
@@ -513,7 +515,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             .order_by(*ordering)
             .limit(limit)
         )
-        rows = (await self._session.execute(statement)).all()
+        rows = (await self._connection.execute(statement)).all()
         return [(_product(row), int(row.rank)) for row in rows]
 
     def _matches(self, terms: Sequence[str], *, in_name_only: bool) -> ColumnElement[bool]:
@@ -545,7 +547,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         together = Counter(pair for _, pairs in orders for pair in pairs)
         if bought:
             # Each counter records its product's category now, for the per-category index.
-            known = await self._session.execute(
+            known = await self._connection.execute(
                 select(products.c.id, products.c.category_id).where(
                     products.c.id.in_(sorted(bought))
                 )
@@ -580,11 +582,11 @@ class UnitOfWork(unit_of_work.UnitOfWork):
     ) -> None:
         # Every confirmed order runs it: built once per table and backend (_increment_of).
         statement = _increment_of(table, tuple(keys), tuple(refreshed), self._postgres)
-        await self._session.execute(statement, rows)
+        await self._connection.execute(statement, rows)
 
     async def recategorize_purchases(self, product_id: str, category_id: str) -> None:
         """Keep the product's sales counted in the category it moved to."""
-        await self._session.execute(
+        await self._connection.execute(
             update(purchases)
             .where(purchases.c.product_id == product_id)
             .values(category_id=category_id)
@@ -595,16 +597,16 @@ class UnitOfWork(unit_of_work.UnitOfWork):
     ) -> None:
         if bought:
             rows = [{"product_id": p, "orders": n} for p, n in bought.items()]
-            await self._session.execute(insert(purchases), rows)
+            await self._connection.execute(insert(purchases), rows)
         if together:
             pairs = [
                 {"product_id": a, "other_id": b, "orders": n} for (a, b), n in together.items()
             ]
-            await self._session.execute(insert(co_purchases), pairs)
+            await self._connection.execute(insert(co_purchases), pairs)
 
     async def categorize_purchases(self) -> None:
         """Give every counter its product's category (after a bulk load, as migration 0008)."""
-        await self._session.execute(
+        await self._connection.execute(
             update(purchases).values(
                 category_id=select(products.c.category_id)
                 .where(products.c.id == purchases.c.product_id)
@@ -614,7 +616,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
 
     async def purchases_of(self, product_id: str) -> int:
         """In how many confirmed orders the product was bought."""
-        count = await self._session.scalar(
+        count = await self._connection.scalar(
             select(purchases.c.orders).where(purchases.c.product_id == product_id)
         )
         return int(count or 0)
@@ -625,7 +627,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         """The live, in-stock products bought with ``product_id`` in at least ``min_together``
         orders, the ``limit`` strongest co-counts first, with their own order counts."""
         rows = (
-            await self._session.execute(
+            await self._connection.execute(
                 select(
                     *_PRODUCT_COLUMNS,
                     *[co_purchases.c.orders.label("together"), purchases.c.orders.label("sold")],
@@ -671,7 +673,8 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                     tuple_(purchases.c.orders, purchases.c.product_id) < tuple_(*bound)
                 )
             batch = [
-                (int(row.orders), str(row.product_id)) for row in await self._session.execute(query)
+                (int(row.orders), str(row.product_id))
+                for row in await self._connection.execute(query)
             ]
             if not batch:
                 break
@@ -679,7 +682,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             bound = batch[-1]
             wanted = [product_id for _, product_id in batch if product_id not in skip]
             matching = set(
-                await self._session.scalars(
+                await self._connection.scalars(
                     select(products.c.id).where(
                         products.c.id.in_(wanted),
                         products.c.archived.is_(False),
@@ -692,7 +695,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 break
             step = min(2 * step, 1_000)
         rows = (
-            await self._session.execute(
+            await self._connection.execute(
                 select(*_PRODUCT_COLUMNS).where(products.c.id.in_(chosen[:limit]))
             )
         ).all()
@@ -718,7 +721,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             .order_by(purchases.c.orders.desc(), purchases.c.product_id.desc())
             .limit(limit)
         )
-        return [_product(row) for row in (await self._session.execute(query)).all()]
+        return [_product(row) for row in (await self._connection.execute(query)).all()]
 
     async def newest_in_stock(
         self, category_id: str | None, excluded: Sequence[str], limit: int
@@ -739,17 +742,17 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             .order_by(products.c.create_time.desc(), products.c.id.desc())
             .limit(limit)
         )
-        return [_product(row) for row in (await self._session.execute(query)).all()]
+        return [_product(row) for row in (await self._connection.execute(query)).all()]
 
     # Reservations -----------------------------------------------------------------------
 
     async def reservation(self, order_id: str, *, for_update: bool = False) -> Reservation | None:
         """The order's reservation; ``for_update`` locks it until the unit ends."""
         query = _RESERVATION_FOR_UPDATE if for_update else _RESERVATION
-        head = (await self._session.execute(query, {"order_id": order_id})).one_or_none()
+        head = (await self._connection.execute(query, {"order_id": order_id})).one_or_none()
         if head is None:
             return None
-        rows = (await self._session.execute(_RESERVATION_ITEMS, {"order_id": order_id})).all()
+        rows = (await self._connection.execute(_RESERVATION_ITEMS, {"order_id": order_id})).all()
         items = tuple(
             ReservedItem(
                 row.product_id,
@@ -770,7 +773,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         """
         # ON CONFLICT DO NOTHING rather than a savepoint around a failing INSERT: one
         # statement instead of three (SAVEPOINT, INSERT, RELEASE) on every reserve.
-        claimed = await self._session.execute(
+        claimed = await self._connection.execute(
             _CLAIM_RESERVATION["postgresql" if self._postgres else "sqlite"],
             {
                 "order_id": reservation.order_id,
@@ -779,11 +782,11 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 "create_time": now,
             },
         )
-        return bool(claimed.rowcount)  # type: ignore[attr-defined]
+        return bool(claimed.rowcount)
 
     async def add_reservation_items(self, reservation: Reservation) -> None:
         """Record what a claimed reservation holds, in the order's own item order."""
-        await self._session.execute(
+        await self._connection.execute(
             _INSERT_RESERVATION_ITEMS,
             [
                 {
@@ -802,7 +805,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
 
     async def save_reservation(self, before: Reservation, after: Reservation) -> None:
         """Write the reservation's new status if it is still ``before``'s (compare-and-set)."""
-        result = await self._session.execute(
+        result = await self._connection.execute(
             _SAVE_RESERVATION,
             {
                 "cas_order_id": before.order_id,
@@ -810,12 +813,12 @@ class UnitOfWork(unit_of_work.UnitOfWork):
                 "cas_after": after.status.value,
             },
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if result.rowcount != 1:
             raise Aborted(f"the reservation of order {before.order_id} changed concurrently")
 
     async def extend_reservation(self, before: Reservation, until: datetime) -> None:
         """Move an ACTIVE reservation's expiry to ``until`` if it is still ACTIVE."""
-        result = await self._session.execute(
+        result = await self._connection.execute(
             update(reservations)
             .where(
                 reservations.c.order_id == before.order_id,
@@ -823,14 +826,14 @@ class UnitOfWork(unit_of_work.UnitOfWork):
             )
             .values(expire_time=until)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if result.rowcount != 1:
             raise Aborted(f"the reservation of order {before.order_id} changed concurrently")
 
     async def reservations_due(
         self, status: ReservationStatus, now: datetime, limit: int
     ) -> list[str]:
         """Order ids of reservations in ``status`` whose expiry is at or before ``now``."""
-        rows = await self._session.scalars(
+        rows = await self._connection.scalars(
             select(reservations.c.order_id)
             .where(
                 reservations.c.status == status.value,

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
 from common.logging import get_logger
@@ -64,16 +64,16 @@ class DatabaseKeyRing(PublishingRing):
     async def load(self) -> None:
         """Read the ring, creating the first key, rotating an over-age one and deleting retired
         ones under the lock, so that replicas do each of these once."""
-        async with self._locked() as session:
-            keys = await self._read(session)
+        async with self._locked() as connection:
+            keys = await self._read(connection)
             now = self._clock()
             if rotation_due(keys, now, self._rotate_every):
-                keys.append(await self._insert_new_key(session, now))
+                keys.append(await self._insert_new_key(connection, now))
             gone = retired(
                 keys, now, activate_after=self._activate_after, retire_after=self._retire_after
             )
             if gone:
-                await session.execute(
+                await connection.execute(
                     delete(signing_keys).where(signing_keys.c.kid.in_([k.kid for k in gone]))
                 )
                 _log.info("signing_keys_retired", kids=[k.kid for k in gone])
@@ -88,11 +88,11 @@ class DatabaseKeyRing(PublishingRing):
         asking at the same moment to replace the same key make one new key, not several; the
         others get None.
         """
-        async with self._locked() as session:
-            keys = await self._read(session)
+        async with self._locked() as connection:
+            keys = await self._read(connection)
             if replacing is not None and keys and keys[-1].kid != replacing:
                 return None
-            stored = await self._insert_new_key(session, self._clock())
+            stored = await self._insert_new_key(connection, self._clock())
         await self.load()
         return stored
 
@@ -105,17 +105,17 @@ class DatabaseKeyRing(PublishingRing):
         await self.load()
 
     @asynccontextmanager
-    async def _locked(self) -> AsyncIterator[AsyncSession]:
-        async with self._database.session() as session:
+    async def _locked(self) -> AsyncIterator[AsyncConnection]:
+        async with self._database.session() as connection:
             if self._database.engine.dialect.name == "postgresql":
                 # Held until the unit of work ends. SQLite needs nothing more: the unit of work
                 # began IMMEDIATE and holds the database's write lock already.
-                await session.execute(select(func.pg_advisory_xact_lock(_LOCK_KEY)))
-            yield session
+                await connection.execute(select(func.pg_advisory_xact_lock(_LOCK_KEY)))
+            yield connection
 
-    async def _read(self, session: AsyncSession) -> list[StoredKey]:
+    async def _read(self, connection: AsyncConnection) -> list[StoredKey]:
         rows = (
-            await session.execute(
+            await connection.execute(
                 select(
                     signing_keys.c.kid,
                     signing_keys.c.create_time,
@@ -133,10 +133,10 @@ class DatabaseKeyRing(PublishingRing):
             keys.append(opened)
         return keys
 
-    async def _insert_new_key(self, session: AsyncSession, now: float) -> StoredKey:
+    async def _insert_new_key(self, connection: AsyncConnection, now: float) -> StoredKey:
         private_key = new_key()
         stored = StoredKey(private_key, key_id(private_key.public_key()), now)
-        await session.execute(
+        await connection.execute(
             insert(signing_keys).values(
                 kid=stored.kid,
                 create_time=datetime.fromtimestamp(now, UTC),

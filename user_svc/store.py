@@ -162,8 +162,8 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         """Insert the account; False when its email is taken (the unique index says so)."""
         try:
             # A savepoint: the unique violation must not poison the surrounding transaction.
-            async with self._session.begin_nested():
-                await self._session.execute(insert(users).values(_user_values(user)))
+            async with self._connection.begin_nested():
+                await self._connection.execute(insert(users).values(_user_values(user)))
         except IntegrityError:
             return False
         return True
@@ -171,20 +171,20 @@ class UnitOfWork(unit_of_work.UnitOfWork):
     async def save_user(self, user: User) -> None:
         values = _user_values(user)
         del values["id"]
-        await self._session.execute(update(users).where(users.c.id == user.id).values(values))
+        await self._connection.execute(update(users).where(users.c.id == user.id).values(values))
 
     async def user(self, user_id: str, *, for_update: bool = False) -> User | None:
         query = select(users).where(users.c.id == user_id)
         if for_update:
             query = query.with_for_update()
-        row = (await self._session.execute(query)).first()
+        row = (await self._connection.execute(query)).first()
         return None if row is None else _user(row)
 
     async def user_by_email(self, email: str, *, for_update: bool = False) -> User | None:
         query = select(users).where(users.c.email == email)
         if for_update:
             query = query.with_for_update()
-        row = (await self._session.execute(query)).first()
+        row = (await self._connection.execute(query)).first()
         return None if row is None else _user(row)
 
     async def list_users(
@@ -197,18 +197,18 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         if before is not None:
             query = query.where(tuple_(users.c.create_time, users.c.id) < before)
         query = query.order_by(users.c.create_time.desc(), users.c.id.desc())
-        rows = (await self._session.execute(query.limit(limit))).all()
+        rows = (await self._connection.execute(query.limit(limit))).all()
         return [_user(row) for row in rows]
 
     # Sessions and refresh tokens
 
     async def add_session(self, session: Session) -> None:
-        await self._session.execute(insert(sessions).values(_session_values(session)))
+        await self._connection.execute(insert(sessions).values(_session_values(session)))
 
     async def save_session(self, session: Session) -> None:
         values = _session_values(session)
         del values["id"]
-        await self._session.execute(
+        await self._connection.execute(
             update(sessions).where(sessions.c.id == session.id).values(values)
         )
 
@@ -216,7 +216,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         query = select(sessions).where(sessions.c.id == session_id)
         if for_update:
             query = query.with_for_update()
-        row = (await self._session.execute(query)).first()
+        row = (await self._connection.execute(query)).first()
         return None if row is None else _session(row)
 
     async def live_sessions(
@@ -235,24 +235,24 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         if before is not None:
             query = query.where(tuple_(sessions.c.last_used_time, sessions.c.id) < before)
         query = query.order_by(sessions.c.last_used_time.desc(), sessions.c.id.desc())
-        return [_session(row) for row in (await self._session.execute(query.limit(limit))).all()]
+        return [_session(row) for row in (await self._connection.execute(query.limit(limit))).all()]
 
     async def revoke_session(self, session_id: str, now: datetime) -> None:
-        await self._session.execute(
+        await self._connection.execute(
             update(sessions)
             .where(sessions.c.id == session_id, sessions.c.revoked_time.is_(None))
             .values(revoked_time=now)
         )
 
     async def revoke_sessions_of(self, user_id: str, now: datetime) -> None:
-        await self._session.execute(
+        await self._connection.execute(
             update(sessions)
             .where(sessions.c.user_id == user_id, sessions.c.revoked_time.is_(None))
             .values(revoked_time=now)
         )
 
     async def add_refresh_token(self, digest: str, session_id: str, now: datetime) -> None:
-        await self._session.execute(
+        await self._connection.execute(
             insert(refresh_tokens).values(
                 token_digest=digest, session_id=session_id, issue_time=now
             )
@@ -263,29 +263,29 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         query = select(refresh_tokens.c.session_id, refresh_tokens.c.spent_time).where(
             refresh_tokens.c.token_digest == digest
         )
-        row = (await self._session.execute(query)).first()
+        row = (await self._connection.execute(query)).first()
         return None if row is None else (row.session_id, row.spent_time is not None)
 
     async def spend_refresh_token(self, digest: str, now: datetime) -> bool:
         """Mark the token spent; False when another call spent it first (a concurrent reuse)."""
-        result = await self._session.execute(
+        result = await self._connection.execute(
             update(refresh_tokens)
             .where(refresh_tokens.c.token_digest == digest, refresh_tokens.c.spent_time.is_(None))
             .values(spent_time=now)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     # Sign-in throttle
 
     async def failure_counts(self, keys: Sequence[str]) -> dict[str, FailureCount]:
         query = select(login_failures).where(login_failures.c.key.in_(list(keys)))
-        rows = (await self._session.execute(query)).all()
+        rows = (await self._connection.execute(query)).all()
         return {row.key: FailureCount(row.failures, row.window_start) for row in rows}
 
     async def save_failure_count(self, key: str, count: FailureCount) -> None:
         values = {"key": key, "failures": count.failures, "window_start": count.window_start}
-        statement = insert_on_conflict(self._session, login_failures).values(values)
-        await self._session.execute(
+        statement = insert_on_conflict(self._connection, login_failures).values(values)
+        await self._connection.execute(
             statement.on_conflict_do_update(
                 index_elements=[login_failures.c.key],
                 set_={"failures": count.failures, "window_start": count.window_start},
@@ -294,7 +294,7 @@ class UnitOfWork(unit_of_work.UnitOfWork):
 
     async def forget_failures_before(self, cutoff: datetime) -> None:
         """Drop counts whose window ended: they can no longer throttle anyone."""
-        await self._session.execute(
+        await self._connection.execute(
             delete(login_failures).where(login_failures.c.window_start < cutoff)
         )
 
@@ -307,18 +307,18 @@ class UnitOfWork(unit_of_work.UnitOfWork):
         ended = select(sessions.c.id).where(
             (sessions.c.expire_time < cutoff) | (sessions.c.revoked_time < cutoff)
         )
-        await self._session.execute(
+        await self._connection.execute(
             delete(refresh_tokens).where(refresh_tokens.c.session_id.in_(ended))
         )
-        result = await self._session.execute(
+        result = await self._connection.execute(
             delete(sessions).where(
                 (sessions.c.expire_time < cutoff) | (sessions.c.revoked_time < cutoff)
             )
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return int(result.rowcount)
 
     async def clear_failures(self, key: str) -> None:
-        await self._session.execute(delete(login_failures).where(login_failures.c.key == key))
+        await self._connection.execute(delete(login_failures).where(login_failures.c.key == key))
 
 
 class AccountStore(unit_of_work.Store[UnitOfWork]):

@@ -118,7 +118,7 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
         """
         if not folds:
             return
-        dialect = self._session.get_bind().dialect.name
+        dialect = self._connection.dialect.name
         tallies: dict[tuple[datetime, str, str], list[int]] = {}
         products: dict[tuple[datetime, str, str], list[int]] = {}
         for fold in folds:
@@ -126,21 +126,21 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
                 key = (increment.hour, increment.measure.value, increment.label)
                 _tally(tallies, key, increment.count, increment.amount)
             if fold.lines is not None:
-                found = await self._session.scalar(
+                found = await self._connection.scalar(
                     _pair_lines(dialect),
                     {"order_id": fold.order_id, "lines": _lines_json(fold.lines)},
                 )
                 if found is not None:
                     _tally_products(products, found, fold.lines)
             if fold.confirmed_hour is not None:
-                found = await self._session.scalar(
+                found = await self._connection.scalar(
                     _pair_confirmed(dialect),
                     {"order_id": fold.order_id, "confirmed_hour": fold.confirmed_hour},
                 )
                 if found is not None:
                     _tally_products(products, fold.confirmed_hour, _lines_of(found))
         if tallies:
-            await self._session.execute(
+            await self._connection.execute(
                 _add_counters(dialect),
                 [
                     {"hour": hour, "measure": measure, "label": label, "count": n, "amount": a}
@@ -148,25 +148,25 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
                 ],
             )
         if products:
-            await self._session.execute(
+            await self._connection.execute(
                 _add_products(dialect),
                 [
                     {"hour": hour, "product_id": p, "currency": c, "units": u, "revenue": r}
                     for (hour, p, c), (u, r) in sorted(products.items())
                 ],
             )
-        await self._session.execute(
+        await self._connection.execute(
             _advance(dialect), {"id": 1, "as_of": max(fold.time for fold in folds)}
         )
 
     # ---- reads ---------------------------------------------------------------------------
 
     async def as_of(self) -> datetime | None:
-        value: datetime | None = await self._session.scalar(select(state.c.as_of))
+        value: datetime | None = await self._connection.scalar(select(state.c.as_of))
         return value
 
     async def counters_in(self, start: datetime, end: datetime) -> list[Counter]:
-        rows = await self._session.execute(
+        rows = await self._connection.execute(
             select(counters).where(counters.c.hour >= start, counters.c.hour < end)
         )
         # ``row.count`` would be the tuple's method: read the column by name.
@@ -181,7 +181,7 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
         in_range = (product_sales.c.hour >= start, product_sales.c.hour < end)
         units = func.sum(product_sales.c.units)
         top = (
-            await self._session.execute(
+            await self._connection.execute(
                 select(product_sales.c.product_id, units.label("units"))
                 .where(*in_range)
                 .group_by(product_sales.c.product_id)
@@ -191,7 +191,7 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
         ).all()
         ids = [row.product_id for row in top]
         revenue: dict[str, dict[str, int]] = {product_id: {} for product_id in ids}
-        rows = await self._session.execute(
+        rows = await self._connection.execute(
             select(
                 product_sales.c.product_id,
                 product_sales.c.currency,
@@ -211,17 +211,17 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
 
     async def clear(self) -> None:
         """Empty the read model, keeping writers out until this transaction ends."""
-        if self._session.get_bind().dialect.name == "postgresql":
+        if self._connection.dialect.name == "postgresql":
             # Consumers wait (their upserts need ROW EXCLUSIVE); readers go on reading the old
             # figures until the rebuild commits. SQLite's write lock, taken at BEGIN, does the
             # same there.
             names = ", ".join(table.name for table in MODEL_TABLES)
-            await self._session.execute(text(f"LOCK TABLE {names} IN EXCLUSIVE MODE"))
+            await self._connection.execute(text(f"LOCK TABLE {names} IN EXCLUSIVE MODE"))
         for table in MODEL_TABLES:
-            await self._session.execute(delete(table))
+            await self._connection.execute(delete(table))
 
     async def changes_after(self, seq: int, types: Iterable[str], limit: int) -> list[StoredChange]:
-        rows = await self._session.execute(
+        rows = await self._connection.execute(
             select(order_changes)
             .where(order_changes.c.seq > seq, order_changes.c.type.in_(sorted(types)))
             .order_by(order_changes.c.seq)
@@ -233,7 +233,7 @@ class AnalyticsUnit(unit_of_work.UnitOfWork):
 
     async def mark_handled(self, consumer: str, event_id: str) -> None:
         """Record a folded event in the inbox, so its delivery from Kafka changes nothing."""
-        await first_delivery(self._session, inbox_table("payment"), consumer, event_id)
+        await first_delivery(self._connection, inbox_table("payment"), consumer, event_id)
 
 
 class AnalyticsStore(unit_of_work.Store[AnalyticsUnit]):

@@ -29,7 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from opentelemetry import trace
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.consumer import (
     EventConsumers,
@@ -74,7 +74,7 @@ seen = Table(
 
 class ProbeUnit(UnitOfWork):
     async def record_effect(self, event: IncomingEvent, instance: str) -> None:
-        await self._session.execute(
+        await self._connection.execute(
             insert(effects).values(
                 event_id=event.id,
                 key=event.subject,
@@ -84,8 +84,8 @@ class ProbeUnit(UnitOfWork):
         )
 
 
-def _probe_unit(session: AsyncSession, outbox: Outbox) -> ProbeUnit:
-    return ProbeUnit(session, outbox)
+def _probe_unit(connection: AsyncConnection, outbox: Outbox) -> ProbeUnit:
+    return ProbeUnit(connection, outbox)
 
 
 async def create_schema(database: Database) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from common.db import Database
+from common.db import Database, after_commit
 
 
 def fresh_tables() -> tuple[MetaData, Table, Table]:
@@ -117,6 +117,58 @@ async def test_concurrent_read_then_write_units_of_work_lose_no_update(
 
     async with database.session() as session:
         assert (await session.execute(select(parent.c.n))).scalar_one() == 8
+
+
+async def test_after_commit_work_runs_once_when_the_unit_of_work_commits_and_never_else(
+    database: Database, tables: tuple[Table, Table]
+) -> None:
+    # What wakes the outbox relay: not a savepoint, not a rollback, once per commit.
+    parent, _ = tables
+    calls: list[str] = []
+
+    def committed() -> None:
+        calls.append("committed")
+
+    def rolled_back() -> None:
+        calls.append("rolled back")
+
+    async with database.session() as session:
+        after_commit(session, committed)
+        async with session.begin_nested():
+            await session.execute(parent.insert().values(id=1, name="saved"))
+        after_commit(session, committed)
+        assert calls == []
+    assert calls == ["committed"]
+
+    async def failing_use_case() -> None:
+        async with database.session() as session:
+            after_commit(session, rolled_back)
+            raise RuntimeError("use case failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_use_case()
+    async with database.session():
+        pass  # most likely on the same pooled connection: nothing of the rollback is left
+    assert calls == ["committed"]
+
+
+async def test_a_unit_of_work_whose_connection_broke_ends_with_its_own_error(
+    database: Database, tables: tuple[Table, Table]
+) -> None:
+    # A task cancelled in the middle of a statement leaves its connection invalidated: the
+    # unit must still end with the cancellation, or a cancelled background loop carries on.
+    parent, _ = tables
+
+    async def cancelled_use_case() -> None:
+        async with database.session() as session:
+            await session.execute(parent.insert().values(id=1, name="lost"))
+            await session.invalidate()
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled_use_case()
+
+    assert await count(database, parent) == 0
 
 
 async def test_ping_is_true_for_a_reachable_database(database: Database) -> None:

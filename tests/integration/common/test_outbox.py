@@ -135,6 +135,26 @@ async def test_events_of_a_rolled_back_unit_of_work_are_never_published(
     assert [key for key, _ in records] == ["order-2"]
 
 
+async def test_a_commit_wakes_the_relay_without_waiting_for_its_poll(
+    database: Database, outbox: Outbox, received: Received, topic: str, broker: EmbeddedBroker
+) -> None:
+    # The relay polls once an hour here: only the commit's wake-up can publish in time.
+    settings = CommonSettings(kafka_bootstrap=broker.bootstrap)
+    task = asyncio.create_task(OutboxRelay(database, outbox, settings, poll_interval_s=3600).run())
+    try:
+        async with database.session() as session:
+            await outbox.add(session, _event(topic, "order-1", 1))
+        await received.at_least(1)  # the relay's first round is over: it waits for a commit
+        async with database.session() as session:
+            await outbox.add(session, _event(topic, "order-1", 2))
+        records = await received.at_least(2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    assert [envelope["data"]["n"] for _, envelope in records] == [1, 2]
+
+
 async def test_one_aggregates_events_arrive_in_the_order_they_were_committed(
     database: Database, outbox: Outbox, relay: OutboxRelay, received: Received, topic: str
 ) -> None:
