@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +29,7 @@ from common.logging import get_logger
 from gateway.http_cache import shared_read
 from gateway.openapi_links import DECLARED_LINKS, DeclaredLink, derive_links
 from gateway.openapi_rules import constrain, is_required, refuses_zero, required_oneofs
-from gateway.openapi_statuses import error_statuses
+from gateway.openapi_statuses import error_statuses, state_reasons
 from gateway.path_templates import Literal as LiteralSegment
 from gateway.path_templates import Variable
 from gateway.problems import GRPC_TO_HTTP, PROBLEM_CONTENT_TYPE
@@ -114,6 +115,11 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
             "description": "The gRPC status name, for a program.",
         },
         "request_id": {"type": "string", "description": "Quote it when reporting a problem."},
+        "reason": {
+            "type": "string",
+            "description": "Why, for a program (the upstream's `google.rpc.ErrorInfo` reason), "
+            "when there is one; the operation's description of the status lists those it sends.",
+        },
         "field_violations": {
             "description": "The offending request fields, each with what was expected of it.",
             "type": "array",
@@ -402,6 +408,18 @@ def _responses(route: Route, schemas: ProtoSchemas) -> dict[str, Any]:
         }
     for status in sorted(error_statuses(route)):
         responses[str(int(status))] = _PROBLEM
+    reasons = state_reasons(route)
+    if reasons and str(int(HTTPStatus.BAD_REQUEST)) in responses:
+        # A 400 here may refuse a valid request: what it names is in the wrong state. The
+        # document says which, so a client (or a fuzzer) does not read it as its own mistake.
+        responses[str(int(HTTPStatus.BAD_REQUEST))] = {
+            "description": "An invalid request (`code` `INVALID_ARGUMENT`), or a valid one "
+            "refused because of the state of what it acts on (`code` `FAILED_PRECONDITION`, "
+            "e.g. an order no longer in a state that allows it): the same request may succeed "
+            "once that state changes. `reason` then says why, among those the operation "
+            "declares: " + ", ".join(f"`{reason}`" for reason in reasons) + ".",
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": f"{_SCHEMAS}Problem"}}},
+        }
     responses["default"] = _PROBLEM
     return responses
 

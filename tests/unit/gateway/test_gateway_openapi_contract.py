@@ -128,3 +128,18 @@ def test_resources_with_an_etag_document_the_etag_header(document: dict[str, Any
 
     assert "ETag" in read["headers"]
     assert "headers" not in order  # orders carry no etag
+
+
+def test_a_400_that_depends_on_the_resources_state_says_so(document: dict[str, Any]) -> None:
+    cancel = document["paths"]["/api/v1/orders/{id}:cancel"]["post"]["responses"]["400"]
+    read = document["paths"]["/api/v1/orders/{id}"]["get"]["responses"]["400"]
+
+    # Cancelling a FAILED order is a valid request refused for the order's state: the document
+    # tells a client how to tell it from its own mistake.
+    assert "FAILED_PRECONDITION" in cancel["description"]
+    assert "`NOT_CANCELLABLE`" in cancel["description"]
+    assert cancel["content"]["application/problem+json"]["schema"] == {
+        "$ref": "#/components/schemas/Problem"
+    }
+    assert read == {"$ref": "#/components/responses/Problem"}
+    assert "reason" in document["components"]["schemas"]["Problem"]["properties"]
