@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -27,8 +28,8 @@ from common.descriptors import (
 from common.logging import get_logger
 from gateway.http_cache import shared_read
 from gateway.openapi_links import DECLARED_LINKS, DeclaredLink, derive_links
-from gateway.openapi_rules import constrain, is_required
-from gateway.openapi_statuses import error_statuses
+from gateway.openapi_rules import constrain, is_required, refuses_zero, required_oneofs
+from gateway.openapi_statuses import error_statuses, state_reasons
 from gateway.path_templates import Literal as LiteralSegment
 from gateway.path_templates import Variable
 from gateway.problems import GRPC_TO_HTTP, PROBLEM_CONTENT_TYPE
@@ -40,6 +41,8 @@ _log = get_logger(__name__)
 
 OPENAPI_VERSION = "3.1.0"
 _SCHEMAS = "#/components/schemas/"
+# Names a message's request schema when its response schema has the message's own name.
+_INPUT = "Input"
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _BEARER = "bearerAuth"
 # The methods an OpenAPI 3.1 path item can hold; a custom HTTP method has no place in it.
@@ -112,6 +115,11 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
             "description": "The gRPC status name, for a program.",
         },
         "request_id": {"type": "string", "description": "Quote it when reporting a problem."},
+        "reason": {
+            "type": "string",
+            "description": "Why, for a program (the upstream's `google.rpc.ErrorInfo` reason), "
+            "when there is one; the operation's description of the status lists those it sends.",
+        },
         "field_violations": {
             "description": "The offending request fields, each with what was expected of it.",
             "type": "array",
@@ -187,24 +195,28 @@ def build_openapi(
         for service in table.services
         if table.routes_of(service.full_name)
     ]
-    return {
-        "openapi": OPENAPI_VERSION,
-        "info": {"title": title, "version": version},
-        "tags": tags,
-        "paths": paths,
-        "components": {
-            "schemas": {"Problem": _PROBLEM_SCHEMA, **dict(sorted(schemas.defined.items()))},
-            "responses": {
-                "Problem": {
-                    "description": "An error, as `application/problem+json`.",
-                    "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": f"{_SCHEMAS}Problem"}}},
-                }
+    return schemas.name_inputs(
+        {
+            "openapi": OPENAPI_VERSION,
+            "info": {"title": title, "version": version},
+            "tags": tags,
+            "paths": paths,
+            "components": {
+                "schemas": {"Problem": _PROBLEM_SCHEMA, **dict(sorted(schemas.defined.items()))},
+                "responses": {
+                    "Problem": {
+                        "description": "An error, as `application/problem+json`.",
+                        "content": {
+                            PROBLEM_CONTENT_TYPE: {"schema": {"$ref": f"{_SCHEMAS}Problem"}}
+                        },
+                    }
+                },
+                "securitySchemes": {
+                    _BEARER: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                },
             },
-            "securitySchemes": {
-                _BEARER: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-            },
-        },
-    }
+        }
+    )
 
 
 def as_openapi_30(document: dict[str, Any]) -> dict[str, Any]:
@@ -280,7 +292,7 @@ def _path_parameters(route: Route, names: tuple[str, ...], schemas: ProtoSchemas
         parameter: dict[str, Any] = {"name": name, "in": "path", "required": True}
         if isinstance(segment, Variable):
             variable, fields = next(variables)
-            parameter["schema"] = schemas.field(fields[-1], repeated=False)
+            parameter["schema"] = schemas.field(fields[-1], repeated=False, request=True)
             notes = []
             if variable.name != name:
                 notes.append(f"Sets the request field `{variable.name}`.")
@@ -307,7 +319,7 @@ def _query_parameters(route: Route, schemas: ProtoSchemas) -> list[Any]:
                 parameter: dict[str, Any] = {
                     "name": dotted,
                     "in": "query",
-                    "schema": schemas.field(field),
+                    "schema": schemas.field(field, request=True),
                 }
                 notes = [field_comment(field)]
                 if field.is_repeated:
@@ -336,7 +348,9 @@ def _request_body(route: Route, schemas: ProtoSchemas) -> dict[str, Any]:
     if route.body == "*":
         in_path = {fields[0].name for fields in route.path_fields if len(fields) == 1}
         schema = (
-            schemas.message(request_type, exclude=in_path) if in_path else schemas.ref(request_type)
+            schemas.message(request_type, exclude=in_path, request=True)
+            if in_path
+            else schemas.ref(request_type, request=True)
         )
         required = any(
             REQUIRED in field_behaviors(f) or is_required(f)
@@ -345,7 +359,7 @@ def _request_body(route: Route, schemas: ProtoSchemas) -> dict[str, Any]:
         )
     else:
         body_field = request_type.fields_by_name[route.body]
-        schema = schemas.field(body_field)
+        schema = schemas.field(body_field, request=True)
         required = True
     return {"required": required, "content": {JSON_CONTENT_TYPE: {"schema": schema}}}
 
@@ -394,6 +408,18 @@ def _responses(route: Route, schemas: ProtoSchemas) -> dict[str, Any]:
         }
     for status in sorted(error_statuses(route)):
         responses[str(int(status))] = _PROBLEM
+    reasons = state_reasons(route)
+    if reasons and str(int(HTTPStatus.BAD_REQUEST)) in responses:
+        # A 400 here may refuse a valid request: what it names is in the wrong state. The
+        # document says which, so a client (or a fuzzer) does not read it as its own mistake.
+        responses[str(int(HTTPStatus.BAD_REQUEST))] = {
+            "description": "An invalid request (`code` `INVALID_ARGUMENT`), or a valid one "
+            "refused because of the state of what it acts on (`code` `FAILED_PRECONDITION`, "
+            "e.g. an order no longer in a state that allows it): the same request may succeed "
+            "once that state changes. `reason` then says why, among those the operation "
+            "declares: " + ", ".join(f"`{reason}`" for reason in reasons) + ".",
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": f"{_SCHEMAS}Problem"}}},
+        }
     responses["default"] = _PROBLEM
     return responses
 
@@ -429,20 +455,33 @@ def _add_extra_route(
 
 
 class ProtoSchemas:
-    """components/schemas, filled as operations refer to message and enum types."""
+    """components/schemas, filled as operations refer to message and enum types.
+
+    A message has a request schema and a response schema. The request one says what the
+    services accept: no field the message lacks (the gateway refuses one with a 400), a field
+    whose zero value its rules refuse is required, so is a member of a required oneof. The
+    response one stays open, so a client generated from the document keeps working when a
+    later version of the service adds a field. A message used both ways gets both, the request
+    one named with an ``Input`` suffix (``name_inputs``); one used one way keeps its name.
+    """
 
     def __init__(self) -> None:
         self.defined: dict[str, dict[str, Any]] = {}
+        # Request schema name -> the message's full name.
+        self._inputs: dict[str, str] = {}
 
-    def ref(self, descriptor: Descriptor) -> dict[str, Any]:
+    def ref(self, descriptor: Descriptor, *, request: bool = False) -> dict[str, Any]:
         """A reference to the message's schema (inline for well-known types)."""
         name = descriptor.full_name
         if name in _WELL_KNOWN:
             return dict(_WELL_KNOWN[name])
-        if name not in self.defined:
-            self.defined[name] = {}  # placeholder first: recursive types refer to themselves
-            self.defined[name] = self.message(descriptor)
-        return {"$ref": f"{_SCHEMAS}{name}"}
+        key = f"{name}{_INPUT}" if request else name
+        if key not in self.defined:
+            self.defined[key] = {}  # placeholder first: recursive types refer to themselves
+            if request:
+                self._inputs[key] = name
+            self.defined[key] = self.message(descriptor, request=request)
+        return {"$ref": f"{_SCHEMAS}{key}"}
 
     def enum_ref(self, descriptor: EnumDescriptor) -> dict[str, Any]:
         """A reference to the enum's schema: its value names as strings."""
@@ -451,14 +490,16 @@ class ProtoSchemas:
             self.defined[name] = {"type": "string", "enum": [v.name for v in descriptor.values]}
         return {"$ref": f"{_SCHEMAS}{name}"}
 
-    def message(self, descriptor: Descriptor, *, exclude: set[str] | None = None) -> dict[str, Any]:
+    def message(
+        self, descriptor: Descriptor, *, exclude: set[str] | None = None, request: bool = False
+    ) -> dict[str, Any]:
         """The message as an object schema; ``exclude`` leaves fields out (set by the path)."""
         properties: dict[str, Any] = {}
         required: list[str] = []
         for field in descriptor.fields:
             if exclude and field.name in exclude:
                 continue
-            schema = self.field(field)
+            schema = self.field(field, request=request)
             behaviors = field_behaviors(field)
             flags: dict[str, Any] = {}
             comment = field_comment(field)
@@ -472,32 +513,76 @@ class ProtoSchemas:
                 # Nothing may sit beside a $ref in OpenAPI 3.0: wrap it.
                 schema = {"allOf": [schema], **flags} if "$ref" in schema else schema | flags
             properties[field.name] = schema
-            if REQUIRED in behaviors or is_required(field):
+            if REQUIRED in behaviors or is_required(field) or (request and refuses_zero(field)):
                 required.append(field.name)
-        # The gateway refuses a field the message does not have (400), so the document says
-        # so: a client or a fuzzer that adds one is told before it sends.
-        result: dict[str, Any] = {
-            "type": "object",
-            "properties": properties,
-            "additionalProperties": False,
-        }
+        result: dict[str, Any] = {"type": "object", "properties": properties}
+        if request:
+            # The gateway refuses a field the message does not have (400), so the document
+            # says so: a client or a fuzzer that adds one is told before it sends.
+            result["additionalProperties"] = False
+            alternatives = []
+            for members in required_oneofs(descriptor):
+                members = [m for m in members if m in properties]
+                if len(members) == 1:
+                    required.append(members[0])
+                elif members:
+                    alternatives.append({"oneOf": [{"required": [m]} for m in members]})
+            if len(alternatives) == 1:
+                result |= alternatives[0]
+            elif alternatives:
+                result["allOf"] = alternatives
         if required:
-            result["required"] = required
+            result["required"] = list(dict.fromkeys(required))
         return result
 
-    def field(self, field: FieldDescriptor, *, repeated: bool | None = None) -> dict[str, Any]:
+    def field(
+        self, field: FieldDescriptor, *, repeated: bool | None = None, request: bool = False
+    ) -> dict[str, Any]:
         """A field's schema: arrays for repeated fields, objects for maps."""
         if is_map(field):
             value_field = message_type(field).fields_by_name["value"]
-            return {"type": "object", "additionalProperties": self._single(value_field)}
-        single = self._single(field)
+            return {"type": "object", "additionalProperties": self._single(value_field, request)}
+        single = self._single(field, request)
         is_repeated = field.is_repeated if repeated is None else repeated
         # The rules the services enforce (buf.validate), as JSON Schema keywords.
         return constrain({"type": "array", "items": single} if is_repeated else single, field)
 
-    def _single(self, field: FieldDescriptor) -> dict[str, Any]:
+    def _single(self, field: FieldDescriptor, request: bool) -> dict[str, Any]:
         if field.type == _T.TYPE_MESSAGE:
-            return self.ref(message_type(field))
+            return self.ref(message_type(field), request=request)
         if field.type == _T.TYPE_ENUM:
             return self.enum_ref(enum_type(field))
         return dict(_SCALARS[field.type])
+
+    def name_inputs(self, document: dict[str, Any]) -> dict[str, Any]:
+        """``document`` with each request schema of a message no response uses renamed to the
+        message's own name: the ``Input`` suffix only tells apart two schemas of one message."""
+        renames = {
+            f"{_SCHEMAS}{key}": f"{_SCHEMAS}{name}"
+            for key, name in self._inputs.items()
+            if name not in self.defined
+        }
+        if not renames:
+            return document
+        schemas = document["components"]["schemas"]
+        document["components"]["schemas"] = dict(
+            sorted(
+                (renames.get(f"{_SCHEMAS}{key}", f"{_SCHEMAS}{key}").removeprefix(_SCHEMAS), value)
+                for key, value in schemas.items()
+            )
+        )
+        renamed: dict[str, Any] = _rename_refs(document, renames)
+        return renamed
+
+
+def _rename_refs(value: Any, renames: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: renames.get(item, item)
+            if key == "$ref" and isinstance(item, str)
+            else _rename_refs(item, renames)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_rename_refs(item, renames) for item in value]
+    return value

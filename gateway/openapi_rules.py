@@ -7,10 +7,11 @@ accept. Only rules JSON Schema can state are exported; the rest stay in the desc
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from buf.validate import validate_pb2
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from common.money import ISO_4217
@@ -134,3 +135,62 @@ def _number(schema: dict[str, Any], rules: Message, *, integer: bool) -> None:
         schema["maximum"] = rules.lte  # type: ignore[attr-defined]
     elif rules.HasField("lt") and integer:
         schema["maximum"] = rules.lt - 1  # type: ignore[attr-defined]
+
+
+def refuses_zero(field: FieldDescriptor) -> bool:
+    """Whether the rules refuse the field's zero value although the field has no presence.
+
+    Such a field is required in JSON: leaving it out sends its zero value (a Money without a
+    currency is one whose currency is ``""``, and ``^[A-Z]{3}$`` refuses that).
+    """
+    rules = rules_of(field)
+    if rules is None or field.has_presence or field.is_repeated:
+        return False
+    if rules.ignore in (_IGNORE_IF_ZERO, validate_pb2.IGNORE_ALWAYS):
+        return False
+    kind = rules.WhichOneof("type")
+    if kind == "string":
+        return _string_refuses_empty(rules.string)
+    if kind in _NUMBER_RULES:
+        return _number_refuses_zero(getattr(rules, kind))
+    return False
+
+
+def required_oneofs(descriptor: Descriptor) -> list[list[str]]:
+    """The member names of each oneof whose rules make setting one of its members required."""
+    found = []
+    for oneof in descriptor.oneofs:
+        options = oneof.GetOptions()
+        declared = options.HasExtension(validate_pb2.oneof)
+        if declared and options.Extensions[validate_pb2.oneof].required:
+            found.append([member.name for member in oneof.fields])
+    return found
+
+
+def _string_refuses_empty(rules: validate_pb2.StringRules) -> bool:
+    well_known = rules.WhichOneof("well_known")
+    # An email, a uuid, a hostname... is never empty; a relative URI reference may be.
+    if well_known not in (None, "uri_ref") and getattr(rules, well_known) is True:
+        return True
+    if rules.HasField("const") and rules.const:
+        return True
+    if rules.len > 0 or rules.min_len > 0 or rules.min_bytes > 0:
+        return True
+    values = list(getattr(rules, "in"))  # `in` is a Python keyword
+    if values and "" not in values:
+        return True
+    # protovalidate matches RE2 patterns anywhere in the value, as re.search does.
+    return rules.HasField("pattern") and re.search(rules.pattern, "") is None
+
+
+def _number_refuses_zero(rules: Message) -> bool:
+    has = rules.HasField
+    bound = rules  # the bounds share their names across the number rule messages
+    if has("const") and bound.const != 0:  # type: ignore[attr-defined]
+        return True
+    if (has("gt") and bound.gt >= 0) or (has("gte") and bound.gte > 0):  # type: ignore[attr-defined]
+        return True
+    if (has("lt") and bound.lt <= 0) or (has("lte") and bound.lte < 0):  # type: ignore[attr-defined]
+        return True
+    values = list(getattr(rules, "in"))
+    return bool(values) and 0 not in values

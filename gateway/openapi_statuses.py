@@ -53,3 +53,12 @@ def error_statuses(route: Route) -> set[HTTPStatus]:
         if reason in REASON_TO_HTTP:
             statuses.add(REASON_TO_HTTP[reason])
     return statuses
+
+
+def state_reasons(route: Route) -> list[str]:
+    """The reasons ``route`` may send without a status of their own, when it declares
+    FAILED_PRECONDITION: its 400 may then refuse a well-formed request because what it acts on
+    is in a state that forbids it (cancelling an order that FAILED)."""
+    if grpc.StatusCode.FAILED_PRECONDITION.value[0] not in route.declared_errors:
+        return []
+    return [reason for reason in route.declared_reasons if reason not in REASON_TO_HTTP]

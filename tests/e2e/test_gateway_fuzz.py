@@ -8,7 +8,9 @@ operations on what it created, and each stateful run must follow at least one.
 are resources to follow links from.
 
 The stack runs with the gateway's rate limits off: hundreds of requests from one address would
-otherwise turn into 429s before they reach anything worth testing.
+otherwise turn into 429s before they reach anything worth testing. Fraud screening is off for
+the same reason: its velocity and declined-card rules turn hundreds of checkouts by one user,
+card and address into 402s whatever they carry (tests/integration/payment/test_fraud_* test it).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import aiohttp
 import pytest
 
 from localrun.broker import EmbeddedBroker
-from tests.support.fuzz_seed import CATEGORY_ENV, PRODUCT_ENV
+from tests.support.fuzz_seed import CATEGORY_ENV, ORDER_ENV, PRODUCT_ENV
 from tests.support.processes import ROOT, Stack, start_stack, wait_for
 
 CHECKS = (
@@ -139,12 +141,14 @@ class FuzzTarget:
     tokens: dict[str, str]
     category_id: str
     product_id: str
+    order_id: str
 
 
 @pytest.fixture(scope="module")
 def fuzz_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {
         "MC_RATE_LIMIT_ENABLED": "false",
+        "MC_FRAUD_ENABLED": "false",
         "MC_ADMIN_EMAIL": ADMIN_EMAIL,
         "MC_ADMIN_PASSWORD": secrets.token_urlsafe(16),
     }
@@ -165,6 +169,7 @@ async def _prepare(stack: Stack) -> FuzzTarget:
 
         async def call(path: str, body: dict[str, Any], token: str = "") -> tuple[int, Any]:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
+            headers["Idempotency-Key"] = uuid.uuid4().hex  # asked for by the checkout only
             async with http.post(path, json=body, headers=headers) as response:
                 return response.status, await response.json(content_type=None)
 
@@ -204,11 +209,33 @@ async def _prepare(stack: Stack) -> FuzzTarget:
             admin,
         )
         assert product[0] == 201, product
+        # A cancelled order of the customer: cancelling it again answers it unchanged (200).
+        customer = str(signed_in[1]["access_token"])
+        order = await call(
+            "/api/v1/orders",
+            {
+                "items": [{"product_id": product[1]["id"], "quantity": 1}],
+                "payment_method": {
+                    "card": {
+                        "number": "4242424242424242",
+                        "exp_month": 12,
+                        "exp_year": datetime.now(UTC).year + 3,
+                        "cvc": "123",
+                        "holder_name": "Fuzz Seed",
+                    }
+                },
+            },
+            customer,
+        )
+        assert order[0] == 201, order
+        cancelled = await call(f"/api/v1/orders/{order[1]['id']}:cancel", {}, customer)
+        assert cancelled[0] == 200, cancelled
     return FuzzTarget(
         url=stack.gateway_url,
-        tokens={"customer": str(signed_in[1]["access_token"]), "admin": admin},
+        tokens={"customer": customer, "admin": admin},
         category_id=str(category[1]["id"]),
         product_id=str(product[1]["id"]),
+        order_id=str(order[1]["id"]),
     )
 
 
@@ -266,6 +293,7 @@ async def test_fuzzing_finds_no_server_error_and_no_schema_violation(
             **os.environ,
             CATEGORY_ENV: fuzz_target.category_id,
             PRODUCT_ENV: fuzz_target.product_id,
+            ORDER_ENV: fuzz_target.order_id,
         },
     )
     raw, _ = await asyncio.wait_for(process.communicate(), timeout=RUN_TIMEOUT_S)

@@ -12,18 +12,22 @@ and product the test made beforehand come through the environment (``fuzz_seed``
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis import Case, HookContext
 from schemathesis.generation.modes import GenerationMode
 
-from tests.support.fuzz_seed import CATEGORY_ENV, PRODUCT_ENV
+from tests.support.fuzz_seed import CATEGORY_ENV, ORDER_ENV, PRODUCT_ENV
 
 APPROVED_CARD = "4242424242424242"
 
@@ -93,7 +97,8 @@ schemathesis.hook(flatmap_body)
 # Schema cannot: a card number passes the Luhn check and the card has not expired, its CVC has
 # the length of its brand; a report's end comes after its start, within the longest range; an
 # order names each product once; an email is more than blanks; a PATCH's mask names what its
-# body changes; a page token is one the service issued. Before a positive case is sent,
+# body changes; a page token is one the service issued; a product's category exists; the order
+# a cancel names is in a state that allows it. Before a positive case is sent,
 # these are made true of it (everything else it carries is left as generated), so what it
 # tests is the rest of its data; negative cases go as generated.
 
@@ -181,12 +186,54 @@ def _valid_product_update(case: Case[Any]) -> None:
     case.query = {**(case.query or {}), "update_mask": ",".join(changes)}
 
 
+def _existing_category(case: Case[Any]) -> None:
+    if isinstance(case.body, dict):
+        case.body["category_id"] = os.environ.get(CATEGORY_ENV, "")
+
+
+# Cancelling answers 200 for these; any other state is a 400 the document lists as the
+# order's state refusing a valid request (FAILED_PRECONDITION, NOT_CANCELLABLE).
+_CANCELLABLE = frozenset(("ORDER_STATUS_CONFIRMED", "ORDER_STATUS_CANCELLED"))
+
+
+def _order_status(case: Case[Any], order_id: str) -> str | None:
+    """The status of the caller's order ``order_id``; None when there is no such order."""
+    schema = case.operation.schema
+    request = urllib.request.Request(
+        f"{schema.get_base_url().rstrip('/')}/api/v1/orders/{quote(order_id, safe='')}",
+        headers=schema.config.headers_for(operation=case.operation),
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status = json.load(response).get("status")
+    except (urllib.error.URLError, TimeoutError, ValueError):
+        return None
+    return status if isinstance(status, str) else None
+
+
+def _cancellable_order(case: Case[Any]) -> None:
+    """The fuzzer names orders it saw in earlier responses, FAILED and ON_HOLD ones among them;
+    cancelling those is refused whatever the request says. Such an id is swapped for the
+    customer's cancelled order (seeded by the test); an id that names no order of the caller
+    is kept, so its 404 is still tested."""
+    seeded = os.environ.get(ORDER_ENV)
+    parameters = case.path_parameters
+    order_id = parameters.get("id") if isinstance(parameters, dict) else None
+    if not seeded or not isinstance(order_id, str) or parameters is None:
+        return
+    status = _order_status(case, order_id)
+    if status is not None and status not in _CANCELLABLE:
+        parameters["id"] = seeded
+
+
 VALID: dict[str, Callable[[Case[Any]], None]] = {
     "POST /api/v1/orders": _valid_order,
     "GET /api/v1/payment/analytics/sales": _valid_range,
     "GET /api/v1/payment/analytics/top-products": _valid_range,
     "POST /api/v1/auth/token": _not_blank_email,
     "PATCH /api/v1/products/{id}": _valid_product_update,
+    "POST /api/v1/products": _existing_category,
+    "POST /api/v1/orders/{id}:cancel": _cancellable_order,
 }
 
 

@@ -8,3 +8,5 @@ from __future__ import annotations
 
 CATEGORY_ENV = "FUZZ_CATEGORY_ID"
 PRODUCT_ENV = "FUZZ_PRODUCT_ID"
+# An order of the signed-in customer that cancelling answers with 200: it is already cancelled.
+ORDER_ENV = "FUZZ_ORDER_ID"

@@ -123,10 +123,51 @@ def test_request_bodies_follow_the_body_option(document: dict[str, Any]) -> None
     create = operation(document, "post", "/v1/widgets")["requestBody"]
     labels = operation(document, "put", "/v1/widgets/{id}/labels")["requestBody"]
 
-    assert create["content"]["application/json"]["schema"] == {"$ref": WIDGET}
+    # A Widget is sent and returned: the body is the request schema of the two.
+    assert create["content"]["application/json"]["schema"] == {"$ref": f"{WIDGET}Input"}
     labels_schema = labels["content"]["application/json"]["schema"]
     assert set(labels_schema["properties"]) == {"labels", "tags", "decide_time"}  # not the path id
     assert "requestBody" not in operation(document, "get", "/v1/widgets/{id}")
+
+
+def test_request_schemas_refuse_unknown_fields_and_response_schemas_admit_them(
+    document: dict[str, Any],
+) -> None:
+    schemas = document["components"]["schemas"]
+    sent, returned = schemas["microcommerce.testing.v1.WidgetInput"], schemas[WIDGET.split("/")[-1]]
+
+    # The gateway refuses a field the message lacks; a later response may add one, and a client
+    # generated from the document must not refuse it.
+    assert sent["additionalProperties"] is False
+    assert "additionalProperties" not in returned
+    assert sent["properties"].keys() == returned["properties"].keys()
+    # Nested messages follow the side they are on.
+    parts = operation(document, "get", "/v1/widgets/{id}/parts")["responses"]["200"]
+    part = parts["content"]["application/json"]["schema"]["items"]["$ref"].split("/")[-1]
+    assert "additionalProperties" not in schemas[part]
+
+
+def test_a_message_used_one_way_keeps_its_name(document: dict[str, Any]) -> None:
+    names = set(document["components"]["schemas"])
+    refs = {
+        value.split("/")[-1]
+        for value in _refs(document)
+        if value.startswith("#/components/schemas/")
+    }
+
+    # WidgetPart is only returned: no Input twin; every reference points at a schema.
+    assert "microcommerce.testing.v1.WidgetPartInput" not in names
+    assert refs <= names
+    assert {name.removesuffix("Input") for name in names if name.endswith("Input")} <= names
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        own = [value["$ref"]] if isinstance(value.get("$ref"), str) else []
+        return own + [ref for item in value.values() for ref in _refs(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _refs(item)]
+    return []
 
 
 def test_responses_follow_status_options_empty_and_response_body(document: dict[str, Any]) -> None:

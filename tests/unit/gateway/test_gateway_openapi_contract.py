@@ -67,6 +67,23 @@ def test_declared_rules_become_json_schema_keywords(document: dict[str, Any]) ->
     assert money["amount"]["minimum"] == 0
 
 
+def test_what_a_request_must_hold_is_required_even_where_the_proto_cannot_say_required(
+    document: dict[str, Any],
+) -> None:
+    method = schema(document, "payment.v1.PaymentMethod")
+    sent_money = schema(document, "common.v1.MoneyInput")
+    returned_money = schema(document, "common.v1.Money")
+
+    # `{}` sets no member of the required oneof: the services refuse it.
+    assert method["required"] == ["card"]
+    # Absent means "": the currency's pattern refuses it, so a Money sent must carry one.
+    assert sent_money["required"] == ["currency"]
+    # An amount of 0 is allowed, so it may be left out.
+    assert "amount" not in sent_money["required"]
+    # What the services answer is described as it is, not as what they accept.
+    assert "required" not in returned_money
+
+
 def test_a_rule_that_lets_the_empty_value_through_says_so(document: dict[str, Any]) -> None:
     preferences = schema(document, "user.v1.Preferences")["properties"]
 
@@ -111,3 +128,18 @@ def test_resources_with_an_etag_document_the_etag_header(document: dict[str, Any
 
     assert "ETag" in read["headers"]
     assert "headers" not in order  # orders carry no etag
+
+
+def test_a_400_that_depends_on_the_resources_state_says_so(document: dict[str, Any]) -> None:
+    cancel = document["paths"]["/api/v1/orders/{id}:cancel"]["post"]["responses"]["400"]
+    read = document["paths"]["/api/v1/orders/{id}"]["get"]["responses"]["400"]
+
+    # Cancelling a FAILED order is a valid request refused for the order's state: the document
+    # tells a client how to tell it from its own mistake.
+    assert "FAILED_PRECONDITION" in cancel["description"]
+    assert "`NOT_CANCELLABLE`" in cancel["description"]
+    assert cancel["content"]["application/problem+json"]["schema"] == {
+        "$ref": "#/components/schemas/Problem"
+    }
+    assert read == {"$ref": "#/components/responses/Problem"}
+    assert "reason" in document["components"]["schemas"]["Problem"]["properties"]
