@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
@@ -298,10 +299,7 @@ async def test_an_event_that_cannot_be_folded_is_dead_lettered_and_others_go_on(
 ) -> None:
     ids = await scripted_day(payments, inventory)
     records = await published(payment_db, ids)
-    envelope = json.loads(records[0].value)
-    envelope["id"] = str(uuid.uuid4())
-    envelope["data"] = {"user_id": "u"}  # an order.placed without its order
-    poison = ConsumedRecord("order-events", 0, 0, b"k", json.dumps(envelope).encode(), {})
+    poison, envelope = _placed_without_its_order(records[0])
 
     assert await deliver(consumers, [poison, *records]) == ["dead_lettered"] + ["handled"] * len(
         records
@@ -364,10 +362,7 @@ async def test_a_poison_event_in_a_batch_is_dead_lettered_alone_and_the_rest_app
 ) -> None:
     ids = await scripted_day(payments, inventory)
     records = await published(payment_db, ids)
-    envelope = json.loads(records[0].value)
-    envelope["id"] = str(uuid.uuid4())
-    envelope["data"] = {"user_id": "u"}  # an order.placed without its order
-    poison = ConsumedRecord("order-events", 0, 0, b"k", json.dumps(envelope).encode(), {})
+    poison, envelope = _placed_without_its_order(records[0])
     garbage = ConsumedRecord("order-events", 0, 1, b"k", b"not an event", {})
     middle = len(records) // 2
     batch = [*records[:middle], poison, garbage, *records[middle:]]
@@ -480,3 +475,14 @@ async def test_the_rebuild_command_replays_the_database_it_is_pointed_at(
         assert await figures(analytics) == await from_orders_table(payment_db, ids)
     else:
         assert (await figures(analytics)).placed >= 8
+
+
+def _placed_without_its_order(
+    placed: ConsumedRecord,
+) -> tuple[ConsumedRecord, dict[str, Any]]:
+    """A copy of an order.placed record, under a new event id, with its order missing."""
+    envelope = json.loads(placed.value)
+    envelope["id"] = str(uuid.uuid4())
+    envelope["data"] = {"user_id": "u"}
+    poison = ConsumedRecord("order-events", 0, 0, b"k", json.dumps(envelope).encode(), {})
+    return poison, envelope
