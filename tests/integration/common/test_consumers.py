@@ -382,11 +382,7 @@ async def test_an_event_is_handled_in_a_span_linked_to_the_one_that_published_it
     own_broker: EmbeddedBroker,
     group: str,
 ) -> None:
-    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # else the SDK makes no-op spans
-    spans = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    monkeypatch.setattr("common.consumer.tracer", lambda: provider.get_tracer("test"))
+    spans = _recorded_consumer_spans(monkeypatch)
     probe = ProbeConsumer(database, own_broker.bootstrap, group)
     probe.start()
     try:
@@ -423,11 +419,7 @@ async def test_a_batch_is_handled_in_a_span_linked_to_every_span_that_published_
     own_broker: EmbeddedBroker,
     group: str,
 ) -> None:
-    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # else the SDK makes no-op spans
-    spans = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    monkeypatch.setattr("common.consumer.tracer", lambda: provider.get_tracer("test"))
+    spans = _recorded_consumer_spans(monkeypatch)
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     parents = ["00f067aa0ba902b7", "00f067aa0ba902b8"]
     key = f"order-{uuid.uuid4().hex}"
@@ -454,3 +446,13 @@ async def test_a_batch_is_handled_in_a_span_linked_to_every_span_that_published_
     counts = [s.attributes["messaging.batch.message_count"] for s in handled if s.attributes]
     assert sum(int(str(count)) for count in counts) == 2
     assert probe.handled_in == [s.context.span_id for s in handled if s.context]
+
+
+def _recorded_consumer_spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    """The spans the consumers make from now on, kept in memory for the test to read."""
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # else the SDK makes no-op spans
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    monkeypatch.setattr("common.consumer.tracer", lambda: provider.get_tracer("test"))
+    return spans
