@@ -184,6 +184,7 @@ async def _prepare(stack: Stack) -> FuzzTarget:
             # 401 until user_svc has created the admin, just after it starts.
             return str(body["access_token"]) if status == 200 else None
 
+        await stack.wait_until_up(within=STARTUP_S)
         admin = await wait_for(admin_session, within=STARTUP_S, interval=0.5)
         email, password = f"fuzz-{uuid.uuid4().hex[:10]}@example.com", secrets.token_urlsafe(12)
         created = await call("/api/v1/users", {"email": email, "password": password, "name": "C"})

@@ -178,6 +178,7 @@ class CheckoutStack:
             # 401: user_svc creates the admin in a background task just after it starts.
             return None if answer.status in (401, 502, 503, 504) else answer
 
+        await self.stack.wait_until_up(within=within)
         answer = await wait_for(admin_login, within=within, interval=0.5)
         if answer.status == 501:
             pytest.skip("user_svc answers UNIMPLEMENTED: runs once issue-4 is merged into main")

@@ -110,6 +110,21 @@ class Stack:
             body: dict[str, object] = await response.json()
             return body
 
+    async def wait_until_up(self, *, within: float) -> None:
+        """Until ``/health`` says UP: every service serves, not just the first one to start.
+
+        A caller that only waits for its first answer (the admin's login) can otherwise reach
+        a service that is still starting and get 503.
+        """
+
+        async def up() -> bool:
+            try:
+                return (await self.health()).get("status") == "UP"
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                return False
+
+        await wait_for(up, within=within, interval=0.25)
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.popen.poll() is None:
