@@ -33,5 +33,14 @@ def service_token(service: str = "payment") -> str:
     return SIGNER.mint(f"{SERVICE_SUBJECT_PREFIX}{service}", [ROLE_SERVICE])
 
 
+def admin_headers() -> dict[str, str]:
+    """A fresh admin bearer header, minted when the test runs.
+
+    Minted at import time, a module's token expired before its tests ran once the whole suite
+    took longer than the token's 15 minutes.
+    """
+    return bearer(admin_token())
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}

@@ -27,9 +27,14 @@ from microcommerce.product.v1.inventory_service_pb2_grpc import InventoryService
 from tests.support.checkout_stack import checkout_body
 from tests.support.gateway_testing import Client as Gateway
 from tests.support.inprocess import in_process_services
-from tests.support.tokens import KEYS, admin_token, bearer, customer_token, service_token
+from tests.support.tokens import (
+    KEYS,
+    admin_headers,
+    bearer,
+    customer_token,
+    service_token,
+)
 
-ADMIN = bearer(admin_token())
 SHARED = "public, max-age=60, stale-while-revalidate=120"
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -60,7 +65,7 @@ async def gateway(services: dict[str, str]) -> AsyncIterator[Gateway]:
 
 
 async def _created(gateway: Gateway, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await gateway.post(path, json=body, headers=ADMIN)
+    response = await gateway.post(path, json=body, headers=admin_headers())
     assert response.status == 201, await response.text()
     created: dict[str, Any] = await response.json()
     return created
@@ -165,7 +170,7 @@ async def test_a_list_without_a_resource_etag_is_validated_by_a_hash_of_its_body
     first = await gateway.get(path)
     unchanged = await gateway.get(path, headers={"If-None-Match": first.headers["ETag"]})
     renamed = await gateway.patch(
-        f"/api/v1/products/{product['id']}", json={"name": "Gyokuro"}, headers=ADMIN
+        f"/api/v1/products/{product['id']}", json={"name": "Gyokuro"}, headers=admin_headers()
     )
     assert renamed.status == 200
 
@@ -184,9 +189,11 @@ async def test_a_token_bearers_read_of_a_public_route_is_private_and_keeps_the_r
     product = await _product(gateway)
     path = f"/api/v1/products/{product['id']}"
 
-    read = await gateway.get(path, headers=ADMIN)
-    again = await gateway.get(path, headers={**ADMIN, "If-None-Match": read.headers["ETag"]})
-    history = await gateway.get(f"{path}/price-history", headers=ADMIN)
+    read = await gateway.get(path, headers=admin_headers())
+    again = await gateway.get(
+        path, headers={**admin_headers(), "If-None-Match": read.headers["ETag"]}
+    )
+    history = await gateway.get(f"{path}/price-history", headers=admin_headers())
 
     assert read.headers["Cache-Control"] == "private, no-store"
     assert read.headers["ETag"] == f'"{product["etag"]}"'  # for If-Match on a later change

@@ -21,10 +21,9 @@ from payment_svc.screening import ScreeningPolicy
 from tests.integration.payment.test_payment_rest import body, stocked
 from tests.support.payment_fakes import FakeInventory
 from tests.support.payment_rest import Client, payment_rest
-from tests.support.tokens import admin_token, bearer, customer_token
+from tests.support.tokens import admin_headers, bearer, customer_token
 
 DECLINED = "4000000000000002"
-ADMIN = bearer(admin_token())
 
 
 @pytest_asyncio.fixture
@@ -81,7 +80,7 @@ async def test_a_denied_checkout_answers_402_with_a_reason_that_names_no_rule(
     assert "screen" not in text
     assert "decline_run" not in text
     assert "fraud" not in text
-    _, orders = await call(client, "GET", "/api/v1/orders?user_id=-&page_size=1", ADMIN)
+    _, orders = await call(client, "GET", "/api/v1/orders?user_id=-&page_size=1", admin_headers())
     assert orders["orders"][0]["screening"]["decision"] == "SCREENING_DECISION_DENY"
     assert orders["orders"][0]["status"] == "ORDER_STATUS_FAILED"
 
@@ -105,7 +104,7 @@ async def test_a_held_order_is_approved_by_an_administrator_and_captured_once(
     assert "screening" not in mine
     _, listed = await call(client, "GET", "/api/v1/orders", bearer(customer_token("newcomer")))
     assert "screening" not in listed["orders"][0]
-    status, seen = await call(client, "GET", f"/api/v1/orders/{held['id']}", ADMIN)
+    status, seen = await call(client, "GET", f"/api/v1/orders/{held['id']}", admin_headers())
     assert seen["screening"]["decision"] == "SCREENING_DECISION_REVIEW"
     assert seen["screening"]["score"] == 50
     assert seen["screening"]["reasons"][0]["code"] == "NEW_ACCOUNT_HIGH_AMOUNT"
@@ -114,8 +113,12 @@ async def test_a_held_order_is_approved_by_an_administrator_and_captured_once(
         client, "POST", f"/api/v1/orders/{held['id']}:approve", bearer(customer_token("newcomer"))
     )
     assert status == 403, customer_try
-    status, approved = await call(client, "POST", f"/api/v1/orders/{held['id']}:approve", ADMIN)
-    again_status, again = await call(client, "POST", f"/api/v1/orders/{held['id']}:approve", ADMIN)
+    status, approved = await call(
+        client, "POST", f"/api/v1/orders/{held['id']}:approve", admin_headers()
+    )
+    again_status, again = await call(
+        client, "POST", f"/api/v1/orders/{held['id']}:approve", admin_headers()
+    )
 
     assert status == 200, approved
     assert approved["status"] == "ORDER_STATUS_CONFIRMED"
@@ -123,7 +126,7 @@ async def test_a_held_order_is_approved_by_an_administrator_and_captured_once(
     assert (again_status, again["status"]) == (200, "ORDER_STATUS_CONFIRMED")
     assert await captures(database, approved) == 1
     assert inventory.status(held["id"]) == "COMMITTED"
-    _, history = await call(client, "GET", f"/api/v1/orders/{held['id']}/history", ADMIN)
+    _, history = await call(client, "GET", f"/api/v1/orders/{held['id']}/history", admin_headers())
     [review] = [c for c in history["changes"] if c["kind"] == "ORDER_CHANGE_KIND_APPROVED"]
     assert (review["actor"], review["actor_id"]) == ("ACTOR_KIND_ADMIN", "admin-1")
     kinds = [change["kind"] for change in history["changes"]]
@@ -138,10 +141,14 @@ async def test_a_rejected_hold_fails_voided_with_its_stock_back(
     item = stocked(inventory, stock=3, price=60_000)
     _, held = await place(client, body(item), user="newcomer")
 
-    status, rejected = await call(client, "POST", f"/api/v1/orders/{held['id']}:reject", ADMIN)
-    again_status, _ = await call(client, "POST", f"/api/v1/orders/{held['id']}:reject", ADMIN)
+    status, rejected = await call(
+        client, "POST", f"/api/v1/orders/{held['id']}:reject", admin_headers()
+    )
+    again_status, _ = await call(
+        client, "POST", f"/api/v1/orders/{held['id']}:reject", admin_headers()
+    )
     approve_status, problem = await call(
-        client, "POST", f"/api/v1/orders/{held['id']}:approve", ADMIN
+        client, "POST", f"/api/v1/orders/{held['id']}:approve", admin_headers()
     )
 
     assert status == 200, rejected
@@ -176,17 +183,20 @@ async def test_administrators_list_the_orders_on_hold_with_their_reasons(
     held = [(await place(client, body(big), user=f"newcomer-{n}"))[1]["id"] for n in range(3)]
 
     status, first = await call(
-        client, "GET", "/api/v1/orders?user_id=-&status=ORDER_STATUS_ON_HOLD&page_size=2", ADMIN
+        client,
+        "GET",
+        "/api/v1/orders?user_id=-&status=ORDER_STATUS_ON_HOLD&page_size=2",
+        admin_headers(),
     )
     token = first["next_page_token"]
     _, second = await call(
         client,
         "GET",
         f"/api/v1/orders?user_id=-&status=ORDER_STATUS_ON_HOLD&page_size=2&page_token={token}",
-        ADMIN,
+        admin_headers(),
     )
     mismatch, problem = await call(
-        client, "GET", f"/api/v1/orders?user_id=-&page_size=2&page_token={token}", ADMIN
+        client, "GET", f"/api/v1/orders?user_id=-&page_size=2&page_token={token}", admin_headers()
     )
 
     assert status == 200, first

@@ -12,16 +12,15 @@ from typing import Any
 
 from tests.support.gateway_testing import Client
 from tests.support.page_token_replay import assert_refused_on_page_token, replays_page_token
-from tests.support.tokens import admin_token, bearer
+from tests.support.tokens import admin_headers
 
-ADMIN = bearer(admin_token())
 PRODUCT_SERVICE = "microcommerce.product.v1.ProductService"
 
 
 async def category(rest: Client) -> str:
     slug = f"page-{uuid.uuid4().hex[:10]}"
     response = await rest.post(
-        "/api/v1/categories", json={"name": f"Tea {slug}", "slug": slug}, headers=ADMIN
+        "/api/v1/categories", json={"name": f"Tea {slug}", "slug": slug}, headers=admin_headers()
     )
     assert response.status == 201, await response.text()
     return str((await response.json())["id"])
@@ -36,7 +35,7 @@ async def product(rest: Client, category_id: str, name: str = "Sencha") -> str:
         "price": {"amount": 1250, "currency": "EUR"},
         "stock": 3,
     }
-    response = await rest.post("/api/v1/products", json=body, headers=ADMIN)
+    response = await rest.post("/api/v1/products", json=body, headers=admin_headers())
     assert response.status == 201, await response.text()
     return str((await response.json())["id"])
 
@@ -57,7 +56,7 @@ async def test_a_price_history_token_replayed_for_another_product_is_a_400_namin
             response = await rest.put(
                 f"/api/v1/products/{product_id}/price",
                 json={"price": {"amount": amount, "currency": "EUR"}},
-                headers=ADMIN,
+                headers=admin_headers(),
             )
             assert response.status == 200, await response.text()
     status, first = await get(rest, f"/api/v1/products/{repriced}/price-history", page_size="1")

@@ -8,15 +8,13 @@ from typing import Any
 import pytest
 
 from tests.support.gateway_testing import Client
-from tests.support.tokens import admin_token, bearer, customer_token
-
-ADMIN = bearer(admin_token())
+from tests.support.tokens import admin_headers, bearer, customer_token
 
 
 async def category(rest: Client) -> str:
     slug = f"rest-{uuid.uuid4().hex[:10]}"
     response = await rest.post(
-        "/api/v1/categories", json={"name": "Tea", "slug": slug}, headers=ADMIN
+        "/api/v1/categories", json={"name": "Tea", "slug": slug}, headers=admin_headers()
     )
     assert response.status == 201, await response.text()
     body: dict[str, Any] = await response.json()
@@ -38,7 +36,9 @@ def new_product(category_id: str, **fields: Any) -> dict[str, Any]:
 async def test_an_admin_creates_a_product_and_a_shopper_finds_it(rest: Client) -> None:
     category_id = await category(rest)
 
-    created = await rest.post("/api/v1/products", json=new_product(category_id), headers=ADMIN)
+    created = await rest.post(
+        "/api/v1/products", json=new_product(category_id), headers=admin_headers()
+    )
     body = await created.json()
     found = await rest.get(
         "/api/v1/products",
@@ -55,9 +55,9 @@ async def test_an_admin_creates_a_product_and_a_shopper_finds_it(rest: Client) -
 
 async def test_a_duplicate_sku_is_a_conflict(rest: Client) -> None:
     product = new_product(await category(rest))
-    await rest.post("/api/v1/products", json=product, headers=ADMIN)
+    await rest.post("/api/v1/products", json=product, headers=admin_headers())
 
-    again = await rest.post("/api/v1/products", json=product, headers=ADMIN)
+    again = await rest.post("/api/v1/products", json=product, headers=admin_headers())
 
     assert again.status == 409
     assert again.content_type == "application/problem+json"
@@ -78,7 +78,7 @@ async def test_bad_product_input_is_a_400_naming_the_field(
     rest: Client, change: dict[str, Any], field: str
 ) -> None:
     body = {**new_product(await category(rest)), **change}
-    response = await rest.post("/api/v1/products", json=body, headers=ADMIN)
+    response = await rest.post("/api/v1/products", json=body, headers=admin_headers())
     problem = await response.json()
 
     assert response.status == 400
@@ -104,22 +104,28 @@ async def test_writes_need_an_admin(rest: Client) -> None:
 
 async def test_an_admin_edits_prices_and_stock_and_archives(rest: Client) -> None:
     created = await (
-        await rest.post("/api/v1/products", json=new_product(await category(rest)), headers=ADMIN)
+        await rest.post(
+            "/api/v1/products", json=new_product(await category(rest)), headers=admin_headers()
+        )
     ).json()
     path = f"/api/v1/products/{created['id']}"
 
-    patched = await rest.patch(path, json={"name": "Gyokuro"}, headers=ADMIN)
+    patched = await rest.patch(path, json={"name": "Gyokuro"}, headers=admin_headers())
     priced = await rest.put(
-        f"{path}/price", json={"price": {"amount": 1500, "currency": "EUR"}}, headers=ADMIN
+        f"{path}/price",
+        json={"price": {"amount": 1500, "currency": "EUR"}},
+        headers=admin_headers(),
     )
     history = await (await rest.get(f"{path}/price-history")).json()
     adjusted = await rest.post(
-        f"{path}/stock-adjustments", json={"delta": -2, "reason": "tasting"}, headers=ADMIN
+        f"{path}/stock-adjustments",
+        json={"delta": -2, "reason": "tasting"},
+        headers=admin_headers(),
     )
     too_many = await rest.post(
-        f"{path}/stock-adjustments", json={"delta": -100, "reason": "loss"}, headers=ADMIN
+        f"{path}/stock-adjustments", json={"delta": -100, "reason": "loss"}, headers=admin_headers()
     )
-    archived = await rest.delete(path, headers=ADMIN)
+    archived = await rest.delete(path, headers=admin_headers())
     gone = await rest.get(path)
 
     assert patched.status == 200
@@ -135,7 +141,7 @@ async def test_an_admin_edits_prices_and_stock_and_archives(rest: Client) -> Non
 
 async def created_product(rest: Client) -> dict[str, Any]:
     response = await rest.post(
-        "/api/v1/products", json=new_product(await category(rest)), headers=ADMIN
+        "/api/v1/products", json=new_product(await category(rest)), headers=admin_headers()
     )
     assert response.status == 201, await response.text()
     body: dict[str, Any] = await response.json()
@@ -147,7 +153,7 @@ async def test_a_product_answer_carries_its_etag_as_the_etag_header(rest: Client
 
     # An admin's read, the one an If-Match follows; an anonymous read is shared and validated
     # by a hash of its body instead (tests/integration/gateway/test_gateway_http_cache.py).
-    read = await rest.get(f"/api/v1/products/{product['id']}", headers=ADMIN)
+    read = await rest.get(f"/api/v1/products/{product['id']}", headers=admin_headers())
 
     assert read.headers["ETag"] == f'"{product["etag"]}"'
     assert read.headers["ETag"] == f'"{(await read.json())["etag"]}"'
@@ -159,13 +165,19 @@ async def test_a_change_with_a_stale_if_match_is_refused_with_412_and_changes_no
     product = await created_product(rest)
     path = f"/api/v1/products/{product['id']}"
     first = await rest.patch(
-        path, json={"name": "Gyokuro"}, headers={**ADMIN, "If-Match": f'"{product["etag"]}"'}
+        path,
+        json={"name": "Gyokuro"},
+        headers={**admin_headers(), "If-Match": f'"{product["etag"]}"'},
     )
 
     stale = await rest.patch(
-        path, json={"name": "Bancha"}, headers={**ADMIN, "If-Match": f'"{product["etag"]}"'}
+        path,
+        json={"name": "Bancha"},
+        headers={**admin_headers(), "If-Match": f'"{product["etag"]}"'},
     )
-    stale_delete = await rest.delete(path, headers={**ADMIN, "If-Match": f'"{product["etag"]}"'})
+    stale_delete = await rest.delete(
+        path, headers={**admin_headers(), "If-Match": f'"{product["etag"]}"'}
+    )
     current = await rest.get(path)
 
     assert first.status == 200
@@ -180,8 +192,12 @@ async def test_if_match_with_the_current_etag_lets_a_delete_through(rest: Client
     product = await created_product(rest)
     path = f"/api/v1/products/{product['id']}"
 
-    weak = await rest.delete(path, headers={**ADMIN, "If-Match": f'W/"{product["etag"]}"'})
-    deleted = await rest.delete(path, headers={**ADMIN, "If-Match": f'"{product["etag"]}"'})
+    weak = await rest.delete(
+        path, headers={**admin_headers(), "If-Match": f'W/"{product["etag"]}"'}
+    )
+    deleted = await rest.delete(
+        path, headers={**admin_headers(), "If-Match": f'"{product["etag"]}"'}
+    )
 
     assert weak.status == 412  # If-Match compares strongly: a weak tag never matches
     assert deleted.status == 204
@@ -192,9 +208,11 @@ async def test_an_etag_in_a_patch_body_works_without_an_update_mask(rest: Client
     path = f"/api/v1/products/{product['id']}"
 
     current = await rest.patch(
-        path, json={"name": "Gyokuro", "etag": product["etag"]}, headers=ADMIN
+        path, json={"name": "Gyokuro", "etag": product["etag"]}, headers=admin_headers()
     )
-    stale = await rest.patch(path, json={"name": "Bancha", "etag": product["etag"]}, headers=ADMIN)
+    stale = await rest.patch(
+        path, json={"name": "Bancha", "etag": product["etag"]}, headers=admin_headers()
+    )
 
     assert current.status == 200, await current.text()
     assert (await current.json())["name"] == "Gyokuro"
@@ -207,12 +225,12 @@ async def test_if_match_on_an_operation_that_takes_no_etag_never_matches(rest: C
     response = await rest.put(
         f"/api/v1/products/{product['id']}/price",
         json={"price": {"amount": 1500, "currency": "EUR"}},
-        headers={**ADMIN, "If-Match": '"v1"'},
+        headers={**admin_headers(), "If-Match": '"v1"'},
     )
     anything = await rest.put(
         f"/api/v1/products/{product['id']}/price",
         json={"price": {"amount": 1600, "currency": "EUR"}},
-        headers={**ADMIN, "If-Match": "*"},
+        headers={**admin_headers(), "If-Match": "*"},
     )
 
     assert response.status == 412
