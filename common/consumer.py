@@ -144,7 +144,9 @@ class Batching:
     The wait is latency added to a lone event at most; under load a batch fills long before.
     Faust's take wakes the agent once per wait even when nothing came: at 50 ms the idle
     payment service (two batched agents) spent about 0.5 % of a core more (``bench.idle``),
-    so batched consumers are read models that can lag a quarter of a second.
+    so batched consumers are read models that can lag a quarter of a second. A service
+    process takes both from its settings (``MC_CONSUMER_BATCH_MAX_RECORDS``,
+    ``MC_CONSUMER_BATCH_WITHIN_S``); these are their defaults.
     """
 
     max_records: int = 100

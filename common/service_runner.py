@@ -16,7 +16,13 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import Field
 
 from common.access import AccessInterceptor
-from common.consumer import EventConsumers, RetryPolicy, Subscription, install_consumers
+from common.consumer import (
+    Batching,
+    EventConsumers,
+    RetryPolicy,
+    Subscription,
+    install_consumers,
+)
 from common.db import Database, database_url
 from common.dead_letters import DeadLetterStore
 from common.grpc_server import Service, create_server, stop_gracefully
@@ -41,6 +47,9 @@ from common.user_client import UserServiceClient, jwks_cache
 # it was an idle service's largest periodic cost after the health ping.
 OUTBOX_BACKSTOP_POLL_S = 5.0
 
+# The library's batching defaults are the settings' defaults, so the two cannot drift apart.
+_BATCHING = Batching()
+
 
 class ServiceSettings(CommonSettings):
     """Settings of a gRPC service process; each service names its own port variable."""
@@ -57,6 +66,11 @@ class ServiceSettings(CommonSettings):
     consumer_attempts: int = Field(5, ge=1, le=100)
     consumer_retry_delay_s: float = Field(0.5, gt=0)
     consumer_retry_max_delay_s: float = Field(10.0, gt=0)
+    # Batched consumers (read models: payment's sales analytics, product's co-purchases): the
+    # most records one unit of work applies, and the longest an agent waits to fill a batch,
+    # which is also the most a lone event waits (common.consumer.Batching says the trade-off).
+    consumer_batch_max_records: int = Field(_BATCHING.max_records, ge=1)
+    consumer_batch_within_s: float = Field(_BATCHING.within_s, gt=0)
 
     # Which service's database these settings open ("payment", ...): its production rules.
     service_name: ClassVar[str] = ""
@@ -137,8 +151,12 @@ def event_consumers(
         first_delay_s=settings.consumer_retry_delay_s,
         max_delay_s=settings.consumer_retry_max_delay_s,
     )
+    batching = Batching(
+        max_records=settings.consumer_batch_max_records,
+        within_s=settings.consumer_batch_within_s,
+    )
     store = DeadLetterStore(runtime.database, runtime.name)
-    return EventConsumers.build(store, subscriptions, retry, tokens)
+    return EventConsumers.build(store, subscriptions, retry, tokens, batching)
 
 
 async def wait_for_stop_signal() -> None:

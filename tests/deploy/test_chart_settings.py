@@ -155,6 +155,8 @@ def test_consumer_and_http_cache_settings_default_to_the_processes_own_defaults(
     assert payment.consumer_attempts == defaults["consumer_attempts"]
     assert payment.consumer_retry_delay_s == defaults["consumer_retry_delay_s"]
     assert payment.consumer_retry_max_delay_s == defaults["consumer_retry_max_delay_s"]
+    assert payment.consumer_batch_max_records == defaults["consumer_batch_max_records"]
+    assert payment.consumer_batch_within_s == defaults["consumer_batch_within_s"]
     assert gateway.http_cache_max_age_s == gateway_defaults["http_cache_max_age_s"].default
     assert gateway.http_cache_swr_s == gateway_defaults["http_cache_swr_s"].default
 
@@ -168,6 +170,8 @@ def test_consumer_and_http_cache_values_reach_the_processes_that_read_them(
             "consumers.attempts": 8,
             "consumers.retryDelaySeconds": 0.25,
             "consumers.retryMaxDelaySeconds": 30,
+            "consumers.batchMaxRecords": 500,
+            "consumers.batchWithinSeconds": 0.05,
             "gateway.httpCache.maxAgeSeconds": 5,
             "gateway.httpCache.staleWhileRevalidateSeconds": 60,
         },
@@ -181,7 +185,9 @@ def test_consumer_and_http_cache_values_reach_the_processes_that_read_them(
             settings.consumer_attempts,
             settings.consumer_retry_delay_s,
             settings.consumer_retry_max_delay_s,
-        ) == (8, 0.25, 30.0)
+            settings.consumer_batch_max_records,
+            settings.consumer_batch_within_s,
+        ) == (8, 0.25, 30.0, 500, 0.05)
     environment = pod_environment(tuned, tuned.deployment_of("gateway"), tmp_path)
     gateway = build(GatewaySettings, environment, monkeypatch)
     assert isinstance(gateway, GatewaySettings)
@@ -193,11 +199,14 @@ def test_consumer_and_http_cache_values_reach_the_processes_that_read_them(
     [
         ("consumers.attempts", 0),
         ("consumers.retryDelaySeconds", 0),
+        ("consumers.batchMaxRecords", 0),
+        ("consumers.batchWithinSeconds", 0),
+        ("consumers.batchWithinSeconds", -0.25),
         ("gateway.httpCache.maxAgeSeconds", -1),
     ],
 )
 def test_the_schema_refuses_consumer_and_cache_values_the_processes_would_refuse(
-    tools: Tools, key: str, value: int
+    tools: Tools, key: str, value: float
 ) -> None:
     with pytest.raises(AssertionError, match=key.rsplit(".", 1)[-1]):
         render(tools, settings={key: value})
