@@ -1,4 +1,4 @@
-"""Consumer lag during a benchmark, from the processes' own ``mc_kafka_consumer_lag`` gauges.
+"""Consumer lag during a benchmark, from the services' own ``mc_kafka_consumer_lag`` gauges.
 
 Scraped over HTTP as Prometheus would, rather than asked of the broker: the gauge is what an
 operator sees, so the benchmark reports the figure the dashboards would show (with the same
@@ -18,18 +18,12 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.consumer_lag import NAME
-from common.topics import Topic
 from tests.support.processes import wait_for
 
 INTERVAL_S = 0.5
 SCRAPE_TIMEOUT_S = 5.0
 
 Key = tuple[str, str]  # (consumer group, topic)
-
-# The gateway pings every instance all the time and Faust commits every few seconds, so these
-# groups always owe the pings since their last commit (measured: 2-6 records at rest): their lag
-# is reported, but the wait for the load's lag to drain does not wait for them.
-STEADY_TOPICS = frozenset({Topic.SERVICE_PING.value, Topic.SERVICE_PONG.value})
 
 
 @dataclass
@@ -123,8 +117,7 @@ class LagSampler:
             if sample is None:
                 return None
             self._after.append(sample)
-            owed = (v for (_group, topic), v in sample.lag.items() if topic not in STEADY_TOPICS)
-            return True if not any(owed) else None
+            return True if not any(sample.lag.values()) else None
 
         # Reported, not asserted: a lag that does not drain is a figure of the run.
         with contextlib.suppress(AssertionError):

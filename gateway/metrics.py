@@ -18,8 +18,6 @@ from prometheus_client import (
     generate_latest,
 )
 
-from common.consumer_lag import ConsumerLag
-
 # Labels come from our route table, not from the client: a raw path or an invented method
 # would let any caller grow the series without bound.
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
@@ -100,8 +98,6 @@ class GatewayMetrics:
             ("service", "instance"),
             registry=self.registry,
         )
-        # The gateway's own consumers (the health stream's pong collector).
-        self.consumer_lag = ConsumerLag(registry=self.registry)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._route_templates: dict[AbstractRoute, str] = {}

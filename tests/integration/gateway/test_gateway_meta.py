@@ -125,6 +125,16 @@ async def test_metrics_count_requests_by_route_template_and_time_upstream_calls(
     )
 
 
+async def test_metrics_offer_no_consumer_lag_the_gateway_could_never_report(
+    gateway: Client,
+) -> None:
+    # Its health stream reads without a consumer group, so there are no offsets to lag behind:
+    # an always-empty family would only suggest a lag panel has data from the gateway.
+    text = await (await gateway.get("/metrics")).text()
+
+    assert "mc_kafka_consumer_lag" not in text
+
+
 async def test_each_app_has_its_own_metrics(make_gateway: GatewayFactory) -> None:
     first = await make_gateway()
     second = await make_gateway()
