@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     URL,
@@ -21,7 +21,12 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncTransaction,
+    create_async_engine,
+)
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.types import TypeDecorator
 
@@ -170,8 +175,10 @@ def create_engine(
         pool_timeout=10,
         # No pool_pre_ping: it costs a round trip on every check-out. A connection the server
         # closed (restart, fail-over, idle kill) is noticed by asyncpg itself and replaced at
-        # check-out for free (_drop_closed_asyncpg); recycling retires connections before
-        # proxies and firewalls drop idle ones silently.
+        # check-out for free (_drop_closed_asyncpg); one noticed too late fails only the first
+        # statement of its unit of work, which then runs on a fresh connection
+        # (_ReconnectingConnection); recycling retires connections before proxies and
+        # firewalls drop idle ones silently.
         pool_recycle=1800,
         connect_args={"timeout": 5, "command_timeout": 30, "server_settings": server_settings},
     )
@@ -210,6 +217,121 @@ def on_conflict_insert(table: Table, dialect: str) -> postgresql.Insert | sqlite
 
 # Connection.info key: what to run once the unit of work on that connection has committed.
 _AFTER_COMMIT = "mc_after_commit"
+
+T = TypeVar("T")
+
+# SQLSTATEs of a server that ended the session: 57P01 (pg_terminate_backend, a fast shutdown),
+# 57P02 (crash of another backend), 57P03 (starting up or shutting down); class 08 (connection
+# exceptions) is matched by asyncpg's PostgresConnectionError.
+_SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether ``error`` says the connection to PostgreSQL is gone, not the statement wrong.
+
+    SQLAlchemy flags what it recognises (``connection_invalidated``); asyncpg's own classes
+    catch the rest: the server's goodbye read as the statement's answer (57P01 after
+    ``pg_terminate_backend``), a connection already known closed, a reset socket. A timeout is
+    not among them: the statement may still be running on a live connection.
+    """
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    # Only ever called on PostgreSQL, where asyncpg is already imported.
+    import asyncpg
+
+    seen: BaseException | None = error
+    walked: set[int] = set()  # a chain set by hand can loop
+    while seen is not None and id(seen) not in walked:
+        walked.add(id(seen))
+        if isinstance(seen, (asyncpg.PostgresConnectionError, ConnectionError)):
+            return True
+        if isinstance(seen, asyncpg.PostgresError) and seen.sqlstate in _SESSION_ENDED:
+            return True
+        if isinstance(seen, asyncpg.InterfaceError) and "connection is closed" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class _ReconnectingConnection(AsyncConnection):
+    """A PostgreSQL unit of work's connection: a dead pooled connection costs no request.
+
+    Without pool_pre_ping, a connection can leave the pool dead when the client has not yet
+    noticed (the server's goodbye still in flight, a fail-over that sent none), and only its
+    first statement finds out. That statement, and only it, runs once more on a fresh
+    connection: nothing has reached the database in this unit before it, so nothing can be
+    repeated, and the use case's code around it (provider calls included) runs once. A second
+    failure is the caller's, as is any failure after the first statement (a transaction cut
+    mid-way cannot be replayed from here). What the unit keeps in ``info`` (``after_commit``)
+    is carried over to the new connection.
+    """
+
+    def __init__(self, engine: AsyncEngine, carry: Mapping[str, Any]) -> None:
+        super().__init__(engine)
+        self._carry = carry
+
+    async def execute(
+        self, statement: Any, parameters: Any = None, *, execution_options: Any = None
+    ) -> Any:
+        run = super().execute
+        return await self._first_statement(
+            lambda: run(statement, parameters, execution_options=execution_options)
+        )
+
+    async def exec_driver_sql(
+        self, statement: str, parameters: Any = None, execution_options: Any = None
+    ) -> Any:
+        run = super().exec_driver_sql
+        return await self._first_statement(lambda: run(statement, parameters, execution_options))
+
+    def begin_nested(self) -> AsyncTransaction:
+        # A savepoint can be a unit's first statement (user_svc's add_user begins with one).
+        return _Savepoint(self, nested=True)
+
+    async def close(self) -> None:
+        # After a reconnect that failed there is no connection left to close; the connect's
+        # error, not a complaint that nothing was started, is the one the caller must see.
+        if self.sync_connection is not None:
+            await super().close()
+
+    async def _first_statement(self, run: Callable[[], Awaitable[T]]) -> T:
+        # in_transaction: any statement at all, whichever method sent it, began the unit's
+        # transaction (in AUTOCOMMIT too, where SQLAlchemy still opens its own).
+        if self.in_transaction():
+            return await run()
+        try:
+            return await run()
+        except Exception as error:
+            if not connection_lost(error):
+                raise
+            _log.warning(
+                "database_connection_lost",
+                detail="running the unit of work's first statement again on a new connection",
+                error=type(error).__name__,
+            )
+            await self._reconnect(error)
+        return await run()
+
+    async def _reconnect(self, error: BaseException) -> None:
+        # When SQLAlchemy recognised the disconnect it has invalidated this connection and
+        # every pooled one older than it; otherwise this one is invalidated here, so it is
+        # closed rather than handed back to the pool.
+        if not self.invalidated:
+            await self.invalidate(error)
+        await self.close()
+        self.sync_connection = None
+        await self.start()
+        self.info.update(self._carry)
+
+
+class _Savepoint(AsyncTransaction):
+    """``begin_nested`` of a ``_ReconnectingConnection``: retried like its first statement."""
+
+    async def start(self, is_ctxmanager: bool = False) -> AsyncTransaction:
+        connection = self.connection
+        assert isinstance(connection, _ReconnectingConnection)
+        start = super().start
+        return await connection._first_statement(lambda: start(is_ctxmanager))
 
 
 def after_commit(connection: AsyncConnection, callback: Callable[[], None]) -> None:
@@ -310,12 +432,18 @@ class Database:
         # No explicit connection.begin(): the first statement begins the transaction (BEGIN
         # IMMEDIATE or DEFERRED on SQLite, _begin_sqlite), saving a greenlet hand-over per unit
         # of work; a block that raises is rolled back when the connection goes back to the pool.
-        async with engine.connect() as connection:
-            # Connection.info belongs to the pooled DBAPI connection and outlives this unit, so
-            # each unit starts a fresh set (a rolled-back unit's callbacks are simply dropped).
-            # It is kept here because, after a failure, the connection may be invalidated and
-            # its info unreachable.
-            committed: set[Callable[[], None]] = set()
+        # Connection.info belongs to the pooled DBAPI connection and outlives this unit, so
+        # each unit starts a fresh set (a rolled-back unit's callbacks are simply dropped). It
+        # is kept here because, after a failure, the connection may be invalidated and its info
+        # unreachable.
+        committed: set[Callable[[], None]] = set()
+        # A SQLite file does not disconnect: its units skip the reconnecting wrapper's cost.
+        unit_connection = (
+            AsyncConnection(engine)
+            if self._sqlite
+            else _ReconnectingConnection(engine, {_AFTER_COMMIT: committed})
+        )
+        async with unit_connection as connection:
             connection.info[_AFTER_COMMIT] = committed
             yield connection
             await connection.commit()
