@@ -483,7 +483,9 @@ def every_log_call() -> Iterator[list[dict[str, Any]]]:
 
     root = logging.getLogger()
     handler, level = Raw(logging.DEBUG), root.level
-    root.addHandler(handler)
+    # First in line: a configured handler's card filter (common.logging) scrubs the record in
+    # place, and a handler after it would see the scrubbed copy, not what the code handed over.
+    root.handlers.insert(0, handler)
     root.setLevel(logging.DEBUG)
     try:
         with structlog.testing.capture_logs() as structured:
