@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -75,14 +76,22 @@ class Received:
 
 @pytest.fixture
 async def received(broker: EmbeddedBroker, topic: str) -> AsyncIterator[Received]:
+    # The topic exists before anyone reads it, and the reader takes every partition itself,
+    # without a consumer group: a group's join costs half its session timeout on the embedded
+    # broker (3 s per test here), and what is tested is the relay, not group membership.
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    finally:
+        await admin.close()
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=broker.bootstrap,
-        group_id=f"g-{uuid.uuid4().hex}",
+        group_id=None,
+        enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=20,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
     )
     await consumer.start()
     yield Received(consumer)
