@@ -462,3 +462,52 @@ async def test_erasing_a_users_personal_data_drops_their_card_hash_and_address(
         ).one()
     assert (row.card_fingerprint, row.client_address) == ("", "")
     assert (row.user_id, row.outcome) == (caller.user_id, "AUTHORIZED")
+
+
+async def test_a_driver_that_screened_late_follows_the_decision_recorded_first(
+    payment_db: Database, inventory: FakeInventory
+) -> None:
+    key = uuid.uuid4().bytes * 2
+
+    def crash_at(point: str) -> Callable[[str], None]:
+        def fault(step: str) -> None:
+            if step == point:
+                raise Crash(point)
+
+        return fault
+
+    item = product(inventory, stock=2, price=2_000)
+    caller = new_user()
+    with contextlib.suppress(Crash):
+        await attempt(
+            use_cases(payment_db, inventory, fault=crash_at("stock_reserved"), card_key=key),
+            caller,
+            item,
+        )
+    # A second driver (the recovery loop of another replica) read the order before the first
+    # recorded its screening...
+    [stale], _ = await use_cases(payment_db, inventory, card_key=key).list_orders(
+        caller, "", 10, ""
+    )
+    assert (stale.status, stale.screening) == (OrderStatus.STOCK_RESERVED, None)
+    store = PaymentStore(payment_db, Outbox("payment"))
+    provider = ResilientProvider(SandboxProvider(payment_db), backoff_s=0.001)
+    first = CheckoutSaga(
+        store, inventory, provider, fault=crash_at("screened"), screening=ScreeningPolicy()
+    )
+    with contextlib.suppress(Crash):
+        await first.drive(stale.id)
+    # ...and would now decide otherwise (here: a policy that denies every amount).
+    strict = ScreeningPolicy(new_account_high_amount=1, new_account_score=100)
+    late = CheckoutSaga(store, inventory, provider, screening=strict)
+
+    ended = await late.drive(stale.id, order=stale)
+
+    assert ended.status is OrderStatus.CONFIRMED
+    assert ended.screening is not None
+    assert ended.screening.decision is Decision.ALLOW
+    assert [op for op, _ in await ledger_of(payment_db, paid(ended).id)] == [
+        "authorize",
+        "capture",
+    ]
+    assert inventory.status(ended.id) == "COMMITTED"
