@@ -8,6 +8,7 @@ the card and the events see. Addresses are unique per test: PostgreSQL is shared
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import uuid
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from tests.integration.payment.test_payment_checkout import (
     product,
     render,
 )
+from tests.integration.payment.test_saga_compensations import RecordingProvider
 from tests.support.payment_fakes import FakeInventory
 
 ADMIN = Caller("admin-1", is_admin=True)
@@ -66,9 +68,10 @@ def use_cases(
     fault: Callable[[str], None] = no_faults,
     policy: PaymentPolicy | None = None,
     card_key: bytes = b"fraud-test-card-key-0123456789ab",
+    sandbox: SandboxProvider | None = None,
 ) -> Payments:
     store = PaymentStore(payment_db, Outbox("payment"))
-    provider = ResilientProvider(SandboxProvider(payment_db), backoff_s=0.001)
+    provider = ResilientProvider(sandbox or SandboxProvider(payment_db), backoff_s=0.001)
     saga = CheckoutSaga(
         store,
         inventory,
@@ -218,8 +221,10 @@ async def test_a_new_account_buying_far_above_normal_is_held_then_approved_with_
 
 
 async def test_a_rejected_hold_is_voided_its_stock_returned_and_it_stays_rejected(
-    screened: Payments, inventory: FakeInventory, payment_db: Database
+    payment_db: Database, inventory: FakeInventory
 ) -> None:
+    provider = RecordingProvider(payment_db)
+    screened = use_cases(payment_db, inventory, card_key=uuid.uuid4().bytes * 2, sandbox=provider)
     item = product(inventory, stock=3, price=60_000)
     held, _ = await attempt(screened, new_user(), item, client=address())
 
@@ -233,6 +238,14 @@ async def test_a_rejected_hold_is_voided_its_stock_returned_and_it_stays_rejecte
     assert await captures(payment_db, paid(rejected).id) == 0
     assert inventory.status(held.id) == "RELEASED"
     assert inventory.available[item] == 3
+    # The void names the authorization the provider issued: a real one voids nothing else.
+    assert provider.named == [("void", provider.authorized[0])]
+    assert (await event_data(payment_db, held.id, "microcommerce.order.rejected"))[
+        "reviewed_by"
+    ] == ADMIN.user_id
+    await event_data(payment_db, held.id, "microcommerce.payment.voided")
+    failed = await event_data(payment_db, held.id, "microcommerce.order.failed")
+    assert failed["reason"] == "SCREENING_REJECTED"
     with pytest.raises(FailedPrecondition) as refused:
         await screened.approve(ADMIN, held.id)
     assert refused.value.reason == "NOT_ON_HOLD"
@@ -256,10 +269,13 @@ async def test_an_order_that_was_never_held_cannot_be_approved(
     screened: Payments, inventory: FakeInventory
 ) -> None:
     confirmed, _ = await attempt(screened, new_user(), product(inventory))
+    declined, _ = await attempt(screened, new_user(), product(inventory), number=DECLINED)
 
-    for decide in (screened.approve, screened.reject):
+    for decide, order in itertools.product(
+        (screened.approve, screened.reject), (confirmed, declined)
+    ):
         with pytest.raises(FailedPrecondition) as refused:
-            await decide(ADMIN, confirmed.id)
+            await decide(ADMIN, order.id)
         assert refused.value.reason == "NOT_ON_HOLD"
 
 
@@ -435,8 +451,13 @@ async def test_a_reservation_lost_before_the_hold_voids_the_authorization_and_fa
                     for line in lines:
                         inventory.available[line.product_id] += line.quantity
 
+    provider = RecordingProvider(payment_db)
     payments = use_cases(
-        payment_db, inventory, fault=expire_the_reservation, card_key=uuid.uuid4().bytes * 2
+        payment_db,
+        inventory,
+        fault=expire_the_reservation,
+        card_key=uuid.uuid4().bytes * 2,
+        sandbox=provider,
     )
     item = product(inventory, stock=2, price=60_000)
 
@@ -446,7 +467,16 @@ async def test_a_reservation_lost_before_the_hold_voids_the_authorization_and_fa
     assert (lost.status, lost.failure_reason) == (OrderStatus.FAILED, "RESERVATION_LOST")
     assert paid(lost).status is PaymentStatus.VOIDED
     assert [op for op, _ in await ledger_of(payment_db, paid(lost).id)] == ["authorize", "void"]
+    assert provider.named == [("void", provider.authorized[0])]
     assert inventory.available[item] == 2
+    assert await events_of(payment_db, lost.id) == [
+        "microcommerce.order.placed",
+        "microcommerce.payment.authorized",
+        "microcommerce.payment.voided",
+        "microcommerce.order.failed",
+    ]
+    failed = await event_data(payment_db, lost.id, "microcommerce.order.failed")
+    assert failed["reason"] == "RESERVATION_LOST"
 
 
 async def test_erasing_a_users_personal_data_drops_their_card_hash_and_address(
