@@ -7,6 +7,7 @@ the card and the events see. Addresses are unique per test: PostgreSQL is shared
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -546,3 +547,19 @@ async def test_a_driver_that_screened_late_follows_the_decision_recorded_first(
         "capture",
     ]
     assert inventory.status(ended.id) == "COMMITTED"
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_two_reviewers_deciding_at_once_both_get_the_one_decision_recorded(
+    screened: Payments, inventory: FakeInventory, payment_db: Database, decision: str
+) -> None:
+    item = product(inventory, stock=3, price=60_000)
+    held, _ = await attempt(screened, new_user(), item)
+    decide = screened.approve if decision == "approve" else screened.reject
+
+    first, second = await asyncio.gather(decide(ADMIN, held.id), decide(ADMIN, held.id))
+
+    assert first == second
+    assert first.status is (OrderStatus.CONFIRMED if decision == "approve" else OrderStatus.FAILED)
+    operations = [op for op, _ in await ledger_of(payment_db, paid(first).id)]
+    assert operations == ["authorize", "capture" if decision == "approve" else "void"]
