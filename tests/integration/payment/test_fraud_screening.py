@@ -7,7 +7,9 @@ the card and the events see. Addresses are unique per test: PostgreSQL is shared
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import json
 import uuid
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from common.clock import now
 from common.db import Database
 from common.errors import DomainError, FailedPrecondition, PermissionDenied
 from common.outbox import Outbox, outbox_table
@@ -45,9 +48,11 @@ from tests.integration.payment.test_payment_checkout import (
     product,
     render,
 )
+from tests.integration.payment.test_saga_compensations import RecordingProvider
 from tests.support.payment_fakes import FakeInventory
 
 ADMIN = Caller("admin-1", is_admin=True)
+HOLD = timedelta(hours=24)  # CheckoutSaga's default review deadline
 # Valid card numbers the sandbox approves (any but its special ones), of several networks.
 OTHER_CARDS = ("5555555555554444", "4000056655665556", "6011111111111117", "5105105105105100")
 
@@ -64,9 +69,10 @@ def use_cases(
     fault: Callable[[str], None] = no_faults,
     policy: PaymentPolicy | None = None,
     card_key: bytes = b"fraud-test-card-key-0123456789ab",
+    sandbox: SandboxProvider | None = None,
 ) -> Payments:
     store = PaymentStore(payment_db, Outbox("payment"))
-    provider = ResilientProvider(SandboxProvider(payment_db), backoff_s=0.001)
+    provider = ResilientProvider(sandbox or SandboxProvider(payment_db), backoff_s=0.001)
     saga = CheckoutSaga(
         store,
         inventory,
@@ -180,6 +186,7 @@ async def test_a_new_account_buying_far_above_normal_is_held_then_approved_with_
 ) -> None:
     item = product(inventory, stock=3, price=60_000)
     caller = new_user()
+    before = now()
 
     held, error = await attempt(screened, caller, item, client=address())
 
@@ -191,7 +198,9 @@ async def test_a_new_account_buying_far_above_normal_is_held_then_approved_with_
     assert paid(held).status is PaymentStatus.AUTHORIZED
     assert await captures(payment_db, paid(held).id) == 0
     assert inventory.status(held.id) == "ACTIVE"
-    assert held.id in inventory.held_until  # the stock outlives the review
+    # The stock outlives the 24 h review by half of it, so the recovery loop has time to reject
+    # an order nobody reviewed before product_svc's sweeper takes the stock back.
+    assert before + HOLD * 1.5 <= inventory.held_until[held.id] <= now() + HOLD * 1.5
     assert (await event_data(payment_db, held.id, "microcommerce.order.held"))["screening"][
         "reasons"
     ][0]["code"] == "NEW_ACCOUNT_HIGH_AMOUNT"
@@ -213,8 +222,10 @@ async def test_a_new_account_buying_far_above_normal_is_held_then_approved_with_
 
 
 async def test_a_rejected_hold_is_voided_its_stock_returned_and_it_stays_rejected(
-    screened: Payments, inventory: FakeInventory, payment_db: Database
+    payment_db: Database, inventory: FakeInventory
 ) -> None:
+    provider = RecordingProvider(payment_db)
+    screened = use_cases(payment_db, inventory, card_key=uuid.uuid4().bytes * 2, sandbox=provider)
     item = product(inventory, stock=3, price=60_000)
     held, _ = await attempt(screened, new_user(), item, client=address())
 
@@ -228,6 +239,14 @@ async def test_a_rejected_hold_is_voided_its_stock_returned_and_it_stays_rejecte
     assert await captures(payment_db, paid(rejected).id) == 0
     assert inventory.status(held.id) == "RELEASED"
     assert inventory.available[item] == 3
+    # The void names the authorization the provider issued: a real one voids nothing else.
+    assert provider.named == [("void", provider.authorized[0])]
+    assert (await event_data(payment_db, held.id, "microcommerce.order.rejected"))[
+        "reviewed_by"
+    ] == ADMIN.user_id
+    await event_data(payment_db, held.id, "microcommerce.payment.voided")
+    failed = await event_data(payment_db, held.id, "microcommerce.order.failed")
+    assert failed["reason"] == "SCREENING_REJECTED"
     with pytest.raises(FailedPrecondition) as refused:
         await screened.approve(ADMIN, held.id)
     assert refused.value.reason == "NOT_ON_HOLD"
@@ -251,10 +270,13 @@ async def test_an_order_that_was_never_held_cannot_be_approved(
     screened: Payments, inventory: FakeInventory
 ) -> None:
     confirmed, _ = await attempt(screened, new_user(), product(inventory))
+    declined, _ = await attempt(screened, new_user(), product(inventory), number=DECLINED)
 
-    for decide in (screened.approve, screened.reject):
+    for decide, order in itertools.product(
+        (screened.approve, screened.reject), (confirmed, declined)
+    ):
         with pytest.raises(FailedPrecondition) as refused:
-            await decide(ADMIN, confirmed.id)
+            await decide(ADMIN, order.id)
         assert refused.value.reason == "NOT_ON_HOLD"
 
 
@@ -430,8 +452,13 @@ async def test_a_reservation_lost_before_the_hold_voids_the_authorization_and_fa
                     for line in lines:
                         inventory.available[line.product_id] += line.quantity
 
+    provider = RecordingProvider(payment_db)
     payments = use_cases(
-        payment_db, inventory, fault=expire_the_reservation, card_key=uuid.uuid4().bytes * 2
+        payment_db,
+        inventory,
+        fault=expire_the_reservation,
+        card_key=uuid.uuid4().bytes * 2,
+        sandbox=provider,
     )
     item = product(inventory, stock=2, price=60_000)
 
@@ -441,7 +468,16 @@ async def test_a_reservation_lost_before_the_hold_voids_the_authorization_and_fa
     assert (lost.status, lost.failure_reason) == (OrderStatus.FAILED, "RESERVATION_LOST")
     assert paid(lost).status is PaymentStatus.VOIDED
     assert [op for op, _ in await ledger_of(payment_db, paid(lost).id)] == ["authorize", "void"]
+    assert provider.named == [("void", provider.authorized[0])]
     assert inventory.available[item] == 2
+    assert await events_of(payment_db, lost.id) == [
+        "microcommerce.order.placed",
+        "microcommerce.payment.authorized",
+        "microcommerce.payment.voided",
+        "microcommerce.order.failed",
+    ]
+    failed = await event_data(payment_db, lost.id, "microcommerce.order.failed")
+    assert failed["reason"] == "RESERVATION_LOST"
 
 
 async def test_erasing_a_users_personal_data_drops_their_card_hash_and_address(
@@ -462,3 +498,68 @@ async def test_erasing_a_users_personal_data_drops_their_card_hash_and_address(
         ).one()
     assert (row.card_fingerprint, row.client_address) == ("", "")
     assert (row.user_id, row.outcome) == (caller.user_id, "AUTHORIZED")
+
+
+async def test_a_driver_that_screened_late_follows_the_decision_recorded_first(
+    payment_db: Database, inventory: FakeInventory
+) -> None:
+    key = uuid.uuid4().bytes * 2
+
+    def crash_at(point: str) -> Callable[[str], None]:
+        def fault(step: str) -> None:
+            if step == point:
+                raise Crash(point)
+
+        return fault
+
+    item = product(inventory, stock=2, price=2_000)
+    caller = new_user()
+    with contextlib.suppress(Crash):
+        await attempt(
+            use_cases(payment_db, inventory, fault=crash_at("stock_reserved"), card_key=key),
+            caller,
+            item,
+        )
+    # A second driver (the recovery loop of another replica) read the order before the first
+    # recorded its screening...
+    [stale], _ = await use_cases(payment_db, inventory, card_key=key).list_orders(
+        caller, "", 10, ""
+    )
+    assert (stale.status, stale.screening) == (OrderStatus.STOCK_RESERVED, None)
+    store = PaymentStore(payment_db, Outbox("payment"))
+    provider = ResilientProvider(SandboxProvider(payment_db), backoff_s=0.001)
+    first = CheckoutSaga(
+        store, inventory, provider, fault=crash_at("screened"), screening=ScreeningPolicy()
+    )
+    with contextlib.suppress(Crash):
+        await first.drive(stale.id)
+    # ...and would now decide otherwise (here: a policy that denies every amount).
+    strict = ScreeningPolicy(new_account_high_amount=1, new_account_score=100)
+    late = CheckoutSaga(store, inventory, provider, screening=strict)
+
+    ended = await late.drive(stale.id, order=stale)
+
+    assert ended.status is OrderStatus.CONFIRMED
+    assert ended.screening is not None
+    assert ended.screening.decision is Decision.ALLOW
+    assert [op for op, _ in await ledger_of(payment_db, paid(ended).id)] == [
+        "authorize",
+        "capture",
+    ]
+    assert inventory.status(ended.id) == "COMMITTED"
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_two_reviewers_deciding_at_once_both_get_the_one_decision_recorded(
+    screened: Payments, inventory: FakeInventory, payment_db: Database, decision: str
+) -> None:
+    item = product(inventory, stock=3, price=60_000)
+    held, _ = await attempt(screened, new_user(), item)
+    decide = screened.approve if decision == "approve" else screened.reject
+
+    first, second = await asyncio.gather(decide(ADMIN, held.id), decide(ADMIN, held.id))
+
+    assert first == second
+    assert first.status is (OrderStatus.CONFIRMED if decision == "approve" else OrderStatus.FAILED)
+    operations = [op for op, _ in await ledger_of(payment_db, paid(first).id)]
+    assert operations == ["authorize", "capture" if decision == "approve" else "void"]

@@ -42,6 +42,7 @@ from payment_svc.domain import (
     RefundKind,
     RefundStatus,
     RequestedItem,
+    ValidCard,
     actor_of,
     check_cancellable,
     check_transition,
@@ -194,6 +195,32 @@ def test_an_invalid_card_names_the_field_and_never_echoes_the_number(
 def test_a_card_is_valid_through_its_expiry_month_and_amex_takes_four_digits() -> None:
     validate_card(card(exp_year=2026, exp_month=11), today=TODAY)
     validate_card(card("378282246310005", cvc="1234"), today=TODAY)
+
+
+def test_a_card_at_every_edge_of_its_fields_is_accepted_and_passed_on_whole() -> None:
+    # What the provider's tokenizer is given: every field as the shopper typed it, trimmed.
+    valid = validate_card(
+        card("900000000001", exp_month=1, exp_year=9999, cvc="321", holder_name=f" {'H' * 100} "),
+        today=TODAY,
+    )
+
+    assert valid == ValidCard("900000000001", 1, 9999, "321", "H" * 100, CardBrand.UNKNOWN)
+    assert validate_card(card("9000000000000000001"), today=TODAY).number == "9000000000000000001"
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        (card("90000000001"), "number"),  # 11 digits, Luhn-valid
+        (card("90000000000000000001"), "number"),  # 20 digits, Luhn-valid
+        (card(holder_name="H" * 101), "holder_name"),
+    ],
+)
+def test_a_card_just_past_an_edge_is_refused(bad: CardInput, field: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        validate_card(bad, today=TODAY)
+
+    assert raised.value.field == f"payment_method.card.{field}"
 
 
 @pytest.mark.parametrize(
