@@ -360,13 +360,17 @@ class Database:
         self._ping_timeout = ping_timeout
         self._sqlite = engine.dialect.name == "sqlite"
         # Read-only units of work check out from the same pool with their options preset, so
-        # no unit pays for setting them (see session): SQLite begins DEFERRED, PostgreSQL
-        # runs each statement on its own.
+        # no unit pays for setting them (see session). Both backends give a reader one
+        # snapshot: SQLite's DEFERRED transaction in WAL mode, and on PostgreSQL a READ ONLY
+        # REPEATABLE READ transaction (asyncpg begins it in the one BEGIN statement). Each
+        # statement on its own (autocommit) saved the BEGIN and COMMIT, but an aggregate read
+        # in several statements could then meet half of a concurrent commit: a held order
+        # still ON_HOLD with its payment already VOIDED by another reviewer's rejection.
         self._readers = engine.execution_options(
             **(
                 {SQLITE_BEGIN_OPTION: "DEFERRED"}
                 if self._sqlite
-                else {"isolation_level": "AUTOCOMMIT"}
+                else {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
             )
         )
         # SQLite has one writer at a time: this process's writers queue here, suspended, in
@@ -401,9 +405,8 @@ class Database:
         checkout (issue 13's profile). Do not commit inside the block; ``begin_nested`` gives
         a savepoint; ``after_commit`` schedules work for once the commit has returned.
         ``read_only``: the block only reads, so it never waits for writers: on SQLite it
-        begins DEFERRED and skips the writers' queue; on PostgreSQL each statement runs on
-        its own (autocommit), without BEGIN and COMMIT round trips, so several statements
-        may see different commits.
+        begins DEFERRED and skips the writers' queue; on PostgreSQL it is a READ ONLY
+        REPEATABLE READ transaction. Either way its statements see one snapshot.
         """
         if read_only:
             async with timed_unit_of_work(self.name), self._transaction(self._readers) as reader:

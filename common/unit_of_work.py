@@ -95,9 +95,10 @@ class Store(Generic[UnitT]):
     async def reading(self) -> AsyncIterator[UnitT]:
         """A unit of work that only reads: it never waits for writers (``Database.session``).
 
-        On PostgreSQL its statements run without a transaction, so a read of several
-        statements may see different commits; a decision that needs one snapshot, or a lock,
-        belongs in ``unit_of_work``.
+        Its statements see one snapshot (on PostgreSQL a READ ONLY REPEATABLE READ
+        transaction), so an aggregate read in several statements is never half of a
+        concurrent commit. A decision that must not be overtaken belongs in
+        ``unit_of_work``, guarded by a compare-and-set or a lock.
         """
         with span("unit_of_work read", **{"db.system.name": self._database.engine.dialect.name}):
             async with self._database.session(read_only=True) as connection:

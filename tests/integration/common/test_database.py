@@ -21,7 +21,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from common.db import Database, after_commit
 
@@ -169,6 +169,42 @@ async def test_a_unit_of_work_whose_connection_broke_ends_with_its_own_error(
         await cancelled_use_case()
 
     assert await count(database, parent) == 0
+
+
+async def test_a_reading_unit_sees_one_snapshot_while_another_unit_commits(
+    database: Database, tables: tuple[Table, Table]
+) -> None:
+    # An aggregate read in several statements must never see half of a concurrent commit
+    # (two reviewers of one held order read it ON_HOLD with its payment already VOIDED).
+    parent, _ = tables
+    async with database.session() as session:
+        await session.execute(parent.insert().values(id=1, name="first", n=1))
+
+    async with database.session(read_only=True) as reader:
+        before = (await reader.execute(select(parent.c.n).where(parent.c.id == 1))).scalar_one()
+        async with database.session() as writer:
+            await writer.execute(update(parent).where(parent.c.id == 1).values(n=2))
+            await writer.execute(parent.insert().values(id=2, name="second", n=2))
+        row = (await reader.execute(select(parent.c.n).where(parent.c.id == 1))).scalar_one()
+        rows = (await reader.execute(select(func.count()).select_from(parent))).scalar_one()
+
+    assert (before, row, rows) == (1, 1, 1)
+    assert await count(database, parent) == 2  # the writer's commit itself went through
+
+
+@pytest.mark.postgres
+async def test_a_reading_unit_on_postgresql_refuses_to_write(postgres_url: str) -> None:
+    database = Database.from_url(postgres_url)
+    _, parent, _ = fresh_tables()
+    try:
+        async with database.engine.begin() as connection:
+            await connection.run_sync(parent.metadata.create_all)
+        with pytest.raises(DBAPIError, match="read-only transaction"):
+            async with database.session(read_only=True) as reader:
+                await reader.execute(parent.insert().values(id=1, name="not here"))
+        assert await count(database, parent) == 0
+    finally:
+        await database.dispose()
 
 
 async def test_ping_is_true_for_a_reachable_database(database: Database) -> None:
