@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -445,3 +446,30 @@ async def test_a_new_key_is_looked_up_again_exactly_the_default_refresh_interval
     assert await cache.get(rotated_kid) is None
     clock.now = 86_400.0 + 5
     assert await cache.get(rotated_kid) is not None
+
+
+async def test_lookups_that_queue_behind_a_failing_fetch_share_it_and_keep_the_known_keys() -> None:
+    # Past the TTL with user_svc unreachable, every request looks its key up at once. Each one
+    # fetching in turn would hold the last request for the sum of all their timeouts.
+    reachable = True
+    fetches = 0
+
+    async def fetch() -> dict[str, object]:
+        nonlocal fetches
+        fetches += 1
+        if not reachable:
+            await asyncio.sleep(0)  # waiting on the network: the other lookups queue up
+            raise TimeoutError("user service unreachable")
+        return {"keys": [public_jwk(SIGNER.public_key, kid=SIGNER.kid)]}
+
+    clock = _Clock()
+    clock.now = 86_400.0
+    cache = JwksCache(fetch, ttl_s=60, clock=clock)
+    assert await cache.get(SIGNER.kid) is not None
+    reachable = False
+    clock.now = 86_400.0 + 600
+
+    found = await asyncio.gather(*(cache.get(SIGNER.kid) for _ in range(20)))
+
+    assert all(key is not None for key in found)
+    assert fetches == 2
