@@ -194,6 +194,7 @@ class JwksCache:
         self._keys: dict[str, PublicKey] = {}
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
+        self._fetches_ended = 0
         self._lock = asyncio.Lock()
 
     async def get(self, kid: str) -> PublicKey | None:
@@ -205,23 +206,27 @@ class JwksCache:
             now - self._attempted_at >= self._min_refresh_interval_s
         )
         if stale or may_refresh:
-            await self._refresh(force=not stale)
+            await self._refresh()
         return self._keys.get(kid)
 
-    async def _refresh(self, *, force: bool) -> None:
+    async def _refresh(self) -> None:
+        seen = self._fetches_ended
         async with self._lock:
-            now = self._clock()
-            # Another task may have refreshed while this one waited for the lock.
-            if self._attempted_at is not None and now - self._attempted_at < (
-                self._min_refresh_interval_s if force else 0.0
-            ):
+            # A fetch ended while this task waited for the lock: it was under way when this
+            # task asked, so its answer serves this task too. Fetching again in turn would
+            # hold every request queued behind an unreachable user_svc for the sum of their
+            # time-outs.
+            if self._fetches_ended != seen:
                 return
+            now = self._clock()
             self._attempted_at = now
             try:
                 document = await self._fetch()
             except Exception as error:
                 _log.warning("jwks_fetch_failed", error=type(error).__name__, detail=str(error))
                 return
+            finally:
+                self._fetches_ended += 1
             self._keys = keys_from_jwks(document)
             self._fetched_at = now
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -404,3 +405,71 @@ async def test_a_known_key_is_served_from_the_cache_on_a_real_monotonic_clock() 
         assert await cache.get(SIGNER.kid) is not None
 
     assert fetches == 1
+
+
+async def test_a_withdrawn_key_is_trusted_for_the_default_ttl_and_not_a_moment_longer() -> None:
+    # How long a key user_svc stopped publishing still admits tokens: 300 s from the fetch.
+    published = [public_jwk(SIGNER.public_key, kid=SIGNER.kid)]
+
+    async def fetch() -> dict[str, object]:
+        return {"keys": list(published)}
+
+    clock = _Clock()
+    clock.now = 86_400.0
+    cache = JwksCache(fetch, clock=clock)
+    assert await cache.get(SIGNER.kid) is not None
+    published.clear()
+
+    clock.now = 86_400.0 + 300
+    assert await cache.get(SIGNER.kid) is not None
+    clock.now = 86_400.0 + 300.5
+    assert await cache.get(SIGNER.kid) is None
+
+
+async def test_a_new_key_is_looked_up_again_exactly_the_default_refresh_interval_later() -> None:
+    # user_svc signs with a new key 10 s after creating it and publishes it within 3 s
+    # (README "Keys"): that holds only if a verifier may refetch after 5 s, not later.
+    rotated = new_key()
+    rotated_kid = key_id(rotated.public_key())
+    published = [public_jwk(SIGNER.public_key, kid=SIGNER.kid)]
+
+    async def fetch() -> dict[str, object]:
+        return {"keys": list(published)}
+
+    clock = _Clock()
+    clock.now = 86_400.0
+    cache = JwksCache(fetch, clock=clock)
+    assert await cache.get(SIGNER.kid) is not None
+    published.append(public_jwk(rotated.public_key(), kid=rotated_kid))
+
+    clock.now = 86_400.0 + 4.5
+    assert await cache.get(rotated_kid) is None
+    clock.now = 86_400.0 + 5
+    assert await cache.get(rotated_kid) is not None
+
+
+async def test_lookups_that_queue_behind_a_failing_fetch_share_it_and_keep_the_known_keys() -> None:
+    # Past the TTL with user_svc unreachable, every request looks its key up at once. Each one
+    # fetching in turn would hold the last request for the sum of all their timeouts.
+    reachable = True
+    fetches = 0
+
+    async def fetch() -> dict[str, object]:
+        nonlocal fetches
+        fetches += 1
+        if not reachable:
+            await asyncio.sleep(0)  # waiting on the network: the other lookups queue up
+            raise TimeoutError("user service unreachable")
+        return {"keys": [public_jwk(SIGNER.public_key, kid=SIGNER.kid)]}
+
+    clock = _Clock()
+    clock.now = 86_400.0
+    cache = JwksCache(fetch, ttl_s=60, clock=clock)
+    assert await cache.get(SIGNER.kid) is not None
+    reachable = False
+    clock.now = 86_400.0 + 600
+
+    found = await asyncio.gather(*(cache.get(SIGNER.kid) for _ in range(20)))
+
+    assert all(key is not None for key in found)
+    assert fetches == 2
