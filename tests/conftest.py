@@ -18,12 +18,11 @@ import redis.asyncio as aioredis
 # schemathesis is a pytest plugin, so pytest's assertion rewriter parses every module of it on
 # first import; imported here, at collection, rather than lazily in the middle of a test.
 import schemathesis.specs.openapi.schemas  # noqa: F401
-from sqlalchemy import URL, make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import make_url
 
 from localrun.broker import EmbeddedBroker
 from tests.support.clean_tree import left_behind, untracked
+from tests.support.postgres import execute_autocommit
 from tests.support.processes import ROOT
 
 # CPython 3.11 keeps the AST converter's recursion depth in state that every call shares
@@ -66,17 +65,6 @@ def _run_in_thread(coroutine: Coroutine[Any, Any, None]) -> None:
         pool.submit(asyncio.run, coroutine).result()
 
 
-async def _execute_autocommit(server: URL, statement: str) -> None:
-    engine = create_async_engine(
-        server, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args={"timeout": 5}
-    )
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """The URL of a throwaway PostgreSQL database, created for this session and dropped after.
@@ -88,7 +76,7 @@ def postgres_url() -> Iterator[str]:
     server = server.set(drivername="postgresql+asyncpg")
     name = f"mc_test_{uuid.uuid4().hex[:12]}"
     try:
-        _run_in_thread(_execute_autocommit(server, f'CREATE DATABASE "{name}"'))
+        _run_in_thread(execute_autocommit(server, f'CREATE DATABASE "{name}"'))
     except Exception as error:
         reason = (
             f"PostgreSQL unavailable at {server.render_as_string(hide_password=True)} "
@@ -98,7 +86,7 @@ def postgres_url() -> Iterator[str]:
             pytest.fail(reason)
         pytest.skip(reason)
     yield server.set(database=name).render_as_string(hide_password=False)
-    _run_in_thread(_execute_autocommit(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _run_in_thread(execute_autocommit(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

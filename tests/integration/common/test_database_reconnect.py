@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, event, exc, func, make_url, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, exc, func, select
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from common.db import Database, after_commit, connection_lost
+from tests.support.postgres import database_of_its_own
 
 pytestmark = pytest.mark.postgres
 
@@ -33,31 +33,15 @@ KILL_THE_OTHERS = (
 )
 
 
-async def _autocommit(url: str, statement: str) -> None:
-    engine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(sql(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 async def own_url(postgres_url: str) -> AsyncIterator[str]:
     """A database of this test alone: killing "every other connection" touches no other test."""
-    server = make_url(postgres_url)
-    name = f"mc_test_reconnect_{uuid.uuid4().hex[:10]}"
-    await _autocommit(server.render_as_string(hide_password=False), f'CREATE DATABASE "{name}"')
-    url = server.set(database=name).render_as_string(hide_password=False)
-    engine = create_async_engine(url, poolclass=NullPool)
-    async with engine.begin() as connection:
-        await connection.run_sync(METADATA.create_all)
-    await engine.dispose()
-    yield url
-    await _autocommit(
-        server.render_as_string(hide_password=False),
-        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-    )
+    async with database_of_its_own(postgres_url, "mc_test_reconnect") as url:
+        engine = create_async_engine(url, poolclass=NullPool)
+        async with engine.begin() as connection:
+            await connection.run_sync(METADATA.create_all)
+        await engine.dispose()
+        yield url
 
 
 @pytest.fixture

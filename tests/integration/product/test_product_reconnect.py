@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import text
 
 from common.db import Database
 from common.migrations import script_location_of, upgrade_to_head
@@ -18,29 +15,17 @@ from common.outbox import Outbox
 from common.pagination import PageTokens
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
+from tests.support.postgres import database_of_its_own
 
 pytestmark = pytest.mark.postgres
-
-
-async def _autocommit(url: str, statement: str) -> None:
-    engine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture
 async def own_url(postgres_url: str) -> AsyncIterator[str]:
     """A product database of this test alone, so killing its connections touches no other."""
-    server = make_url(postgres_url).render_as_string(hide_password=False)
-    name = f"mc_test_product_reconnect_{uuid.uuid4().hex[:10]}"
-    await _autocommit(server, f'CREATE DATABASE "{name}"')
-    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    await upgrade_to_head(url, script_location_of("product"))
-    yield url
-    await _autocommit(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with database_of_its_own(postgres_url, "mc_test_product_reconnect") as url:
+        await upgrade_to_head(url, script_location_of("product"))
+        yield url
 
 
 async def test_use_cases_succeed_right_after_every_pooled_connection_was_killed(

@@ -13,7 +13,6 @@ import os
 import secrets
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,9 +23,7 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from sqlalchemy import URL, make_url, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import select, text
 
 from common.db import Database
 from common.migrations import upgrade_to_head
@@ -34,6 +31,7 @@ from common.service_runner import run_service
 from common.tokens import TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 from localrun.broker import free_port
+from tests.support.postgres import database_of_its_own
 from tests.support.processes import FAST_KAFKA, ROOT, wait_for
 from user_svc.key_encryption import KeyEncryption, UndecryptableKey
 from user_svc.main import SPEC as USER
@@ -47,25 +45,12 @@ ENCRYPTION_SECRET = secrets.token_urlsafe(32)
 CREDENTIAL = secrets.token_urlsafe(32)
 
 
-async def _autocommit(server: URL, statement: str) -> None:
-    engine = create_async_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 async def shared_database(postgres_url: str) -> AsyncIterator[str]:
     """A database of its own: the ring's rows must not meet another test's."""
-    server = make_url(postgres_url)
-    name = f"mc_keys_{uuid.uuid4().hex[:12]}"
-    await _autocommit(server, f'CREATE DATABASE "{name}"')
-    url = server.set(database=name).render_as_string(hide_password=False)
-    await upgrade_to_head(url, USER.migrations)
-    yield url
-    await _autocommit(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with database_of_its_own(postgres_url, "mc_keys") as url:
+        await upgrade_to_head(url, USER.migrations)
+        yield url
 
 
 @dataclass
