@@ -24,6 +24,7 @@ from localrun.broker import EmbeddedBroker
 from tests.support.clean_tree import left_behind, untracked
 from tests.support.postgres import execute_autocommit
 from tests.support.processes import ROOT
+from tests.support.threads import stop_leftover_loop_threads
 
 # CPython 3.11 keeps the AST converter's recursion depth in state that every call shares
 # (gh-106905). A parse nested inside another one resets it, and the outer parse then fails with
@@ -57,6 +58,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if stray:
         sys.stderr.write("\nthe test run left files in the repository: " + ", ".join(stray) + "\n")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Let the interpreter exit even if a test left a Faust consumer thread running."""
+    stopped = stop_leftover_loop_threads()
+    if stopped:
+        sys.stderr.write("\nstopped event-loop threads left running: " + ", ".join(stopped) + "\n")
 
 
 def _run_in_thread(coroutine: Coroutine[Any, Any, None]) -> None:
