@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -68,7 +69,22 @@ async def shop(
         await close_checkout_stack(running)
 
 
+async def payment_instances(shop: CheckoutStack) -> dict[str, str]:
+    """Id → status of the payment instances the gateway's ``/health`` knows."""
+    try:
+        health = await shop.stack.health()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return {}
+    services = health.get("services")
+    payment = services.get("payment", {}) if isinstance(services, dict) else {}
+    return {str(i["id"]): str(i["status"]) for i in payment.get("instances", [])}
+
+
 async def restart_payment(shop: CheckoutStack, env: dict[str, str] | None = None) -> None:
+    """Restart payment_svc and wait until the gateway has heard the new process on the health
+    stream, not only until one call succeeds: until its first pong, the predecessor's silence
+    reads as DOWN and the gateway's breaker answers 503 although the new process serves."""
+    known = set(await payment_instances(shop))
     current = shop.stack.processes["payment"]
     if current.popen.poll() is None:
         try:
@@ -78,6 +94,9 @@ async def restart_payment(shop: CheckoutStack, env: dict[str, str] | None = None
     shop.stack.start_service("payment", env=env)
 
     async def serving() -> bool:
+        heard = {i for i, status in (await payment_instances(shop)).items() if status == "UP"}
+        if not heard - known:
+            return False
         probe = await shop.call("GET", "/api/v1/orders", token=shop.customers[0])
         return probe.status == 200
 
