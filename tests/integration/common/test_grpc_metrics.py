@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -13,6 +13,7 @@ from aiohttp import ClientSession
 from common import errors
 from common.grpc_server import Service, create_server
 from common.metrics import REGISTRY, start_metrics_server
+from tests.support.processes import wait_for
 
 PROBE = "microcommerce.test.v1.MetricsProbe"
 Context = Any  # grpc.aio.ServicerContext is generic only in the stubs
@@ -71,6 +72,17 @@ def timed(method: str, rpc_type: str = "unary") -> float:
     return REGISTRY.get_sample_value("grpc_server_handling_seconds_count", labels) or 0.0
 
 
+async def counted(condition: Callable[[], bool]) -> None:
+    """Until the server has counted the call. An abort sends its status to the client before
+    the handler unwinds to the interceptor that counts it, so the client can see the code a
+    moment before the metric does."""
+
+    async def met() -> bool:
+        return condition()
+
+    await wait_for(met, within=5, interval=0.01)
+
+
 async def call(channel: grpc.aio.Channel, request: bytes) -> None:
     # The code is what the test reads from the metrics, not from the call.
     with contextlib.suppress(grpc.aio.AioRpcError):
@@ -93,6 +105,7 @@ async def test_each_call_is_counted_with_the_code_the_client_got(
 
     await call(channel, request_body)
 
+    await counted(lambda: handled("Call", code) > before)
     assert handled("Call", code) == before + 1
     assert timed("Call") == before_timed + 1
 
@@ -106,6 +119,7 @@ async def test_a_stream_that_fails_is_counted_with_its_final_code(
         async for _ in stream:
             pass
 
+    await counted(lambda: handled("Stream", "FAILED_PRECONDITION", "server_stream") > before)
     assert handled("Stream", "FAILED_PRECONDITION", "server_stream") == before + 1
 
 
