@@ -7,18 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, make_url, text
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as create_engine
 
-
-async def _execute(url: str, statement: str) -> None:
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
+from tests.support.postgres import execute_autocommit
 
 
 @asynccontextmanager
@@ -33,7 +26,7 @@ async def empty_database(db_url: str, prefix: str) -> AsyncIterator[AsyncEngine]
     schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     postgres = make_url(db_url).get_backend_name() == "postgresql"
     if postgres:
-        await _execute(db_url, f'CREATE SCHEMA "{schema}"')
+        await execute_autocommit(db_url, f'CREATE SCHEMA "{schema}"')
     engine = create_engine(db_url)
     if postgres:
         # Before the dialect's first-connect initialisation, which reads current_schema().
@@ -51,4 +44,4 @@ async def empty_database(db_url: str, prefix: str) -> AsyncIterator[AsyncEngine]
     finally:
         await engine.dispose()
         if postgres:
-            await _execute(db_url, f'DROP SCHEMA "{schema}" CASCADE')
+            await execute_autocommit(db_url, f'DROP SCHEMA "{schema}" CASCADE')
