@@ -139,6 +139,12 @@ def create_faust_app(
         processing_guarantee="at_least_once",
         producer_acks=-1,
         store="memory://",
+        # Faust's own drain at stop waits for every record in flight to be acknowledged, and
+        # swallows the cancellation meant to bound it: one stuck handler hangs the process's
+        # shutdown for good (and leaves its consumer thread running). A handler cancelled at
+        # stop instead leaves its offset uncommitted, and the next owner's inbox drops the
+        # redelivery if the effect had committed.
+        stream_wait_empty=False,
         # Faust hands these to its producer, consumers and admin client alike.
         broker_credentials=kafka_security(settings).faust_credentials(),
     )
