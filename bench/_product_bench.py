@@ -13,16 +13,13 @@ import json
 import os
 import sys
 import tempfile
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import make_url
 
 from common.access import AccessInterceptor
 from common.grpc_server import Service, create_server, stop_gracefully
@@ -30,6 +27,7 @@ from common.migrations import script_location_of, upgrade_to_head
 from common.tokens import StaticKeys, TokenVerifier
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from localrun.postgres import database_of_its_own
 from microcommerce.product.v1 import product_service_pb2 as pb
 from microcommerce.product.v1 import product_service_pb2_grpc
 from product_svc.grpc_api import ProductApi
@@ -64,25 +62,9 @@ async def fresh_database(backend: str, postgres_url: str) -> AsyncIterator[str]:
     if backend != "postgres":
         raise ValueError(f"unknown backend {backend!r}; use sqlite or postgres")
     server = make_url(postgres_url).set(drivername="postgresql+asyncpg")
-    admin_url = server.render_as_string(hide_password=False)
-    name = f"mc_bench_{uuid.uuid4().hex[:10]}"
-    await _admin(admin_url, f'CREATE DATABASE "{name}"')
-    try:
-        url = server.set(database=name).render_as_string(hide_password=False)
+    async with database_of_its_own(server.render_as_string(hide_password=False), "mc_bench") as url:
         await upgrade_to_head(url, script_location_of("product"))
         yield url
-    finally:
-        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _admin(server_url: str, statement: str) -> None:
-    # CREATE/DROP DATABASE cannot run inside a transaction.
-    engine = create_async_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 @asynccontextmanager

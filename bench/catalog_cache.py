@@ -49,7 +49,7 @@ import grpc
 from sqlalchemy import make_url, text
 
 from bench._children import logged_child
-from bench._product_bench import SERVICE, _admin, add_backend_options
+from bench._product_bench import SERVICE, add_backend_options
 from bench.catalog_search import load, percentiles
 from bench.gateway_load import LOOPBACK
 from bench.gateway_load import child as gateway_child
@@ -64,6 +64,7 @@ from common.pagination import PageTokens
 from common.service_runner import wait_for_stop_signal
 from common.tokens import StaticKeys, TokenVerifier
 from localrun.broker import free_port
+from localrun.postgres import database_of_its_own
 from microcommerce.product.v1 import product_service_pb2 as pb
 from microcommerce.product.v1 import product_service_pb2_grpc
 from product_svc.catalog_cache import CatalogCache, NoCache, RedisCatalogCache
@@ -393,14 +394,10 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
             report["sqlite"] = await measure_backend(url, options)
     if "postgres" in options.backends:
         server = make_url(options.postgres_url).set(drivername="postgresql+asyncpg")
-        name = f"mc_bench_{uuid.uuid4().hex[:10]}"
-        admin_url = server.render_as_string(hide_password=False)
-        await _admin(admin_url, f'CREATE DATABASE "{name}"')
-        try:
-            url = server.set(database=name).render_as_string(hide_password=False)
+        async with database_of_its_own(
+            server.render_as_string(hide_password=False), "mc_bench"
+        ) as url:
             report["postgres"] = await measure_backend(url, options)
-        finally:
-            await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return report
 
 

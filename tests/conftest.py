@@ -21,8 +21,8 @@ import schemathesis.specs.openapi.schemas  # noqa: F401
 from sqlalchemy import make_url
 
 from localrun.broker import EmbeddedBroker
+from localrun.postgres import execute_autocommit
 from tests.support.clean_tree import left_behind, untracked
-from tests.support.postgres import execute_autocommit
 from tests.support.processes import ROOT
 from tests.support.threads import stop_leftover_loop_threads
 

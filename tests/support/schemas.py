@@ -11,7 +11,7 @@ from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as create_engine
 
-from tests.support.postgres import execute_autocommit
+from localrun.postgres import execute_autocommit
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from common.db import Database, after_commit, connection_lost
-from tests.support.postgres import database_of_its_own
+from localrun.postgres import database_of_its_own
 
 pytestmark = pytest.mark.postgres
 

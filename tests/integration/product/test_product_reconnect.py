@@ -13,9 +13,9 @@ from common.db import Database
 from common.migrations import script_location_of, upgrade_to_head
 from common.outbox import Outbox
 from common.pagination import PageTokens
+from localrun.postgres import database_of_its_own
 from product_svc.service import Catalog
 from product_svc.store import CatalogStore
-from tests.support.postgres import database_of_its_own
 
 pytestmark = pytest.mark.postgres
 

@@ -31,7 +31,7 @@ from common.service_runner import run_service
 from common.tokens import TokenVerifier
 from common.user_client import UserServiceClient, jwks_cache
 from localrun.broker import free_port
-from tests.support.postgres import database_of_its_own
+from localrun.postgres import database_of_its_own
 from tests.support.processes import FAST_KAFKA, ROOT, wait_for
 from user_svc.key_encryption import KeyEncryption, UndecryptableKey
 from user_svc.main import SPEC as USER

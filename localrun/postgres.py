@@ -1,4 +1,4 @@
-"""Databases of their own on the test PostgreSQL server, for tests that must not share one."""
+"""Databases of their own on a PostgreSQL server, for tests and benchmarks that share none."""
 
 from __future__ import annotations
 
