@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -257,4 +258,23 @@ class BackgroundStream:
                 started.exception()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
             await asyncio.wait_for(self.app.stop(), self.STOP_TIMEOUT_S)
+        await self._end_consumer_threads()
         shutil.rmtree(self.app.conf.datadir, ignore_errors=True)
+
+    async def _end_consumer_threads(self) -> None:
+        """End the app's consumer thread if stopping the app did not.
+
+        A start cancelled while its consumer thread was coming up leaves that thread running:
+        the app never marked it started, so ``app.stop()`` skips it. The thread is not a daemon,
+        so the process could then never exit. Stopping the thread's own loop ends it.
+        """
+        for thread in threading.enumerate():
+            service: Any = getattr(thread, "service", None)  # mode's WorkerThread → ServiceThread
+            if getattr(service, "app", None) is not self.app or not thread.is_alive():
+                continue
+            loop: asyncio.AbstractEventLoop = service.thread_loop
+            with contextlib.suppress(RuntimeError):  # its loop already closed: ending anyway
+                loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join, self.STOP_TIMEOUT_S)
+            if thread.is_alive():
+                _log.warning("kafka_consumer_thread_left_running", app=self.app.conf.id)

@@ -13,7 +13,9 @@ def stop_leftover_loop_threads(timeout_s: float = 5.0) -> list[str]:
     its own (``thread.service.thread_loop``). An in-process service whose test loop closed
     before that thread was told to stop leaves it running forever, and the interpreter then
     waits for it at exit: a run whose every test passed hung there in a rehearsal. Stopping
-    the thread's loop ends the thread.
+    the thread's loop ends the thread. ``BackgroundStream.stop`` now does this for its own app
+    (a start cancelled mid-way had left the thread); this net remains for a test that never
+    stops a stream it started.
     """
     stopped = []
     for thread in threading.enumerate():
