@@ -214,6 +214,11 @@ async def declare_topics_patiently(settings: CommonSettings, client: str) -> Non
             await asyncio.sleep(delay)
 
 
+def _cancel_every_task(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+
+
 class BackgroundStream:
     """A process's Faust app, started in the background so gRPC and REST never wait on Kafka.
 
@@ -273,8 +278,13 @@ class BackgroundStream:
             if getattr(service, "app", None) is not self.app or not thread.is_alive():
                 continue
             loop: asyncio.AbstractEventLoop = service.thread_loop
-            with contextlib.suppress(RuntimeError):  # its loop already closed: ending anyway
-                loop.call_soon_threadsafe(loop.stop)
-            await asyncio.to_thread(thread.join, self.STOP_TIMEOUT_S)
+            # Cancelled, its tasks unwind through their own clean-up; stopping the loop is for
+            # a thread that ignores that.
+            for end in (_cancel_every_task, asyncio.AbstractEventLoop.stop):
+                with contextlib.suppress(RuntimeError):  # its loop already closed: ending anyway
+                    loop.call_soon_threadsafe(end, loop)
+                await asyncio.to_thread(thread.join, self.STOP_TIMEOUT_S)
+                if not thread.is_alive():
+                    break
             if thread.is_alive():
                 _log.warning("kafka_consumer_thread_left_running", app=self.app.conf.id)

@@ -7,6 +7,7 @@ import threading
 import uuid
 
 import faust
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from common.kafka import BackgroundStream, create_faust_app
@@ -58,6 +59,8 @@ async def _stop_as_the_consumer_thread_comes_up(broker: EmbeddedBroker) -> list[
     return [thread.name for thread in _consumer_threads(app)]
 
 
+# A thread ended this way ends with the CancelledError of its start, which pytest reports.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 async def test_a_stop_while_the_consumer_thread_comes_up_ends_that_thread(
     broker: EmbeddedBroker,
 ) -> None:
