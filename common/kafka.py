@@ -271,7 +271,8 @@ class BackgroundStream:
 
         A start cancelled while its consumer thread was coming up leaves that thread running:
         the app never marked it started, so ``app.stop()`` skips it. The thread is not a daemon,
-        so the process could then never exit. Stopping the thread's own loop ends it.
+        so the process could then never exit. Cancelling its tasks (failing that, stopping its
+        loop) ends it.
         """
         for thread in threading.enumerate():
             service: Any = getattr(thread, "service", None)  # mode's WorkerThread → ServiceThread
